@@ -1,0 +1,163 @@
+//! From an HTTP body to a list of JSON events: decompression within the
+//! size limit, then a JSON object, a JSON array of objects, or NDJSON.
+
+use std::io::Read;
+
+use serde_json::{Map, Value};
+
+use crate::IngestError;
+
+/// One event of a request: its object, or why it could not be read.
+pub type ParsedEvent = Result<Map<String, Value>, String>;
+
+/// Undoes `Content-Encoding`, refusing output larger than `limit` bytes so
+/// that a small compressed body cannot expand without bound.
+pub fn decode(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
+    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+    let reader: Box<dyn Read + '_> = match encoding.as_deref() {
+        None | Some("") | Some("identity") => return Ok(body.to_vec()),
+        Some("gzip") | Some("x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        Some("zstd") => Box::new(
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|e| IngestError::BadBody(format!("zstd body cannot be decoded: {e}")))?,
+        ),
+        Some(other) => return Err(IngestError::UnsupportedEncoding(other.to_string())),
+    };
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            IngestError::BadBody(format!(
+                "{} body cannot be decoded: {e}",
+                encoding.unwrap_or_default()
+            ))
+        })?;
+    if out.len() > limit {
+        return Err(IngestError::TooLarge {
+            limit,
+            after: " after decompression",
+        });
+    }
+    Ok(out)
+}
+
+/// Splits a body into events. NDJSON is read when the content type says so,
+/// or when the body is not one JSON document but its first line is.
+pub fn parse(body: &[u8], ndjson: bool) -> Result<Vec<ParsedEvent>, IngestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    if ndjson {
+        return Ok(parse_ndjson(body));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(event)) => Ok(vec![Ok(event)]),
+        Ok(Value::Array(items)) => Ok(items.into_iter().map(into_event).collect()),
+        Ok(other) => Err(IngestError::BadBody(format!(
+            "body must be a JSON object, an array of objects, or NDJSON; got {}",
+            kind(&other)
+        ))),
+        Err(_) if first_line_is_object(body) => Ok(parse_ndjson(body)),
+        Err(e) => Err(IngestError::BadBody(format!("body is not JSON: {e}"))),
+    }
+}
+
+fn parse_ndjson(body: &[u8]) -> Vec<ParsedEvent> {
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| match serde_json::from_slice::<Value>(line) {
+            Ok(v) => into_event(v).map_err(|e| format!("line {}: {e}", n + 1)),
+            Err(e) => Err(format!("line {}: not JSON: {e}", n + 1)),
+        })
+        .collect()
+}
+
+fn first_line_is_object(body: &[u8]) -> bool {
+    body.split(|&b| b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .is_some_and(|l| matches!(serde_json::from_slice::<Value>(l), Ok(Value::Object(_))))
+}
+
+fn into_event(v: Value) -> ParsedEvent {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(format!(
+            "an event must be a JSON object, got {}",
+            kind(&other)
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn object_array_and_ndjson() {
+        assert_eq!(parse(br#"{"a":1}"#, false).unwrap().len(), 1);
+        let arr = parse(br#"[{"a":1}, 2, {"b":2}]"#, false).unwrap();
+        assert!(arr[0].is_ok() && arr[2].is_ok());
+        assert_eq!(
+            arr[1].as_ref().unwrap_err(),
+            "an event must be a JSON object, got a number"
+        );
+        let nd = parse(b"{\"a\":1}\n\n{oops\r\n{\"a\":2}\r\n", true).unwrap();
+        assert_eq!(nd.len(), 3, "blank lines are skipped");
+        assert!(
+            nd[1].as_ref().unwrap_err().starts_with("line 3: not JSON"),
+            "{:?}",
+            nd[1]
+        );
+        assert!(nd[2].is_ok(), "CRLF line endings are fine");
+    }
+
+    #[test]
+    fn ndjson_without_its_content_type() {
+        let nd = parse(b"{\"a\":1}\n{\"a\":2}\n", false).unwrap();
+        assert_eq!(nd.len(), 2);
+    }
+
+    #[test]
+    fn not_json_at_all() {
+        let err = parse(b"hello", false).unwrap_err();
+        assert!(err.to_string().starts_with("body is not JSON"), "{err}");
+        let err = parse(b"\"text\"", false).unwrap_err();
+        assert!(err.to_string().contains("got a string"), "{err}");
+        assert!(parse(b"  \n", false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn gzip_and_zstd_within_the_limit() {
+        let raw = b"{\"a\":1}".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(decode(Some("gzip"), &gz, 10_000).unwrap(), raw);
+        let zs = zstd::encode_all(&raw[..], 3).unwrap();
+        assert_eq!(decode(Some("zstd"), &zs, 10_000).unwrap(), raw);
+        let err = decode(Some("gzip"), &gz, 100).unwrap_err();
+        assert!(matches!(err, IngestError::TooLarge { .. }), "{err}");
+        assert!(matches!(
+            decode(Some("br"), &gz, 100),
+            Err(IngestError::UnsupportedEncoding(_))
+        ));
+        assert!(matches!(
+            decode(Some("gzip"), b"not gzip", 100),
+            Err(IngestError::BadBody(_))
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! Ingest: HTTP bodies of JSON events become Arrow batches in the owning
+//! partitions of their table.
+
+pub mod body;
+pub mod convert;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod route;
+pub mod time;
+
+pub use convert::{IngestOutcome, Rejection, ingest_events};
+pub use error::IngestError;
+pub use http::{IngestState, router};
+pub use metrics::IngestMetrics;

@@ -1,0 +1,43 @@
+//! Ingest's Prometheus metrics, registered in the node's registry.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct IngestMetrics {
+    pub events_accepted: IntCounterVec,
+    pub events_rejected: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+}
+
+impl IngestMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<IngestMetrics> {
+        let m = IngestMetrics {
+            events_accepted: IntCounterVec::new(
+                Opts::new("atoll_events_accepted_total", "Events stored, per table"),
+                &["table"],
+            )?,
+            events_rejected: IntCounterVec::new(
+                Opts::new("atoll_events_rejected_total", "Events rejected, per table"),
+                &["table"],
+            )?,
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "atoll_ingest_requests_total",
+                    "Ingest requests, per HTTP status",
+                ),
+                &["status"],
+            )?,
+            request_seconds: HistogramVec::new(
+                HistogramOpts::new("atoll_ingest_request_seconds", "Ingest request latency")
+                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
+                &["status"],
+            )?,
+        };
+        registry.register(Box::new(m.events_accepted.clone()))?;
+        registry.register(Box::new(m.events_rejected.clone()))?;
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_seconds.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,93 @@
+//! Which partition each event goes to, and splitting a batch accordingly.
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use atoll_ring::hash::partition_for_hash;
+use atoll_ring::partition_for_key;
+use atoll_store::{StoredBatch, Table, TableSettings};
+
+use crate::IngestError;
+use crate::convert::{FlatEvent, Scalar};
+
+/// The partition of each event: a random key spreads events uniformly; a
+/// table's `partition_key` column keeps equal values together (a missing
+/// value hashes like the empty string).
+pub fn assign(settings: &TableSettings, partitions: u32, events: &[FlatEvent<'_>]) -> Vec<u32> {
+    match &settings.partition_key {
+        None => events
+            .iter()
+            .map(|_| partition_for_hash(rand::random(), partitions))
+            .collect(),
+        Some(key) => events
+            .iter()
+            .map(|e| {
+                partition_for_key(&e.get(key).unwrap_or(&Scalar::Null).key_bytes(), partitions)
+            })
+            .collect(),
+    }
+}
+
+/// Appends to each partition the rows routed to it: one `take` that groups
+/// rows by partition, then zero-copy slices.
+pub fn store_by_partition(
+    table: &Table,
+    batch: &RecordBatch,
+    partitions: &[u32],
+) -> Result<(), IngestError> {
+    let mut order: Vec<u32> = (0..partitions.len() as u32).collect();
+    order.sort_by_key(|&i| partitions[i as usize]);
+    let grouped = take_record_batch(batch, &UInt32Array::from(order.clone()))
+        .map_err(atoll_store::StoreError::from)?;
+    let mut start = 0;
+    while start < order.len() {
+        let p = partitions[order[start] as usize];
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|&&i| partitions[i as usize] == p)
+                .count();
+        table.append(p, StoredBatch::new(grouped.slice(start, end - start))?)?;
+        start = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::prepare;
+    use serde_json::json;
+
+    #[test]
+    fn partition_key_keeps_equal_values_together() {
+        let settings = TableSettings {
+            partition_key: Some("user".into()),
+        };
+        let raw: Vec<_> = (0..200)
+            .map(|i| json!({"user": format!("u{}", i % 5)}))
+            .collect();
+        let events: Vec<_> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, e)| prepare(i, e.as_object().unwrap(), 0).unwrap())
+            .collect();
+        let parts = assign(&settings, 64, &events);
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(*p, parts[i % 5]);
+        }
+    }
+
+    #[test]
+    fn random_keys_spread_events() {
+        let raw: Vec<_> = (0..6_400).map(|_| json!({"a": 1})).collect();
+        let events: Vec<_> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, e)| prepare(i, e.as_object().unwrap(), 0).unwrap())
+            .collect();
+        let parts = assign(&TableSettings::default(), 64, &events);
+        let mut counts = [0; 64];
+        parts.iter().for_each(|&p| counts[p as usize] += 1);
+        assert!(counts.iter().all(|&c| c > 50 && c < 150), "{counts:?}");
+    }
+}

@@ -1,0 +1,152 @@
+//! `atoll serve` flags; each can also be set by an `ATOLL_*` variable.
+
+use std::time::Duration;
+
+use atoll_query::QueryConfig;
+use clap::Args;
+
+/// A byte count written as `1048576`, `64MiB`, `2GiB`, `512KB`...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: usize = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+        let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}: use B, KiB, MiB, GiB (or KB, MB, GB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API and dashboard (port 0 picks a free port).
+    #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
+    pub http_addr: String,
+
+    /// Partitions of the ring (a power of two), fixed for a cluster's life.
+    #[arg(long, env = "ATOLL_PARTITIONS", default_value_t = atoll_ring::DEFAULT_PARTITIONS,
+          value_parser = parse_partitions)]
+    pub partitions: u32,
+
+    /// Largest ingest request body, before and after decompression.
+    #[arg(long, env = "ATOLL_MAX_BODY_BYTES", default_value = "64MiB")]
+    pub max_body_bytes: ByteSize,
+
+    /// Rows at which a partition's append buffer is sealed into one batch.
+    #[arg(long, env = "ATOLL_SEAL_ROWS", default_value_t = 32 * 1024)]
+    pub seal_rows: usize,
+
+    /// Milliseconds after which a partition's append buffer is sealed anyway.
+    #[arg(long, env = "ATOLL_SEAL_INTERVAL_MS", default_value_t = 1000)]
+    pub seal_interval_ms: u64,
+
+    /// Memory all running queries of this node may hold together.
+    #[arg(long, env = "ATOLL_QUERY_MEMORY", default_value = "4GiB")]
+    pub query_memory: ByteSize,
+
+    /// Memory one query may hold (within --query-memory).
+    #[arg(long, env = "ATOLL_QUERY_MEMORY_PER_QUERY", default_value = "2GiB")]
+    pub query_memory_per_query: ByteSize,
+
+    /// Longest a query may run, in milliseconds; a request may ask for less.
+    #[arg(long, env = "ATOLL_QUERY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub query_timeout_ms: u64,
+
+    /// Queries running at once; further ones wait (see --query-queue-wait-ms).
+    #[arg(long, env = "ATOLL_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
+    pub max_concurrent_queries: usize,
+
+    /// How long a query waits for a slot before it is answered 503.
+    #[arg(long, env = "ATOLL_QUERY_QUEUE_WAIT_MS", default_value_t = 2_000)]
+    pub query_queue_wait_ms: u64,
+
+    /// Rows a JSON query answer holds at most (`stats.truncated` says when
+    /// more were cut); Arrow answers are streamed whole.
+    #[arg(long, env = "ATOLL_MAX_RESULT_ROWS", default_value_t = 10_000)]
+    pub max_result_rows: usize,
+
+    /// Parallel streams per query scan (default: the number of cores).
+    #[arg(long, env = "ATOLL_QUERY_PARALLELISM")]
+    pub query_parallelism: Option<usize>,
+
+    /// Log filter, as in RUST_LOG (e.g. `info`, `atoll_query=debug`).
+    #[arg(long, env = "ATOLL_LOG", default_value = "info")]
+    pub log: String,
+}
+
+fn parse_partitions(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if n.is_power_of_two() && n <= 65_536 {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a power of two between 1 and 65536"))
+    }
+}
+
+impl ServeArgs {
+    pub fn seal_interval(&self) -> Duration {
+        Duration::from_millis(self.seal_interval_ms)
+    }
+
+    pub fn query_config(&self) -> QueryConfig {
+        let defaults = QueryConfig::default();
+        QueryConfig {
+            target_partitions: self.query_parallelism.unwrap_or(defaults.target_partitions),
+            pool_bytes: self.query_memory.0,
+            query_bytes: self.query_memory_per_query.0.min(self.query_memory.0),
+            timeout: Duration::from_millis(self.query_timeout_ms),
+            max_concurrent: self.max_concurrent_queries,
+            queue_wait: Duration::from_millis(self.query_queue_wait_ms),
+            max_json_rows: self.max_result_rows,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("64MiB".parse(), Ok(ByteSize(64 << 20)));
+        assert_eq!("2 GiB".parse(), Ok(ByteSize(2 << 30)));
+        assert_eq!("1000".parse(), Ok(ByteSize(1000)));
+        assert_eq!("5MB".parse(), Ok(ByteSize(5_000_000)));
+        assert!("lots".parse::<ByteSize>().is_err());
+        assert!(
+            "5 parsecs"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+    }
+
+    #[test]
+    fn partitions_are_powers_of_two() {
+        assert_eq!(parse_partitions("64"), Ok(64));
+        assert!(parse_partitions("48").is_err());
+        assert!(parse_partitions("0").is_err());
+    }
+}

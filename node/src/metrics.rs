@@ -1,0 +1,88 @@
+//! `GET /metrics`: the node's Prometheus registry, plus per-table gauges
+//! read from the store at scrape time.
+
+use std::sync::Arc;
+
+use atoll_query::QueryEngine;
+use atoll_store::Store;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+#[derive(Clone)]
+pub struct NodeMetrics {
+    registry: Registry,
+    store: Arc<Store>,
+    engine: Arc<QueryEngine>,
+    table_rows: IntGaugeVec,
+    table_memory: IntGaugeVec,
+    query_memory: IntGauge,
+}
+
+impl NodeMetrics {
+    pub fn new(
+        registry: Registry,
+        store: Arc<Store>,
+        engine: Arc<QueryEngine>,
+    ) -> prometheus::Result<NodeMetrics> {
+        let table_rows = IntGaugeVec::new(
+            Opts::new("atoll_table_rows", "Rows held, per table"),
+            &["table"],
+        )?;
+        let table_memory = IntGaugeVec::new(
+            Opts::new("atoll_table_memory_bytes", "Memory held by data, per table"),
+            &["table"],
+        )?;
+        let query_memory =
+            IntGauge::new("atoll_query_memory_bytes", "Memory held by running queries")?;
+        registry.register(Box::new(table_rows.clone()))?;
+        registry.register(Box::new(table_memory.clone()))?;
+        registry.register(Box::new(query_memory.clone()))?;
+        Ok(NodeMetrics {
+            registry,
+            store,
+            engine,
+            table_rows,
+            table_memory,
+            query_memory,
+        })
+    }
+
+    fn render(&self) -> String {
+        self.table_rows.reset();
+        self.table_memory.reset();
+        for t in self.store.tables() {
+            self.table_rows
+                .with_label_values(&[t.name()])
+                .set(t.rows() as i64);
+            self.table_memory
+                .with_label_values(&[t.name()])
+                .set(t.memory_bytes() as i64);
+        }
+        self.query_memory.set(self.engine.memory_in_use() as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("Prometheus text is UTF-8")
+    }
+}
+
+pub fn router(metrics: NodeMetrics) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+}
+
+async fn scrape(State(m): State<NodeMetrics>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            TextEncoder::new().format_type().to_string(),
+        )],
+        m.render(),
+    )
+}

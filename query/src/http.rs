@@ -1,0 +1,144 @@
+//! `POST /v1/query`: JSON rows (capped), or an Arrow IPC stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::ipc::writer::StreamWriter;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::QueryError;
+use crate::engine::{Execution, QueryEngine};
+use crate::metrics::QueryMetrics;
+use crate::render::append_rows;
+
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+#[derive(Clone)]
+pub struct QueryState {
+    pub engine: Arc<QueryEngine>,
+    pub metrics: QueryMetrics,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+    /// A lower time limit than the node's, in milliseconds.
+    timeout_ms: Option<u64>,
+    /// Fewer JSON rows than the node's cap.
+    max_rows: Option<usize>,
+}
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/v1/query", post(query))
+        .with_state(state)
+}
+
+async fn query(State(st): State<QueryState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    st.metrics.running.inc();
+    let arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(ARROW_STREAM));
+    let result = run(&st, &body, arrow).await;
+    st.metrics.running.dec();
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    st.metrics.requests.with_label_values(&[outcome]).inc();
+    st.metrics
+        .seconds
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn run(st: &QueryState, body: &[u8], arrow: bool) -> Result<Response, QueryError> {
+    let request: QueryRequest = serde_json::from_slice(body).map_err(|e| {
+        QueryError::BadRequest(format!(
+            "the body must be JSON like {{\"sql\": \"SELECT ...\"}}: {e}"
+        ))
+    })?;
+    let timeout = request.timeout_ms.map(Duration::from_millis);
+    let execution = st.engine.start(&request.sql, timeout).await?;
+    if arrow {
+        return arrow_response(execution).await;
+    }
+    let cap = request
+        .max_rows
+        .unwrap_or(usize::MAX)
+        .min(st.engine.config().max_json_rows);
+    json_response(execution, cap).await
+}
+
+async fn json_response(mut execution: Execution, cap: usize) -> Result<Response, QueryError> {
+    let schema = execution.schema();
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    while let Some(batch) = execution.next().await? {
+        let room = cap - rows.len();
+        if batch.num_rows() > room {
+            append_rows(&batch.slice(0, room), &mut rows);
+            truncated = true;
+            break;
+        }
+        append_rows(&batch, &mut rows);
+    }
+    let columns: Vec<Value> = schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let stats = execution.stats(truncated);
+    Ok(Json(json!({ "columns": columns, "rows": rows, "stats": stats })).into_response())
+}
+
+/// Streams batches as they come; the first batch (or the end) is awaited
+/// before answering so that planning and early errors still get a JSON
+/// error with the right status.
+async fn arrow_response(mut execution: Execution) -> Result<Response, QueryError> {
+    let schema = execution.schema();
+    let first = execution.next().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut writer = match StreamWriter::try_new(Vec::new(), &schema) {
+            Ok(w) => w,
+            Err(e) => return drop(tx.send(Err(std::io::Error::other(e))).await),
+        };
+        let mut next = first;
+        loop {
+            let Some(batch) = next else { break };
+            if let Err(e) = writer.write(&batch) {
+                return drop(tx.send(Err(std::io::Error::other(e))).await);
+            }
+            let chunk = std::mem::take(writer.get_mut());
+            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return; // the client went away: dropping `execution` cancels the query
+            }
+            next = match execution.next().await {
+                Ok(n) => n,
+                Err(e) => return drop(tx.send(Err(std::io::Error::other(e.to_string()))).await),
+            };
+        }
+        let tail = writer.finish().map(|_| std::mem::take(writer.get_mut()));
+        let _ = tx
+            .send(tail.map(Bytes::from).map_err(std::io::Error::other))
+            .await;
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
+    Ok(response)
+}

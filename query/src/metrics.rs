@@ -1,0 +1,31 @@
+//! Query Prometheus metrics, registered in the node's registry.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct QueryMetrics {
+    pub requests: IntCounterVec,
+    pub seconds: HistogramVec,
+    pub running: IntGauge,
+}
+
+impl QueryMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<QueryMetrics> {
+        let m = QueryMetrics {
+            requests: IntCounterVec::new(
+                Opts::new("atoll_query_requests_total", "Query requests, per outcome"),
+                &["outcome"],
+            )?,
+            seconds: HistogramVec::new(
+                HistogramOpts::new("atoll_query_seconds", "Query latency, per outcome")
+                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 18)?),
+                &["outcome"],
+            )?,
+            running: IntGauge::new("atoll_queries_running", "Queries running now")?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.seconds.clone()))?;
+        registry.register(Box::new(m.running.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,205 @@
+//! `PartitionScanExec`: the leaf of every plan over an Atoll table. It names
+//! the table, the columns, the time range and the partitions to read, never
+//! the data, so that it can be shipped to the node that holds them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::datatypes::SchemaRef;
+use atoll_store::schema::adapt_batch;
+use atoll_store::{Store, StoredBatch};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coop::cooperative;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::stream;
+
+use crate::prune::TimeRange;
+
+/// What a scan read, for the query's `stats`.
+#[derive(Debug, Default)]
+pub struct ScanCounters {
+    pub rows: AtomicU64,
+    pub batches: AtomicU64,
+    pub partitions: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct PartitionScanExec {
+    table: String,
+    /// The columns to produce, typed as the table's schema was at planning.
+    schema: SchemaRef,
+    /// Partitions to read, one group per output stream.
+    groups: Vec<Vec<u32>>,
+    time: TimeRange,
+    limit: Option<usize>,
+    store: Arc<Store>,
+    counters: Arc<ScanCounters>,
+    properties: Arc<PlanProperties>,
+}
+
+impl PartitionScanExec {
+    pub fn new(
+        store: Arc<Store>,
+        table: &str,
+        schema: SchemaRef,
+        partitions: &[u32],
+        streams: usize,
+        time: TimeRange,
+        limit: Option<usize>,
+    ) -> PartitionScanExec {
+        let streams = streams.clamp(1, partitions.len().max(1));
+        let mut groups = vec![Vec::new(); streams];
+        for (i, p) in partitions.iter().enumerate() {
+            groups[i % streams].push(*p);
+        }
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(streams),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        )
+        .with_scheduling_type(SchedulingType::Cooperative);
+        PartitionScanExec {
+            table: table.to_string(),
+            schema,
+            groups,
+            time,
+            limit,
+            store,
+            counters: Arc::default(),
+            properties: Arc::new(properties),
+        }
+    }
+
+    pub fn counters(&self) -> &ScanCounters {
+        &self.counters
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.groups.iter().map(Vec::len).sum()
+    }
+
+    fn read(&self, partition: usize) -> Vec<StoredBatch> {
+        let Some(table) = self.store.table(&self.table) else {
+            return Vec::new();
+        };
+        let group = &self.groups[partition];
+        self.counters
+            .partitions
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        table.batches(group, self.time.from, self.time.to)
+    }
+}
+
+impl DisplayAs for PartitionScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "PartitionScanExec: table={}, partitions={}, columns=[{}]",
+            self.table,
+            self.partition_count(),
+            columns.join(", ")
+        )?;
+        if self.time != TimeRange::default() {
+            write!(f, ", time=[{:?}, {:?})", self.time.from, self.time.to)?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for PartitionScanExec {
+    fn name(&self) -> &str {
+        "PartitionScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition >= self.groups.len() {
+            return Err(DataFusionError::Internal(format!(
+                "PartitionScanExec has no stream {partition}"
+            )));
+        }
+        let batches = self.read(partition);
+        let schema = self.schema.clone();
+        let counters = self.counters.clone();
+        let mut remaining = self.limit.unwrap_or(usize::MAX);
+        let adapted = stream::iter(batches.into_iter().map_while(move |b| {
+            if remaining == 0 {
+                return None;
+            }
+            let rows = b.rows().min(remaining);
+            remaining -= rows;
+            counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            Some(
+                adapt_batch(&b.batch.slice(0, rows), &schema)
+                    .map_err(|e| DataFusionError::Execution(e.to_string())),
+            )
+        }));
+        Ok(Box::pin(cooperative(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            adapted,
+        ))))
+    }
+}
+
+/// Sums rows read and partitions read over every scan in a plan.
+pub fn scan_totals(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
+    let mut totals = (0, 0);
+    visit_scans(plan, &mut |scan| {
+        totals.0 += scan.counters().rows.load(Ordering::Relaxed);
+        totals.1 += scan.counters().partitions.load(Ordering::Relaxed);
+    });
+    totals
+}
+
+/// Calls `f` on every scan of a plan.
+pub fn visit_scans(plan: &Arc<dyn ExecutionPlan>, f: &mut dyn FnMut(&PartitionScanExec)) {
+    if let Some(scan) = plan.downcast_ref::<PartitionScanExec>() {
+        f(scan);
+    }
+    plan.children().into_iter().for_each(|c| visit_scans(c, f));
+}

@@ -1,0 +1,270 @@
+//! Which node owns which partition, and the preference list of a partition.
+//!
+//! The ring depends only on the joined members: stopping a node does not
+//! change it. A new ring is derived from the previous one so that a join or
+//! a leave moves about `1/n` of the partitions, never a reshuffle.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::PartitionId;
+
+/// A node's stable name in the cluster.
+pub type NodeId = String;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RingError {
+    #[error("the partition count must be a power of two between 1 and 65536, got {0}")]
+    BadPartitionCount(u32),
+    #[error("a ring needs at least one member")]
+    NoMembers,
+    #[error(
+        "{members} members cannot share {partitions} partitions: at most one node per partition"
+    )]
+    TooManyMembers { members: usize, partitions: u32 },
+}
+
+/// Partition -> owner, versioned by an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ring {
+    epoch: u64,
+    owners: Vec<NodeId>,
+}
+
+impl Ring {
+    /// The first ring of a cluster: owners striped round-robin, so that
+    /// neighbouring partitions have distinct owners.
+    pub fn new(partitions: u32, members: &[NodeId]) -> Result<Ring, RingError> {
+        let members = sorted_members(partitions, members)?;
+        let owners = (0..partitions as usize)
+            .map(|p| members[p % members.len()].clone())
+            .collect();
+        Ok(Ring { epoch: 1, owners })
+    }
+
+    /// The next ring for a new member set, moving as few partitions as
+    /// balance allows (counts per node differ by at most one).
+    pub fn claim(&self, members: &[NodeId]) -> Result<Ring, RingError> {
+        let partitions = self.partitions();
+        let members = sorted_members(partitions, members)?;
+        let targets = target_counts(&self.owners, &members, partitions);
+        let mut kept: BTreeMap<&NodeId, usize> = BTreeMap::new();
+        let mut owners: Vec<Option<NodeId>> = Vec::with_capacity(self.owners.len());
+        for owner in &self.owners {
+            let count = kept.entry(owner).or_default();
+            if targets.get(owner).is_some_and(|&t| *count < t) {
+                *count += 1;
+                owners.push(Some(owner.clone()));
+            } else {
+                owners.push(None);
+            }
+        }
+        let mut deficits: Vec<(NodeId, usize)> = members
+            .iter()
+            .map(|m| (m.clone(), targets[m] - kept.get(m).copied().unwrap_or(0)))
+            .filter(|(_, d)| *d > 0)
+            .collect();
+        for p in 0..owners.len() {
+            if owners[p].is_none() {
+                let node = pick_for_slot(&owners, p, &mut deficits);
+                owners[p] = Some(node);
+            }
+        }
+        let owners: Vec<NodeId> = owners
+            .into_iter()
+            .map(|o| o.expect("every slot claimed"))
+            .collect();
+        let epoch = if owners == self.owners {
+            self.epoch
+        } else {
+            self.epoch + 1
+        };
+        Ok(Ring { epoch, owners })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.owners.len() as u32
+    }
+
+    pub fn owner(&self, partition: PartitionId) -> &NodeId {
+        &self.owners[partition as usize]
+    }
+
+    pub fn owners(&self) -> &[NodeId] {
+        &self.owners
+    }
+
+    /// The distinct members of the ring, sorted.
+    pub fn members(&self) -> BTreeSet<&NodeId> {
+        self.owners.iter().collect()
+    }
+
+    /// Every distinct node, walking clockwise from `partition`: the first
+    /// `n` are the primaries, the rest the fallbacks in order.
+    pub fn preference_list(&self, partition: PartitionId) -> Vec<&NodeId> {
+        let len = self.owners.len();
+        let mut seen = Vec::new();
+        for step in 0..len {
+            let owner = &self.owners[(partition as usize + step) % len];
+            if !seen.contains(&owner) {
+                seen.push(owner);
+            }
+        }
+        seen
+    }
+
+    /// The first `n` distinct nodes clockwise from `partition`.
+    pub fn primaries(&self, partition: PartitionId, n: usize) -> Vec<&NodeId> {
+        let mut list = self.preference_list(partition);
+        list.truncate(n);
+        list
+    }
+
+    /// Partitions whose primaries (for replication factor `n`) include `node`.
+    pub fn partitions_of(&self, node: &str, n: usize) -> Vec<PartitionId> {
+        (0..self.partitions())
+            .filter(|&p| self.primaries(p, n).iter().any(|m| m.as_str() == node))
+            .collect()
+    }
+}
+
+fn sorted_members(partitions: u32, members: &[NodeId]) -> Result<Vec<NodeId>, RingError> {
+    if !partitions.is_power_of_two() || partitions > 65_536 {
+        return Err(RingError::BadPartitionCount(partitions));
+    }
+    let members: Vec<NodeId> = members
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if members.is_empty() {
+        return Err(RingError::NoMembers);
+    }
+    if members.len() > partitions as usize {
+        return Err(RingError::TooManyMembers {
+            members: members.len(),
+            partitions,
+        });
+    }
+    Ok(members)
+}
+
+/// How many partitions each member should own: `P / n`, and one more for
+/// the `P % n` members that already own the most (so they lose nothing).
+fn target_counts(
+    owners: &[NodeId],
+    members: &[NodeId],
+    partitions: u32,
+) -> BTreeMap<NodeId, usize> {
+    let n = members.len();
+    let base = partitions as usize / n;
+    let extra = partitions as usize % n;
+    let mut by_current: Vec<(usize, &NodeId)> = members
+        .iter()
+        .map(|m| (owners.iter().filter(|o| *o == m).count(), m))
+        .collect();
+    by_current.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    by_current
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, m))| (m.clone(), base + usize::from(i < extra)))
+        .collect()
+}
+
+/// Picks the node with the largest deficit that does not already own a
+/// neighbouring partition, so preference lists stay distinct.
+fn pick_for_slot(owners: &[Option<NodeId>], p: usize, deficits: &mut [(NodeId, usize)]) -> NodeId {
+    let len = owners.len();
+    let prev = owners[(p + len - 1) % len].as_ref();
+    let next = owners[(p + 1) % len].as_ref();
+    let candidates = deficits.iter().enumerate().filter(|(_, (_, d))| *d > 0);
+    let best = candidates
+        .clone()
+        .filter(|(_, (m, _))| Some(m) != prev && Some(m) != next)
+        .max_by_key(|(i, (_, d))| (*d, std::cmp::Reverse(*i)))
+        .or_else(|| candidates.max_by_key(|(i, (_, d))| (*d, std::cmp::Reverse(*i))))
+        .map(|(i, _)| i)
+        .expect("deficits cover every unclaimed partition");
+    deficits[best].1 -= 1;
+    deficits[best].0.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn names(n: usize) -> Vec<NodeId> {
+        (0..n).map(|i| format!("node-{i:02}")).collect()
+    }
+
+    fn counts(ring: &Ring) -> Vec<usize> {
+        ring.members()
+            .iter()
+            .map(|m| ring.owners().iter().filter(|o| o == m).count())
+            .collect()
+    }
+
+    fn moved(a: &Ring, b: &Ring) -> usize {
+        a.owners()
+            .iter()
+            .zip(b.owners())
+            .filter(|(x, y)| x != y)
+            .count()
+    }
+
+    #[test]
+    fn single_node_owns_everything() {
+        let ring = Ring::new(64, &names(1)).unwrap();
+        assert!(ring.owners().iter().all(|o| o == "node-00"));
+        assert_eq!(ring.preference_list(5), vec!["node-00"]);
+    }
+
+    #[test]
+    fn refuses_bad_partition_counts() {
+        assert_eq!(
+            Ring::new(48, &names(1)),
+            Err(RingError::BadPartitionCount(48))
+        );
+        assert_eq!(Ring::new(64, &[]), Err(RingError::NoMembers));
+    }
+
+    #[test]
+    fn unchanged_membership_keeps_the_epoch() {
+        let ring = Ring::new(64, &names(3)).unwrap();
+        assert_eq!(ring.claim(&names(3)).unwrap(), ring);
+    }
+
+    proptest! {
+        #[test]
+        fn claim_is_balanced_distinct_and_moves_little(nodes in 1usize..=16, k in 3u32..=10, n in 1usize..=5) {
+            let partitions = 1u32 << k;
+            prop_assume!(nodes + 1 <= partitions as usize);
+            let ring = Ring::new(partitions, &names(nodes)).unwrap();
+            let grown = ring.claim(&names(nodes + 1)).unwrap();
+            let shrunk = grown.claim(&names(nodes)).unwrap();
+            for r in [&ring, &grown, &shrunk] {
+                let c = counts(r);
+                prop_assert!(c.iter().max().unwrap() - c.iter().min().unwrap() <= 1, "unbalanced {:?}", c);
+                let members = r.members().len();
+                for p in 0..partitions {
+                    let prim = r.primaries(p, n);
+                    prop_assert_eq!(prim.len(), n.min(members));
+                    let distinct: BTreeSet<_> = prim.iter().collect();
+                    prop_assert_eq!(distinct.len(), prim.len());
+                }
+            }
+            // A join moves what the new node must take, a leave what it held.
+            let fair = (partitions as usize).div_ceil(nodes + 1);
+            prop_assert!(moved(&ring, &grown) <= fair, "join moved {} > {}", moved(&ring, &grown), fair);
+            prop_assert!(moved(&grown, &shrunk) <= fair, "leave moved {} > {}", moved(&grown, &shrunk), fair);
+            prop_assert_eq!(grown.epoch(), ring.epoch() + 1);
+        }
+    }
+}

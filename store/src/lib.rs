@@ -1,0 +1,182 @@
+//! In-memory Arrow storage: per (table, partition) an append buffer that
+//! seals into record batches, each with its time range for pruning.
+//!
+//! This crate knows no HTTP and no SQL: ingest hands it converted batches,
+//! the query engine asks it for the batches of some partitions.
+
+pub mod partition;
+pub mod schema;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+pub use partition::StoredBatch;
+pub use schema::{ColumnType, SchemaChange, TIME_COLUMN, TableSchema};
+pub use table::{Table, TableSettings};
+
+/// Errors of the store, each naming what was wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error(
+        "invalid table name {0:?}: use 1 to 64 characters of [A-Za-z0-9_-], starting with a letter or '_'"
+    )]
+    InvalidTableName(String),
+    #[error("table {0:?} does not exist")]
+    NoSuchTable(String),
+    #[error("column {column:?} is {existing}, cannot store {incoming} in it")]
+    TypeConflict {
+        column: String,
+        existing: ColumnType,
+        incoming: ColumnType,
+    },
+    #[error("column name of {len} bytes is longer than the limit of {limit} bytes")]
+    ColumnNameTooLong { len: usize, limit: usize },
+    #[error(
+        "column {column:?} would be column {count} of table {table:?}, over the limit of {limit} columns"
+    )]
+    TooManyColumns {
+        table: String,
+        column: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error(
+        "partition key {column:?} cannot be {found}: use a column of type Utf8, Int64 or Boolean"
+    )]
+    BadPartitionKey { column: String, found: ColumnType },
+    #[error("arrow: {0}")]
+    Arrow(String),
+}
+
+impl From<arrow::error::ArrowError> for StoreError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        StoreError::Arrow(e.to_string())
+    }
+}
+
+/// How the store seals its append buffers.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub partitions: u32,
+    /// An append buffer seals once it holds this many rows...
+    pub seal_rows: usize,
+    /// ...or once its oldest row waited this long.
+    pub seal_age: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            partitions: atoll_ring::DEFAULT_PARTITIONS,
+            seal_rows: 32 * 1024,
+            seal_age: Duration::from_secs(1),
+        }
+    }
+}
+
+/// All tables of one node.
+pub struct Store {
+    config: StoreConfig,
+    tables: RwLock<BTreeMap<String, Arc<Table>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({} tables)", self.tables.read().len())
+    }
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Store {
+        Store {
+            config,
+            tables: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<Table>> {
+        self.tables.read().get(name).cloned()
+    }
+
+    /// The table of that name, created empty (only `time`) when missing.
+    pub fn get_or_create(&self, name: &str) -> Result<Arc<Table>, StoreError> {
+        if let Some(t) = self.table(name) {
+            return Ok(t);
+        }
+        validate_table_name(name)?;
+        let mut tables = self.tables.write();
+        let table = tables
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Table::new(name, &self.config)));
+        Ok(table.clone())
+    }
+
+    /// Drops a table and all its data; false when there was none.
+    pub fn drop_table(&self, name: &str) -> bool {
+        self.tables.write().remove(name).is_some()
+    }
+
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        self.tables.read().values().cloned().collect()
+    }
+
+    /// Seals every append buffer that is old enough; run periodically.
+    pub fn seal_aged(&self) {
+        for table in self.tables() {
+            table.seal_aged(self.config.seal_age);
+        }
+    }
+}
+
+/// Table names: `[A-Za-z_][A-Za-z0-9_-]{0,63}`.
+pub fn validate_table_name(name: &str) -> Result<(), StoreError> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if first_ok && rest_ok && name.len() <= 64 {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidTableName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        for ok in ["events", "_x", "a-b_c9", &"a".repeat(64)] {
+            assert_eq!(validate_table_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "9a", "-a", "a.b", "a b", "ä", &"a".repeat(65), "../x"] {
+            assert!(validate_table_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_and_drop() {
+        let store = Store::new(StoreConfig::default());
+        assert!(store.get_or_create("bad name").is_err());
+        let t = store.get_or_create("events").unwrap();
+        assert!(Arc::ptr_eq(&t, &store.get_or_create("events").unwrap()));
+        assert_eq!(store.tables().len(), 1);
+        assert!(store.drop_table("events"));
+        assert!(!store.drop_table("events"));
+        assert!(store.table("events").is_none());
+    }
+}

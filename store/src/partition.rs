@@ -1,0 +1,146 @@
+//! One (table, partition): an append buffer of small batches as ingest
+//! delivers them, sealed into larger batches by size or age.
+
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::{concat_batches, max, min};
+use arrow::datatypes::{Schema, SchemaRef};
+
+use crate::StoreError;
+use crate::schema::{TIME_COLUMN, TableSchema, adapt_batch};
+
+/// A batch and the range of its `time` column, so that scans with a time
+/// filter can skip it without reading it.
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    pub batch: RecordBatch,
+    /// Smallest and largest `time`, microseconds since the epoch (UTC).
+    pub time_min: i64,
+    pub time_max: i64,
+}
+
+impl StoredBatch {
+    /// Wraps a batch whose `time` column is a non-null Timestamp(µs).
+    pub fn new(batch: RecordBatch) -> Result<StoredBatch, StoreError> {
+        let time = batch
+            .column_by_name(TIME_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .filter(|c| c.null_count() == 0)
+            .ok_or_else(|| {
+                StoreError::Arrow("a stored batch needs a non-null time column".into())
+            })?;
+        let (time_min, time_max) = (min(time).unwrap_or(i64::MAX), max(time).unwrap_or(i64::MIN));
+        Ok(StoredBatch {
+            batch,
+            time_min,
+            time_max,
+        })
+    }
+
+    /// True when some row may fall in `[from, to)` (microseconds).
+    pub fn overlaps(&self, from: Option<i64>, to: Option<i64>) -> bool {
+        from.is_none_or(|f| self.time_max >= f) && to.is_none_or(|t| self.time_min < t)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.batch.get_array_memory_size()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Partition {
+    sealed: Vec<StoredBatch>,
+    open: Vec<StoredBatch>,
+    open_rows: usize,
+    open_since: Option<Instant>,
+}
+
+impl Partition {
+    pub(crate) fn append(&mut self, batch: StoredBatch) {
+        self.open_rows += batch.rows();
+        self.open.push(batch);
+        self.open_since.get_or_insert_with(Instant::now);
+    }
+
+    pub(crate) fn open_rows(&self) -> usize {
+        self.open_rows
+    }
+
+    pub(crate) fn open_for(&self) -> Option<Duration> {
+        self.open_since.map(|t| t.elapsed())
+    }
+
+    /// Merges the append buffer into one batch holding the columns its
+    /// batches have, typed as the table's current schema says.
+    pub(crate) fn seal(&mut self, schema: &TableSchema) -> Result<(), StoreError> {
+        match self.open.len() {
+            0 => return Ok(()),
+            1 => self.sealed.push(self.open.pop().expect("one open batch")),
+            _ => {
+                let target = union_schema(&self.open, schema);
+                let adapted = self
+                    .open
+                    .iter()
+                    .map(|b| adapt_batch(&b.batch, &target))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let merged = concat_batches(&target, &adapted)?;
+                let (time_min, time_max) =
+                    self.open.iter().fold((i64::MAX, i64::MIN), |(lo, hi), b| {
+                        (lo.min(b.time_min), hi.max(b.time_max))
+                    });
+                self.sealed.push(StoredBatch {
+                    batch: merged,
+                    time_min,
+                    time_max,
+                });
+                self.open.clear();
+            }
+        }
+        self.open_rows = 0;
+        self.open_since = None;
+        Ok(())
+    }
+
+    /// Every batch, sealed or not, that may hold rows in `[from, to)`.
+    pub(crate) fn batches(&self, from: Option<i64>, to: Option<i64>, out: &mut Vec<StoredBatch>) {
+        out.extend(
+            self.sealed
+                .iter()
+                .chain(&self.open)
+                .filter(|b| b.overlaps(from, to))
+                .cloned(),
+        );
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.sealed.iter().map(StoredBatch::rows).sum::<usize>() + self.open_rows
+    }
+
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.sealed
+            .iter()
+            .chain(&self.open)
+            .map(StoredBatch::memory_bytes)
+            .sum()
+    }
+}
+
+fn union_schema(batches: &[StoredBatch], schema: &TableSchema) -> SchemaRef {
+    let fields = schema
+        .arrow()
+        .fields()
+        .iter()
+        .filter(|f| {
+            batches
+                .iter()
+                .any(|b| b.batch.schema().column_with_name(f.name()).is_some())
+        })
+        .cloned()
+        .collect::<Vec<_>>();
+    std::sync::Arc::new(Schema::new(fields))
+}

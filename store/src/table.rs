@@ -1,0 +1,247 @@
+//! A table: its schema, its settings and one partition store per ring
+//! partition, each behind its own lock so that concurrent ingest into one
+//! table does not serialize.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::partition::{Partition, StoredBatch};
+use crate::schema::{ColumnType, SchemaChange, TableSchema};
+use crate::{StoreConfig, StoreError};
+
+/// Settings of a table, set with `PUT /v1/tables/{table}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    /// A column whose value, instead of a random key, picks the partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+}
+
+pub struct Table {
+    name: String,
+    schema: RwLock<Arc<TableSchema>>,
+    /// Held while a schema change is decided, so two requests adding the
+    /// same column cannot both win with different types.
+    evolving: Mutex<()>,
+    settings: RwLock<TableSettings>,
+    partitions: Box<[Mutex<Partition>]>,
+    seal_rows: usize,
+}
+
+impl Table {
+    pub(crate) fn new(name: &str, config: &StoreConfig) -> Table {
+        Table {
+            name: name.to_string(),
+            schema: RwLock::new(Arc::new(TableSchema::default())),
+            evolving: Mutex::new(()),
+            settings: RwLock::new(TableSettings::default()),
+            partitions: (0..config.partitions)
+                .map(|_| Mutex::new(Partition::default()))
+                .collect(),
+            seal_rows: config.seal_rows,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn schema(&self) -> Arc<TableSchema> {
+        self.schema.read().clone()
+    }
+
+    /// Runs `decide` against the current schema. When it changes the schema,
+    /// `decide` runs once more under the evolution lock against the then
+    /// current schema, and its outcome is installed; so `decide` must be a
+    /// pure function of the schema it is given.
+    pub fn evolve<R>(
+        &self,
+        decide: impl Fn(&mut TableSchema) -> (R, SchemaChange),
+    ) -> (R, Arc<TableSchema>) {
+        let snapshot = self.schema();
+        let mut draft = (*snapshot).clone();
+        let (result, change) = decide(&mut draft);
+        if change == SchemaChange::None {
+            return (result, snapshot);
+        }
+        let _guard = self.evolving.lock();
+        let mut draft = (*self.schema()).clone();
+        let (result, change) = decide(&mut draft);
+        let installed = Arc::new(draft);
+        if change == SchemaChange::Changed {
+            *self.schema.write() = installed.clone();
+        }
+        (result, installed)
+    }
+
+    pub fn settings(&self) -> TableSettings {
+        self.settings.read().clone()
+    }
+
+    pub fn set_settings(&self, settings: TableSettings) -> Result<(), StoreError> {
+        if let Some(column) = &settings.partition_key
+            && let Some(found @ (ColumnType::StringList | ColumnType::Timestamp)) =
+                self.schema().column_type(column)
+        {
+            return Err(StoreError::BadPartitionKey {
+                column: column.clone(),
+                found,
+            });
+        }
+        *self.settings.write() = settings;
+        Ok(())
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    /// Appends a batch to a partition's append buffer, sealing it when full.
+    pub fn append(&self, partition: u32, batch: StoredBatch) -> Result<(), StoreError> {
+        let mut p = self.partitions[partition as usize].lock();
+        p.append(batch);
+        if p.open_rows() >= self.seal_rows {
+            p.seal(&self.schema())?;
+        }
+        Ok(())
+    }
+
+    /// The batches of `partitions` that may hold rows with `time` in
+    /// `[from, to)` (microseconds), in the schema they were written with.
+    pub fn batches(
+        &self,
+        partitions: &[u32],
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Vec<StoredBatch> {
+        let mut out = Vec::new();
+        for &p in partitions {
+            if let Some(part) = self.partitions.get(p as usize) {
+                part.lock().batches(from, to, &mut out);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn seal_aged(&self, age: Duration) {
+        let schema = self.schema();
+        for part in self.partitions.iter() {
+            let mut p = part.lock();
+            if p.open_for().is_some_and(|t| t >= age)
+                && let Err(e) = p.seal(&schema)
+            {
+                tracing::error!(table = %self.name, error = %e, "sealing failed; the buffer stays open");
+            }
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.partitions.iter().map(|p| p.lock().rows() as u64).sum()
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| p.lock().memory_bytes() as u64)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(times: &[i64], x: Option<&[i64]>) -> StoredBatch {
+        let mut fields = vec![Field::new("time", ColumnType::Timestamp.data_type(), false)];
+        let mut cols: Vec<arrow::array::ArrayRef> = vec![Arc::new(
+            TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC"),
+        )];
+        if let Some(x) = x {
+            fields.push(Field::new("x", DataType::Int64, true));
+            cols.push(Arc::new(Int64Array::from(x.to_vec())));
+        }
+        StoredBatch::new(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap())
+            .unwrap()
+    }
+
+    fn table(seal_rows: usize) -> Table {
+        let config = StoreConfig {
+            partitions: 4,
+            seal_rows,
+            seal_age: Duration::ZERO,
+        };
+        let t = Table::new("t", &config);
+        t.evolve(|s| ((), s.accept("t", [("x", ColumnType::Int64)]).unwrap()));
+        t
+    }
+
+    #[test]
+    fn seals_by_rows_and_keeps_every_row() {
+        let t = table(4);
+        t.append(1, batch(&[1, 2], Some(&[1, 2]))).unwrap();
+        t.append(1, batch(&[3], None)).unwrap();
+        assert_eq!(
+            t.batches(&[1], None, None).len(),
+            2,
+            "not sealed below the threshold"
+        );
+        t.append(1, batch(&[4], Some(&[4]))).unwrap();
+        let batches = t.batches(&[1], None, None);
+        assert_eq!(batches.len(), 1, "sealed into one batch");
+        assert_eq!((batches[0].time_min, batches[0].time_max), (1, 4));
+        assert_eq!(batches[0].batch.num_columns(), 2);
+        assert_eq!(t.rows(), 4);
+        assert!(t.batches(&[0, 2, 3], None, None).is_empty());
+    }
+
+    #[test]
+    fn seals_by_age() {
+        let t = table(1_000);
+        t.append(0, batch(&[1], None)).unwrap();
+        t.append(0, batch(&[2], None)).unwrap();
+        t.seal_aged(Duration::ZERO);
+        assert_eq!(t.batches(&[0], None, None).len(), 1);
+    }
+
+    #[test]
+    fn time_ranges_prune_batches() {
+        let t = table(1);
+        t.append(0, batch(&[10, 20], None)).unwrap();
+        t.append(0, batch(&[30, 40], None)).unwrap();
+        assert_eq!(t.batches(&[0], Some(25), None).len(), 1);
+        assert_eq!(t.batches(&[0], None, Some(20)).len(), 1);
+        assert_eq!(t.batches(&[0], Some(20), Some(31)).len(), 2);
+        assert_eq!(t.batches(&[0], Some(41), None).len(), 0);
+    }
+
+    #[test]
+    fn list_columns_cannot_be_partition_keys() {
+        let t = table(1);
+        t.evolve(|s| {
+            (
+                (),
+                s.accept("t", [("tags", ColumnType::StringList)]).unwrap(),
+            )
+        });
+        let err = t
+            .set_settings(TableSettings {
+                partition_key: Some("tags".into()),
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("\"tags\" cannot be List<Utf8>"),
+            "{err}"
+        );
+        t.set_settings(TableSettings {
+            partition_key: Some("user".into()),
+        })
+        .unwrap();
+        assert_eq!(t.settings().partition_key.as_deref(), Some("user"));
+    }
+}
