@@ -1,0 +1,169 @@
+//! Real `atoll` processes for tests: started on an ephemeral port, killed
+//! when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `atoll serve` on 127.0.0.1 with a free port and extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--log", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("atoll starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("a first line");
+        let addr = line
+            .trim()
+            .strip_prefix("atoll listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        Server {
+            child,
+            url: addr.to_string(),
+            client,
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.url)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
+        )
+    }
+
+    /// Posts NDJSON (or any body) to a table's events.
+    pub async fn ingest(&self, table: &str, body: impl Into<Vec<u8>>) -> (u16, Value) {
+        self.post_raw(
+            &format!("/v1/tables/{table}/events"),
+            &[("content-type", "application/x-ndjson")],
+            body.into(),
+        )
+        .await
+    }
+
+    pub async fn ingest_json(&self, table: &str, events: &Value) -> (u16, Value) {
+        self.post_raw(
+            &format!("/v1/tables/{table}/events"),
+            &[("content-type", "application/json")],
+            events.to_string().into(),
+        )
+        .await
+    }
+
+    pub async fn query_with(&self, body: Value) -> (u16, Value) {
+        self.post_raw(
+            "/v1/query",
+            &[("content-type", "application/json")],
+            body.to_string().into(),
+        )
+        .await
+    }
+
+    pub async fn query(&self, sql: &str) -> (u16, Value) {
+        self.query_with(json!({ "sql": sql })).await
+    }
+
+    /// The rows of a query that must succeed.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
+        let (status, body) = self.query(sql).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        serde_json::from_value(body["rows"].clone()).unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.rows(sql).await[0][0].as_i64().expect("an integer")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request");
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The folder shared by every engine's benchmarks (`../shared` of the repo).
+pub fn shared_dir() -> PathBuf {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = repo.join("../shared");
+    assert!(
+        dir.join("bench/gen_events.py").exists(),
+        "{} has no bench/gen_events.py",
+        dir.display()
+    );
+    dir
+}
+
+/// Events from the shared generator, as NDJSON.
+pub fn generated_events(rows: usize, seed: u64, extra: &[&str]) -> Vec<u8> {
+    let out = Command::new("python3")
+        .arg(shared_dir().join("bench/gen_events.py"))
+        .args(["--rows", &rows.to_string(), "--seed", &seed.to_string()])
+        .args(extra)
+        .output()
+        .expect("python3 runs the generator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
