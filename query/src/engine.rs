@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -138,7 +139,9 @@ impl QueryEngine {
         .map_err(|_| QueryError::Busy(self.config.max_concurrent))?
         .expect("the admission semaphore is never closed");
         let timeout_ms = timeout.as_millis() as u64;
-        let (plan, stream) = tokio::time::timeout_at(deadline, self.plan(sql))
+        let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
+        let cap_hit = pool.cap_hit();
+        let (plan, stream) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
             .await
             .map_err(|_| QueryError::Timeout(timeout_ms))??;
         Ok(Execution {
@@ -147,6 +150,8 @@ impl QueryEngine {
             started,
             deadline,
             timeout_ms,
+            cap: self.config.query_bytes,
+            cap_hit,
             _permit: permit,
         })
     }
@@ -154,8 +159,9 @@ impl QueryEngine {
     async fn plan(
         &self,
         sql: &str,
+        pool: QueryPool,
     ) -> Result<(Arc<dyn ExecutionPlan>, SendableRecordBatchStream), QueryError> {
-        let ctx = SessionContext::new_with_state(self.session()?);
+        let ctx = SessionContext::new_with_state(self.session(pool)?);
         let state = ctx.state();
         let logical = state
             .create_logical_plan(sql)
@@ -174,11 +180,8 @@ impl QueryEngine {
         Ok((physical, stream))
     }
 
-    fn session(&self) -> Result<SessionState, QueryError> {
-        let pool = TrackConsumersPool::new(
-            QueryPool::new(self.node_pool.clone(), self.config.query_bytes),
-            NonZeroUsize::new(3).expect("non-zero"),
-        );
+    fn session(&self, pool: QueryPool) -> Result<SessionState, QueryError> {
+        let pool = TrackConsumersPool::new(pool, NonZeroUsize::new(3).expect("non-zero"));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(pool))
             .with_disk_manager_builder(
@@ -212,6 +215,8 @@ pub struct Execution {
     started: Instant,
     deadline: tokio::time::Instant,
     timeout_ms: u64,
+    cap: usize,
+    cap_hit: Arc<AtomicBool>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -225,7 +230,14 @@ impl Execution {
         match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
             Err(_) => Err(QueryError::Timeout(self.timeout_ms)),
             Ok(None) => Ok(None),
-            Ok(Some(batch)) => Ok(Some(batch?)),
+            Ok(Some(Ok(batch))) => Ok(Some(batch)),
+            Ok(Some(Err(e))) if self.cap_hit.load(Ordering::Relaxed) => {
+                Err(QueryError::MemoryCap {
+                    cap: self.cap,
+                    detail: e.strip_backtrace(),
+                })
+            }
+            Ok(Some(Err(e))) => Err(e.into()),
         }
     }
 

@@ -16,6 +16,10 @@ pub enum QueryError {
     Busy(usize),
     #[error("query exceeded its time limit of {0} ms")]
     Timeout(u64),
+    #[error(
+        "{QUERY_CAP_EXCEEDED} of {cap} bytes; narrow it (filters, fewer groups, LIMIT) ({detail})"
+    )]
+    MemoryCap { cap: usize, detail: String },
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
 }
@@ -26,10 +30,8 @@ impl QueryError {
             QueryError::Refused(_) | QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
             QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            QueryError::MemoryCap { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             QueryError::DataFusion(e) => match e.find_root() {
-                DataFusionError::ResourcesExhausted(m) if m.contains(QUERY_CAP_EXCEEDED) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
                 DataFusionError::ResourcesExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
                 DataFusionError::Internal(_)
                 | DataFusionError::IoError(_)
@@ -46,6 +48,7 @@ impl QueryError {
             QueryError::BadRequest(_) => "bad_request",
             QueryError::Busy(_) => "busy",
             QueryError::Timeout(_) => "timeout",
+            QueryError::MemoryCap { .. } => "memory",
             QueryError::DataFusion(_) => "error",
         }
     }

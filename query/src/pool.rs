@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{
@@ -21,6 +21,9 @@ pub struct QueryPool {
     node: Arc<dyn MemoryPool>,
     cap: usize,
     used: AtomicUsize,
+    /// Set once the query was refused memory by its own cap; operators may
+    /// re-word the error (e.g. "while SpillPool"), so the engine asks this.
+    cap_hit: Arc<AtomicBool>,
 }
 
 impl QueryPool {
@@ -29,7 +32,13 @@ impl QueryPool {
             node,
             cap,
             used: AtomicUsize::new(0),
+            cap_hit: Arc::default(),
         }
+    }
+
+    /// A flag that turns true when this query hits its cap.
+    pub fn cap_hit(&self) -> Arc<AtomicBool> {
+        self.cap_hit.clone()
     }
 }
 
@@ -71,6 +80,7 @@ impl MemoryPool for QueryPool {
         let used = self.used.fetch_add(additional, Ordering::Relaxed);
         if used + additional > self.cap {
             self.used.fetch_sub(additional, Ordering::Relaxed);
+            self.cap_hit.store(true, Ordering::Relaxed);
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "{QUERY_CAP_EXCEEDED} of {} bytes ({} in use, {} more asked by {})",
                 self.cap,
