@@ -117,8 +117,8 @@ mod tests {
         let node: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100));
         let a: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(node.clone(), 60));
         let b: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(node.clone(), 60));
-        let mut ra = MemoryConsumer::new("a").register(&a);
-        let mut rb = MemoryConsumer::new("b").register(&b);
+        let ra = MemoryConsumer::new("a").register(&a);
+        let rb = MemoryConsumer::new("b").register(&b);
         ra.try_grow(50).unwrap();
         let err = ra.try_grow(20).unwrap_err().to_string();
         assert!(err.contains(QUERY_CAP_EXCEEDED), "{err}");
