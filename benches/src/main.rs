@@ -1,1 +1,490 @@
-fn main() {}
+//! `atoll-bench`: ingest rate, memory and Q1–Q8 latency of a real `atoll`
+//! node, side by side with plain in-process DataFusion over the same events
+//! in a MemTable, in one run. See docs/benchmarks.md.
+
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use clap::Parser;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Atoll beside in-process DataFusion: ingest, memory, Q1-Q8")]
+struct Args {
+    /// Events to generate with ../shared/bench/gen_events.py.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Read events from this NDJSON file instead of generating them.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// The atoll binary (default: the one built beside this program).
+    #[arg(long)]
+    atoll: Option<PathBuf>,
+    /// Timed runs per query, after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Events per request for the concurrent-clients ingest.
+    #[arg(long, default_value_t = 1_000)]
+    small_request: usize,
+    /// Concurrent clients for that ingest.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out)?;
+    let events = match &args.events {
+        Some(p) => p.clone(),
+        None => generate(args.rows, &args.out)?,
+    };
+    let raw = std::fs::read(&events)?;
+    let lines: Vec<&[u8]> = raw
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let queries = load_queries()?;
+    let atoll_bin = args.atoll.clone().unwrap_or_else(|| sibling("atoll"));
+    eprintln!(
+        "{} events, {:.1} MB NDJSON, atoll at {}",
+        lines.len(),
+        raw.len() as f64 / 1e6,
+        atoll_bin.display()
+    );
+
+    // Atoll: 64 MiB requests from one client, then the queries.
+    let node = Node::start(&atoll_bin)?;
+    let big = ingest(&node.url, &chunks(&lines, 64 << 20, usize::MAX), 1).await?;
+    let (rss, hwm) = node.memory()?;
+    let mut atoll_q = Vec::new();
+    for (tag, sql) in &queries {
+        atoll_q.push((tag.clone(), time_atoll(&node.url, sql, args.runs).await?));
+    }
+    drop(node);
+    // Atoll: small requests from several clients, on a fresh node.
+    let node = Node::start(&atoll_bin)?;
+    let small = ingest(
+        &node.url,
+        &chunks(&lines, usize::MAX, args.small_request),
+        args.clients,
+    )
+    .await?;
+    let (small_rss, _) = node.memory()?;
+    drop(node);
+
+    // Plain DataFusion over the same events in a MemTable.
+    let (ctx, df_load, df_bytes) = datafusion_memtable(&events).await?;
+    let mut df_q = Vec::new();
+    for (tag, sql) in &queries {
+        df_q.push((tag.clone(), time_datafusion(&ctx, sql, args.runs).await?));
+    }
+    let mismatches = compare(&atoll_q, &df_q);
+
+    let report = json!({
+        "events": lines.len(), "ndjson_bytes": raw.len(),
+        "atoll": {
+            "ingest_64mib_requests": big, "ingest_small_requests": small,
+            "rss_after_load_bytes": rss, "peak_rss_bytes": hwm, "rss_after_small_requests_bytes": small_rss,
+            "queries": atoll_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
+        },
+        "datafusion": {
+            "load_seconds": df_load, "arrow_bytes": df_bytes,
+            "queries": df_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
+        },
+        "mismatches": mismatches,
+    });
+    let path = args
+        .out
+        .join(format!("atoll-vs-datafusion-{}.json", lines.len()));
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    print_table(&report, &atoll_q, &df_q);
+    eprintln!("report: {}", path.display());
+    if !report["mismatches"].as_array().unwrap().is_empty() {
+        bail!(
+            "answers differ between Atoll and DataFusion: {}",
+            report["mismatches"]
+        );
+    }
+    Ok(())
+}
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent().expect("a folder").join(name)
+}
+
+fn shared_bench() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench")
+}
+
+fn generate(rows: usize, out: &Path) -> Result<PathBuf> {
+    let path = out.join(format!("events-{rows}.ndjson"));
+    if !path.exists() {
+        eprintln!("generating {rows} events...");
+        let status = Command::new("python3")
+            .arg(shared_bench().join("gen_events.py"))
+            .args(["--rows", &rows.to_string(), "--out"])
+            .arg(&path)
+            .status()?;
+        if !status.success() {
+            bail!("gen_events.py failed");
+        }
+    }
+    Ok(path)
+}
+
+/// `(tag, sql)` of every query in the shared queries.sql.
+fn load_queries() -> Result<Vec<(String, String)>> {
+    let text =
+        std::fs::read_to_string(shared_bench().join("queries.sql")).context("queries.sql")?;
+    let mut out = Vec::new();
+    let mut tag = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("-- Q") {
+            tag = Some(format!("Q{}", rest.split(':').next().unwrap_or("")));
+        } else if let Some(t) = tag.take() {
+            out.push((t, line.trim().trim_end_matches(';').to_string()));
+        }
+    }
+    Ok(out)
+}
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start(bin: &Path) -> Result<Node> {
+        use std::io::BufRead;
+        let mut child = Command::new(bin)
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--log", "warn"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("atoll listening on ")
+            .context("first line")?
+            .to_string();
+        Ok(Node { child, url })
+    }
+
+    /// Resident and peak resident memory, in bytes.
+    fn memory(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        };
+        Ok((
+            kb("VmRSS:").unwrap_or(0) * 1024,
+            kb("VmHWM:").unwrap_or(0) * 1024,
+        ))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// NDJSON bodies of at most `max_bytes` bytes and `max_events` events.
+fn chunks(lines: &[&[u8]], max_bytes: usize, max_events: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut n = 0;
+    for l in lines {
+        if !cur.is_empty() && (cur.len() + l.len() + 1 > max_bytes || n == max_events) {
+            out.push(std::mem::take(&mut cur));
+            n = 0;
+        }
+        cur.extend_from_slice(l);
+        cur.push(b'\n');
+        n += 1;
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize) -> Result<Value> {
+    let client = reqwest::Client::new();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(bodies.to_vec());
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, bodies, next, url) = (
+                client.clone(),
+                bodies.clone(),
+                next.clone(),
+                url.to_string(),
+            );
+            tokio::spawn(async move {
+                let mut accepted = 0u64;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else {
+                        return Ok::<_, anyhow::Error>(accepted);
+                    };
+                    let res = client
+                        .post(format!("{url}/v1/tables/events/events"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let v: Value = res.json().await?;
+                    accepted += v["accepted"].as_u64().context("accepted")?;
+                }
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "requests": bodies.len(), "clients": clients, "accepted": accepted, "seconds": secs,
+        "events_per_s": accepted as f64 / secs, "mb_per_s": bytes as f64 / 1e6 / secs,
+    }))
+}
+
+struct Timing {
+    median_ms: f64,
+    max_ms: f64,
+    engine_ms: f64,
+    rows: Vec<Vec<Value>>,
+}
+
+fn summarize(mut wall: Vec<f64>, mut engine: Vec<f64>, rows: Vec<Vec<Value>>) -> Timing {
+    wall.sort_by(f64::total_cmp);
+    engine.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v[v.len() / 2]
+        }
+    };
+    Timing {
+        median_ms: median(&wall),
+        max_ms: *wall.last().unwrap_or(&f64::NAN),
+        engine_ms: median(&engine),
+        rows,
+    }
+}
+
+async fn time_atoll(url: &str, sql: &str, runs: usize) -> Result<Timing> {
+    let client = reqwest::Client::new();
+    let (mut wall, mut engine, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..=runs {
+        let t = Instant::now();
+        let res = client
+            .post(format!("{url}/v1/query"))
+            .json(&json!({"sql": sql}))
+            .send()
+            .await?;
+        let v: Value = res.json().await?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if let Some(e) = v.get("error") {
+            bail!("{sql}: {e}");
+        }
+        if run > 0 {
+            wall.push(ms);
+            engine.push(v["stats"]["elapsed_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        rows = serde_json::from_value(v["rows"].clone())?;
+    }
+    Ok(summarize(wall, engine, rows))
+}
+
+async fn time_datafusion(ctx: &SessionContext, sql: &str, runs: usize) -> Result<Timing> {
+    let (mut wall, mut rows) = (Vec::new(), Vec::new());
+    for run in 0..=runs {
+        let t = Instant::now();
+        let batches = ctx.sql(sql).await?.collect().await?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if run > 0 {
+            wall.push(ms);
+        }
+        rows.clear();
+        for b in &batches {
+            atoll_query::render::append_rows(b, &mut rows);
+        }
+    }
+    Ok(summarize(wall.clone(), wall, rows))
+}
+
+/// The events as DataFusion reads them with an explicit schema (nested
+/// `client` stays a struct: no query here uses it).
+async fn datafusion_memtable(path: &Path) -> Result<(SessionContext, f64, usize)> {
+    let utf8 = |n: &str| Field::new(n, DataType::Utf8, true);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        utf8("service"),
+        utf8("endpoint"),
+        utf8("region"),
+        utf8("host"),
+        Field::new("status", DataType::Int64, true),
+        Field::new("duration_ms", DataType::Float64, true),
+        Field::new("bytes", DataType::Int64, true),
+        utf8("user_id"),
+        Field::new("is_mobile", DataType::Boolean, true),
+        Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            true,
+        ),
+        Field::new(
+            "client",
+            DataType::Struct(Fields::from(vec![utf8("name"), utf8("version")])),
+            true,
+        ),
+    ]));
+    let started = Instant::now();
+    let file = BufReader::new(std::fs::File::open(path)?);
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(8192)
+        .build(file)?;
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+    let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    let parts = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut split = vec![Vec::new(); parts];
+    for (i, b) in batches.into_iter().enumerate() {
+        split[i % parts].push(b);
+    }
+    let table = MemTable::try_new(schema, split)?;
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parts));
+    ctx.register_table("events", Arc::new(table))?;
+    Ok((ctx, started.elapsed().as_secs_f64(), bytes))
+}
+
+/// Compares the answers: exact queries cell by cell (floats to 1e-9),
+/// approximate ones (approx_*) by their first column, values within 2%.
+fn compare(a: &[(String, Timing)], b: &[(String, Timing)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for ((tag, x), (_, y)) in a.iter().zip(b) {
+        let approx = load_queries()
+            .ok()
+            .and_then(|q| q.into_iter().find(|(t, _)| t == tag))
+            .is_some_and(|(_, s)| s.contains("approx_"));
+        if approx {
+            let ys: HashMap<String, &Vec<Value>> =
+                y.rows.iter().map(|r| (r[0].to_string(), r)).collect();
+            let shared = x
+                .rows
+                .iter()
+                .filter(|r| ys.contains_key(&r[0].to_string()))
+                .count();
+            if shared * 10 < x.rows.len() * 8 {
+                out.push(format!(
+                    "{tag}: only {shared} of {} groups in common",
+                    x.rows.len()
+                ));
+            }
+            for r in &x.rows {
+                if let Some(o) = ys.get(&r[0].to_string())
+                    && !cells_close(r, o, 0.02)
+                {
+                    out.push(format!("{tag}: {r:?} vs {o:?}"));
+                }
+            }
+        } else if x.rows.len() != y.rows.len()
+            || x.rows
+                .iter()
+                .zip(&y.rows)
+                .any(|(r, o)| !cells_close(r, o, 1e-9))
+        {
+            out.push(format!(
+                "{tag}: {} rows vs {} rows, first {:?} vs {:?}",
+                x.rows.len(),
+                y.rows.len(),
+                x.rows.first(),
+                y.rows.first()
+            ));
+        }
+    }
+    out
+}
+
+fn cells_close(a: &[Value], b: &[Value], tol: f64) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| match (x.as_f64(), y.as_f64()) {
+                (Some(p), Some(q)) => (p - q).abs() <= tol * p.abs().max(q.abs()).max(1e-12),
+                _ => x == y,
+            })
+}
+
+fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
+    let mb = |b: &Value| b.as_f64().unwrap_or(0.0) / 1e6;
+    println!(
+        "\n{} events, {:.0} MB NDJSON\n",
+        r["events"],
+        mb(&r["ndjson_bytes"])
+    );
+    println!("| ingest | Atoll events/s | Atoll MB/s |\n| --- | --- | --- |");
+    for key in ["ingest_64mib_requests", "ingest_small_requests"] {
+        let i = &r["atoll"][key];
+        println!(
+            "| {} requests, {} client(s) | {:.0} | {:.1} |",
+            i["requests"],
+            i["clients"],
+            i["events_per_s"].as_f64().unwrap_or(0.0),
+            i["mb_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "\nDataFusion loads the file into a MemTable in {:.2} s ({:.0} events/s, arrow-json, no HTTP).",
+        r["datafusion"]["load_seconds"].as_f64().unwrap_or(0.0),
+        r["events"].as_f64().unwrap_or(0.0)
+            / r["datafusion"]["load_seconds"].as_f64().unwrap_or(1.0)
+    );
+    println!(
+        "Memory: Atoll RSS after load {:.0} MB (peak {:.0} MB); DataFusion MemTable Arrow size {:.0} MB.\n",
+        mb(&r["atoll"]["rss_after_load_bytes"]),
+        mb(&r["atoll"]["peak_rss_bytes"]),
+        mb(&r["datafusion"]["arrow_bytes"])
+    );
+    println!(
+        "| query | Atoll median ms (engine) | Atoll max ms | DataFusion median ms | ratio |\n| --- | --- | --- | --- | --- |"
+    );
+    for ((tag, a), (_, d)) in atoll.iter().zip(df) {
+        println!(
+            "| {tag} | {:.1} ({:.1}) | {:.1} | {:.1} | {:.2}x |",
+            a.median_ms,
+            a.engine_ms,
+            a.max_ms,
+            d.median_ms,
+            a.median_ms / d.median_ms
+        );
+    }
+}
