@@ -171,7 +171,16 @@ impl Node {
     fn start(bin: &Path) -> Result<Node> {
         use std::io::BufRead;
         let mut child = Command::new(bin)
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--log", "warn"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
+                "--gossip-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--log", "warn"])
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

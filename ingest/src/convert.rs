@@ -162,13 +162,24 @@ pub fn prepare(
     })
 }
 
-/// Stores a request's events in `table`: each event is accepted whole or
-/// rejected with a message naming the column, never failing the others.
-pub fn ingest_events(
+/// A request's events as one batch, typed against the table's schema
+/// (which they may have extended), with the partition of each row.
+pub struct Converted {
+    pub batch: Option<RecordBatch>,
+    /// Partition of each row of `batch`.
+    pub partitions: Vec<u32>,
+    /// Request index of each row of `batch`.
+    pub events: Vec<usize>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Converts a request's events: each is accepted whole or rejected with a
+/// message naming the column, never failing the others.
+pub fn convert_events(
     table: &Table,
     events: &[ParsedEvent],
     arrival: i64,
-) -> Result<IngestOutcome, IngestError> {
+) -> Result<Converted, IngestError> {
     let mut rejected = Vec::new();
     let mut flat = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
@@ -193,14 +204,36 @@ pub fn ingest_events(
         }
     }
     rejected.sort_by_key(|r| r.index);
-    if !accepted.is_empty() {
-        let batch = build_batch(&schema, &accepted)?;
-        let partitions = route::assign(&table.settings(), table.partitions(), &accepted);
-        route::store_by_partition(table, &batch, &partitions)?;
+    if accepted.is_empty() {
+        return Ok(Converted {
+            batch: None,
+            partitions: vec![],
+            events: vec![],
+            rejected,
+        });
+    }
+    Ok(Converted {
+        batch: Some(build_batch(&schema, &accepted)?),
+        partitions: route::assign(&table.settings(), table.partitions(), &accepted),
+        events: accepted.iter().map(|e| e.index).collect(),
+        rejected,
+    })
+}
+
+/// Converts and stores events in this node's own table, all partitions
+/// local (no replication).
+pub fn ingest_events(
+    table: &Table,
+    events: &[ParsedEvent],
+    arrival: i64,
+) -> Result<IngestOutcome, IngestError> {
+    let converted = convert_events(table, events, arrival)?;
+    if let Some(batch) = &converted.batch {
+        route::store_by_partition(table, batch, &converted.partitions)?;
     }
     Ok(IngestOutcome {
-        accepted: accepted.len(),
-        rejected,
+        accepted: converted.events.len(),
+        rejected: converted.rejected,
     })
 }
 

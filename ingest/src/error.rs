@@ -14,6 +14,8 @@ pub enum IngestError {
     UnsupportedEncoding(String),
     #[error("{0}")]
     BadSettings(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] atoll_store::StoreError),
 }
@@ -25,6 +27,7 @@ impl IngestError {
             IngestError::BadBody(_) | IngestError::BadSettings(_) => StatusCode::BAD_REQUEST,
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Store(StoreError::NoSuchTable(_)) => StatusCode::NOT_FOUND,
             IngestError::Store(StoreError::Arrow(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             IngestError::Store(_) => StatusCode::BAD_REQUEST,

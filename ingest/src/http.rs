@@ -13,11 +13,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::{IngestError, IngestMetrics, body, convert};
+use crate::replicate::Replicator;
+use crate::{IngestError, IngestMetrics, body, convert, route};
 
 #[derive(Clone)]
 pub struct IngestState {
     pub store: Arc<Store>,
+    pub replicator: Arc<Replicator>,
     pub metrics: IngestMetrics,
     /// Largest request body, before and after decompression.
     pub max_body_bytes: usize,
@@ -43,7 +45,7 @@ async fn post_events(
 ) -> Response {
     let started = Instant::now();
     let response = match receive(&st, &table, &headers, body).await {
-        Ok(outcome) => {
+        Ok((outcome, quorum_failed)) => {
             st.metrics
                 .events_accepted
                 .with_label_values(&[&table])
@@ -52,7 +54,12 @@ async fn post_events(
                 .events_rejected
                 .with_label_values(&[&table])
                 .inc_by(outcome.rejected.len() as u64);
-            Json(outcome).into_response()
+            let status = if quorum_failed {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(outcome)).into_response()
         }
         Err(e) => e.into_response(),
     };
@@ -70,7 +77,7 @@ async fn receive(
     table: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<convert::IngestOutcome, IngestError> {
+) -> Result<(convert::IngestOutcome, bool), IngestError> {
     validate_table_name(table)?;
     let limit = st.max_body_bytes;
     let too_large = IngestError::TooLarge { limit, after: "" };
@@ -98,27 +105,56 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
     let store = st.store.clone();
-    let table = table.to_string();
-    tokio::task::spawn_blocking(move || {
+    let name = table.to_string();
+    let converted = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(encoding.as_deref(), &raw, limit)?;
         let events = body::parse(&decoded, ndjson)?;
-        if events.iter().all(Result::is_err) && store.table(&table).is_none() {
-            return Ok(convert::IngestOutcome {
-                accepted: 0,
-                rejected: events
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(index, e)| {
-                        e.err().map(|error| convert::Rejection { index, error })
-                    })
-                    .collect(),
-            });
+        if events.iter().all(Result::is_err) && store.table(&name).is_none() {
+            let rejected = events
+                .into_iter()
+                .enumerate()
+                .filter_map(|(index, e)| e.err().map(|error| convert::Rejection { index, error }))
+                .collect();
+            let nothing = convert::Converted {
+                batch: None,
+                partitions: vec![],
+                events: vec![],
+                rejected,
+            };
+            return Ok((nothing, Vec::new()));
         }
-        let t = store.get_or_create(&table)?;
-        convert::ingest_events(&t, &events, now_micros())
+        let t = store.get_or_create(&name)?;
+        let converted = convert::convert_events(&t, &events, now_micros())?;
+        let groups = match &converted.batch {
+            Some(batch) => route::group_by_partition(batch, &converted.partitions)?,
+            None => Vec::new(),
+        };
+        Ok::<_, IngestError>((converted, groups))
     })
     .await
-    .map_err(|e| IngestError::BadBody(format!("ingest task failed: {e}")))?
+    .map_err(|e| IngestError::BadBody(format!("ingest task failed: {e}")))??;
+    let (converted, groups) = converted;
+    let mut outcome = convert::IngestOutcome {
+        accepted: 0,
+        rejected: converted.rejected,
+    };
+    let mut quorum_failed = false;
+    for d in st.replicator.deliver(table, groups).await? {
+        if d.acks >= d.needed {
+            outcome.accepted += d.events.len();
+        } else {
+            quorum_failed = true;
+            let error = format!("quorum not reached: {} of {} replicas", d.acks, d.needed);
+            outcome
+                .rejected
+                .extend(d.events.iter().map(|&row| convert::Rejection {
+                    index: converted.events[row],
+                    error: error.clone(),
+                }));
+        }
+    }
+    outcome.rejected.sort_by_key(|r| r.index);
+    Ok((outcome, quorum_failed))
 }
 
 fn now_micros() -> i64 {

@@ -27,17 +27,18 @@ pub fn assign(settings: &TableSettings, partitions: u32, events: &[FlatEvent<'_>
     }
 }
 
-/// Appends to each partition the rows routed to it: one `take` that groups
-/// rows by partition, then zero-copy slices.
-pub fn store_by_partition(
-    table: &Table,
+/// Splits a batch by partition: one `take` that groups rows by partition,
+/// then zero-copy slices. Each group comes with its rows' positions in
+/// `batch`.
+pub fn group_by_partition(
     batch: &RecordBatch,
     partitions: &[u32],
-) -> Result<(), IngestError> {
+) -> Result<Vec<(u32, RecordBatch, Vec<usize>)>, IngestError> {
     let mut order: Vec<u32> = (0..partitions.len() as u32).collect();
     order.sort_by_key(|&i| partitions[i as usize]);
     let grouped = take_record_batch(batch, &UInt32Array::from(order.clone()))
         .map_err(atoll_store::StoreError::from)?;
+    let mut out = Vec::new();
     let mut start = 0;
     while start < order.len() {
         let p = partitions[order[start] as usize];
@@ -46,8 +47,21 @@ pub fn store_by_partition(
                 .iter()
                 .take_while(|&&i| partitions[i as usize] == p)
                 .count();
-        table.append(p, StoredBatch::new(grouped.slice(start, end - start))?)?;
+        let rows = order[start..end].iter().map(|&i| i as usize).collect();
+        out.push((p, grouped.slice(start, end - start), rows));
         start = end;
+    }
+    Ok(out)
+}
+
+/// Appends to each partition of this node's table the rows routed to it.
+pub fn store_by_partition(
+    table: &Table,
+    batch: &RecordBatch,
+    partitions: &[u32],
+) -> Result<(), IngestError> {
+    for (p, rows, _) in group_by_partition(batch, partitions)? {
+        table.append(p, StoredBatch::new(rows)?)?;
     }
     Ok(())
 }

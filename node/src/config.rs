@@ -45,6 +45,47 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
     pub http_addr: String,
 
+    /// This node's name in the cluster, stable across restarts (default: the
+    /// HTTP address).
+    #[arg(long, env = "ATOLL_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Address of the internal Arrow Flight service (replication, queries).
+    #[arg(long, env = "ATOLL_FLIGHT_ADDR", default_value = "127.0.0.1:7071")]
+    pub flight_addr: String,
+
+    /// UDP address for gossip (port 0 picks a free port).
+    #[arg(long, env = "ATOLL_GOSSIP_ADDR", default_value = "127.0.0.1:7072")]
+    pub gossip_addr: String,
+
+    /// Gossip address of a node of the cluster to join (repeatable). Without
+    /// seeds the node founds a cluster of its own.
+    #[arg(long = "seed", env = "ATOLL_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+
+    /// Name of the cluster; nodes of one cluster share it.
+    #[arg(long, env = "ATOLL_CLUSTER_NAME", default_value = "atoll")]
+    pub cluster_name: String,
+
+    /// Secret shared by the nodes of a cluster: gossip and internal calls
+    /// without it are refused. Generated (and printed) for a founding node
+    /// when not given; required to join.
+    #[arg(long, env = "ATOLL_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Replicas of each partition (N), capped by the number of nodes.
+    #[arg(long, env = "ATOLL_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
+
+    /// Replicas that must hold an event before it is acknowledged (W);
+    /// default: a majority of N.
+    #[arg(long, env = "ATOLL_WRITE_QUORUM")]
+    pub write_quorum: Option<usize>,
+
+    /// Milliseconds between gossip rounds.
+    #[arg(long, env = "ATOLL_GOSSIP_INTERVAL_MS", default_value_t = 200)]
+    pub gossip_interval_ms: u64,
+
     /// Partitions of the ring (a power of two), fixed for a cluster's life.
     #[arg(long, env = "ATOLL_PARTITIONS", default_value_t = atoll_ring::DEFAULT_PARTITIONS,
           value_parser = parse_partitions)]

@@ -1,15 +1,21 @@
-//! One Atoll node: configuration, and the wiring of store, ingest, query,
-//! dashboard and metrics behind one HTTP listener.
+//! One Atoll node: configuration, and the wiring of gossip membership,
+//! store, ingest, query, dashboard and metrics behind the HTTP listener and
+//! the internal Flight service.
 
+pub mod cluster;
 pub mod config;
+pub mod flight;
 pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use atoll_ingest::replicate::{Hints, Replicator};
 use atoll_ingest::{IngestMetrics, IngestState};
 use atoll_query::{QueryEngine, QueryMetrics, QueryState};
+use atoll_ring::{Membership, MembershipConfig};
 use atoll_store::{Store, StoreConfig};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,22 +27,77 @@ use metrics::NodeMetrics;
 /// A started node: where it listens, and how to stop it.
 pub struct Node {
     pub http_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
+    pub name: String,
+    /// Set when the secret was generated here (a founding node).
+    pub generated_secret: Option<String>,
     pub store: Arc<Store>,
+    membership: Arc<Membership>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Node {
-    /// Binds and starts serving; returns once the listener is bound.
+    /// Binds, joins or founds the cluster, and starts serving.
     pub async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
+        let (secret, generated_secret) = match (&args.cluster_secret, args.seeds.is_empty()) {
+            (Some(s), _) => (s.clone(), None),
+            (None, true) => {
+                let s = uuid::Uuid::new_v4().simple().to_string();
+                (s.clone(), Some(s))
+            }
+            (None, false) => bail!(
+                "joining a cluster (--seed) needs its --cluster-secret (or ATOLL_CLUSTER_SECRET)"
+            ),
+        };
+        let listener = TcpListener::bind(&args.http_addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let flight_listener = TcpListener::bind(&args.flight_addr)
+            .await
+            .with_context(|| format!("cannot listen for Flight on {}", args.flight_addr))?;
+        let flight_addr = flight_listener.local_addr()?;
+        let gossip_addr = gossip_addr(&args.gossip_addr)?;
+        let name = args
+            .node_name
+            .clone()
+            .unwrap_or_else(|| http_addr.to_string());
+
         let store = Arc::new(Store::new(StoreConfig {
             partitions: args.partitions,
             seal_rows: args.seal_rows,
             seal_age: args.seal_interval(),
         }));
+        let membership = Membership::start(MembershipConfig {
+            node_name: name.clone(),
+            cluster_name: args.cluster_name.clone(),
+            secret: secret.clone(),
+            gossip_addr,
+            seeds: args.seeds.clone(),
+            partitions: args.partitions,
+            http_addr,
+            flight_addr,
+            gossip_interval: Duration::from_millis(args.gossip_interval_ms),
+            down_after: Duration::from_secs(10),
+        })
+        .await?;
+        wait_for_ring(&membership).await?;
+
+        let hints = Arc::new(Hints::new(args.partitions));
+        let replicator = Arc::new(Replicator::new(
+            membership.clone(),
+            store.clone(),
+            hints.clone(),
+            args.replicas,
+            args.write_quorum,
+            secret.clone(),
+        ));
         let registry = prometheus::Registry::new();
         let ingest = IngestState {
             store: store.clone(),
+            replicator: replicator.clone(),
             metrics: IngestMetrics::new(&registry)?,
             max_body_bytes: args.max_body_bytes.0,
         };
@@ -46,31 +107,63 @@ impl Node {
             metrics: QueryMetrics::new(&registry)?,
         };
         let node_metrics = NodeMetrics::new(registry, store.clone(), engine)?;
+        let cluster = cluster::ClusterState {
+            membership: membership.clone(),
+            replicator,
+            store: store.clone(),
+            hints: hints.clone(),
+        };
         let app = Router::new()
             .route(
                 "/healthz",
                 get(|| async { Json(serde_json::json!({"status": "ok"})) }),
             )
             .merge(metrics::router(node_metrics))
+            .merge(cluster::router(cluster.clone()))
             .merge(atoll_ingest::router(ingest))
             .merge(atoll_query::router(query))
             .merge(atoll_web_ui::router());
-        let listener = TcpListener::bind(&args.http_addr)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
-        let http_addr = listener.local_addr()?;
-        let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
+
+        let (shutdown, stopped) = tokio::sync::watch::channel(false);
         spawn_sealer(store.clone(), shutdown.subscribe());
+        cluster::spawn_stats(cluster, shutdown.subscribe());
+        let flight = flight::service(
+            flight::AtollFlight {
+                store: store.clone(),
+                hints,
+            },
+            secret,
+        );
+        let mut flight_stop = shutdown.subscribe();
+        tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(flight_listener);
+            let stop = async move {
+                let _ = flight_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(flight)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+            {
+                tracing::error!(error = %e, "the Flight service stopped");
+            }
+        });
+        let mut http_stop = stopped;
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
+                    let _ = http_stop.wait_for(|s| *s).await;
                 })
                 .await
         });
         Ok(Node {
             http_addr,
+            flight_addr,
+            gossip_addr,
+            name,
+            generated_secret,
             store,
+            membership,
             shutdown,
             server,
         })
@@ -79,18 +172,50 @@ impl Node {
     /// Stops accepting requests and waits for those under way.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        self.membership.shutdown().await;
         self.server.await??;
         Ok(())
+    }
+}
+
+/// A gossip address; port 0 picks a free UDP port (gossip must advertise
+/// the real one).
+fn gossip_addr(addr: &str) -> anyhow::Result<SocketAddr> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--gossip-addr {addr:?} is not IP:PORT"))?;
+    if parsed.port() != 0 {
+        return Ok(parsed);
+    }
+    let probe =
+        std::net::UdpSocket::bind(parsed).with_context(|| format!("cannot bind UDP on {addr}"))?;
+    Ok(probe.local_addr()?)
+}
+
+/// Waits until the claimant put this node in the ring, or a peer showed the
+/// cluster cannot take it.
+async fn wait_for_ring(membership: &Membership) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(conflict) = membership.conflict() {
+            bail!("refused to join the cluster: {conflict}");
+        }
+        if membership.ring().is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no ring was received from the seeds within 30 s: are they up, and is the cluster secret right?"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Seals append buffers that waited long enough, so that data arriving in
 /// small requests still ends up in large batches.
 fn spawn_sealer(store: Arc<Store>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let period = store
-        .config()
-        .seal_age
-        .max(std::time::Duration::from_millis(50));
+    let period = store.config().seal_age.max(Duration::from_millis(50));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {

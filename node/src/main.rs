@@ -42,6 +42,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             partitions = args.partitions,
             "data is kept in memory only: it is lost when the node stops"
         );
+        if let Some(secret) = &node.generated_secret {
+            eprintln!("atoll: generated cluster secret {secret} (pass it to joining nodes as --cluster-secret)");
+        }
+        eprintln!("atoll: node {} (flight {}, gossip {})", node.name, node.flight_addr, node.gossip_addr);
         // Tests and scripts read this line to find the port.
         println!("atoll listening on http://{}", node.http_addr);
         wait_for_signal().await;

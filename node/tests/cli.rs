@@ -53,6 +53,8 @@ fn environment_sets_flags_and_sigterm_stops_cleanly() {
     let mut child = atoll()
         .args(["serve", "--log", "warn"])
         .env("ATOLL_HTTP_ADDR", "127.0.0.1:0")
+        .env("ATOLL_FLIGHT_ADDR", "127.0.0.1:0")
+        .env("ATOLL_GOSSIP_ADDR", "127.0.0.1:0")
         .env("ATOLL_MAX_RESULT_ROWS", "3")
         .stdout(Stdio::piped())
         .spawn()

@@ -12,7 +12,6 @@ use atoll_store::Store;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
 };
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -74,6 +73,8 @@ pub struct QueryStats {
 }
 
 pub struct QueryEngine {
+    /// Where query operators run, apart from the HTTP runtime.
+    exec: Option<tokio::runtime::Runtime>,
     config: QueryConfig,
     base: SessionState,
     node_pool: Arc<dyn MemoryPool>,
@@ -101,12 +102,25 @@ impl QueryEngine {
             .with_default_features()
             .with_table_functions(HashMap::new())
             .build();
+        let exec = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.target_partitions.max(1))
+            .thread_name("atoll-query")
+            .enable_all()
+            .build()
+            .expect("the query runtime starts");
         QueryEngine {
+            exec: Some(exec),
             node_pool: Arc::new(GreedyMemoryPool::new(config.pool_bytes)),
             admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
             base,
         }
+    }
+
+    fn exec_runtime(&self) -> &tokio::runtime::Runtime {
+        self.exec
+            .as_ref()
+            .expect("the query runtime lives as long as the engine")
     }
 
     pub fn config(&self) -> &QueryConfig {
@@ -141,12 +155,29 @@ impl QueryEngine {
         let timeout_ms = timeout.as_millis() as u64;
         let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
         let cap_hit = pool.cap_hit();
-        let (plan, stream) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
+        let (plan, ctx) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
             .await
             .map_err(|_| QueryError::Timeout(timeout_ms))??;
+        // Operators run on the query runtime: a CPU-bound one that seldom
+        // yields must not stall HTTP, timers or other requests.
+        let (tx, batches) = tokio::sync::mpsc::channel(2);
+        let to_run = plan.clone();
+        let task = self.exec_runtime().spawn(async move {
+            let mut stream = match execute_stream(to_run, ctx.task_ctx()) {
+                Ok(s) => s,
+                Err(e) => return drop(tx.send(Err(e)).await),
+            };
+            while let Some(item) = stream.next().await {
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
         Ok(Execution {
+            schema: plan.schema(),
             plan,
-            stream,
+            batches,
+            task,
             started,
             deadline,
             timeout_ms,
@@ -160,7 +191,7 @@ impl QueryEngine {
         &self,
         sql: &str,
         pool: QueryPool,
-    ) -> Result<(Arc<dyn ExecutionPlan>, SendableRecordBatchStream), QueryError> {
+    ) -> Result<(Arc<dyn ExecutionPlan>, SessionContext), QueryError> {
         let ctx = SessionContext::new_with_state(self.session(pool)?);
         let state = ctx.state();
         let logical = state
@@ -176,8 +207,7 @@ impl QueryEngine {
                 QueryError::Refused(format!("Atoll SQL is read-only: {}", e.strip_backtrace()))
             })?;
         let physical = state.create_physical_plan(&logical).await?;
-        let stream = execute_stream(physical.clone(), ctx.task_ctx())?;
-        Ok((physical, stream))
+        Ok((physical, ctx))
     }
 
     fn session(&self, pool: QueryPool) -> Result<SessionState, QueryError> {
@@ -208,10 +238,20 @@ fn refine_plan_error(e: datafusion::common::DataFusionError) -> QueryError {
     QueryError::DataFusion(e)
 }
 
+impl Drop for QueryEngine {
+    fn drop(&mut self) {
+        if let Some(rt) = self.exec.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A running query. Dropping it cancels it.
 pub struct Execution {
     plan: Arc<dyn ExecutionPlan>,
-    stream: SendableRecordBatchStream,
+    schema: arrow::datatypes::SchemaRef,
+    batches: tokio::sync::mpsc::Receiver<datafusion::common::Result<RecordBatch>>,
+    task: tokio::task::JoinHandle<()>,
     started: Instant,
     deadline: tokio::time::Instant,
     timeout_ms: u64,
@@ -220,14 +260,20 @@ pub struct Execution {
     _permit: OwnedSemaphorePermit,
 }
 
+impl Drop for Execution {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Execution {
     pub fn schema(&self) -> arrow::datatypes::SchemaRef {
-        self.stream.schema()
+        self.schema.clone()
     }
 
     /// The next batch, or None at the end; fails past the deadline.
     pub async fn next(&mut self) -> Result<Option<RecordBatch>, QueryError> {
-        match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
+        match tokio::time::timeout_at(self.deadline, self.batches.recv()).await {
             Err(_) => Err(QueryError::Timeout(self.timeout_ms)),
             Ok(None) => Ok(None),
             Ok(Some(Ok(batch))) => Ok(Some(batch)),

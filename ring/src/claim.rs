@@ -83,6 +83,11 @@ impl Ring {
         Ok(Ring { epoch, owners })
     }
 
+    /// A ring as gossiped: its epoch and the owner of each partition.
+    pub fn from_parts(epoch: u64, owners: Vec<NodeId>) -> Option<Ring> {
+        (owners.len().is_power_of_two() && epoch > 0).then_some(Ring { epoch, owners })
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -266,5 +271,70 @@ mod tests {
             prop_assert!(moved(&grown, &shrunk) <= fair, "leave moved {} > {}", moved(&grown, &shrunk), fair);
             prop_assert_eq!(grown.epoch(), ring.epoch() + 1);
         }
+    }
+}
+
+/// Where one replica of a partition's write goes: the node, and the down
+/// primary it stands in for when it is a fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub node: NodeId,
+    pub hint_for: Option<NodeId>,
+}
+
+/// The replicas a write of `partition` goes to: each of the first `n`
+/// preference-list nodes that is up, and for each one down, the next up
+/// fallback, holding a hint for it. Fewer than `n` when too few are up.
+pub fn write_targets(
+    ring: &Ring,
+    partition: PartitionId,
+    n: usize,
+    up: impl Fn(&str) -> bool,
+) -> Vec<Target> {
+    let list = ring.preference_list(partition);
+    let n = n.min(list.len());
+    let (primaries, fallbacks) = list.split_at(n);
+    let mut spare = fallbacks.iter().filter(|f| up(f));
+    let mut targets = Vec::with_capacity(n);
+    for p in primaries {
+        if up(p) {
+            targets.push(Target {
+                node: (*p).clone(),
+                hint_for: None,
+            });
+        } else if let Some(f) = spare.next() {
+            targets.push(Target {
+                node: (*f).clone(),
+                hint_for: Some((*p).clone()),
+            });
+        }
+    }
+    targets
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn fallbacks_stand_in_for_down_primaries() {
+        let names: Vec<NodeId> = (0..4).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(8, &names).unwrap();
+        // partition 0: n0, n1, n2 primaries; n3 fallback.
+        let all = write_targets(&ring, 0, 3, |_| true);
+        assert_eq!(
+            all.iter().map(|t| t.node.as_str()).collect::<Vec<_>>(),
+            ["n0", "n1", "n2"]
+        );
+        let one_down = write_targets(&ring, 0, 3, |n| n != "n1");
+        assert_eq!(
+            one_down[1],
+            Target {
+                node: "n3".into(),
+                hint_for: Some("n1".into())
+            }
+        );
+        let two_down = write_targets(&ring, 0, 3, |n| n != "n1" && n != "n2");
+        assert_eq!(two_down.len(), 2, "one fallback for two down primaries");
     }
 }

@@ -6,9 +6,11 @@
 
 pub mod claim;
 pub mod hash;
+pub mod membership;
 
-pub use claim::{NodeId, Ring, RingError};
+pub use claim::{NodeId, Ring, RingError, Target, write_targets};
 pub use hash::{PartitionId, partition_for_key};
+pub use membership::{Member, Membership, MembershipConfig, MembershipError};
 
 /// Partitions in a ring unless configured otherwise.
 pub const DEFAULT_PARTITIONS: u32 = 64;

@@ -206,6 +206,35 @@ impl TableSchema {
     }
 }
 
+impl TableSchema {
+    /// Merges columns known elsewhere in the cluster; never refuses: a
+    /// conflict other than Int64/Float64 makes the column Utf8.
+    pub fn reconcile(&mut self, table: &str, fields: &[(String, ColumnType)]) -> SchemaChange {
+        let mut change = SchemaChange::None;
+        for (name, incoming) in fields {
+            let merged = match self.column_type(name) {
+                Some(existing) => existing.merge(*incoming).unwrap_or(ColumnType::Utf8),
+                None => *incoming,
+            };
+            if self.column_type(name) == Some(merged) {
+                continue;
+            }
+            let mut columns = self.columns.clone();
+            match self.index.get(name.as_str()) {
+                Some(&i) => columns[i].1 = merged,
+                None if columns.len() < MAX_COLUMNS => columns.push((name.clone(), merged)),
+                None => {
+                    tracing::warn!(table, column = %name, "column limit reached; a replica's column is not readable here");
+                    continue;
+                }
+            }
+            *self = TableSchema::from_columns(columns);
+            change = SchemaChange::Changed;
+        }
+        change
+    }
+}
+
 /// Reads a batch written under an older schema through `target`: missing
 /// columns become nulls, widened or dictionary columns are cast.
 pub fn adapt_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, StoreError> {
@@ -315,6 +344,26 @@ mod tests {
             accept(&mut s, &fields[..MAX_COLUMNS - 1]),
             Ok(SchemaChange::Changed)
         );
+    }
+
+    #[test]
+    fn replicas_reconcile_conflicts() {
+        let mut s = TableSchema::default();
+        accept(
+            &mut s,
+            &[("x", ColumnType::Int64), ("y", ColumnType::Boolean)],
+        )
+        .unwrap();
+        let remote = [
+            ("x".to_string(), ColumnType::Float64),
+            ("y".to_string(), ColumnType::Int64),
+            ("z".to_string(), ColumnType::Utf8),
+        ];
+        assert_eq!(s.reconcile("t", &remote), SchemaChange::Changed);
+        assert_eq!(s.column_type("x"), Some(ColumnType::Float64));
+        assert_eq!(s.column_type("y"), Some(ColumnType::Utf8));
+        assert_eq!(s.column_type("z"), Some(ColumnType::Utf8));
+        assert_eq!(s.reconcile("t", &remote), SchemaChange::None);
     }
 
     #[test]

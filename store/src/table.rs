@@ -78,6 +78,19 @@ impl Table {
         (result, installed)
     }
 
+    /// Takes in the columns of a batch written by another node: new columns
+    /// are added; a type conflict resolves by the cluster rule (Int64 and
+    /// Float64 give Float64, anything else Utf8), so any node reads any
+    /// replica's batches.
+    pub fn absorb_schema(&self, schema: &arrow::datatypes::Schema) {
+        let fields: Vec<(String, ColumnType)> = schema
+            .fields()
+            .iter()
+            .filter_map(|f| Some((f.name().clone(), ColumnType::from_data_type(f.data_type())?)))
+            .collect();
+        self.evolve(|s| ((), s.reconcile(&self.name, &fields)));
+    }
+
     pub fn settings(&self) -> TableSettings {
         self.settings.read().clone()
     }
@@ -137,6 +150,14 @@ impl Table {
                 tracing::error!(table = %self.name, error = %e, "sealing failed; the buffer stays open");
             }
         }
+    }
+
+    /// Rows held, per partition.
+    pub fn partition_rows(&self) -> Vec<u64> {
+        self.partitions
+            .iter()
+            .map(|p| p.lock().rows() as u64)
+            .collect()
     }
 
     pub fn rows(&self) -> u64 {

@@ -19,7 +19,16 @@ impl Server {
     /// Starts `atoll serve` on 127.0.0.1 with a free port and extra flags.
     pub fn start(extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--log", "warn"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
+                "--gossip-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--log", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,107 @@
+//! `GET /v1/cluster`: members, the ring, N and W, and what this node holds;
+//! and the figures each node gossips about itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_ingest::replicate::{Hints, Replicator};
+use atoll_ring::Membership;
+use atoll_store::Store;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct ClusterState {
+    pub membership: Arc<Membership>,
+    pub replicator: Arc<Replicator>,
+    pub store: Arc<Store>,
+    pub hints: Arc<Hints>,
+}
+
+pub fn router(state: ClusterState) -> Router {
+    Router::new()
+        .route("/v1/cluster", get(cluster))
+        .with_state(state)
+}
+
+async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
+    let members = st.membership.members().await;
+    let Some(ring) = st.membership.ring() else {
+        return Json(json!({"node": st.membership.node_name(), "status": "joining"}));
+    };
+    let (n, w) = st.replicator.factors(ring.members().len());
+    let nodes: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            let stat = |k: &str| m.stats.get(k).and_then(|v| v.parse::<u64>().ok());
+            json!({
+                "name": m.name,
+                "status": if m.up { "up" } else { "down" },
+                "in_ring": ring.members().contains(&m.name),
+                "http_addr": m.http_addr, "flight_addr": m.flight_addr, "gossip_addr": m.gossip_addr,
+                "owned_partitions": ring.owners().iter().filter(|o| **o == m.name).count(),
+                "primary_partitions": ring.partitions_of(&m.name, n).len(),
+                "incomplete_partitions": m.incomplete,
+                "rows": stat("rows"), "memory_bytes": stat("memory_bytes"), "hint_rows": stat("hint_rows"),
+            })
+        })
+        .collect();
+    let preference: Vec<Value> = (0..ring.partitions())
+        .map(|p| {
+            let list = ring.preference_list(p);
+            let (primaries, fallbacks) = list.split_at(n.min(list.len()));
+            json!({"partition": p, "owner": ring.owner(p), "primaries": primaries, "fallbacks": fallbacks})
+        })
+        .collect();
+    Json(json!({
+        "node": st.membership.node_name(),
+        "replicas": n,
+        "write_quorum": w,
+        "partitions": ring.partitions(),
+        "epoch": ring.epoch(),
+        "nodes": nodes,
+        "ring": preference,
+        "local": local(&st),
+    }))
+}
+
+/// What this node holds, exactly (the gossiped figures lag by a second).
+fn local(st: &ClusterState) -> Value {
+    let mut per_partition: BTreeMap<u32, u64> = BTreeMap::new();
+    for t in st.store.tables() {
+        for (p, rows) in t.partition_rows().into_iter().enumerate() {
+            if rows > 0 {
+                *per_partition.entry(p as u32).or_default() += rows;
+            }
+        }
+    }
+    json!({
+        "rows": per_partition.values().sum::<u64>(),
+        "partition_rows": per_partition,
+        "hint_rows": st.hints.rows(),
+    })
+}
+
+/// Gossips this node's figures every second.
+pub fn spawn_stats(st: ClusterState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let tables = st.store.tables();
+                    let rows: u64 = tables.iter().map(|t| t.rows()).sum();
+                    let memory: u64 = tables.iter().map(|t| t.memory_bytes()).sum();
+                    let hints: u64 = st.hints.rows().values().sum();
+                    st.membership.set_stat("rows", rows).await;
+                    st.membership.set_stat("memory_bytes", memory).await;
+                    st.membership.set_stat("hint_rows", hints).await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}

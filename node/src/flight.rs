@@ -1,0 +1,143 @@
+//! The internal Arrow Flight service: replicas receive writes with
+//! `do_put`. Every call must carry the cluster secret.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use atoll_ingest::replicate::{HINT_HEADER, Hints, SECRET_HEADER, read_put, store_local};
+use atoll_store::Store;
+use futures::stream::{self, BoxStream};
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct AtollFlight {
+    pub store: Arc<Store>,
+    pub hints: Arc<Hints>,
+}
+
+/// The service behind a check of the cluster secret.
+pub fn service(
+    flight: AtollFlight,
+    secret: String,
+) -> InterceptedService<FlightServiceServer<AtollFlight>, impl tonic::service::Interceptor + Clone>
+{
+    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+        match req
+            .metadata()
+            .get(SECRET_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(s) if s == secret => Ok(req),
+            _ => Err(Status::unauthenticated("missing or wrong cluster secret")),
+        }
+    };
+    let server = FlightServiceServer::new(flight)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    InterceptedService::new(server, check)
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn unsupported<T>(what: &str) -> Result<T, Status> {
+    Err(Status::unimplemented(format!(
+        "{what} is not part of Atoll's internal protocol"
+    )))
+}
+
+#[tonic::async_trait]
+impl FlightService for AtollFlight {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoExchangeStream = Stream<FlightData>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unsupported("handshake")
+    }
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unsupported("list_flights")
+    }
+    async fn get_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unsupported("get_flight_info")
+    }
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unsupported("poll_flight_info")
+    }
+    async fn get_schema(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unsupported("get_schema")
+    }
+    async fn do_get(&self, _: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        unsupported("do_get")
+    }
+
+    /// A replica write: one partition's rows, as this node's own data or,
+    /// with the hint header, held for a down primary.
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let hint_for = request
+            .metadata()
+            .get(HINT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (cmd, batches) = read_put(request.into_inner()).await?;
+        for batch in batches {
+            store_local(
+                &self.store,
+                &self.hints,
+                &cmd.table,
+                cmd.partition,
+                batch,
+                hint_for.as_deref(),
+            )
+            .map_err(Status::invalid_argument)?;
+        }
+        let done: BoxStream<'static, Result<PutResult, Status>> =
+            Box::pin(stream::iter([Ok(PutResult::default())]));
+        Ok(Response::new(done))
+    }
+
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported("do_exchange")
+    }
+    async fn do_action(
+        &self,
+        _: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        unsupported("do_action")
+    }
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unsupported("list_actions")
+    }
+}

@@ -1,0 +1,376 @@
+//! Who is in the cluster, who is up, and which ring is current, learnt by
+//! gossip (the `chitchat` crate, over UDP).
+//!
+//! Every node gossips its addresses, status, partition count, the highest
+//! ring it knows and a few figures. The *claimant* (the lowest node name
+//! among the up members) adds nodes that have joined to the ring and
+//! publishes the new ring with the next epoch; every node adopts the
+//! highest epoch it sees. Stopping a node does not change the ring.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::transport::UdpTransport;
+use chitchat::{
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
+    spawn_chitchat,
+};
+use parking_lot::RwLock;
+use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::claim::{NodeId, Ring};
+
+const KEY_HTTP: &str = "http";
+const KEY_FLIGHT: &str = "flight";
+const KEY_PARTITIONS: &str = "partitions";
+const KEY_RING: &str = "ring";
+const KEY_INCOMPLETE: &str = "incomplete";
+/// Keys under this prefix are figures a node reports about itself.
+const STAT_PREFIX: &str = "stat.";
+
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    pub node_name: String,
+    /// Nodes share this name and a secret; both go into the gossip cluster
+    /// id, so gossip from another cluster or with another secret is ignored.
+    pub cluster_name: String,
+    pub secret: String,
+    pub gossip_addr: SocketAddr,
+    pub seeds: Vec<String>,
+    pub partitions: u32,
+    pub http_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
+    pub gossip_interval: Duration,
+    /// How long without heartbeats before a node is considered down (about).
+    pub down_after: Duration,
+}
+
+/// What the cluster knows of one node.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Member {
+    pub name: NodeId,
+    pub up: bool,
+    pub http_addr: Option<String>,
+    pub flight_addr: Option<String>,
+    pub gossip_addr: Option<String>,
+    /// Partitions this node does not hold every acknowledged write of.
+    pub incomplete: BTreeSet<u32>,
+    pub stats: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("gossip could not start on {addr}: {source}")]
+    Start {
+        addr: SocketAddr,
+        source: anyhow::Error,
+    },
+}
+
+/// A node's live view of the cluster.
+pub struct Membership {
+    config: MembershipConfig,
+    handle: ChitchatHandle,
+    ring: RwLock<Option<Arc<Ring>>>,
+    /// Set when a peer uses another partition count: this node must not join.
+    conflict: RwLock<Option<String>>,
+}
+
+impl Membership {
+    /// Starts gossiping. A node without seeds founds a cluster (a ring of
+    /// itself); a node with seeds waits to be added by the claimant.
+    pub async fn start(config: MembershipConfig) -> Result<Arc<Membership>, MembershipError> {
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let interval = config.gossip_interval;
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(config.node_name.clone(), generation, config.gossip_addr),
+            cluster_id: cluster_id(&config.cluster_name, &config.secret),
+            gossip_interval: interval,
+            listen_addr: config.gossip_addr,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: 8.0,
+                sampling_window_size: 1_000,
+                max_interval: config.down_after,
+                initial_interval: interval * 2,
+                dead_node_grace_period: Duration::from_secs(24 * 3600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V0,
+        };
+        let initial = vec![
+            (KEY_HTTP.to_string(), config.http_addr.to_string()),
+            (KEY_FLIGHT.to_string(), config.flight_addr.to_string()),
+            (KEY_PARTITIONS.to_string(), config.partitions.to_string()),
+        ];
+        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+            .await
+            .map_err(|source| MembershipError::Start {
+                addr: config.gossip_addr,
+                source,
+            })?;
+        let founding = config.seeds.is_empty();
+        let membership = Arc::new(Membership {
+            config,
+            handle,
+            ring: RwLock::new(None),
+            conflict: RwLock::new(None),
+        });
+        if founding {
+            let ring = Ring::new(
+                membership.config.partitions,
+                std::slice::from_ref(&membership.config.node_name),
+            )
+            .expect("the partition count was validated");
+            membership.adopt(ring).await;
+        }
+        let m = membership.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                m.refresh().await;
+            }
+        });
+        Ok(membership)
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.config.node_name
+    }
+
+    /// The current ring, once this node knows one that includes it.
+    pub fn ring(&self) -> Option<Arc<Ring>> {
+        self.ring.read().clone()
+    }
+
+    /// Why this node cannot be part of the cluster it was pointed at.
+    pub fn conflict(&self) -> Option<String> {
+        self.conflict.read().clone()
+    }
+
+    /// Publishes a figure about this node (rows, memory...).
+    pub async fn set_stat(&self, key: &str, value: impl ToString) {
+        let key = format!("{STAT_PREFIX}{key}");
+        let value = value.to_string();
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
+            .await;
+    }
+
+    /// Marks partitions as not holding every acknowledged write.
+    pub async fn set_incomplete(&self, partitions: &BTreeSet<u32>) {
+        let text = partitions
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(KEY_INCOMPLETE, text.clone()))
+            .await;
+    }
+
+    /// Every node of the ring and every node gossiping, up or not.
+    pub async fn members(&self) -> Vec<Member> {
+        let ring = self.ring();
+        self.handle
+            .with_chitchat(|c| {
+                let live: BTreeSet<String> =
+                    c.live_nodes().map(|id| id.node_id.to_string()).collect();
+                let mut latest: BTreeMap<String, (&ChitchatId, &chitchat::NodeState)> =
+                    BTreeMap::new();
+                for (id, state) in c.node_states() {
+                    let name = id.node_id.to_string();
+                    if latest
+                        .get(&name)
+                        .is_none_or(|(old, _)| old.generation_id < id.generation_id)
+                    {
+                        latest.insert(name, (id, state));
+                    }
+                }
+                let mut names: BTreeSet<String> = latest.keys().cloned().collect();
+                if let Some(r) = &ring {
+                    names.extend(r.members().into_iter().cloned());
+                }
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let found = latest.get(&name);
+                        let get = |k: &str| found.and_then(|(_, s)| s.get(k)).map(str::to_string);
+                        Member {
+                            up: live.contains(&name),
+                            http_addr: get(KEY_HTTP),
+                            flight_addr: get(KEY_FLIGHT),
+                            gossip_addr: found.map(|(id, _)| id.gossip_advertise_addr.to_string()),
+                            incomplete: get(KEY_INCOMPLETE)
+                                .map(|s| s.split(',').filter_map(|p| p.parse().ok()).collect())
+                                .unwrap_or_default(),
+                            stats: found
+                                .map(|(_, s)| {
+                                    s.key_values()
+                                        .filter_map(|(k, v)| {
+                                            Some((
+                                                k.strip_prefix(STAT_PREFIX)?.to_string(),
+                                                v.to_string(),
+                                            ))
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            name,
+                        }
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// One gossip tick: adopt the highest ring seen, check partition counts,
+    /// and if this node is the claimant, add newly joined nodes.
+    async fn refresh(&self) {
+        let me = self.config.node_name.clone();
+        let partitions = self.config.partitions;
+        let (best, live, conflict) = self
+            .handle
+            .with_chitchat(|c| {
+                let mut best: Option<Ring> = None;
+                let mut conflict = None;
+                for (id, state) in c.node_states() {
+                    if let Some(r) = state.get(KEY_RING).and_then(decode_ring)
+                        && best.as_ref().is_none_or(|b| ring_order(&r) > ring_order(b))
+                    {
+                        best = Some(r);
+                    }
+                    let theirs = state.get(KEY_PARTITIONS).and_then(|p| p.parse::<u32>().ok());
+                    if let Some(n) = theirs.filter(|&n| n != partitions) {
+                        conflict = Some(format!(
+                            "node {} uses {n} partitions and this node {partitions}: a cluster's partition count is fixed",
+                            id.node_id
+                        ));
+                    }
+                }
+                let live: BTreeSet<String> = c
+                    .live_nodes()
+                    .filter(|id| c.node_state(id).and_then(|s| s.get(KEY_PARTITIONS)) == Some(&partitions.to_string()))
+                    .map(|id| id.node_id.to_string())
+                    .collect();
+                (best, live, conflict)
+            })
+            .await;
+        let current = self.ring();
+        if current.is_none() && conflict.is_some() {
+            *self.conflict.write() = conflict;
+            return;
+        }
+        let mut ring = match (best, current) {
+            (Some(b), Some(c)) if ring_order(&b) <= ring_order(&c) => (*c).clone(),
+            (Some(b), _) => b,
+            (None, Some(c)) => (*c).clone(),
+            (None, None) => return,
+        };
+        if live.iter().next() == Some(&me) {
+            let mut members: BTreeSet<NodeId> = ring.members().into_iter().cloned().collect();
+            let before = members.len();
+            members.extend(live.iter().cloned());
+            if members.len() != before {
+                let members: Vec<NodeId> = members.into_iter().collect();
+                match ring.claim(&members) {
+                    Ok(next) => {
+                        tracing::info!(epoch = next.epoch(), members = ?members, "claimed a new ring");
+                        ring = next;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim a ring for the new members")
+                    }
+                }
+            }
+        }
+        if self.ring().is_none_or(|c| *c != ring) {
+            self.adopt(ring).await;
+        }
+    }
+
+    async fn adopt(&self, ring: Ring) {
+        let encoded = encode_ring(&ring);
+        let includes_me = ring.members().contains(&self.config.node_name);
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(KEY_RING, encoded.clone()))
+            .await;
+        if includes_me {
+            *self.ring.write() = Some(Arc::new(ring));
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.handle.initiate_shutdown();
+    }
+}
+
+fn cluster_id(name: &str, secret: &str) -> String {
+    format!(
+        "{name}-{:016x}",
+        xxh3_64(format!("{name}\u{0}{secret}").as_bytes())
+    )
+}
+
+/// Higher epochs win; equal epochs (two founders) are ordered by content so
+/// that every node picks the same.
+fn ring_order(r: &Ring) -> (u64, String) {
+    (r.epoch(), encode_ring(r))
+}
+
+/// `epoch;member,member,...;i,i,...` with owners as indexes into members.
+fn encode_ring(r: &Ring) -> String {
+    let members: Vec<&NodeId> = r.members().into_iter().collect();
+    let owners: Vec<String> = r
+        .owners()
+        .iter()
+        .map(|o| {
+            members
+                .iter()
+                .position(|m| *m == o)
+                .expect("owner is a member")
+                .to_string()
+        })
+        .collect();
+    let names: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
+    format!("{};{};{}", r.epoch(), names.join(","), owners.join(","))
+}
+
+fn decode_ring(s: &str) -> Option<Ring> {
+    let mut parts = s.split(';');
+    let epoch = parts.next()?.parse().ok()?;
+    let members: Vec<&str> = parts.next()?.split(',').collect();
+    let owners = parts
+        .next()?
+        .split(',')
+        .map(|i| members.get(i.parse::<usize>().ok()?).map(|m| m.to_string()))
+        .collect::<Option<Vec<_>>>()?;
+    Ring::from_parts(epoch, owners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_survive_encoding() {
+        let names: Vec<NodeId> = ["b", "a", "c"].iter().map(|s| s.to_string()).collect();
+        let ring = Ring::new(64, &names).unwrap().claim(&names[..2]).unwrap();
+        assert_eq!(decode_ring(&encode_ring(&ring)), Some(ring));
+        assert_eq!(decode_ring("garbage"), None);
+    }
+
+    #[test]
+    fn the_secret_is_part_of_the_cluster_id() {
+        assert_ne!(cluster_id("atoll", "s1"), cluster_id("atoll", "s2"));
+        assert_eq!(cluster_id("atoll", "s1"), cluster_id("atoll", "s1"));
+    }
+}
