@@ -18,6 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a node: HTTP ingest, SQL query API and dashboard.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
 }
 

@@ -15,9 +15,26 @@ pub struct Server {
     pub client: reqwest::Client,
 }
 
+/// A UDP port free right now on 127.0.0.1 (for gossip addresses that
+/// peers must know before the node starts).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Server {
-    /// Starts `atoll serve` on 127.0.0.1 with a free port and extra flags.
+    /// Starts `atoll serve` on 127.0.0.1 with free ports and extra flags
+    /// (later flags win, so `--gossip-addr` may be given).
     pub fn start(extra: &[&str]) -> Server {
+        Self::try_start(extra).unwrap_or_else(|code| panic!("atoll exited with {code:?}"))
+    }
+
+    /// Like `start`, but a node that exits before listening gives its exit
+    /// code.
+    pub fn try_start(extra: &[&str]) -> Result<Server, Option<i32>> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
             .args([
                 "serve",
@@ -25,10 +42,15 @@ impl Server {
                 "127.0.0.1:0",
                 "--flight-addr",
                 "127.0.0.1:0",
+            ])
+            .args([
                 "--gossip-addr",
                 "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--cluster-secret",
+                "test-secret",
             ])
-            .args(["--log", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -37,20 +59,36 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
-            .expect("a first line");
-        let addr = line
-            .trim()
-            .strip_prefix("atoll listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+            .expect("stdout is readable");
+        let Some(addr) = line.trim().strip_prefix("atoll listening on ") else {
+            return Err(child.wait().expect("wait").code());
+        };
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap();
-        Server {
+        Ok(Server {
             child,
             url: addr.to_string(),
             client,
-        }
+        })
+    }
+
+    /// Sends a signal (`KILL`, `TERM`) and waits for the process to end.
+    pub fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.child.wait().unwrap()
+    }
+
+    pub async fn cluster(&self) -> Value {
+        let (status, body) = self.get("/v1/cluster").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     pub fn alive(&mut self) -> bool {

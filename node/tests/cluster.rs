@@ -1,0 +1,355 @@
+//! Several real `atoll` processes on 127.0.0.1 forming a cluster over
+//! gossip (UDP) and Flight (gRPC): membership, the ring, replicated ingest,
+//! quorum, failures and refusals. Every wait is bounded.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Server, free_udp_port, generated_events};
+
+struct Cluster {
+    nodes: Vec<Option<Server>>,
+    gossip: Vec<u16>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// `n` nodes named n0.., all seeded by n0, with extra flags for each.
+    async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            gossip: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.gossip.push(free_udp_port());
+            let node = c.launch(i, &[]);
+            c.nodes.push(Some(node));
+        }
+        c.wait_until("every node sees every node up", |v| up_count(v) == n)
+            .await;
+        c
+    }
+
+    fn launch(&self, i: usize, more: &[&str]) -> Server {
+        let gossip = format!("127.0.0.1:{}", self.gossip[i]);
+        let seed = format!("127.0.0.1:{}", self.gossip[0]);
+        let name = format!("n{i}");
+        let mut args: Vec<&str> = vec![
+            "--node-name",
+            &name,
+            "--gossip-addr",
+            &gossip,
+            "--gossip-interval-ms",
+            "100",
+        ];
+        if i > 0 {
+            args.extend(["--seed", &seed]);
+        }
+        args.extend(self.extra.iter().map(String::as_str));
+        args.extend(more);
+        Server::start(&args)
+    }
+
+    fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Server> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Waits (at most 20 s) until `check` holds on every running node's
+    /// `/v1/cluster`.
+    async fn wait_until(&self, what: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let mut views = Vec::new();
+            for s in self.running() {
+                views.push(s.cluster().await);
+            }
+            if views.iter().all(&check) {
+                return views;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "timed out waiting until {what}: {views:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn up_count(v: &Value) -> usize {
+    v["nodes"]
+        .as_array()
+        .map_or(0, |ns| ns.iter().filter(|n| n["status"] == "up").count())
+}
+
+fn status_of(v: &Value, name: &str) -> String {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .map_or("absent".into(), |n| {
+            n["status"].as_str().unwrap().to_string()
+        })
+}
+
+fn owners(v: &Value) -> Vec<String> {
+    v["ring"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["owner"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_one_ring_and_each_partition_lives_on_its_replicas() {
+    let cluster = Cluster::start(3, &["--replicas", "2"]).await;
+    let views = cluster
+        .wait_until("all agree on one ring of 3", |v| {
+            v["ring"][0]["primaries"].as_array().unwrap().len() == 2
+        })
+        .await;
+    let epoch = &views[0]["epoch"];
+    for v in &views {
+        assert_eq!(&v["epoch"], epoch, "same epoch everywhere");
+        assert_eq!(owners(v), owners(&views[0]), "same ring everywhere");
+        assert_eq!(
+            (v["replicas"].as_u64(), v["write_quorum"].as_u64()),
+            (Some(2), Some(2))
+        );
+    }
+    let counts: Vec<u64> = views[0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["owned_partitions"].as_u64().unwrap())
+        .collect();
+    assert!(
+        counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+        "balanced: {counts:?}"
+    );
+
+    // 30,000 events, a third through each node.
+    let events = generated_events(30_000, 11, &[]);
+    let lines: Vec<&[u8]> = events
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    for (i, chunk) in lines.chunks(10_000).enumerate() {
+        let body = chunk.join(&b'\n');
+        let (status, v) = cluster.node(i).ingest("events", body).await;
+        assert_eq!((status, v["accepted"].as_u64()), (200, Some(10_000)), "{v}");
+    }
+    let mut total = 0;
+    let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in cluster.running() {
+        let v = s.cluster().await;
+        total += v["local"]["rows"].as_u64().unwrap();
+        for (p, rows) in v["local"]["partition_rows"].as_object().unwrap() {
+            assert!(rows.as_u64().unwrap() > 0);
+            holders
+                .entry(p.clone())
+                .or_default()
+                .insert(v["node"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(total, 2 * 30_000, "every event is on exactly N=2 nodes");
+    for p in views[0]["ring"].as_array().unwrap() {
+        let primaries: BTreeSet<String> = p["primaries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect();
+        let key = p["partition"].to_string();
+        assert_eq!(
+            holders.get(&key),
+            Some(&primaries),
+            "partition {key} lives on its preference list"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_nodes_are_seen_down_and_quorum_decides_acks() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let epoch = cluster.node(0).cluster().await["epoch"].clone();
+    let batch: String = (0..200).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+
+    let killed = Instant::now();
+    cluster.nodes[2].as_mut().unwrap().signal("KILL");
+    cluster.nodes[2] = None;
+    cluster
+        .wait_until("n2 is seen down", |v| status_of(v, "n2") == "down")
+        .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "down within 10 s, took {:?}",
+        killed.elapsed()
+    );
+    let (status, v) = cluster.node(0).ingest("k", batch.clone()).await;
+    assert_eq!(
+        (status, v["accepted"].as_u64()),
+        (200, Some(200)),
+        "W=2 of N=3 still reached: {v}"
+    );
+    assert_eq!(
+        cluster.node(1).cluster().await["epoch"],
+        epoch,
+        "a down node does not change the ring"
+    );
+
+    cluster.nodes[1].as_mut().unwrap().signal("KILL");
+    cluster.nodes[1] = None;
+    cluster
+        .wait_until("n1 is seen down", |v| status_of(v, "n1") == "down")
+        .await;
+    let (status, v) = cluster.node(0).ingest("k", batch).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(
+        v["accepted"], 0,
+        "nothing is acknowledged without W replicas"
+    );
+    let rejected = v["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 200);
+    assert_eq!(rejected[0]["error"], "quorum not reached: 1 of 2 replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_the_ring_and_a_restarted_node_takes_its_place() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let before = cluster.node(0).cluster().await;
+    let status = cluster.nodes[1].as_mut().unwrap().signal("TERM");
+    assert!(status.success(), "a clean stop: {status:?}");
+    cluster.nodes[1] = None;
+    cluster
+        .wait_until("n1 is seen down", |v| status_of(v, "n1") == "down")
+        .await;
+    let during = cluster.node(0).cluster().await;
+    assert_eq!(during["epoch"], before["epoch"]);
+    assert_eq!(owners(&during), owners(&before));
+    cluster.nodes[1] = Some(cluster.launch(1, &[]));
+    let after = cluster.wait_until("n1 is back", |v| up_count(v) == 3).await;
+    assert_eq!(
+        after[0]["epoch"], before["epoch"],
+        "same place in the same ring"
+    );
+    assert_eq!(owners(&after[0]), owners(&before));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_gets_a_fair_share_with_little_movement() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let before = cluster.node(0).cluster().await;
+    cluster.gossip.push(free_udp_port());
+    cluster.nodes.push(Some(cluster.launch(3, &[])));
+    let views = cluster
+        .wait_until("a ring of 4", |v| {
+            v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["owned_partitions"].as_u64() > Some(0))
+                .count()
+                == 4
+        })
+        .await;
+    let after = &views[0];
+    assert_eq!(
+        after["epoch"].as_u64(),
+        before["epoch"].as_u64().map(|e| e + 1)
+    );
+    let moved = owners(&before)
+        .iter()
+        .zip(owners(after))
+        .filter(|(a, b)| **a != *b)
+        .count();
+    assert_eq!(
+        moved, 16,
+        "the new node takes 64/4 partitions, all from others"
+    );
+}
+
+#[tokio::test]
+async fn a_node_with_another_partition_count_is_refused() {
+    let cluster = Cluster::start(1, &[]).await;
+    let seed = format!("127.0.0.1:{}", cluster.gossip[0]);
+    let result = Server::try_start(&["--node-name", "odd", "--seed", &seed, "--partitions", "128"]);
+    assert_eq!(result.err(), Some(Some(1)), "the node exits with an error");
+    let v = cluster.node(0).cluster().await;
+    let in_ring = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["name"] == "odd" && n["in_ring"] == true);
+    assert!(!in_ring, "the refused node is not in the ring: {v}");
+}
+
+#[tokio::test]
+async fn another_secret_cannot_gossip_or_write() {
+    let cluster = Cluster::start(1, &[]).await;
+    let v = cluster.node(0).cluster().await;
+    let flight = v["nodes"][0]["flight_addr"].as_str().unwrap().to_string();
+    // Gossip: a node with another secret is in another cluster; it never
+    // learns a ring, and the cluster never lists it.
+    let seed = format!("127.0.0.1:{}", cluster.gossip[0]);
+    let mut outsider = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--flight-addr",
+            "127.0.0.1:0",
+            "--gossip-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--node-name",
+            "outsider",
+            "--seed",
+            &seed,
+            "--cluster-secret",
+            "wrong",
+            "--log",
+            "off",
+        ])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v = cluster.node(0).cluster().await;
+    assert_eq!(status_of(&v, "outsider"), "absent", "{v}");
+    let _ = outsider.kill();
+    let _ = outsider.wait();
+    // Flight: a do_put without the secret is refused, and stores nothing.
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{flight}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightServiceClient::new(channel);
+    let put = arrow_flight::FlightData {
+        flight_descriptor: Some(arrow_flight::FlightDescriptor::new_cmd(
+            r#"{"table":"x","partition":0}"#,
+        )),
+        ..Default::default()
+    };
+    let err = client
+        .do_put(futures::stream::iter([put]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert_eq!(
+        cluster.node(0).query("SELECT * FROM x").await.0,
+        400,
+        "no table x was created"
+    );
+}
