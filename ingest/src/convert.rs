@@ -179,6 +179,7 @@ pub fn convert_events(
     table: &Table,
     events: &[ParsedEvent],
     arrival: i64,
+    idempotency_key: Option<&str>,
 ) -> Result<Converted, IngestError> {
     let mut rejected = Vec::new();
     let mut flat = Vec::with_capacity(events.len());
@@ -214,7 +215,12 @@ pub fn convert_events(
     }
     Ok(Converted {
         batch: Some(build_batch(&schema, &accepted)?),
-        partitions: route::assign(&table.settings(), table.partitions(), &accepted),
+        partitions: route::assign(
+            &table.settings(),
+            table.partitions(),
+            &accepted,
+            idempotency_key,
+        ),
         events: accepted.iter().map(|e| e.index).collect(),
         rejected,
     })
@@ -227,7 +233,7 @@ pub fn ingest_events(
     events: &[ParsedEvent],
     arrival: i64,
 ) -> Result<IngestOutcome, IngestError> {
-    let converted = convert_events(table, events, arrival)?;
+    let converted = convert_events(table, events, arrival, None)?;
     if let Some(batch) = &converted.batch {
         route::store_by_partition(table, batch, &converted.partitions)?;
     }

@@ -104,6 +104,8 @@ async fn receive(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
+    let idempotency_key = idempotency_key(headers)?;
+    let key = idempotency_key.clone();
     let store = st.store.clone();
     let name = table.to_string();
     let converted = tokio::task::spawn_blocking(move || {
@@ -124,7 +126,7 @@ async fn receive(
             return Ok((nothing, Vec::new()));
         }
         let t = store.get_or_create(&name)?;
-        let converted = convert::convert_events(&t, &events, now_micros())?;
+        let converted = convert::convert_events(&t, &events, now_micros(), key.as_deref())?;
         let groups = match &converted.batch {
             Some(batch) => route::group_by_partition(batch, &converted.partitions)?,
             None => Vec::new(),
@@ -139,7 +141,11 @@ async fn receive(
         rejected: converted.rejected,
     };
     let mut quorum_failed = false;
-    for d in st.replicator.deliver(table, groups).await? {
+    for d in st
+        .replicator
+        .deliver(table, groups, idempotency_key.as_deref())
+        .await?
+    {
         if d.acks >= d.needed {
             outcome.accepted += d.events.len();
         } else {
@@ -155,6 +161,21 @@ async fn receive(
     }
     outcome.rejected.sort_by_key(|r| r.index);
     Ok((outcome, quorum_failed))
+}
+
+/// The optional `Idempotency-Key` header: up to 256 visible ASCII chars.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, IngestError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(IngestError::BadBody(
+            "Idempotency-Key must be 1 to 256 visible ASCII characters".into(),
+        )),
+    }
 }
 
 fn now_micros() -> i64 {

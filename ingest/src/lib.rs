@@ -6,6 +6,7 @@ pub mod convert;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod replica;
 pub mod replicate;
 pub mod route;
 pub mod time;

@@ -3,7 +3,7 @@
 //! and the sends run concurrently; an event counts as accepted only once W
 //! replicas hold it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,71 +12,22 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor};
 use atoll_ring::{Membership, Ring, write_targets};
-use atoll_store::{Store, StoredBatch};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::IngestError;
+use crate::replica::{LocalReplica, PutCommand};
 
 /// gRPC metadata carrying the cluster secret on every internal call.
 pub const SECRET_HEADER: &str = "x-atoll-secret";
 /// gRPC metadata naming the down primary a fallback holds a write for.
 pub const HINT_HEADER: &str = "x-atoll-hint-for";
 
-/// What a `do_put` carries in its descriptor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PutCommand {
-    pub table: String,
-    pub partition: u32,
-}
-
-/// Writes held by this node for down primaries, kept apart from its own
-/// data (they are not this node's to serve) until handed off.
-#[derive(Default)]
-pub struct Hints {
-    by_primary: Mutex<BTreeMap<String, Arc<Store>>>,
-    partitions: u32,
-}
-
-impl Hints {
-    pub fn new(partitions: u32) -> Hints {
-        Hints {
-            by_primary: Mutex::default(),
-            partitions,
-        }
-    }
-
-    pub fn store_for(&self, primary: &str) -> Arc<Store> {
-        let partitions = self.partitions;
-        self.by_primary
-            .lock()
-            .entry(primary.to_string())
-            .or_insert_with(|| {
-                Arc::new(Store::new(atoll_store::StoreConfig {
-                    partitions,
-                    ..Default::default()
-                }))
-            })
-            .clone()
-    }
-
-    /// Rows held as hints, per primary.
-    pub fn rows(&self) -> BTreeMap<String, u64> {
-        self.by_primary
-            .lock()
-            .iter()
-            .map(|(p, s)| (p.clone(), s.tables().iter().map(|t| t.rows()).sum()))
-            .collect()
-    }
-}
-
 /// Replication settings and the connections to other nodes.
 pub struct Replicator {
     pub membership: Arc<Membership>,
-    pub store: Arc<Store>,
-    pub hints: Arc<Hints>,
+    pub local: Arc<LocalReplica>,
     /// Replicas per partition (capped by the number of nodes).
     pub n: usize,
     /// Acknowledgements needed; None: a majority of the replicas.
@@ -95,16 +46,14 @@ pub struct Delivery {
 impl Replicator {
     pub fn new(
         membership: Arc<Membership>,
-        store: Arc<Store>,
-        hints: Arc<Hints>,
+        local: Arc<LocalReplica>,
         n: usize,
         w: Option<usize>,
         secret: String,
     ) -> Replicator {
         Replicator {
             membership,
-            store,
-            hints,
+            local,
             n,
             w,
             secret,
@@ -125,6 +74,7 @@ impl Replicator {
         &self,
         table: &str,
         groups: Vec<(u32, RecordBatch, Vec<usize>)>,
+        idempotency_key: Option<&str>,
     ) -> Result<Vec<Delivery>, IngestError> {
         let ring = self.membership.ring().ok_or_else(|| {
             IngestError::Unavailable("this node has not joined a ring yet".into())
@@ -143,9 +93,12 @@ impl Replicator {
         let sends = groups.into_iter().map(|(partition, batch, events)| {
             let (ring, up, flight) = (&ring, &up, &flight);
             async move {
-                let acks = self
-                    .replicate(table, partition, batch, ring, n, up, flight)
-                    .await;
+                let cmd = PutCommand {
+                    table: table.to_string(),
+                    partition,
+                    idempotency_key: idempotency_key.map(str::to_string),
+                };
+                let acks = self.replicate(&cmd, batch, ring, n, up, flight).await;
                 Delivery {
                     events,
                     acks,
@@ -156,21 +109,20 @@ impl Replicator {
         Ok(futures::future::join_all(sends).await)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn replicate(
         &self,
-        table: &str,
-        partition: u32,
+        cmd: &PutCommand,
         batch: RecordBatch,
         ring: &Ring,
         n: usize,
         up: &HashSet<String>,
         flight: &HashMap<String, String>,
     ) -> usize {
+        let (table, partition) = (cmd.table.as_str(), cmd.partition);
         let targets = write_targets(ring, partition, n, |node| up.contains(node));
         let me = self.membership.node_name();
         let encoded = if targets.iter().any(|t| t.node != me) {
-            encode(table, partition, &batch).await.ok()
+            encode(cmd, &batch).await.ok()
         } else {
             None
         };
@@ -178,7 +130,7 @@ impl Replicator {
             let (batch, encoded) = (&batch, &encoded);
             async move {
                 let result = if t.node == me {
-                    store_local(&self.store, &self.hints, table, partition, batch.clone(), t.hint_for.as_deref())
+                    self.local.write(cmd, batch.clone(), t.hint_for.as_deref())
                 } else {
                     match (flight.get(&t.node), encoded) {
                         (Some(addr), Some(data)) => self.put(addr, data.clone(), t.hint_for.as_deref()).await,
@@ -249,79 +201,12 @@ impl Replicator {
     }
 }
 
-async fn encode(
-    table: &str,
-    partition: u32,
-    batch: &RecordBatch,
-) -> Result<Vec<FlightData>, String> {
-    let cmd = serde_json::to_vec(&PutCommand {
-        table: table.to_string(),
-        partition,
-    })
-    .map_err(|e| e.to_string())?;
+async fn encode(cmd: &PutCommand, batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
+    let cmd = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
     FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
         .build(futures::stream::iter([Ok(batch.clone())]))
         .map_err(|e| e.to_string())
         .try_collect()
         .await
-}
-
-/// Stores a replica's batch on this node, as its own data or as a hint.
-pub fn store_local(
-    store: &Store,
-    hints: &Hints,
-    table: &str,
-    partition: u32,
-    batch: RecordBatch,
-    hint_for: Option<&str>,
-) -> Result<(), String> {
-    let target = match hint_for {
-        Some(primary) => hints.store_for(primary),
-        None => return append(store, table, partition, batch),
-    };
-    append(&target, table, partition, batch)
-}
-
-fn append(store: &Store, table: &str, partition: u32, batch: RecordBatch) -> Result<(), String> {
-    if partition >= store.partitions() {
-        return Err(format!(
-            "partition {partition} is outside this node's ring of {}",
-            store.partitions()
-        ));
-    }
-    let t = store.get_or_create(table).map_err(|e| e.to_string())?;
-    t.absorb_schema(&batch.schema());
-    t.append(
-        partition,
-        StoredBatch::new(batch).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Reads a `do_put` stream: its command and its batches.
-pub async fn read_put(
-    stream: impl futures::Stream<Item = Result<FlightData, tonic::Status>> + Send + Unpin + 'static,
-) -> Result<(PutCommand, Vec<RecordBatch>), tonic::Status> {
-    let mut stream = stream.peekable();
-    let first = std::pin::Pin::new(&mut stream)
-        .peek()
-        .await
-        .ok_or_else(|| tonic::Status::invalid_argument("empty do_put"))?
-        .as_ref()
-        .map_err(|s| s.clone())?;
-    let cmd = first
-        .flight_descriptor
-        .as_ref()
-        .and_then(|d| serde_json::from_slice::<PutCommand>(&d.cmd).ok())
-        .ok_or_else(|| {
-            tonic::Status::invalid_argument("do_put needs a descriptor with table and partition")
-        })?;
-    let batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-        stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
-    )
-    .try_collect::<Vec<_>>()
-    .await
-    .map_err(|e| tonic::Status::invalid_argument(format!("bad Arrow data: {e}")))?;
-    Ok((cmd, batches))
 }

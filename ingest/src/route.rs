@@ -12,17 +12,28 @@ use crate::convert::{FlatEvent, Scalar};
 /// The partition of each event: a random key spreads events uniformly; a
 /// table's `partition_key` column keeps equal values together (a missing
 /// value hashes like the empty string).
-pub fn assign(settings: &TableSettings, partitions: u32, events: &[FlatEvent<'_>]) -> Vec<u32> {
-    match &settings.partition_key {
-        None => events
-            .iter()
-            .map(|_| partition_for_hash(rand::random(), partitions))
-            .collect(),
-        Some(key) => events
+pub fn assign(
+    settings: &TableSettings,
+    partitions: u32,
+    events: &[FlatEvent<'_>],
+    idempotency_key: Option<&str>,
+) -> Vec<u32> {
+    match (&settings.partition_key, idempotency_key) {
+        (Some(key), _) => events
             .iter()
             .map(|e| {
                 partition_for_key(&e.get(key).unwrap_or(&Scalar::Null).key_bytes(), partitions)
             })
+            .collect(),
+        // A retried request must route each event where it went the first
+        // time: keys derive from (Idempotency-Key, event index).
+        (None, Some(k)) => events
+            .iter()
+            .map(|e| partition_for_key(format!("{k}\u{0}{}", e.index).as_bytes(), partitions))
+            .collect(),
+        (None, None) => events
+            .iter()
+            .map(|_| partition_for_hash(rand::random(), partitions))
             .collect(),
     }
 }
@@ -85,7 +96,7 @@ mod tests {
             .enumerate()
             .map(|(i, e)| prepare(i, e.as_object().unwrap(), 0).unwrap())
             .collect();
-        let parts = assign(&settings, 64, &events);
+        let parts = assign(&settings, 64, &events, None);
         for (i, p) in parts.iter().enumerate() {
             assert_eq!(*p, parts[i % 5]);
         }
@@ -99,7 +110,17 @@ mod tests {
             .enumerate()
             .map(|(i, e)| prepare(i, e.as_object().unwrap(), 0).unwrap())
             .collect();
-        let parts = assign(&TableSettings::default(), 64, &events);
+        let parts = assign(&TableSettings::default(), 64, &events, None);
+        let keyed = assign(&TableSettings::default(), 64, &events, Some("req-1"));
+        assert_eq!(
+            keyed,
+            assign(&TableSettings::default(), 64, &events, Some("req-1")),
+            "a retry routes the same"
+        );
+        assert_ne!(
+            keyed,
+            assign(&TableSettings::default(), 64, &events, Some("req-2"))
+        );
         let mut counts = [0; 64];
         parts.iter().for_each(|&p| counts[p as usize] += 1);
         assert!(counts.iter().all(|&c| c > 50 && c < 150), "{counts:?}");

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_ingest::replicate::{Hints, Replicator};
+use atoll_ingest::replica::Hints;
+use atoll_ingest::replicate::Replicator;
 use atoll_ring::Membership;
 use atoll_store::Store;
 use axum::extract::State;

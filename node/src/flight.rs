@@ -9,15 +9,14 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use atoll_ingest::replicate::{HINT_HEADER, Hints, SECRET_HEADER, read_put, store_local};
-use atoll_store::Store;
+use atoll_ingest::replica::{LocalReplica, read_put};
+use atoll_ingest::replicate::{HINT_HEADER, SECRET_HEADER};
 use futures::stream::{self, BoxStream};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct AtollFlight {
-    pub store: Arc<Store>,
-    pub hints: Arc<Hints>,
+    pub local: Arc<LocalReplica>,
 }
 
 /// The service behind a check of the cluster secret.
@@ -107,15 +106,9 @@ impl FlightService for AtollFlight {
             .map(str::to_string);
         let (cmd, batches) = read_put(request.into_inner()).await?;
         for batch in batches {
-            store_local(
-                &self.store,
-                &self.hints,
-                &cmd.table,
-                cmd.partition,
-                batch,
-                hint_for.as_deref(),
-            )
-            .map_err(Status::invalid_argument)?;
+            self.local
+                .write(&cmd, batch, hint_for.as_deref())
+                .map_err(Status::invalid_argument)?;
         }
         let done: BoxStream<'static, Result<PutResult, Status>> =
             Box::pin(stream::iter([Ok(PutResult::default())]));

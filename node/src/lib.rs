@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use atoll_ingest::replicate::{Hints, Replicator};
+use atoll_ingest::replica::{Hints, LocalReplica};
+use atoll_ingest::replicate::Replicator;
 use atoll_ingest::{IngestMetrics, IngestState};
 use atoll_query::{QueryEngine, QueryMetrics, QueryState};
 use atoll_ring::{Membership, MembershipConfig};
@@ -84,12 +85,24 @@ impl Node {
         })
         .await?;
         wait_for_ring(&membership).await?;
+        if membership.rejoined() {
+            // Back without the data it held: not complete for its
+            // partitions until it catches up from a complete replica.
+            let ring = membership.ring().expect("joined");
+            let n = args.replicas.min(ring.members().len());
+            let mine = ring.partitions_of(&name, n).into_iter().collect();
+            membership.set_incomplete(&mine).await;
+            tracing::warn!(
+                partitions = mine.len(),
+                "rejoined without data: partitions marked incomplete"
+            );
+        }
 
         let hints = Arc::new(Hints::new(args.partitions));
+        let local = Arc::new(LocalReplica::new(store.clone(), hints.clone()));
         let replicator = Arc::new(Replicator::new(
             membership.clone(),
-            store.clone(),
-            hints.clone(),
+            local.clone(),
             args.replicas,
             args.write_quorum,
             secret.clone(),
@@ -127,13 +140,7 @@ impl Node {
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
         spawn_sealer(store.clone(), shutdown.subscribe());
         cluster::spawn_stats(cluster, shutdown.subscribe());
-        let flight = flight::service(
-            flight::AtollFlight {
-                store: store.clone(),
-                hints,
-            },
-            secret,
-        );
+        let flight = flight::service(flight::AtollFlight { local }, secret);
         let mut flight_stop = shutdown.subscribe();
         tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(flight_listener);

@@ -353,3 +353,74 @@ async fn another_secret_cannot_gossip_or_write() {
         "no table x was created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_resent_request_land_once() {
+    let cluster = Cluster::start(3, &[]).await;
+    let body: String = (0..300).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    for entry in [0, 0, 1] {
+        let (status, v) = cluster
+            .node(entry)
+            .post_raw(
+                "/v1/tables/idem/events",
+                &[("idempotency-key", "req-42")],
+                body.clone().into_bytes(),
+            )
+            .await;
+        assert_eq!((status, v["accepted"].as_u64()), (200, Some(300)), "{v}");
+    }
+    for s in cluster.running() {
+        assert_eq!(
+            s.count("SELECT count(*) FROM idem").await,
+            300,
+            "each replica holds each event once"
+        );
+    }
+    let (status, _) = cluster
+        .node(0)
+        .post_raw("/v1/tables/idem/events", &[], body.clone().into_bytes())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        cluster.node(0).count("SELECT count(*) FROM idem").await,
+        600,
+        "without the key, a resend lands again"
+    );
+    let (status, v) = cluster
+        .node(0)
+        .post_raw(
+            "/v1/tables/idem/events",
+            &[("idempotency-key", "bad key")],
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_holds_hints_for_a_down_primary() {
+    let mut cluster = Cluster::start(4, &[]).await;
+    cluster.nodes[3].as_mut().unwrap().signal("KILL");
+    cluster.nodes[3] = None;
+    cluster
+        .wait_until("n3 is seen down", |v| status_of(v, "n3") == "down")
+        .await;
+    let body: String = (0..400).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let (status, v) = cluster.node(0).ingest("h", body).await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(400)), "{v}");
+    let (mut own, mut hinted) = (0, 0);
+    for s in cluster.running() {
+        let local = &s.cluster().await["local"];
+        own += local["rows"].as_u64().unwrap();
+        for (primary, rows) in local["hint_rows"].as_object().unwrap() {
+            assert_eq!(primary, "n3", "hints are only held for the down node");
+            hinted += rows.as_u64().unwrap();
+        }
+    }
+    assert!(hinted > 0, "n3 is a primary of 3/4 of the partitions");
+    assert_eq!(
+        own + hinted,
+        3 * 400,
+        "every event still has N=3 copies, some as hints"
+    );
+}

@@ -77,6 +77,9 @@ pub struct Membership {
     ring: RwLock<Option<Arc<Ring>>>,
     /// Set when a peer uses another partition count: this node must not join.
     conflict: RwLock<Option<String>>,
+    /// Set when the first ring this node heard already had it as a member:
+    /// it was restarted (and, in memory, lost what it held).
+    rejoined: std::sync::atomic::AtomicBool,
 }
 
 impl Membership {
@@ -122,6 +125,7 @@ impl Membership {
             handle,
             ring: RwLock::new(None),
             conflict: RwLock::new(None),
+            rejoined: Default::default(),
         });
         if founding {
             let ring = Ring::new(
@@ -149,6 +153,11 @@ impl Membership {
     /// The current ring, once this node knows one that includes it.
     pub fn ring(&self) -> Option<Arc<Ring>> {
         self.ring.read().clone()
+    }
+
+    /// True when this node came back into a ring that already had it.
+    pub fn rejoined(&self) -> bool {
+        self.rejoined.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Why this node cannot be part of the cluster it was pointed at.
@@ -268,6 +277,10 @@ impl Membership {
         if current.is_none() && conflict.is_some() {
             *self.conflict.write() = conflict;
             return;
+        }
+        if current.is_none() && best.as_ref().is_some_and(|b| b.members().contains(&me)) {
+            self.rejoined
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let mut ring = match (best, current) {
             (Some(b), Some(c)) if ring_order(&b) <= ring_order(&c) => (*c).clone(),
