@@ -16,6 +16,8 @@ pub enum IngestError {
     BadSettings(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] atoll_store::StoreError),
 }
@@ -28,6 +30,7 @@ impl IngestError {
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
             IngestError::Store(StoreError::NoSuchTable(_)) => StatusCode::NOT_FOUND,
             IngestError::Store(StoreError::Arrow(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             IngestError::Store(_) => StatusCode::BAD_REQUEST,

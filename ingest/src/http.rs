@@ -1,11 +1,12 @@
 //! HTTP routes that write: events in, table settings, table drops; and the
 //! table listing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use atoll_store::{Store, StoreError, Table, TableSettings, validate_table_name};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -209,11 +210,71 @@ async fn get_table(
     Ok(Json(describe(&t)))
 }
 
+/// Marks a table change forwarded by another node (its value is the
+/// cluster secret), so that it is applied and not forwarded again.
+pub const FORWARDED_HEADER: &str = "x-atoll-forwarded";
+
+/// Table changes apply on every node: the entry node applies a change, then
+/// forwards it to the other up nodes. Answers whether this request was
+/// itself forwarded (refusing a forged one).
+fn forwarded(st: &IngestState, headers: &HeaderMap) -> Result<bool, IngestError> {
+    match headers.get(FORWARDED_HEADER) {
+        None => Ok(false),
+        Some(v) if v.as_bytes() == st.replicator.secret.as_bytes() => Ok(true),
+        Some(_) => Err(IngestError::Forbidden(
+            "a forwarded table change needs the cluster secret".into(),
+        )),
+    }
+}
+
+/// Sends a table change to every other up node; answers the outcome of
+/// each (true: applied there).
+async fn forward(
+    st: &IngestState,
+    method: reqwest::Method,
+    table: &str,
+    body: Bytes,
+) -> BTreeMap<String, bool> {
+    let me = st.replicator.membership.node_name().to_string();
+    let peers: Vec<(String, String)> = st
+        .replicator
+        .membership
+        .members()
+        .await
+        .into_iter()
+        .filter(|m| m.up && m.name != me)
+        .filter_map(|m| Some((m.name, m.http_addr?)))
+        .collect();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let sends = peers.into_iter().map(|(name, addr)| {
+        let request = client
+            .request(method.clone(), format!("http://{addr}/v1/tables/{table}"))
+            .header(FORWARDED_HEADER, &st.replicator.secret)
+            .body(body.clone());
+        async move {
+            let ok = match request.send().await {
+                Ok(r) => r.status().is_success(),
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "table change not forwarded");
+                    false
+                }
+            };
+            (name, ok)
+        }
+    });
+    futures::future::join_all(sends).await.into_iter().collect()
+}
+
 async fn put_table(
     State(st): State<IngestState>,
     Path(table): Path<String>,
-    body: axum::body::Bytes,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<Value>, IngestError> {
+    let forwarded = forwarded(&st, &headers)?;
     validate_table_name(&table)?;
     let settings: TableSettings = if body.iter().all(u8::is_ascii_whitespace) {
         TableSettings::default()
@@ -223,15 +284,31 @@ async fn put_table(
     };
     let t = st.store.get_or_create(&table)?;
     t.set_settings(settings)?;
-    Ok(Json(describe(&t)))
+    let mut answer = describe(&t);
+    if !forwarded {
+        answer["applied_on"] = json!(forward(&st, reqwest::Method::PUT, &table, body).await);
+    }
+    Ok(Json(answer))
 }
 
 async fn delete_table(
     State(st): State<IngestState>,
     Path(table): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, IngestError> {
-    if st.store.drop_table(&table) {
-        Ok((StatusCode::OK, Json(json!({ "dropped": table }))).into_response())
+    let forwarded = forwarded(&st, &headers)?;
+    let here = st.store.drop_table(&table);
+    let elsewhere = if forwarded {
+        BTreeMap::new()
+    } else {
+        forward(&st, reqwest::Method::DELETE, &table, Bytes::new()).await
+    };
+    if here || elsewhere.values().any(|ok| *ok) {
+        Ok((
+            StatusCode::OK,
+            Json(json!({ "dropped": table, "dropped_on": elsewhere })),
+        )
+            .into_response())
     } else {
         Err(StoreError::NoSuchTable(table).into())
     }

@@ -106,3 +106,52 @@ pub fn spawn_stats(st: ClusterState, mut stop: tokio::sync::watch::Receiver<bool
         }
     });
 }
+
+/// `atoll cluster status`: the cluster as one node sees it, for a person.
+pub async fn status_text(http_addr: &str) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let url = format!(
+        "http://{}/v1/cluster",
+        http_addr.trim_start_matches("http://")
+    );
+    let v: Value = reqwest::get(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?
+        .json()
+        .await?;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "cluster: epoch {}, {} partitions, N={} W={} (as seen by {})",
+        v["epoch"],
+        v["partitions"],
+        v["replicas"],
+        v["write_quorum"],
+        v["node"].as_str().unwrap_or("?")
+    )?;
+    writeln!(
+        out,
+        "{:<16} {:<6} {:<22} {:>6} {:>8} {:>10} {:>10} {:>8} {:>11}",
+        "NODE", "STATUS", "HTTP", "OWNED", "PRIMARY", "ROWS", "MEMORY MB", "HINTS", "INCOMPLETE"
+    )?;
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let num = |k: &str| n[k].as_u64().map_or("-".to_string(), |x| x.to_string());
+        let mb = n["memory_bytes"]
+            .as_u64()
+            .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1e6));
+        writeln!(
+            out,
+            "{:<16} {:<6} {:<22} {:>6} {:>8} {:>10} {:>10} {:>8} {:>11}",
+            n["name"].as_str().unwrap_or("?"),
+            n["status"].as_str().unwrap_or("?"),
+            n["http_addr"].as_str().unwrap_or("-"),
+            num("owned_partitions"),
+            num("primary_partitions"),
+            num("rows"),
+            mb,
+            num("hint_rows"),
+            n["incomplete_partitions"].as_array().map_or(0, Vec::len),
+        )?;
+    }
+    Ok(out)
+}

@@ -20,12 +20,35 @@ enum Command {
     /// Start a node: HTTP ingest, SQL query API and dashboard.
     #[command(args_override_self = true)]
     Serve(ServeArgs),
+    /// Look at a running cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the members, their status and what they hold.
+    Status {
+        /// HTTP address of any node of the cluster.
+        #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
+        http_addr: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Cluster(ClusterCommand::Status { http_addr }) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            print!(
+                "{}",
+                runtime.block_on(atoll_node::cluster::status_text(&http_addr))?
+            );
+            Ok(())
+        }
     }
 }
 

@@ -126,6 +126,20 @@ async fn nodes_join_one_ring_and_each_partition_lives_on_its_replicas() {
             (Some(2), Some(2))
         );
     }
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args([
+            "cluster",
+            "status",
+            "--http-addr",
+            cluster.node(1).url.trim_start_matches("http://"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        text.contains("N=2 W=2") && text.lines().filter(|l| l.contains(" up ")).count() == 3,
+        "{text}"
+    );
     let counts: Vec<u64> = views[0]["nodes"]
         .as_array()
         .unwrap()
@@ -423,4 +437,43 @@ async fn a_fallback_holds_hints_for_a_down_primary() {
         3 * 400,
         "every event still has N=3 copies, some as hints"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_settings_and_drops_apply_on_every_node() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (status, v) = cluster
+        .node(0)
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tables/s",
+            r#"{"partition_key": "user"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["applied_on"], serde_json::json!({"n1": true, "n2": true}));
+    for s in cluster.running() {
+        let (status, body) = s.get("/v1/tables/s").await;
+        assert_eq!(status, 200);
+        assert!(body.contains(r#""partition_key":"user""#), "{body}");
+    }
+    cluster.node(2).ingest("s", "{\"user\":\"u1\"}\n").await;
+    let (status, v) = cluster
+        .node(1)
+        .send(reqwest::Method::DELETE, "/v1/tables/s", "")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for s in cluster.running() {
+        assert_eq!(s.get("/v1/tables/s").await.0, 404, "dropped everywhere");
+    }
+    let forged = cluster
+        .node(0)
+        .client
+        .put(format!("{}/v1/tables/s", cluster.node(0).url))
+        .header("x-atoll-forwarded", "guess")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
 }
