@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Start a node: HTTP ingest, SQL query API and dashboard.
     #[command(args_override_self = true)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Look at a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -38,7 +38,7 @@ enum ClusterCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Cluster(ClusterCommand::Status { http_addr }) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
