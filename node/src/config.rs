@@ -128,6 +128,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_MAX_RESULT_ROWS", default_value_t = 10_000)]
     pub max_result_rows: usize,
 
+    /// Answer queries with the partitions that can be reached when some have
+    /// no reachable replica (`stats.coverage` < 1), instead of failing with
+    /// 503; a request's `allow_partial` overrides it.
+    #[arg(long, env = "ATOLL_ALLOW_PARTIAL")]
+    pub allow_partial: bool,
+
     /// Parallel streams per query scan (default: the number of cores).
     #[arg(long, env = "ATOLL_QUERY_PARALLELISM")]
     pub query_parallelism: Option<usize>,
@@ -161,6 +167,7 @@ impl ServeArgs {
             max_concurrent: self.max_concurrent_queries,
             queue_wait: Duration::from_millis(self.query_queue_wait_ms),
             max_json_rows: self.max_result_rows,
+            allow_partial: self.allow_partial,
         }
     }
 }

@@ -4,6 +4,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -11,12 +13,17 @@ use arrow_flight::{
 };
 use atoll_ingest::replica::{LocalReplica, read_put};
 use atoll_ingest::replicate::{HINT_HEADER, SECRET_HEADER};
+use atoll_query::QueryEngine;
+use atoll_query::distributed::FragmentStats;
+use atoll_query::scan::scan_totals;
 use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct AtollFlight {
     pub local: Arc<LocalReplica>,
+    pub engine: Arc<QueryEngine>,
 }
 
 /// The service behind a check of the cluster secret.
@@ -89,8 +96,54 @@ impl FlightService for AtollFlight {
     ) -> Result<Response<SchemaResult>, Status> {
         unsupported("get_schema")
     }
-    async fn do_get(&self, _: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        unsupported("do_get")
+    /// A query fragment from a coordinator: Atoll's own plan nodes only,
+    /// run over this node's partitions, answered as Arrow, then a last
+    /// message with what it read.
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = request.into_inner().ticket;
+        let (plan, batches, guard, timeout) = self
+            .engine
+            .run_fragment(&ticket)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let batches = tokio_stream::wrappers::ReceiverStream::new(batches)
+            .map(|b| b.map_err(|e| FlightError::ExternalError(Box::new(e))));
+        let batches = tokio_stream::StreamExt::timeout_repeating(
+            batches,
+            tokio::time::interval_at(deadline, timeout),
+        )
+        .map(|item| {
+            item.unwrap_or_else(|_| {
+                Err(FlightError::ProtocolError(
+                    "the fragment ran past its deadline".into(),
+                ))
+            })
+        });
+        let schema = plan.schema();
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema.clone())
+            .build(batches);
+        // The figures ride on a repeated schema message: a message without
+        // an IPC header is not valid Flight data.
+        let tail = stream::once(async move {
+            let _running = guard;
+            let (rows_scanned, _) = scan_totals(&plan);
+            let stats = serde_json::to_vec(&FragmentStats { rows_scanned }).unwrap_or_default();
+            let mut message: FlightData = arrow_flight::SchemaAsIpc::new(
+                &schema,
+                &arrow::ipc::writer::IpcWriteOptions::default(),
+            )
+            .into();
+            message.app_metadata = stats.into();
+            Ok(message)
+        });
+        let out = encoded
+            .map_err(|e| Status::internal(e.to_string()))
+            .chain(tail);
+        Ok(Response::new(Box::pin(out)))
     }
 
     /// A replica write: one partition's rows, as this node's own data or,

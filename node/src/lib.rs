@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use atoll_ingest::replica::{Hints, LocalReplica};
 use atoll_ingest::replicate::Replicator;
 use atoll_ingest::{IngestMetrics, IngestState};
+use atoll_query::engine::ClusterHandle;
 use atoll_query::{QueryEngine, QueryMetrics, QueryState};
 use atoll_ring::{Membership, MembershipConfig};
 use atoll_store::{Store, StoreConfig};
@@ -114,7 +115,15 @@ impl Node {
             metrics: IngestMetrics::new(&registry)?,
             max_body_bytes: args.max_body_bytes.0,
         };
-        let engine = Arc::new(QueryEngine::new(store.clone(), args.query_config()));
+        let engine = Arc::new(
+            QueryEngine::new(store.clone(), args.query_config()).with_cluster(ClusterHandle {
+                membership: membership.clone(),
+                replicas: args.replicas,
+                secret: secret.clone(),
+                store: store.clone(),
+            }),
+        );
+        let engine_for_flight = engine.clone();
         let query = QueryState {
             engine: engine.clone(),
             metrics: QueryMetrics::new(&registry)?,
@@ -140,7 +149,13 @@ impl Node {
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
         spawn_sealer(store.clone(), shutdown.subscribe());
         cluster::spawn_stats(cluster, shutdown.subscribe());
-        let flight = flight::service(flight::AtollFlight { local }, secret);
+        let flight = flight::service(
+            flight::AtollFlight {
+                local,
+                engine: engine_for_flight,
+            },
+            secret,
+        );
         let mut flight_stop = shutdown.subscribe();
         tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(flight_listener);

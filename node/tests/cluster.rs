@@ -8,97 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Server, free_udp_port, generated_events};
-
-struct Cluster {
-    nodes: Vec<Option<Server>>,
-    gossip: Vec<u16>,
-    extra: Vec<String>,
-}
-
-impl Cluster {
-    /// `n` nodes named n0.., all seeded by n0, with extra flags for each.
-    async fn start(n: usize, extra: &[&str]) -> Cluster {
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            gossip: Vec::new(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..n {
-            c.gossip.push(free_udp_port());
-            let node = c.launch(i, &[]);
-            c.nodes.push(Some(node));
-        }
-        c.wait_until("every node sees every node up", |v| up_count(v) == n)
-            .await;
-        c
-    }
-
-    fn launch(&self, i: usize, more: &[&str]) -> Server {
-        let gossip = format!("127.0.0.1:{}", self.gossip[i]);
-        let seed = format!("127.0.0.1:{}", self.gossip[0]);
-        let name = format!("n{i}");
-        let mut args: Vec<&str> = vec![
-            "--node-name",
-            &name,
-            "--gossip-addr",
-            &gossip,
-            "--gossip-interval-ms",
-            "100",
-        ];
-        if i > 0 {
-            args.extend(["--seed", &seed]);
-        }
-        args.extend(self.extra.iter().map(String::as_str));
-        args.extend(more);
-        Server::start(&args)
-    }
-
-    fn node(&self, i: usize) -> &Server {
-        self.nodes[i].as_ref().expect("node running")
-    }
-
-    fn running(&self) -> impl Iterator<Item = &Server> {
-        self.nodes.iter().flatten()
-    }
-
-    /// Waits (at most 20 s) until `check` holds on every running node's
-    /// `/v1/cluster`.
-    async fn wait_until(&self, what: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let started = Instant::now();
-        loop {
-            let mut views = Vec::new();
-            for s in self.running() {
-                views.push(s.cluster().await);
-            }
-            if views.iter().all(&check) {
-                return views;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "timed out waiting until {what}: {views:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn up_count(v: &Value) -> usize {
-    v["nodes"]
-        .as_array()
-        .map_or(0, |ns| ns.iter().filter(|n| n["status"] == "up").count())
-}
-
-fn status_of(v: &Value, name: &str) -> String {
-    v["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == name)
-        .map_or("absent".into(), |n| {
-            n["status"].as_str().unwrap().to_string()
-        })
-}
+use support::{Cluster, Server, free_udp_port, generated_events, status_of, up_count};
 
 fn owners(v: &Value) -> Vec<String> {
     v["ring"]
@@ -476,4 +386,114 @@ async fn table_settings_and_drops_apply_on_every_node() {
         .await
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_span_the_ring_and_say_when_they_are_partial() {
+    let mut cluster = Cluster::start(3, &["--replicas", "1"]).await;
+    let body: String = (0..3000)
+        .map(|i| format!("{{\"i\":{i},\"g\":\"g{}\"}}\n", i % 7))
+        .collect();
+    let (status, v) = cluster.node(1).ingest("q", body).await;
+    assert_eq!(status, 200, "{v}");
+    // Each node holds a third; any node answers for all (tables are created
+    // on every node by the replicas they receive, the entry node included).
+    for s in cluster.running() {
+        let (_, v) = s
+            .query("SELECT count(*), sum(i), count(DISTINCT g) FROM q")
+            .await;
+        assert_eq!(v["rows"][0], serde_json::json!([3000, 4498500, 7]), "{v}");
+        assert_eq!(v["stats"]["rows_scanned"], 3000, "{v}");
+        assert_eq!(v["stats"]["partitions_scanned"], 64, "{v}");
+        assert_eq!(v["stats"]["coverage"], 1.0);
+    }
+    let rows = cluster
+        .node(0)
+        .rows("SELECT i FROM q WHERE i >= 2990 ORDER BY i DESC LIMIT 3")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![serde_json::json!(2999)],
+            vec![serde_json::json!(2998)],
+            vec![serde_json::json!(2997)]
+        ]
+    );
+
+    cluster.nodes[2].as_mut().unwrap().signal("KILL");
+    cluster.nodes[2] = None;
+    cluster
+        .wait_until("n2 is seen down", |v| status_of(v, "n2") == "down")
+        .await;
+    let (status, v) = cluster.node(0).query("SELECT count(*) FROM q").await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no complete replica of partitions"),
+        "{v}"
+    );
+    let (status, v) = cluster
+        .node(0)
+        .query_with(serde_json::json!({"sql": "SELECT count(*) FROM q", "allow_partial": true}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let coverage = v["stats"]["coverage"].as_f64().unwrap();
+    let missing = v["stats"]["missing_partitions"].as_array().unwrap().len();
+    assert!(coverage < 1.0 && missing > 0, "{v}");
+    assert!((coverage - (1.0 - missing as f64 / 64.0)).abs() < 0.001);
+    let counted = v["rows"][0][0].as_i64().unwrap();
+    assert!(
+        counted > 0 && counted < 3000,
+        "only the reachable part: {counted}"
+    );
+}
+
+#[tokio::test]
+async fn fragments_are_refused_without_the_secret_or_with_foreign_plan_nodes() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    let cluster = Cluster::start(1, &[]).await;
+    let v = cluster.node(0).cluster().await;
+    let flight = v["nodes"][0]["flight_addr"].as_str().unwrap().to_string();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{flight}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightServiceClient::new(channel);
+    // A file scan: what datafusion-proto could describe, and Atoll refuses.
+    let csv = std::env::temp_dir().join(format!("atoll-refuse-{}.csv", std::process::id()));
+    std::fs::write(&csv, "a\n1\n").unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    let df = ctx
+        .read_csv(csv.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let plan = df.create_physical_plan().await.unwrap();
+    let bytes = datafusion_proto::bytes::physical_plan_to_bytes(plan).unwrap();
+    let header = serde_json::to_vec(&atoll_query::distributed::FragmentHeader {
+        version: atoll_query::distributed::ENGINE_VERSION.into(),
+        timeout_ms: 1000,
+    })
+    .unwrap();
+    let mut ticket = (header.len() as u32).to_le_bytes().to_vec();
+    ticket.extend(header);
+    ticket.extend_from_slice(&bytes);
+    let err = client
+        .do_get(arrow_flight::Ticket::new(ticket.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let mut request = tonic::Request::new(arrow_flight::Ticket::new(ticket));
+    request
+        .metadata_mut()
+        .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    let err = client.do_get(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.message().contains("is not accepted from other nodes"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(csv);
 }

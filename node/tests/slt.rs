@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
-use support::{Server, generated_events};
+use support::{Cluster, Server, generated_events};
 
 #[derive(Debug)]
 pub struct SltError(String);
@@ -245,6 +245,22 @@ pub async fn run_corpus(label: &str, url: &str) {
 async fn slt_corpus_on_one_node() {
     let server = Server::start(&["--seal-rows", "100"]);
     run_corpus("single", &server.url).await;
+}
+
+/// The same corpus through one node of a 3-node ring where every node holds
+/// every partition (N=3): answers must not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_corpus_on_three_nodes_with_three_replicas() {
+    let cluster = Cluster::start(3, &["--seal-rows", "100", "--replicas", "3"]).await;
+    run_corpus("ring-n3", &cluster.node(1).url).await;
+}
+
+/// And where each partition lives on one node only (N=1): every query is
+/// split, and the owners' partial answers merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_corpus_on_three_nodes_with_one_replica() {
+    let cluster = Cluster::start(3, &["--seal-rows", "100", "--replicas", "1"]).await;
+    run_corpus("ring-n1", &cluster.node(0).url).await;
 }
 
 #[test]

@@ -24,6 +24,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::QueryError;
 use crate::catalog::AtollSchema;
+use crate::coverage::Coverage;
+use crate::distributed::{
+    AtollCodec, FanoutContext, FanoutCounters, Placement, decode_fragment, distribute,
+};
 use crate::pool::QueryPool;
 use crate::scan::{scan_totals, visit_scans};
 
@@ -46,6 +50,9 @@ pub struct QueryConfig {
     pub queue_wait: Duration,
     /// Rows a JSON answer holds at most.
     pub max_json_rows: usize,
+    /// Whether queries answer with the partitions they could reach when
+    /// some have no reachable replica (a request may say otherwise).
+    pub allow_partial: bool,
 }
 
 impl Default for QueryConfig {
@@ -58,6 +65,7 @@ impl Default for QueryConfig {
             max_concurrent: 16,
             queue_wait: Duration::from_secs(2),
             max_json_rows: 10_000,
+            allow_partial: false,
         }
     }
 }
@@ -70,9 +78,40 @@ pub struct QueryStats {
     pub partitions_scanned: u64,
     pub partitions_total: u64,
     pub truncated: bool,
+    /// Fraction of the ring's partitions answered (1 unless partial).
+    pub coverage: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_partitions: Vec<u32>,
+}
+
+/// What the engine needs to know of the cluster.
+pub struct ClusterHandle {
+    pub membership: Arc<atoll_ring::Membership>,
+    pub replicas: usize,
+    pub secret: String,
+    pub store: Arc<Store>,
+}
+
+type Batches = tokio::sync::mpsc::Receiver<datafusion::common::Result<RecordBatch>>;
+
+/// Cancels a fragment when its request goes away.
+pub struct FragmentGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for FragmentGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The coverage of a query in a cluster.
+pub struct CoverageInfo {
+    pub total: u32,
+    pub missing: Vec<u32>,
+    pub counters: Arc<FanoutCounters>,
 }
 
 pub struct QueryEngine {
+    cluster: Option<ClusterHandle>,
     /// Where query operators run, apart from the HTTP runtime.
     exec: Option<tokio::runtime::Runtime>,
     config: QueryConfig,
@@ -109,12 +148,19 @@ impl QueryEngine {
             .build()
             .expect("the query runtime starts");
         QueryEngine {
+            cluster: None,
             exec: Some(exec),
             node_pool: Arc::new(GreedyMemoryPool::new(config.pool_bytes)),
             admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
             base,
         }
+    }
+
+    /// Makes queries span the cluster.
+    pub fn with_cluster(mut self, cluster: ClusterHandle) -> QueryEngine {
+        self.cluster = Some(cluster);
+        self
     }
 
     fn exec_runtime(&self) -> &tokio::runtime::Runtime {
@@ -138,6 +184,7 @@ impl QueryEngine {
         &self,
         sql: &str,
         timeout: Option<Duration>,
+        allow_partial: Option<bool>,
     ) -> Result<Execution, QueryError> {
         let started = Instant::now();
         let timeout = timeout.map_or(self.config.timeout, |t| t.min(self.config.timeout));
@@ -158,22 +205,11 @@ impl QueryEngine {
         let (plan, ctx) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
             .await
             .map_err(|_| QueryError::Timeout(timeout_ms))??;
-        // Operators run on the query runtime: a CPU-bound one that seldom
-        // yields must not stall HTTP, timers or other requests.
-        let (tx, batches) = tokio::sync::mpsc::channel(2);
-        let to_run = plan.clone();
-        let task = self.exec_runtime().spawn(async move {
-            let mut stream = match execute_stream(to_run, ctx.task_ctx()) {
-                Ok(s) => s,
-                Err(e) => return drop(tx.send(Err(e)).await),
-            };
-            while let Some(item) = stream.next().await {
-                if tx.send(item).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let allow_partial = allow_partial.unwrap_or(self.config.allow_partial);
+        let (plan, coverage) = self.spread(plan, timeout, allow_partial).await?;
+        let (batches, task) = self.spawn_stream(plan.clone(), ctx.task_ctx());
         Ok(Execution {
+            coverage,
             schema: plan.schema(),
             plan,
             batches,
@@ -185,6 +221,117 @@ impl QueryEngine {
             cap_hit,
             _permit: permit,
         })
+    }
+
+    /// Operators run on the query runtime: a CPU-bound one that seldom
+    /// yields must not stall HTTP, timers or other requests.
+    fn spawn_stream(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        task_ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> (Batches, tokio::task::JoinHandle<()>) {
+        let (tx, batches) = tokio::sync::mpsc::channel(2);
+        let task = self.exec_runtime().spawn(async move {
+            let mut stream = match execute_stream(plan, task_ctx) {
+                Ok(s) => s,
+                Err(e) => return drop(tx.send(Err(e)).await),
+            };
+            while let Some(item) = stream.next().await {
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (batches, task)
+    }
+
+    /// In a cluster: the coverage plan, and the plan split so that each
+    /// node runs its share. Unchanged when this node covers everything.
+    async fn spread(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        timeout: Duration,
+        allow_partial: bool,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Option<CoverageInfo>), QueryError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok((plan, None));
+        };
+        let ring = cluster
+            .membership
+            .ring()
+            .ok_or_else(|| QueryError::Unavailable("this node has not joined a ring yet".into()))?;
+        let members = cluster.membership.members().await;
+        let n = cluster.replicas.clamp(1, ring.members().len().max(1));
+        let me = cluster.membership.node_name().to_string();
+        let coverage = Coverage::plan(&ring, n, &members, &me, &Default::default());
+        if !coverage.missing.is_empty() && !allow_partial {
+            return Err(QueryError::Unavailable(format!(
+                "no complete replica of partitions {:?} is reachable; ask with \"allow_partial\": true for the rest",
+                coverage.missing
+            )));
+        }
+        let info = CoverageInfo {
+            total: ring.partitions(),
+            missing: coverage.missing.clone(),
+            counters: Default::default(),
+        };
+        if coverage.is_local(&me) {
+            return Ok((plan, Some(info)));
+        }
+        let placements = coverage
+            .by_node
+            .iter()
+            .map(|(node, partitions)| Placement {
+                node: node.clone(),
+                flight_addr: members
+                    .iter()
+                    .find(|m| &m.name == node)
+                    .and_then(|m| m.flight_addr.clone()),
+                partitions: partitions.clone(),
+            })
+            .collect();
+        let ctx = FanoutContext {
+            me,
+            secret: cluster.secret.clone(),
+            placements,
+            codec: Arc::new(AtollCodec {
+                store: cluster.store.clone(),
+                streams: self.config.target_partitions.max(1),
+            }),
+            timeout,
+            allow_partial,
+            counters: info.counters.clone(),
+        };
+        Ok((distribute(plan, &ctx)?, Some(info)))
+    }
+
+    /// Runs a fragment another node sent: decoded with Atoll's codec,
+    /// checked node by node, on the query runtime. The plan is returned for
+    /// its scan counters.
+    pub fn run_fragment(
+        &self,
+        ticket: &[u8],
+    ) -> Result<(Arc<dyn ExecutionPlan>, Batches, FragmentGuard, Duration), QueryError> {
+        let Some(cluster) = &self.cluster else {
+            return Err(QueryError::Refused(
+                "this node takes no fragments: it is not in a cluster".into(),
+            ));
+        };
+        let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
+        let ctx = SessionContext::new_with_state(self.session(pool)?);
+        let codec = AtollCodec {
+            store: cluster.store.clone(),
+            streams: self.config.target_partitions.max(1),
+        };
+        let (header, plan) = decode_fragment(ticket, &ctx.task_ctx(), &codec)
+            .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
+        let (batches, task) = self.spawn_stream(plan.clone(), ctx.task_ctx());
+        Ok((
+            plan,
+            batches,
+            FragmentGuard(task),
+            Duration::from_millis(header.timeout_ms),
+        ))
     }
 
     async fn plan(
@@ -248,9 +395,10 @@ impl Drop for QueryEngine {
 
 /// A running query. Dropping it cancels it.
 pub struct Execution {
+    coverage: Option<CoverageInfo>,
     plan: Arc<dyn ExecutionPlan>,
     schema: arrow::datatypes::SchemaRef,
-    batches: tokio::sync::mpsc::Receiver<datafusion::common::Result<RecordBatch>>,
+    batches: Batches,
     task: tokio::task::JoinHandle<()>,
     started: Instant,
     deadline: tokio::time::Instant,
@@ -288,17 +436,28 @@ impl Execution {
     }
 
     pub fn stats(&self, truncated: bool) -> QueryStats {
-        let (rows_scanned, partitions_scanned) = scan_totals(&self.plan);
+        let (mut rows_scanned, mut partitions_scanned) = scan_totals(&self.plan);
         let mut partitions_total = 0;
         visit_scans(&self.plan, &mut |s| {
             partitions_total += s.partition_count() as u64
         });
+        let (mut coverage, mut missing_partitions) = (1.0, Vec::new());
+        if let Some(info) = &self.coverage {
+            rows_scanned += info.counters.remote_rows.load(Ordering::Relaxed);
+            partitions_scanned += info.counters.remote_partitions.load(Ordering::Relaxed);
+            missing_partitions = info.missing.clone();
+            missing_partitions.extend(info.counters.failed_partitions.lock().iter());
+            missing_partitions.sort_unstable();
+            coverage = 1.0 - missing_partitions.len() as f64 / f64::from(info.total.max(1));
+        }
         QueryStats {
             elapsed_ms: (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
             rows_scanned,
             partitions_scanned,
             partitions_total,
             truncated,
+            coverage: (coverage * 1000.0).round() / 1000.0,
+            missing_partitions,
         }
     }
 }

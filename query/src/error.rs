@@ -12,6 +12,8 @@ pub enum QueryError {
     Refused(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("too many queries are running ({0} at once); try again shortly")]
     Busy(usize),
     #[error("query exceeded its time limit of {0} ms")]
@@ -28,7 +30,7 @@ impl QueryError {
     pub fn status(&self) -> StatusCode {
         match self {
             QueryError::Refused(_) | QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Busy(_) | QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             QueryError::MemoryCap { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             QueryError::DataFusion(e) => match e.find_root() {
@@ -47,6 +49,7 @@ impl QueryError {
             QueryError::Refused(_) => "refused",
             QueryError::BadRequest(_) => "bad_request",
             QueryError::Busy(_) => "busy",
+            QueryError::Unavailable(_) => "unavailable",
             QueryError::Timeout(_) => "timeout",
             QueryError::MemoryCap { .. } => "memory",
             QueryError::DataFusion(_) => "error",

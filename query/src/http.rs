@@ -34,6 +34,8 @@ struct QueryRequest {
     timeout_ms: Option<u64>,
     /// Fewer JSON rows than the node's cap.
     max_rows: Option<usize>,
+    /// Answer with the partitions that can be reached.
+    allow_partial: Option<bool>,
 }
 
 pub fn router(state: QueryState) -> Router {
@@ -70,7 +72,10 @@ async fn run(st: &QueryState, body: &[u8], arrow: bool) -> Result<Response, Quer
         ))
     })?;
     let timeout = request.timeout_ms.map(Duration::from_millis);
-    let execution = st.engine.start(&request.sql, timeout).await?;
+    let execution = st
+        .engine
+        .start(&request.sql, timeout, request.allow_partial)
+        .await?;
     if arrow {
         return arrow_response(execution).await;
     }

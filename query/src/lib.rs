@@ -2,6 +2,8 @@
 //! partition scan, the query sandbox and limits, and the HTTP query API.
 
 pub mod catalog;
+pub mod coverage;
+pub mod distributed;
 pub mod engine;
 pub mod error;
 pub mod http;

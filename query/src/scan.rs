@@ -24,6 +24,17 @@ use futures::stream;
 
 use crate::prune::TimeRange;
 
+/// A scan as shipped to another node (the schema travels apart, as Arrow
+/// IPC).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScanDescription {
+    pub table: String,
+    pub partitions: Vec<u32>,
+    pub time_from: Option<i64>,
+    pub time_to: Option<i64>,
+    pub limit: Option<usize>,
+}
+
 /// What a scan read, for the query's `stats`.
 #[derive(Debug, Default)]
 pub struct ScanCounters {
@@ -77,6 +88,47 @@ impl PartitionScanExec {
             store,
             counters: Arc::default(),
             properties: Arc::new(properties),
+        }
+    }
+
+    /// The same scan over other partitions (a node's share of a query).
+    /// Its reads count in this scan's counters.
+    pub fn restricted(&self, partitions: &[u32], streams: usize) -> PartitionScanExec {
+        let mut scan = PartitionScanExec::new(
+            self.store.clone(),
+            &self.table,
+            self.schema.clone(),
+            partitions,
+            streams,
+            self.time,
+            self.limit,
+        );
+        scan.counters = self.counters.clone();
+        scan
+    }
+
+    /// The same scan over another node's store (a shipped fragment).
+    pub fn on_store(&self, store: Arc<Store>, streams: usize) -> PartitionScanExec {
+        let partitions: Vec<u32> = self.groups.iter().flatten().copied().collect();
+        PartitionScanExec::new(
+            store,
+            &self.table,
+            self.schema.clone(),
+            &partitions,
+            streams,
+            self.time,
+            self.limit,
+        )
+    }
+
+    /// What a fragment needs to rebuild this scan elsewhere.
+    pub fn describe(&self) -> ScanDescription {
+        ScanDescription {
+            table: self.table.clone(),
+            partitions: self.groups.iter().flatten().copied().collect(),
+            time_from: self.time.from,
+            time_to: self.time.to,
+            limit: self.limit,
         }
     }
 

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -213,4 +213,94 @@ pub fn generated_events(rows: usize, seed: u64, extra: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Option<Server>>,
+    pub gossip: Vec<u16>,
+    pub extra: Vec<String>,
+}
+
+impl Cluster {
+    /// `n` nodes named n0.., all seeded by n0, with extra flags for each.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            gossip: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.gossip.push(free_udp_port());
+            let node = c.launch(i, &[]);
+            c.nodes.push(Some(node));
+        }
+        c.wait_until("every node sees every node up", |v| up_count(v) == n)
+            .await;
+        c
+    }
+
+    pub fn launch(&self, i: usize, more: &[&str]) -> Server {
+        let gossip = format!("127.0.0.1:{}", self.gossip[i]);
+        let seed = format!("127.0.0.1:{}", self.gossip[0]);
+        let name = format!("n{i}");
+        let mut args: Vec<&str> = vec![
+            "--node-name",
+            &name,
+            "--gossip-addr",
+            &gossip,
+            "--gossip-interval-ms",
+            "100",
+        ];
+        if i > 0 {
+            args.extend(["--seed", &seed]);
+        }
+        args.extend(self.extra.iter().map(String::as_str));
+        args.extend(more);
+        Server::start(&args)
+    }
+
+    pub fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &Server> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Waits (at most 20 s) until `check` holds on every running node's
+    /// `/v1/cluster`.
+    pub async fn wait_until(&self, what: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let mut views = Vec::new();
+            for s in self.running() {
+                views.push(s.cluster().await);
+            }
+            if views.iter().all(&check) {
+                return views;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "timed out waiting until {what}: {views:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn up_count(v: &Value) -> usize {
+    v["nodes"]
+        .as_array()
+        .map_or(0, |ns| ns.iter().filter(|n| n["status"] == "up").count())
+}
+
+pub fn status_of(v: &Value, name: &str) -> String {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .map_or("absent".into(), |n| {
+            n["status"].as_str().unwrap().to_string()
+        })
 }

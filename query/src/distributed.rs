@@ -1,0 +1,563 @@
+//! The distributed query path: the split of a physical plan at the partial
+//! aggregate (or above the scan), the fan-out of fragments to the nodes of
+//! the coverage plan over Arrow Flight `do_get`, and running a fragment
+//! received from another node.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::Ticket;
+use arrow_flight::decode::{DecodedPayload, FlightRecordBatchStream};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use atoll_store::Store;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::scan::{PartitionScanExec, ScanDescription};
+
+/// Nodes of one Atoll version plan alike; others are refused.
+pub const ENGINE_VERSION: &str = concat!("atoll-", env!("CARGO_PKG_VERSION"), "-datafusion-55");
+/// gRPC metadata carrying the cluster secret (same as replication's).
+pub const SECRET_HEADER: &str = "x-atoll-secret";
+
+/// Encodes Atoll's own scan; nothing else is an extension.
+#[derive(Debug)]
+pub struct AtollCodec {
+    pub store: Arc<Store>,
+    pub streams: usize,
+}
+
+impl PhysicalExtensionCodec for AtollCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !inputs.is_empty() {
+            return Err(DataFusionError::Plan(
+                "a partition scan has no inputs".into(),
+            ));
+        }
+        let (desc, schema) = split_frame(buf)?;
+        let desc: ScanDescription = serde_json::from_slice(desc)
+            .map_err(|e| DataFusionError::Plan(format!("bad scan description: {e}")))?;
+        let schema = schema_from_ipc(schema)?;
+        let time = crate::prune::TimeRange {
+            from: desc.time_from,
+            to: desc.time_to,
+        };
+        Ok(Arc::new(PartitionScanExec::new(
+            self.store.clone(),
+            &desc.table,
+            schema,
+            &desc.partitions,
+            self.streams,
+            time,
+            desc.limit,
+        )))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let scan = node.downcast_ref::<PartitionScanExec>().ok_or_else(|| {
+            DataFusionError::Plan(format!("{} cannot be shipped to another node", node.name()))
+        })?;
+        let desc = serde_json::to_vec(&scan.describe())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        buf.extend(frame(&desc, &schema_to_ipc(&scan.schema())?));
+        Ok(())
+    }
+}
+
+fn frame(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = (a.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(a);
+    out.extend_from_slice(b);
+    out
+}
+
+fn split_frame(buf: &[u8]) -> Result<(&[u8], &[u8])> {
+    let bad = || DataFusionError::Plan("truncated fragment".into());
+    let len = u32::from_le_bytes(
+        buf.get(..4)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    ) as usize;
+    let rest = &buf[4..];
+    if rest.len() < len {
+        return Err(bad());
+    }
+    Ok(rest.split_at(len))
+}
+
+fn schema_to_ipc(schema: &SchemaRef) -> Result<Vec<u8>> {
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?;
+    w.finish()?;
+    Ok(w.into_inner()?)
+}
+
+fn schema_from_ipc(bytes: &[u8]) -> Result<SchemaRef> {
+    Ok(arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?.schema())
+}
+
+/// What a `do_get` ticket carries besides the plan.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FragmentHeader {
+    pub version: String,
+    /// Milliseconds the fragment may run.
+    pub timeout_ms: u64,
+}
+
+/// Plan nodes a fragment may hold: Atoll's scan and what runs above it up
+/// to a partial aggregate. Anything else (file scans above all) is refused.
+pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let mut refused = None;
+    plan.apply(|node| {
+        if !shippable(node.as_ref()) && !node.is::<CoalescePartitionsExec>() {
+            refused = Some(node.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match refused {
+        Some(name) => Err(DataFusionError::Plan(format!(
+            "plan node {name} is not accepted from other nodes"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn shippable(node: &dyn ExecutionPlan) -> bool {
+    node.is::<PartitionScanExec>()
+        || node.is::<FilterExec>()
+        || node.is::<ProjectionExec>()
+        || node.is::<LocalLimitExec>()
+        || node
+            .downcast_ref::<RepartitionExec>()
+            .is_some_and(|r| matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)))
+        || node
+            .downcast_ref::<AggregateExec>()
+            .is_some_and(|a| *a.mode() == AggregateMode::Partial)
+}
+
+/// True when the whole subtree can run on the owners.
+fn shippable_tree(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let children = plan.children();
+    shippable(plan.as_ref())
+        && (if children.is_empty() {
+            plan.is::<PartitionScanExec>()
+        } else {
+            children.into_iter().all(shippable_tree)
+        })
+}
+
+/// Where fragments go: one group per node.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub node: String,
+    pub flight_addr: Option<String>,
+    pub partitions: Vec<u32>,
+}
+
+/// Everything the fan-out needs beyond the plan.
+#[derive(Clone)]
+pub struct FanoutContext {
+    pub me: String,
+    pub secret: String,
+    pub placements: Vec<Placement>,
+    pub codec: Arc<AtollCodec>,
+    pub timeout: Duration,
+    /// Answer with what could be reached instead of failing.
+    pub allow_partial: bool,
+    pub counters: Arc<FanoutCounters>,
+}
+
+/// Figures from the fragments run on other nodes.
+#[derive(Debug, Default)]
+pub struct FanoutCounters {
+    pub remote_rows: AtomicU64,
+    pub remote_partitions: AtomicU64,
+    pub failed_partitions: parking_lot::Mutex<Vec<u32>>,
+}
+
+/// Replaces the largest shippable subtrees (a partial aggregate and what is
+/// below it, or the filter/projection chain above a scan) by a fan-out
+/// over the coverage plan.
+pub fn distribute(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: &FanoutContext,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if shippable_tree(&plan) {
+        return Ok(Arc::new(FanoutExec::new(plan, ctx.clone())));
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan
+        .children()
+        .into_iter()
+        .map(|c| distribute(c.clone(), ctx))
+        .collect::<Result<_>>()?;
+    if children.is_empty() {
+        return Ok(plan);
+    }
+    #[allow(deprecated)]
+    plan.with_new_children(children)
+}
+
+/// Runs the same subtree once per node of the coverage plan, each over that
+/// node's partitions: in process for the coordinator, over Flight for the
+/// others. One output stream per node.
+pub struct FanoutExec {
+    subtree: Arc<dyn ExecutionPlan>,
+    ctx: FanoutContext,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for FanoutExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FanoutExec({} nodes)", self.ctx.placements.len())
+    }
+}
+
+impl FanoutExec {
+    fn new(subtree: Arc<dyn ExecutionPlan>, ctx: FanoutContext) -> FanoutExec {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(subtree.schema()),
+            Partitioning::UnknownPartitioning(ctx.placements.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        FanoutExec {
+            subtree,
+            ctx,
+            properties: Arc::new(properties),
+        }
+    }
+
+    pub fn counters(&self) -> &FanoutCounters {
+        &self.ctx.counters
+    }
+
+    /// The subtree with its scans restricted to `partitions`, merged into
+    /// one stream.
+    fn fragment(&self, partitions: &[u32]) -> Result<Arc<dyn ExecutionPlan>> {
+        let streams = self.ctx.codec.streams;
+        let restricted = self
+            .subtree
+            .clone()
+            .transform_up(|node| match node.downcast_ref::<PartitionScanExec>() {
+                Some(scan) => Ok(Transformed::yes(
+                    Arc::new(scan.restricted(partitions, streams)) as Arc<dyn ExecutionPlan>,
+                )),
+                None => Ok(Transformed::no(node)),
+            })?
+            .data;
+        Ok(Arc::new(CoalescePartitionsExec::new(restricted)))
+    }
+}
+
+impl DisplayAs for FanoutExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let parts: Vec<String> = self
+            .ctx
+            .placements
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}{}: {} partitions",
+                    p.node,
+                    if p.node == self.ctx.me {
+                        " (local)"
+                    } else {
+                        ""
+                    },
+                    p.partitions.len()
+                )
+            })
+            .collect();
+        write!(
+            f,
+            "FanoutExec: runs the subtree below on [{}]",
+            parts.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for FanoutExec {
+    fn name(&self) -> &str {
+        "FanoutExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.subtree]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(FanoutExec::new(
+            children.remove(0),
+            self.ctx.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = self.schema();
+        let Some(place) = self.ctx.placements.get(partition).cloned() else {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
+        };
+        let fragment = self.fragment(&place.partitions)?;
+        if place.node == self.ctx.me {
+            return fragment.execute(0, context);
+        }
+        let ctx = self.ctx.clone();
+        let plan_bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
+            fragment,
+            ctx.codec.as_ref(),
+        )?;
+        let expected = schema.clone();
+        let stream = futures::stream::once(async move {
+            match remote(&ctx, &place, plan_bytes.to_vec(), expected.clone()).await {
+                Ok(s) => s,
+                Err(e) if ctx.allow_partial => {
+                    tracing::warn!(node = %place.node, error = %e, "fragment failed; answering without its partitions");
+                    ctx.counters.failed_partitions.lock().extend(&place.partitions);
+                    futures::stream::empty().boxed()
+                }
+                Err(e) => futures::stream::once(async move {
+                    Err(DataFusionError::Execution(format!(
+                        "node {} could not run its part of the query (partitions {:?}): {e}",
+                        place.node, place.partitions
+                    )))
+                })
+                .boxed(),
+            }
+        })
+        .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+type BatchStream = futures::stream::BoxStream<'static, Result<RecordBatch>>;
+
+async fn remote(
+    ctx: &FanoutContext,
+    place: &Placement,
+    plan: Vec<u8>,
+    expected: SchemaRef,
+) -> Result<BatchStream, String> {
+    let addr = place.flight_addr.clone().ok_or("no Flight address known")?;
+    let header = serde_json::to_vec(&FragmentHeader {
+        version: ENGINE_VERSION.into(),
+        timeout_ms: ctx.timeout.as_millis() as u64,
+    })
+    .map_err(|e| e.to_string())?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    let mut request = tonic::Request::new(Ticket::new(frame(&header, &plan)));
+    request.metadata_mut().insert(
+        SECRET_HEADER,
+        ctx.secret.parse().map_err(|_| "bad secret".to_string())?,
+    );
+    let response = client
+        .do_get(request)
+        .await
+        .map_err(|s| s.message().to_string())?;
+    ctx.counters
+        .remote_partitions
+        .fetch_add(place.partitions.len() as u64, Ordering::Relaxed);
+    let counters = ctx.counters.clone();
+    let decoded = FlightRecordBatchStream::new_from_flight_data(
+        response
+            .into_inner()
+            .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+    )
+    .into_inner();
+    Ok(decoded
+        .filter_map(move |item| {
+            let (counters, expected) = (counters.clone(), expected.clone());
+            async move {
+                match item {
+                    Ok(d) => match d.payload {
+                        DecodedPayload::RecordBatch(b) => Some(conform(b, &expected)),
+                        _ => {
+                            if let Ok(stats) =
+                                serde_json::from_slice::<FragmentStats>(&d.inner.app_metadata)
+                            {
+                                counters
+                                    .remote_rows
+                                    .fetch_add(stats.rows_scanned, Ordering::Relaxed);
+                            }
+                            None
+                        }
+                    },
+                    Err(e) => Some(Err(DataFusionError::Execution(e.to_string()))),
+                }
+            }
+        })
+        .boxed())
+}
+
+/// Casts a received batch to the schema the coordinator planned (Flight
+/// hydrates dictionaries, and nullability may differ).
+fn conform(batch: RecordBatch, expected: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(expected.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        expected.clone(),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// Sent after a fragment's last batch.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FragmentStats {
+    pub rows_scanned: u64,
+}
+
+/// A fragment received from another node: its header and plan, checked.
+pub fn decode_fragment(
+    ticket: &[u8],
+    ctx: &TaskContext,
+    codec: &AtollCodec,
+) -> Result<(FragmentHeader, Arc<dyn ExecutionPlan>)> {
+    let (header, plan) = split_frame(ticket)?;
+    let header: FragmentHeader = serde_json::from_slice(header)
+        .map_err(|e| DataFusionError::Plan(format!("bad fragment header: {e}")))?;
+    if header.version != ENGINE_VERSION {
+        return Err(DataFusionError::Plan(format!(
+            "this node runs {ENGINE_VERSION}, the fragment was planned by {}: upgrade the cluster to one version",
+            header.version
+        )));
+    }
+    let plan =
+        datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(plan, ctx, codec)?;
+    check_fragment(&plan)?;
+    Ok((header, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::prelude::SessionContext;
+
+    #[test]
+    fn a_scan_survives_the_trip() {
+        let store = Arc::new(Store::new(Default::default()));
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let scan: Arc<dyn ExecutionPlan> = Arc::new(PartitionScanExec::new(
+            store.clone(),
+            "t",
+            schema.clone(),
+            &[1, 5, 9],
+            2,
+            crate::prune::TimeRange {
+                from: Some(10),
+                to: None,
+            },
+            Some(7),
+        ));
+        let codec = AtollCodec { store, streams: 2 };
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(scan));
+        let bytes =
+            datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &codec)
+                .unwrap();
+        let header = serde_json::to_vec(&FragmentHeader {
+            version: ENGINE_VERSION.into(),
+            timeout_ms: 5,
+        })
+        .unwrap();
+        let ctx = SessionContext::new();
+        let (h, back) = decode_fragment(&frame(&header, &bytes), &ctx.task_ctx(), &codec).unwrap();
+        assert_eq!(h.timeout_ms, 5);
+        let scan = back.children()[0]
+            .downcast_ref::<PartitionScanExec>()
+            .unwrap()
+            .describe();
+        let mut parts = scan.partitions.clone();
+        parts.sort();
+        assert_eq!(parts, vec![1, 5, 9]);
+        assert_eq!((scan.time_from, scan.limit), (Some(10), Some(7)));
+        assert_eq!(back.schema(), schema);
+    }
+
+    #[test]
+    fn other_versions_and_plan_nodes_are_refused() {
+        let store = Arc::new(Store::new(Default::default()));
+        let codec = AtollCodec { store, streams: 1 };
+        let ctx = SessionContext::new();
+        let header = serde_json::to_vec(&FragmentHeader {
+            version: "atoll-0.0.0".into(),
+            timeout_ms: 5,
+        })
+        .unwrap();
+        let err = decode_fragment(&frame(&header, b""), &ctx.task_ctx(), &codec).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("upgrade the cluster to one version"),
+            "{err}"
+        );
+    }
+}
