@@ -49,7 +49,7 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Vec<ParsedEvent>, IngestError>
         return Ok(Vec::new());
     }
     if ndjson {
-        return Ok(parse_ndjson(body));
+        return Ok(parse_ndjson(body, 0));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(event)) => Ok(vec![Ok(event)]),
@@ -58,20 +58,50 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Vec<ParsedEvent>, IngestError>
             "body must be a JSON object, an array of objects, or NDJSON; got {}",
             kind(&other)
         ))),
-        Err(_) if first_line_is_object(body) => Ok(parse_ndjson(body)),
+        Err(_) if first_line_is_object(body) => Ok(parse_ndjson(body, 0)),
         Err(e) => Err(IngestError::BadBody(format!("body is not JSON: {e}"))),
     }
 }
 
-fn parse_ndjson(body: &[u8]) -> Vec<ParsedEvent> {
+/// NDJSON events; `first_line` numbers the body's first line in messages.
+pub fn parse_ndjson(body: &[u8], first_line: usize) -> Vec<ParsedEvent> {
     body.split(|&b| b == b'\n')
         .enumerate()
+        .map(|(n, line)| (n + first_line, line))
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .map(|(n, line)| match serde_json::from_slice::<Value>(line) {
             Ok(v) => into_event(v).map_err(|e| format!("line {}: {e}", n + 1)),
             Err(e) => Err(format!("line {}: not JSON: {e}", n + 1)),
         })
         .collect()
+}
+
+/// True when a body should be read as NDJSON: its content type says so, or
+/// it is not one JSON document but its first line is an object.
+pub fn is_ndjson(body: &[u8], hint: bool) -> bool {
+    hint || (serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+        && first_line_is_object(body))
+}
+
+/// Cuts an NDJSON body at line ends into pieces of at most `lines` lines,
+/// each with the number (from 0) of its first line, so that a large body is
+/// converted piece by piece instead of all parsed at once.
+pub fn ndjson_pieces(body: &[u8], lines: usize) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut pieces = Vec::new();
+    let (mut start, mut first, mut count) = (0, 0, 0);
+    for (i, &b) in body.iter().enumerate() {
+        if b == b'\n' {
+            count += 1;
+            if count == lines {
+                pieces.push((first, start..i + 1));
+                (start, first, count) = (i + 1, first + lines, 0);
+            }
+        }
+    }
+    if start < body.len() {
+        pieces.push((first, start..body.len()));
+    }
+    pieces
 }
 
 fn first_line_is_object(body: &[u8]) -> bool {
@@ -123,6 +153,21 @@ mod tests {
             nd[1]
         );
         assert!(nd[2].is_ok(), "CRLF line endings are fine");
+    }
+
+    #[test]
+    fn pieces_keep_line_numbers() {
+        let body = b"{\"a\":1}\n{\"a\":2}\n\n{oops\n{\"a\":5}";
+        let pieces = ndjson_pieces(body, 2);
+        assert_eq!(pieces.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 2, 4]);
+        let errors: Vec<String> = pieces
+            .iter()
+            .flat_map(|(first, r)| parse_ndjson(&body[r.clone()], *first))
+            .filter_map(Result::err)
+            .collect();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("line 4: not JSON"), "{errors:?}");
+        assert!(is_ndjson(body, false) && !is_ndjson(b"[{}]", false) && is_ndjson(b"[{}]", true));
     }
 
     #[test]

@@ -106,62 +106,110 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
     let idempotency_key = idempotency_key(headers)?;
-    let key = idempotency_key.clone();
-    let store = st.store.clone();
-    let name = table.to_string();
-    let converted = tokio::task::spawn_blocking(move || {
-        let decoded = body::decode(encoding.as_deref(), &raw, limit)?;
-        let events = body::parse(&decoded, ndjson)?;
-        if events.iter().all(Result::is_err) && store.table(&name).is_none() {
-            let rejected = events
-                .into_iter()
-                .enumerate()
-                .filter_map(|(index, e)| e.err().map(|error| convert::Rejection { index, error }))
-                .collect();
-            let nothing = convert::Converted {
-                batch: None,
-                partitions: vec![],
-                events: vec![],
-                rejected,
-            };
-            return Ok((nothing, Vec::new()));
-        }
-        let t = store.get_or_create(&name)?;
-        let converted = convert::convert_events(&t, &events, now_micros(), key.as_deref())?;
-        let groups = match &converted.batch {
-            Some(batch) => route::group_by_partition(batch, &converted.partitions)?,
-            None => Vec::new(),
-        };
-        Ok::<_, IngestError>((converted, groups))
-    })
-    .await
-    .map_err(|e| IngestError::BadBody(format!("ingest task failed: {e}")))??;
-    let (converted, groups) = converted;
+    let decoded =
+        tokio::task::spawn_blocking(move || body::decode(encoding.as_deref(), &raw, limit))
+            .await
+            .map_err(|e| IngestError::BadBody(format!("ingest task failed: {e}")))??;
+    let decoded = Bytes::from(decoded);
+    let pieces = if body::is_ndjson(&decoded, ndjson) {
+        body::ndjson_pieces(&decoded, PIECE_EVENTS)
+            .into_iter()
+            .map(|(first, r)| (Some(first), r))
+            .collect()
+    } else {
+        vec![(None, 0..decoded.len())]
+    };
     let mut outcome = convert::IngestOutcome {
         accepted: 0,
-        rejected: converted.rejected,
+        rejected: Vec::new(),
     };
     let mut quorum_failed = false;
-    for d in st
-        .replicator
-        .deliver(table, groups, idempotency_key.as_deref())
-        .await?
-    {
-        if d.acks >= d.needed {
-            outcome.accepted += d.events.len();
-        } else {
-            quorum_failed = true;
-            let error = format!("quorum not reached: {} of {} replicas", d.acks, d.needed);
-            outcome
-                .rejected
-                .extend(d.events.iter().map(|&row| convert::Rejection {
-                    index: converted.events[row],
-                    error: error.clone(),
-                }));
+    let mut offset = 0;
+    for (first_line, range) in pieces {
+        let piece = decoded.slice(range);
+        // Each piece is its own idempotent unit: a replica remembers
+        // (key, table, partition), and two pieces may share a partition.
+        let piece_key = idempotency_key
+            .as_ref()
+            .map(|k| format!("{k}\u{0}{offset}"));
+        let (store, name, key) = (st.store.clone(), table.to_string(), piece_key.clone());
+        let (converted, groups, events) = tokio::task::spawn_blocking(move || {
+            convert_piece(&store, &name, &piece, first_line, key.as_deref())
+        })
+        .await
+        .map_err(|e| IngestError::BadBody(format!("ingest task failed: {e}")))??;
+        outcome
+            .rejected
+            .extend(converted.rejected.into_iter().map(|r| convert::Rejection {
+                index: r.index + offset,
+                ..r
+            }));
+        for d in st
+            .replicator
+            .deliver(table, groups, piece_key.as_deref())
+            .await?
+        {
+            if d.acks >= d.needed {
+                outcome.accepted += d.events.len();
+            } else {
+                quorum_failed = true;
+                let error = format!("quorum not reached: {} of {} replicas", d.acks, d.needed);
+                outcome
+                    .rejected
+                    .extend(d.events.iter().map(|&row| convert::Rejection {
+                        index: converted.events[row] + offset,
+                        error: error.clone(),
+                    }));
+            }
         }
+        offset += events;
     }
     outcome.rejected.sort_by_key(|r| r.index);
     Ok((outcome, quorum_failed))
+}
+
+/// NDJSON bodies are converted this many events at a time, so that a large
+/// request never holds more than a piece's parsed JSON in memory.
+const PIECE_EVENTS: usize = 16_384;
+
+type Groups = Vec<(u32, arrow::array::RecordBatch, Vec<usize>)>;
+
+/// Parses and converts one piece of a body; answers the conversion, the
+/// rows grouped by partition, and how many events the piece held. Event
+/// indexes of the answer are relative to the piece.
+fn convert_piece(
+    store: &Store,
+    table: &str,
+    piece: &[u8],
+    first_line: Option<usize>,
+    key: Option<&str>,
+) -> Result<(convert::Converted, Groups, usize), IngestError> {
+    let events = match first_line {
+        Some(first) => body::parse_ndjson(piece, first),
+        None => body::parse(piece, false)?,
+    };
+    let count = events.len();
+    if events.iter().all(Result::is_err) && store.table(table).is_none() {
+        let rejected = events
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, e)| e.err().map(|error| convert::Rejection { index, error }))
+            .collect();
+        let nothing = convert::Converted {
+            batch: None,
+            partitions: vec![],
+            events: vec![],
+            rejected,
+        };
+        return Ok((nothing, Vec::new(), count));
+    }
+    let t = store.get_or_create(table)?;
+    let converted = convert::convert_events(&t, &events, now_micros(), key)?;
+    let groups = match &converted.batch {
+        Some(batch) => route::group_by_partition(batch, &converted.partitions)?,
+        None => Vec::new(),
+    };
+    Ok((converted, groups, count))
 }
 
 /// The optional `Idempotency-Key` header: up to 256 visible ASCII chars.

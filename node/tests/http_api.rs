@@ -584,3 +584,39 @@ async fn garbage_never_panics_the_server() {
     assert!(s.alive());
     assert_eq!(s.get("/healthz").await.0, 200);
 }
+
+#[tokio::test]
+async fn large_bodies_are_converted_piece_by_piece() {
+    let s = Server::start(&[]);
+    let mut lines: Vec<String> = (0..40_000).map(|i| format!("{{\"i\":{i}}}")).collect();
+    lines[30_000] = "{not json".into();
+    let body = lines.join("\n");
+    for _ in 0..2 {
+        let (status, v) = s
+            .post_raw(
+                "/v1/tables/big/events",
+                &[
+                    ("idempotency-key", "bulk-1"),
+                    ("content-type", "application/x-ndjson"),
+                ],
+                body.clone().into_bytes(),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["accepted"], 39_999);
+        assert_eq!(v["rejected"][0]["index"], 30_000);
+        assert!(
+            v["rejected"][0]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("line 30001: not JSON"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        s.count("SELECT count(*) FROM big").await,
+        39_999,
+        "the resent request landed once"
+    );
+    assert_eq!(s.count("SELECT count(DISTINCT i) FROM big").await, 39_999);
+}
