@@ -225,26 +225,8 @@ async fn another_secret_cannot_gossip_or_write() {
     // Gossip: a node with another secret is in another cluster; it never
     // learns a ring, and the cluster never lists it.
     let seed = format!("127.0.0.1:{}", cluster.gossip[0]);
-    let mut outsider = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--flight-addr",
-            "127.0.0.1:0",
-            "--gossip-addr",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--node-name",
-            "outsider",
-            "--seed",
-            &seed,
-            "--cluster-secret",
-            "wrong",
-            "--log",
-            "off",
-        ])
+    let mut outsider = support::atoll_serve(&["--node-name", "outsider", "--seed", &seed])
+        .args(["--cluster-secret", "wrong", "--log", "off"])
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -253,13 +235,7 @@ async fn another_secret_cannot_gossip_or_write() {
     let _ = outsider.kill();
     let _ = outsider.wait();
     // Flight: a do_put without the secret is refused, and stores nothing.
-    use arrow_flight::flight_service_client::FlightServiceClient;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{flight}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightServiceClient::new(channel);
+    let mut client = support::flight_client(&flight).await;
     let put = arrow_flight::FlightData {
         flight_descriptor: Some(arrow_flight::FlightDescriptor::new_cmd(
             r#"{"table":"x","partition":0}"#,
@@ -452,16 +428,10 @@ async fn queries_span_the_ring_and_say_when_they_are_partial() {
 
 #[tokio::test]
 async fn fragments_are_refused_without_the_secret_or_with_foreign_plan_nodes() {
-    use arrow_flight::flight_service_client::FlightServiceClient;
     let cluster = Cluster::start(1, &[]).await;
     let v = cluster.node(0).cluster().await;
     let flight = v["nodes"][0]["flight_addr"].as_str().unwrap().to_string();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{flight}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightServiceClient::new(channel);
+    let mut client = support::flight_client(&flight).await;
     // A file scan: what datafusion-proto could describe, and Atoll refuses.
     let csv = std::env::temp_dir().join(format!("atoll-refuse-{}.csv", std::process::id()));
     std::fs::write(&csv, "a\n1\n").unwrap();

@@ -15,6 +15,41 @@ pub struct Server {
     pub client: reqwest::Client,
 }
 
+/// `atoll serve` on 127.0.0.1 with free ports, the tests' secret, and
+/// extra flags (later flags win).
+pub fn atoll_serve(extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atoll"));
+    cmd.args([
+        "serve",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--flight-addr",
+        "127.0.0.1:0",
+    ])
+    .args([
+        "--gossip-addr",
+        "127.0.0.1:0",
+        "--log",
+        "warn",
+        "--cluster-secret",
+        "test-secret",
+    ])
+    .args(extra);
+    cmd
+}
+
+/// A Flight client of a node's internal service.
+pub async fn flight_client(
+    addr: &str,
+) -> arrow_flight::flight_service_client::FlightServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+}
+
 /// A UDP port free right now on 127.0.0.1 (for gossip addresses that
 /// peers must know before the node starts).
 pub fn free_udp_port() -> u16 {
@@ -35,23 +70,7 @@ impl Server {
     /// Like `start`, but a node that exits before listening gives its exit
     /// code.
     pub fn try_start(extra: &[&str]) -> Result<Server, Option<i32>> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--flight-addr",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--gossip-addr",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-                "--cluster-secret",
-                "test-secret",
-            ])
-            .args(extra)
+        let mut child = atoll_serve(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
