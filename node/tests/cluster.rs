@@ -467,3 +467,20 @@ async fn fragments_are_refused_without_the_secret_or_with_foreign_plan_nodes() {
     );
     let _ = std::fs::remove_file(csv);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragment_on_a_dead_node_is_retried_on_another_replica() {
+    let mut cluster = Cluster::start(3, &["--replicas", "2"]).await;
+    let body: String = (0..2000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    assert_eq!(cluster.node(0).ingest("r", body).await.0, 200);
+    assert_eq!(cluster.node(0).count("SELECT count(*) FROM r").await, 2000);
+    // Killed, and asked before gossip has noticed: the coverage plan still
+    // names n2, its fragment fails to connect, and n2's partitions are read
+    // from their other replica instead.
+    cluster.nodes[2].as_mut().unwrap().signal("KILL");
+    cluster.nodes[2] = None;
+    let (status, v) = cluster.node(0).query("SELECT count(*), sum(i) FROM r").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"][0], serde_json::json!([2000, 1999000]), "{v}");
+    assert_eq!(v["stats"]["coverage"], 1.0);
+}

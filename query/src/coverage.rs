@@ -11,6 +11,8 @@ use atoll_ring::{Member, Ring};
 pub struct Coverage {
     pub by_node: BTreeMap<String, Vec<u32>>,
     pub missing: Vec<u32>,
+    /// The other usable replicas of each covered partition, for retries.
+    pub alternates: BTreeMap<u32, Vec<String>>,
 }
 
 impl Coverage {
@@ -35,7 +37,11 @@ impl Coverage {
                 .find(|r| r.as_str() == me && usable(me, p))
                 .or_else(|| replicas.iter().find(|r| usable(r, p)));
             match pick {
-                Some(node) => cov.by_node.entry((*node).clone()).or_default().push(p),
+                Some(node) => {
+                    cov.by_node.entry((*node).clone()).or_default().push(p);
+                    let others = replicas.iter().filter(|r| *r != node && usable(r, p)).map(|r| (*r).clone());
+                    cov.alternates.insert(p, others.collect());
+                }
                 None => cov.missing.push(p),
             }
         }

@@ -197,6 +197,10 @@ pub struct FanoutContext {
     pub timeout: Duration,
     /// Answer with what could be reached instead of failing.
     pub allow_partial: bool,
+    /// Other usable replicas of each partition, in order of preference.
+    pub alternates: std::collections::BTreeMap<u32, Vec<String>>,
+    /// Flight address of each node.
+    pub addresses: std::collections::BTreeMap<String, String>,
     pub counters: Arc<FanoutCounters>,
 }
 
@@ -264,22 +268,75 @@ impl FanoutExec {
         &self.ctx.counters
     }
 
-    /// The subtree with its scans restricted to `partitions`, merged into
-    /// one stream.
-    fn fragment(&self, partitions: &[u32]) -> Result<Arc<dyn ExecutionPlan>> {
-        let streams = self.ctx.codec.streams;
-        let restricted = self
-            .subtree
-            .clone()
-            .transform_up(|node| match node.downcast_ref::<PartitionScanExec>() {
-                Some(scan) => Ok(Transformed::yes(
-                    Arc::new(scan.restricted(partitions, streams)) as Arc<dyn ExecutionPlan>,
-                )),
-                None => Ok(Transformed::no(node)),
-            })?
-            .data;
-        Ok(Arc::new(CoalescePartitionsExec::new(restricted)))
+}
+
+/// The subtree with its scans restricted to `partitions`, merged into one
+/// stream.
+fn fragment(subtree: &Arc<dyn ExecutionPlan>, partitions: &[u32], streams: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let restricted = subtree
+        .clone()
+        .transform_up(|node| match node.downcast_ref::<PartitionScanExec>() {
+            Some(scan) => Ok(Transformed::yes(Arc::new(scan.restricted(partitions, streams)) as Arc<dyn ExecutionPlan>)),
+            None => Ok(Transformed::no(node)),
+        })?
+        .data;
+    Ok(Arc::new(CoalescePartitionsExec::new(restricted)))
+}
+
+/// Runs one node's share: in process for the coordinator, else over
+/// Flight.
+async fn run_share(
+    ctx: &FanoutContext,
+    subtree: &Arc<dyn ExecutionPlan>,
+    place: &Placement,
+    task: Arc<TaskContext>,
+) -> Result<BatchStream, String> {
+    let plan = fragment(subtree, &place.partitions, ctx.codec.streams).map_err(|e| e.to_string())?;
+    if place.node == ctx.me {
+        return Ok(plan.execute(0, task).map_err(|e| e.to_string())?.boxed());
     }
+    let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, ctx.codec.as_ref())
+        .map_err(|e| e.to_string())?;
+    remote(ctx, place, bytes.to_vec(), subtree.schema()).await
+}
+
+/// A node's share, and when its node cannot be reached, the same
+/// partitions on their next replicas (once); what is still unreached is
+/// missing (with partial results allowed) or an error.
+async fn run_with_retry(ctx: FanoutContext, subtree: Arc<dyn ExecutionPlan>, place: Placement, task: Arc<TaskContext>) -> BatchStream {
+    let first = match run_share(&ctx, &subtree, &place, task.clone()).await {
+        Ok(s) => return s,
+        Err(e) => e,
+    };
+    tracing::warn!(node = %place.node, error = %first, "fragment failed; trying other replicas");
+    let mut regrouped: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    let mut unreached = Vec::new();
+    for p in &place.partitions {
+        match ctx.alternates.get(p).and_then(|alts| alts.iter().find(|n| **n != place.node)) {
+            Some(node) => regrouped.entry(node.clone()).or_default().push(*p),
+            None => unreached.push(*p),
+        }
+    }
+    let mut streams = Vec::new();
+    for (node, partitions) in regrouped {
+        let retry = Placement { flight_addr: ctx.addresses.get(&node).cloned(), node, partitions };
+        match run_share(&ctx, &subtree, &retry, task.clone()).await {
+            Ok(s) => streams.push(s),
+            Err(e) => {
+                tracing::warn!(node = %retry.node, error = %e, "retry failed");
+                unreached.extend(retry.partitions);
+            }
+        }
+    }
+    if !unreached.is_empty() {
+        if !ctx.allow_partial {
+            unreached.sort_unstable();
+            let msg = format!("no replica could run partitions {unreached:?} (node {}: {first})", place.node);
+            return futures::stream::once(async move { Err(DataFusionError::Execution(msg)) }).boxed();
+        }
+        ctx.counters.failed_partitions.lock().extend(unreached);
+    }
+    futures::stream::iter(streams).flatten().boxed()
 }
 
 impl DisplayAs for FanoutExec {
@@ -351,34 +408,11 @@ impl ExecutionPlan for FanoutExec {
                 futures::stream::empty(),
             )));
         };
-        let fragment = self.fragment(&place.partitions)?;
         if place.node == self.ctx.me {
-            return fragment.execute(0, context);
+            return fragment(&self.subtree, &place.partitions, self.ctx.codec.streams)?.execute(0, context);
         }
-        let ctx = self.ctx.clone();
-        let plan_bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
-            fragment,
-            ctx.codec.as_ref(),
-        )?;
-        let expected = schema.clone();
-        let stream = futures::stream::once(async move {
-            match remote(&ctx, &place, plan_bytes.to_vec(), expected.clone()).await {
-                Ok(s) => s,
-                Err(e) if ctx.allow_partial => {
-                    tracing::warn!(node = %place.node, error = %e, "fragment failed; answering without its partitions");
-                    ctx.counters.failed_partitions.lock().extend(&place.partitions);
-                    futures::stream::empty().boxed()
-                }
-                Err(e) => futures::stream::once(async move {
-                    Err(DataFusionError::Execution(format!(
-                        "node {} could not run its part of the query (partitions {:?}): {e}",
-                        place.node, place.partitions
-                    )))
-                })
-                .boxed(),
-            }
-        })
-        .flatten();
+        let (ctx, subtree) = (self.ctx.clone(), self.subtree.clone());
+        let stream = futures::stream::once(run_with_retry(ctx, subtree, place, context)).flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

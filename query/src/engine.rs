@@ -301,6 +301,8 @@ impl QueryEngine {
             timeout,
             allow_partial,
             counters: info.counters.clone(),
+            alternates: coverage.alternates.clone(),
+            addresses: members.iter().filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?))).collect(),
         };
         Ok((distribute(plan, &ctx)?, Some(info)))
     }
