@@ -479,7 +479,10 @@ async fn a_fragment_on_a_dead_node_is_retried_on_another_replica() {
     // from their other replica instead.
     cluster.nodes[2].as_mut().unwrap().signal("KILL");
     cluster.nodes[2] = None;
-    let (status, v) = cluster.node(0).query("SELECT count(*), sum(i) FROM r").await;
+    let (status, v) = cluster
+        .node(0)
+        .query("SELECT count(*), sum(i) FROM r")
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["rows"][0], serde_json::json!([2000, 1999000]), "{v}");
     assert_eq!(v["stats"]["coverage"], 1.0);

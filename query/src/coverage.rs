@@ -39,7 +39,10 @@ impl Coverage {
             match pick {
                 Some(node) => {
                     cov.by_node.entry((*node).clone()).or_default().push(p);
-                    let others = replicas.iter().filter(|r| *r != node && usable(r, p)).map(|r| (*r).clone());
+                    let others = replicas
+                        .iter()
+                        .filter(|r| *r != node && usable(r, p))
+                        .map(|r| (*r).clone());
                     cov.alternates.insert(p, others.collect());
                 }
                 None => cov.missing.push(p),

@@ -267,16 +267,21 @@ impl FanoutExec {
     pub fn counters(&self) -> &FanoutCounters {
         &self.ctx.counters
     }
-
 }
 
 /// The subtree with its scans restricted to `partitions`, merged into one
 /// stream.
-fn fragment(subtree: &Arc<dyn ExecutionPlan>, partitions: &[u32], streams: usize) -> Result<Arc<dyn ExecutionPlan>> {
+fn fragment(
+    subtree: &Arc<dyn ExecutionPlan>,
+    partitions: &[u32],
+    streams: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
     let restricted = subtree
         .clone()
         .transform_up(|node| match node.downcast_ref::<PartitionScanExec>() {
-            Some(scan) => Ok(Transformed::yes(Arc::new(scan.restricted(partitions, streams)) as Arc<dyn ExecutionPlan>)),
+            Some(scan) => Ok(Transformed::yes(
+                Arc::new(scan.restricted(partitions, streams)) as Arc<dyn ExecutionPlan>,
+            )),
             None => Ok(Transformed::no(node)),
         })?
         .data;
@@ -291,19 +296,28 @@ async fn run_share(
     place: &Placement,
     task: Arc<TaskContext>,
 ) -> Result<BatchStream, String> {
-    let plan = fragment(subtree, &place.partitions, ctx.codec.streams).map_err(|e| e.to_string())?;
+    let plan =
+        fragment(subtree, &place.partitions, ctx.codec.streams).map_err(|e| e.to_string())?;
     if place.node == ctx.me {
         return Ok(plan.execute(0, task).map_err(|e| e.to_string())?.boxed());
     }
-    let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, ctx.codec.as_ref())
-        .map_err(|e| e.to_string())?;
+    let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
+        plan,
+        ctx.codec.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
     remote(ctx, place, bytes.to_vec(), subtree.schema()).await
 }
 
 /// A node's share, and when its node cannot be reached, the same
 /// partitions on their next replicas (once); what is still unreached is
 /// missing (with partial results allowed) or an error.
-async fn run_with_retry(ctx: FanoutContext, subtree: Arc<dyn ExecutionPlan>, place: Placement, task: Arc<TaskContext>) -> BatchStream {
+async fn run_with_retry(
+    ctx: FanoutContext,
+    subtree: Arc<dyn ExecutionPlan>,
+    place: Placement,
+    task: Arc<TaskContext>,
+) -> BatchStream {
     let first = match run_share(&ctx, &subtree, &place, task.clone()).await {
         Ok(s) => return s,
         Err(e) => e,
@@ -312,14 +326,22 @@ async fn run_with_retry(ctx: FanoutContext, subtree: Arc<dyn ExecutionPlan>, pla
     let mut regrouped: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
     let mut unreached = Vec::new();
     for p in &place.partitions {
-        match ctx.alternates.get(p).and_then(|alts| alts.iter().find(|n| **n != place.node)) {
+        match ctx
+            .alternates
+            .get(p)
+            .and_then(|alts| alts.iter().find(|n| **n != place.node))
+        {
             Some(node) => regrouped.entry(node.clone()).or_default().push(*p),
             None => unreached.push(*p),
         }
     }
     let mut streams = Vec::new();
     for (node, partitions) in regrouped {
-        let retry = Placement { flight_addr: ctx.addresses.get(&node).cloned(), node, partitions };
+        let retry = Placement {
+            flight_addr: ctx.addresses.get(&node).cloned(),
+            node,
+            partitions,
+        };
         match run_share(&ctx, &subtree, &retry, task.clone()).await {
             Ok(s) => streams.push(s),
             Err(e) => {
@@ -331,8 +353,12 @@ async fn run_with_retry(ctx: FanoutContext, subtree: Arc<dyn ExecutionPlan>, pla
     if !unreached.is_empty() {
         if !ctx.allow_partial {
             unreached.sort_unstable();
-            let msg = format!("no replica could run partitions {unreached:?} (node {}: {first})", place.node);
-            return futures::stream::once(async move { Err(DataFusionError::Execution(msg)) }).boxed();
+            let msg = format!(
+                "no replica could run partitions {unreached:?} (node {}: {first})",
+                place.node
+            );
+            return futures::stream::once(async move { Err(DataFusionError::Execution(msg)) })
+                .boxed();
         }
         ctx.counters.failed_partitions.lock().extend(unreached);
     }
@@ -409,7 +435,8 @@ impl ExecutionPlan for FanoutExec {
             )));
         };
         if place.node == self.ctx.me {
-            return fragment(&self.subtree, &place.partitions, self.ctx.codec.streams)?.execute(0, context);
+            return fragment(&self.subtree, &place.partitions, self.ctx.codec.streams)?
+                .execute(0, context);
         }
         let (ctx, subtree) = (self.ctx.clone(), self.subtree.clone());
         let stream = futures::stream::once(run_with_retry(ctx, subtree, place, context)).flatten();

@@ -16,6 +16,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -202,11 +203,14 @@ impl QueryEngine {
         let timeout_ms = timeout.as_millis() as u64;
         let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
         let cap_hit = pool.cap_hit();
-        let (plan, ctx) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
+        let (plan, ctx, explain) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
             .await
             .map_err(|_| QueryError::Timeout(timeout_ms))??;
         let allow_partial = allow_partial.unwrap_or(self.config.allow_partial);
-        let (plan, coverage) = self.spread(plan, timeout, allow_partial).await?;
+        let (mut plan, coverage) = self.spread(plan, timeout, allow_partial).await?;
+        if let Some(logical) = explain {
+            plan = explain_plan(&logical, &plan)?;
+        }
         let (batches, task) = self.spawn_stream(plan.clone(), ctx.task_ctx());
         Ok(Execution {
             coverage,
@@ -302,7 +306,10 @@ impl QueryEngine {
             allow_partial,
             counters: info.counters.clone(),
             alternates: coverage.alternates.clone(),
-            addresses: members.iter().filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?))).collect(),
+            addresses: members
+                .iter()
+                .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
+                .collect(),
         };
         Ok((distribute(plan, &ctx)?, Some(info)))
     }
@@ -340,7 +347,7 @@ impl QueryEngine {
         &self,
         sql: &str,
         pool: QueryPool,
-    ) -> Result<(Arc<dyn ExecutionPlan>, SessionContext), QueryError> {
+    ) -> Result<(Arc<dyn ExecutionPlan>, SessionContext, Option<String>), QueryError> {
         let ctx = SessionContext::new_with_state(self.session(pool)?);
         let state = ctx.state();
         let logical = state
@@ -355,8 +362,17 @@ impl QueryEngine {
             .map_err(|e| {
                 QueryError::Refused(format!("Atoll SQL is read-only: {}", e.strip_backtrace()))
             })?;
+        // A plain EXPLAIN is answered after the split, so that it shows
+        // what runs where: plan the explained query itself.
+        if let LogicalPlan::Explain(e) = &logical
+            && !e.verbose
+        {
+            let optimized = state.optimize(&e.plan)?;
+            let physical = state.create_physical_plan(&optimized).await?;
+            return Ok((physical, ctx, Some(optimized.display_indent().to_string())));
+        }
         let physical = state.create_physical_plan(&logical).await?;
-        Ok((physical, ctx))
+        Ok((physical, ctx, None))
     }
 
     fn session(&self, pool: QueryPool) -> Result<SessionState, QueryError> {
@@ -371,6 +387,38 @@ impl QueryEngine {
             .with_runtime_env(runtime)
             .build())
     }
+}
+
+/// EXPLAIN's answer: the optimized logical plan and the physical plan as
+/// it will run, split included.
+fn explain_plan(
+    logical: &str,
+    physical: &Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>, QueryError> {
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]));
+    let text = datafusion::physical_plan::displayable(physical.as_ref())
+        .indent(true)
+        .to_string();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["logical_plan", "physical_plan"])),
+            Arc::new(StringArray::from(vec![logical.to_string(), text])),
+        ],
+    )
+    .map_err(datafusion::common::DataFusionError::from)?;
+    Ok(
+        datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
+            None,
+        )?,
+    )
 }
 
 fn refine_plan_error(e: datafusion::common::DataFusionError) -> QueryError {
