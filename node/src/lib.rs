@@ -82,6 +82,7 @@ impl Node {
             http_addr,
             flight_addr,
             gossip_interval: Duration::from_millis(args.gossip_interval_ms),
+            replicas: args.replicas,
             down_after: Duration::from_secs(10),
         })
         .await?;

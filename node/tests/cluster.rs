@@ -487,3 +487,40 @@ async fn a_fragment_on_a_dead_node_is_retried_on_another_replica() {
     assert_eq!(v["rows"][0], serde_json::json!([2000, 1999000]), "{v}");
     assert_eq!(v["stats"]["coverage"], 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_a_cluster_with_data_does_not_answer_for_what_it_lacks() {
+    let mut cluster = Cluster::start(3, &["--replicas", "1"]).await;
+    let body: String = (0..3000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    assert_eq!(cluster.node(0).ingest("j", body).await.0, 200);
+    // Wait until the figures are gossiped (once a second), then grow.
+    cluster
+        .wait_until("rows are gossiped", |v| {
+            v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["rows"].as_u64() > Some(0))
+        })
+        .await;
+    cluster.gossip.push(free_udp_port());
+    cluster.nodes.push(Some(cluster.launch(3, &[])));
+    cluster
+        .wait_until("n3 is up, owns its share and lists it incomplete", |v| {
+            up_count(v) == 4
+                && v["nodes"].as_array().unwrap().iter().any(|n| {
+                    n["name"] == "n3" && n["incomplete_partitions"].as_array().unwrap().len() == 16
+                })
+        })
+        .await;
+    // Until its data is handed over, the moved partitions have no complete
+    // replica (N=1): a full query fails rather than missing rows silently.
+    let (status, v) = cluster.node(0).query("SELECT count(*) FROM j").await;
+    assert_eq!(status, 503, "{v}");
+    let (status, v) = cluster
+        .node(1)
+        .query_with(serde_json::json!({"sql": "SELECT count(*) FROM j", "allow_partial": true}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["stats"]["coverage"], 0.75, "{v}");
+}

@@ -44,6 +44,8 @@ pub struct MembershipConfig {
     pub http_addr: SocketAddr,
     pub flight_addr: SocketAddr,
     pub gossip_interval: Duration,
+    /// Replicas per partition (N), to know which partitions this node serves.
+    pub replicas: usize,
     /// How long without heartbeats before a node is considered down (about).
     pub down_after: Duration,
 }
@@ -80,6 +82,8 @@ pub struct Membership {
     /// Set when the first ring this node heard already had it as a member:
     /// it was restarted (and, in memory, lost what it held).
     rejoined: std::sync::atomic::AtomicBool,
+    /// Partitions this node does not hold every acknowledged write of.
+    incomplete: RwLock<BTreeSet<u32>>,
 }
 
 impl Membership {
@@ -126,6 +130,7 @@ impl Membership {
             ring: RwLock::new(None),
             conflict: RwLock::new(None),
             rejoined: Default::default(),
+            incomplete: Default::default(),
         });
         if founding {
             let ring = Ring::new(
@@ -176,6 +181,7 @@ impl Membership {
 
     /// Marks partitions as not holding every acknowledged write.
     pub async fn set_incomplete(&self, partitions: &BTreeSet<u32>) {
+        *self.incomplete.write() = partitions.clone();
         let text = partitions
             .iter()
             .map(u32::to_string)
@@ -246,12 +252,15 @@ impl Membership {
     async fn refresh(&self) {
         let me = self.config.node_name.clone();
         let partitions = self.config.partitions;
-        let (best, live, conflict) = self
+        let (best, live, conflict, any_data) = self
             .handle
             .with_chitchat(|c| {
                 let mut best: Option<Ring> = None;
                 let mut conflict = None;
+                let mut any_data = false;
                 for (id, state) in c.node_states() {
+                    let rows = state.get(&format!("{STAT_PREFIX}rows")).and_then(|r| r.parse::<u64>().ok());
+                    any_data |= rows.is_some_and(|r| r > 0);
                     if let Some(r) = state.get(KEY_RING).and_then(decode_ring)
                         && best.as_ref().is_none_or(|b| ring_order(&r) > ring_order(b))
                     {
@@ -270,7 +279,7 @@ impl Membership {
                     .filter(|id| c.node_state(id).and_then(|s| s.get(KEY_PARTITIONS)) == Some(&partitions.to_string()))
                     .map(|id| id.node_id.to_string())
                     .collect();
-                (best, live, conflict)
+                (best, live, conflict, any_data)
             })
             .await;
         let current = self.ring();
@@ -305,9 +314,43 @@ impl Membership {
                 }
             }
         }
-        if self.ring().is_none_or(|c| *c != ring) {
+        let previous = self.ring();
+        if previous.as_ref().is_none_or(|c| **c != ring) {
+            if any_data && ring.members().contains(&me) {
+                self.mark_moved(previous.as_deref(), &ring).await;
+            }
             self.adopt(ring).await;
         }
+    }
+
+    /// Partitions this node becomes a replica of when the ring changes, in
+    /// a cluster that holds data, are not complete here: their data sits on
+    /// the previous replicas until it is handed over. Coverage plans then
+    /// avoid this node for them (a query fails or is partial rather than
+    /// silently missing rows).
+    async fn mark_moved(&self, previous: Option<&Ring>, next: &Ring) {
+        let me = &self.config.node_name;
+        let n = self.config.replicas.max(1);
+        let before: BTreeSet<u32> = match previous {
+            Some(r) => r
+                .partitions_of(me, n.min(r.members().len()))
+                .into_iter()
+                .collect(),
+            None if self.rejoined() => return,
+            None => BTreeSet::new(),
+        };
+        let after = next.partitions_of(me, n.min(next.members().len()));
+        let gained: Vec<u32> = after.into_iter().filter(|p| !before.contains(p)).collect();
+        if gained.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            partitions = gained.len(),
+            "became a replica of partitions whose data is elsewhere: marked incomplete"
+        );
+        let mut incomplete = self.incomplete.write().clone();
+        incomplete.extend(gained);
+        self.set_incomplete(&incomplete).await;
     }
 
     async fn adopt(&self, ring: Ring) {
