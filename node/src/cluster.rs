@@ -25,7 +25,35 @@ pub struct ClusterState {
 pub fn router(state: ClusterState) -> Router {
     Router::new()
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/leave", axum::routing::post(leave))
         .with_state(state)
+}
+
+/// `POST /v1/cluster/leave {"node": NAME}`: asks the claimant to take NAME
+/// out of the ring; NAME stops once a ring without it is in force.
+async fn leave(
+    State(st): State<ClusterState>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let node = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["node"].as_str().map(str::to_string));
+    let Some(node) = node else {
+        let error = json!({"error": "the body must be {\"node\": \"NAME\"}"});
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    };
+    if !st
+        .membership
+        .ring()
+        .is_some_and(|r| r.members().contains(&node))
+    {
+        let error = json!({"error": format!("node {node:?} is not in the ring")});
+        return (StatusCode::NOT_FOUND, Json(error)).into_response();
+    }
+    st.membership.request_leave(&node).await;
+    (StatusCode::ACCEPTED, Json(json!({"leaving": node}))).into_response()
 }
 
 async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
@@ -34,13 +62,18 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
         return Json(json!({"node": st.membership.node_name(), "status": "joining"}));
     };
     let (n, w) = st.replicator.factors(ring.members().len());
+    let leaving = st.membership.leaving();
     let nodes: Vec<Value> = members
         .iter()
         .map(|m| {
             let stat = |k: &str| m.stats.get(k).and_then(|v| v.parse::<u64>().ok());
             json!({
                 "name": m.name,
-                "status": if m.up { "up" } else { "down" },
+                "status": match (m.up, leaving.contains(&m.name)) {
+                    (true, true) => "leaving",
+                    (true, false) => "up",
+                    (false, _) => "down",
+                },
                 "in_ring": ring.members().contains(&m.name),
                 "http_addr": m.http_addr, "flight_addr": m.flight_addr, "gossip_addr": m.gossip_addr,
                 "owned_partitions": ring.owners().iter().filter(|o| **o == m.name).count(),
@@ -154,4 +187,26 @@ pub async fn status_text(http_addr: &str) -> anyhow::Result<String> {
         )?;
     }
     Ok(out)
+}
+
+/// `atoll cluster leave NODE`.
+pub async fn leave_text(http_addr: &str, node: &str) -> anyhow::Result<String> {
+    let url = format!(
+        "http://{}/v1/cluster/leave",
+        http_addr.trim_start_matches("http://")
+    );
+    let res = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({ "node": node }))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+    let status = res.status();
+    let v: Value = res.json().await?;
+    if !status.is_success() {
+        anyhow::bail!("{}", v["error"].as_str().unwrap_or("leave refused"));
+    }
+    Ok(format!(
+        "{node} is leaving: the ring is recomputed without it, and it stops once that ring is in force\n"
+    ))
 }

@@ -192,6 +192,13 @@ impl Node {
         })
     }
 
+    /// Resolves once this node has been taken out of the ring.
+    pub async fn left(&self) {
+        while !self.membership.has_left() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Stops accepting requests and waits for those under way.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);

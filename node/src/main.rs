@@ -33,20 +33,35 @@ enum ClusterCommand {
         #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
         http_addr: String,
     },
+    /// Take a node out of the ring; it stops once the new ring is in force.
+    Leave {
+        /// The node's name.
+        node: String,
+        /// HTTP address of any node of the cluster.
+        #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
+        http_addr: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Cluster(ClusterCommand::Status { http_addr }) => {
+        Command::Cluster(command) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            print!(
-                "{}",
-                runtime.block_on(atoll_node::cluster::status_text(&http_addr))?
-            );
+            let text = runtime.block_on(async {
+                match command {
+                    ClusterCommand::Status { http_addr } => {
+                        atoll_node::cluster::status_text(&http_addr).await
+                    }
+                    ClusterCommand::Leave { node, http_addr } => {
+                        atoll_node::cluster::leave_text(&http_addr, &node).await
+                    }
+                }
+            })?;
+            print!("{text}");
             Ok(())
         }
     }
@@ -72,8 +87,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("atoll: node {} (flight {}, gossip {})", node.name, node.flight_addr, node.gossip_addr);
         // Tests and scripts read this line to find the port.
         println!("atoll listening on http://{}", node.http_addr);
-        wait_for_signal().await;
-        tracing::info!("stopping");
+        tokio::select! {
+            _ = wait_for_signal() => tracing::info!("stopping"),
+            _ = node.left() => tracing::info!("left the cluster; stopping"),
+        }
         node.stop().await
     })
 }

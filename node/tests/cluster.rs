@@ -524,3 +524,65 @@ async fn a_node_joining_a_cluster_with_data_does_not_answer_for_what_it_lacks() 
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["stats"]["coverage"], 0.75, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_asked_to_leave_is_taken_out_of_the_ring_and_stops() {
+    let mut cluster = Cluster::start(4, &[]).await;
+    let before = cluster.node(0).cluster().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args([
+            "cluster",
+            "leave",
+            "n3",
+            "--http-addr",
+            cluster.node(1).url.trim_start_matches("http://"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut leaver = cluster.nodes[3].take().unwrap();
+    let views = cluster
+        .wait_until("a ring of n0..n2", |v| {
+            v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["name"] != "n3" || n["owned_partitions"] == 0)
+        })
+        .await;
+    assert_eq!(
+        views[0]["epoch"].as_u64(),
+        before["epoch"].as_u64().map(|e| e + 1)
+    );
+    let moved = owners(&before)
+        .iter()
+        .zip(owners(&views[0]))
+        .filter(|(a, b)| **a != *b)
+        .count();
+    assert_eq!(moved, 16, "only what n3 held moves");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = leaver.try_wait() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "n3 did not stop after leaving"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let (status, _) = cluster
+        .node(0)
+        .send(
+            reqwest::Method::POST,
+            "/v1/cluster/leave",
+            r#"{"node": "nobody"}"#,
+        )
+        .await;
+    assert_eq!(status, 404);
+}

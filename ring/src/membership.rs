@@ -28,6 +28,8 @@ const KEY_FLIGHT: &str = "flight";
 const KEY_PARTITIONS: &str = "partitions";
 const KEY_RING: &str = "ring";
 const KEY_INCOMPLETE: &str = "incomplete";
+/// `leave.NODE`: a request, made through any node, that NODE leave the ring.
+const LEAVE_PREFIX: &str = "leave.";
 /// Keys under this prefix are figures a node reports about itself.
 const STAT_PREFIX: &str = "stat.";
 
@@ -84,6 +86,10 @@ pub struct Membership {
     rejoined: std::sync::atomic::AtomicBool,
     /// Partitions this node does not hold every acknowledged write of.
     incomplete: RwLock<BTreeSet<u32>>,
+    /// Nodes asked to leave the ring.
+    leaving: RwLock<BTreeSet<String>>,
+    /// Set once this node was in a ring and a later ring no longer has it.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl Membership {
@@ -131,6 +137,8 @@ impl Membership {
             conflict: RwLock::new(None),
             rejoined: Default::default(),
             incomplete: Default::default(),
+            leaving: Default::default(),
+            left: Default::default(),
         });
         if founding {
             let ring = Ring::new(
@@ -252,13 +260,15 @@ impl Membership {
     async fn refresh(&self) {
         let me = self.config.node_name.clone();
         let partitions = self.config.partitions;
-        let (best, live, conflict, any_data) = self
+        let (best, live, conflict, any_data, leaving) = self
             .handle
             .with_chitchat(|c| {
                 let mut best: Option<Ring> = None;
                 let mut conflict = None;
                 let mut any_data = false;
+                let mut leaving = BTreeSet::new();
                 for (id, state) in c.node_states() {
+                    leaving.extend(state.key_values().filter_map(|(k, _)| k.strip_prefix(LEAVE_PREFIX).map(str::to_string)));
                     let rows = state.get(&format!("{STAT_PREFIX}rows")).and_then(|r| r.parse::<u64>().ok());
                     any_data |= rows.is_some_and(|r| r > 0);
                     if let Some(r) = state.get(KEY_RING).and_then(decode_ring)
@@ -279,9 +289,10 @@ impl Membership {
                     .filter(|id| c.node_state(id).and_then(|s| s.get(KEY_PARTITIONS)) == Some(&partitions.to_string()))
                     .map(|id| id.node_id.to_string())
                     .collect();
-                (best, live, conflict, any_data)
+                (best, live, conflict, any_data, leaving)
             })
             .await;
+        *self.leaving.write() = leaving.clone();
         let current = self.ring();
         if current.is_none() && conflict.is_some() {
             *self.conflict.write() = conflict;
@@ -297,11 +308,13 @@ impl Membership {
             (None, Some(c)) => (*c).clone(),
             (None, None) => return,
         };
-        if live.iter().next() == Some(&me) {
-            let mut members: BTreeSet<NodeId> = ring.members().into_iter().cloned().collect();
-            let before = members.len();
+        let claimant = live.iter().find(|n| !leaving.contains(*n));
+        if claimant == Some(&me) {
+            let before: BTreeSet<NodeId> = ring.members().into_iter().cloned().collect();
+            let mut members = before.clone();
             members.extend(live.iter().cloned());
-            if members.len() != before {
+            members.retain(|m| !leaving.contains(m));
+            if members != before && !members.is_empty() {
                 let members: Vec<NodeId> = members.into_iter().collect();
                 match ring.claim(&members) {
                     Ok(next) => {
@@ -361,7 +374,31 @@ impl Membership {
             .await;
         if includes_me {
             *self.ring.write() = Some(Arc::new(ring));
+        } else if self.ring().is_some() {
+            tracing::warn!(
+                epoch = ring.epoch(),
+                "this node is no longer in the ring: it left"
+            );
+            self.left.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Asks that `node` leave the ring; the claimant takes it out.
+    pub async fn request_leave(&self, node: &str) {
+        let key = format!("{LEAVE_PREFIX}{node}");
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(key.clone(), "requested"))
+            .await;
+    }
+
+    /// Nodes asked to leave.
+    pub fn leaving(&self) -> BTreeSet<String> {
+        self.leaving.read().clone()
+    }
+
+    /// True once a ring without this node has replaced one with it.
+    pub fn has_left(&self) -> bool {
+        self.left.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn shutdown(&self) {

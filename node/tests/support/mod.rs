@@ -110,6 +110,11 @@ impl Server {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// The exit status, if the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().expect("wait").is_none()
     }
