@@ -35,27 +35,36 @@ struct HttpDb {
 }
 
 impl HttpDb {
+    /// Sends a request; a non-2xx answer becomes the error `slt` matches
+    /// against (`statement error <regex>`), with the status in front.
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, SltError> {
+        let res = req.send().await.map_err(|e| SltError(e.to_string()))?;
+        let status = res.status();
+        let v: Value = res.json().await.map_err(|e| SltError(e.to_string()))?;
+        if !status.is_success() {
+            return Err(SltError(format!(
+                "{status}: {}",
+                v["error"].as_str().unwrap_or_default()
+            )));
+        }
+        Ok(v)
+    }
+
     async fn ingest(
         &self,
         table: &str,
         body: Vec<u8>,
         partial: bool,
     ) -> Result<DBOutput<DefaultColumnType>, SltError> {
-        let res = self
-            .client
-            .post(format!("{}/v1/tables/{table}/events", self.url))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SltError(e.to_string()))?;
-        let status = res.status();
-        let v: Value = res.json().await.map_err(|e| SltError(e.to_string()))?;
-        if !status.is_success() {
-            return Err(SltError(
-                v["error"].as_str().unwrap_or_default().to_string(),
-            ));
-        }
+        let url = format!("{}/v1/tables/{table}/events", self.url);
+        let v = self
+            .call(
+                self.client
+                    .post(url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body),
+            )
+            .await?;
         if !partial && !v["rejected"].as_array().is_none_or(Vec::is_empty) {
             return Err(SltError(format!("events rejected: {}", v["rejected"])));
         }
@@ -70,38 +79,21 @@ impl HttpDb {
         table: &str,
         body: &str,
     ) -> Result<DBOutput<DefaultColumnType>, SltError> {
-        let res = self
-            .client
-            .request(method, format!("{}/v1/tables/{table}", self.url))
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| SltError(e.to_string()))?;
-        let status = res.status();
-        let v: Value = res.json().await.map_err(|e| SltError(e.to_string()))?;
-        if status.is_success() {
-            Ok(DBOutput::StatementComplete(0))
-        } else {
-            Err(SltError(v["error"].to_string()))
-        }
+        let url = format!("{}/v1/tables/{table}", self.url);
+        self.call(self.client.request(method, url).body(body.to_string()))
+            .await?;
+        Ok(DBOutput::StatementComplete(0))
     }
 
     async fn query(&self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
-        let res = self
-            .client
-            .post(format!("{}/v1/query", self.url))
-            .json(&serde_json::json!({ "sql": sql }))
-            .send()
-            .await
-            .map_err(|e| SltError(e.to_string()))?;
-        let status = res.status();
-        let v: Value = res.json().await.map_err(|e| SltError(e.to_string()))?;
-        if !status.is_success() {
-            return Err(SltError(format!(
-                "{status}: {}",
-                v["error"].as_str().unwrap_or_default()
-            )));
-        }
+        let url = format!("{}/v1/query", self.url);
+        let v = self
+            .call(
+                self.client
+                    .post(url)
+                    .json(&serde_json::json!({ "sql": sql })),
+            )
+            .await?;
         let types = v["columns"]
             .as_array()
             .unwrap()
