@@ -107,20 +107,6 @@ impl PartitionScanExec {
         scan
     }
 
-    /// The same scan over another node's store (a shipped fragment).
-    pub fn on_store(&self, store: Arc<Store>, streams: usize) -> PartitionScanExec {
-        let partitions: Vec<u32> = self.groups.iter().flatten().copied().collect();
-        PartitionScanExec::new(
-            store,
-            &self.table,
-            self.schema.clone(),
-            &partitions,
-            streams,
-            self.time,
-            self.limit,
-        )
-    }
-
     /// What a fragment needs to rebuild this scan elsewhere.
     pub fn describe(&self) -> ScanDescription {
         ScanDescription {
