@@ -24,6 +24,25 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct AtollFlight {
     pub local: Arc<LocalReplica>,
     pub engine: Arc<QueryEngine>,
+    pub metrics: atoll_query::QueryMetrics,
+}
+
+/// Counts a fragment as completed once its last message is made, and as
+/// cancelled when its response is dropped before that.
+struct FragmentOutcome {
+    counter: prometheus::IntCounterVec,
+    completed: bool,
+}
+
+impl Drop for FragmentOutcome {
+    fn drop(&mut self) {
+        let outcome = if self.completed {
+            "completed"
+        } else {
+            "cancelled"
+        };
+        self.counter.with_label_values(&[outcome]).inc();
+    }
 }
 
 /// The service behind a check of the cluster secret.
@@ -104,10 +123,15 @@ impl FlightService for AtollFlight {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = request.into_inner().ticket;
-        let (plan, batches, guard, timeout) = self
-            .engine
-            .run_fragment(&ticket)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let fragments = self.metrics.fragments.clone();
+        let (plan, batches, guard, timeout) = self.engine.run_fragment(&ticket).map_err(|e| {
+            fragments.with_label_values(&["refused"]).inc();
+            Status::invalid_argument(e.to_string())
+        })?;
+        let outcome = FragmentOutcome {
+            counter: fragments,
+            completed: false,
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         let batches = tokio_stream::wrappers::ReceiverStream::new(batches)
             .map(|b| b.map_err(|e| FlightError::ExternalError(Box::new(e))));
@@ -130,6 +154,8 @@ impl FlightService for AtollFlight {
         // an IPC header is not valid Flight data.
         let tail = stream::once(async move {
             let _running = guard;
+            let mut outcome = outcome;
+            outcome.completed = true;
             let (rows_scanned, _) = scan_totals(&plan);
             let stats = serde_json::to_vec(&FragmentStats { rows_scanned }).unwrap_or_default();
             let mut message: FlightData = arrow_flight::SchemaAsIpc::new(

@@ -125,9 +125,10 @@ impl Node {
             }),
         );
         let engine_for_flight = engine.clone();
+        let query_metrics = QueryMetrics::new(&registry)?;
         let query = QueryState {
             engine: engine.clone(),
-            metrics: QueryMetrics::new(&registry)?,
+            metrics: query_metrics.clone(),
         };
         let node_metrics = NodeMetrics::new(registry, store.clone(), engine)?;
         let cluster = cluster::ClusterState {
@@ -154,6 +155,7 @@ impl Node {
             flight::AtollFlight {
                 local,
                 engine: engine_for_flight,
+                metrics: query_metrics,
             },
             secret,
         );

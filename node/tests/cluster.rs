@@ -206,7 +206,16 @@ async fn a_fourth_node_gets_a_fair_share_with_little_movement() {
 async fn a_node_with_another_partition_count_is_refused() {
     let cluster = Cluster::start(1, &[]).await;
     let seed = format!("127.0.0.1:{}", cluster.gossip[0]);
-    let result = Server::try_start(&["--node-name", "odd", "--seed", &seed, "--partitions", "128"]);
+    let result = Server::try_start(&[
+        "--cluster-name",
+        &cluster.name,
+        "--node-name",
+        "odd",
+        "--seed",
+        &seed,
+        "--partitions",
+        "128",
+    ]);
     assert_eq!(result.err(), Some(Some(1)), "the node exits with an error");
     let v = cluster.node(0).cluster().await;
     let in_ring = v["nodes"]
@@ -225,10 +234,17 @@ async fn another_secret_cannot_gossip_or_write() {
     // Gossip: a node with another secret is in another cluster; it never
     // learns a ring, and the cluster never lists it.
     let seed = format!("127.0.0.1:{}", cluster.gossip[0]);
-    let mut outsider = support::atoll_serve(&["--node-name", "outsider", "--seed", &seed])
-        .args(["--cluster-secret", "wrong", "--log", "off"])
-        .spawn()
-        .unwrap();
+    let mut outsider = support::atoll_serve(&[
+        "--cluster-name",
+        &cluster.name,
+        "--node-name",
+        "outsider",
+        "--seed",
+        &seed,
+    ])
+    .args(["--cluster-secret", "wrong", "--log", "off"])
+    .spawn()
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v = cluster.node(0).cluster().await;
     assert_eq!(status_of(&v, "outsider"), "absent", "{v}");
@@ -585,4 +601,81 @@ async fn a_node_asked_to_leave_is_taken_out_of_the_ring_and_stops() {
         )
         .await;
     assert_eq!(status, 404);
+}
+
+/// A coordinator that goes away mid-stream cancels the fragment on the
+/// owner, and the owner counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_fragment_stream_is_cancelled_on_the_owner() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use atoll_query::distributed::{AtollCodec, ENGINE_VERSION, FragmentHeader};
+    use atoll_query::scan::PartitionScanExec;
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use futures::StreamExt;
+    let cluster = Cluster::start(1, &[]).await;
+    let body: String = (0..60_000)
+        .map(|i| format!("{{\"time\":{},\"i\":{i}}}\n", 1_767_225_600 + i))
+        .collect();
+    assert_eq!(cluster.node(0).ingest("big", body).await.0, 200);
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new(
+            "time",
+            atoll_store::ColumnType::Timestamp.data_type(),
+            false,
+        ),
+        Field::new("i", DataType::Int64, true),
+    ]));
+    let store = std::sync::Arc::new(atoll_store::Store::new(Default::default()));
+    let partitions: Vec<u32> = (0..64).collect();
+    let scan = PartitionScanExec::new(
+        store.clone(),
+        "big",
+        schema,
+        &partitions,
+        1,
+        Default::default(),
+        None,
+    );
+    let plan = std::sync::Arc::new(CoalescePartitionsExec::new(std::sync::Arc::new(scan)));
+    let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
+        plan,
+        &AtollCodec { store, streams: 1 },
+    )
+    .unwrap();
+    let header = serde_json::to_vec(&FragmentHeader {
+        version: ENGINE_VERSION.into(),
+        timeout_ms: 10_000,
+    })
+    .unwrap();
+    let mut ticket = (header.len() as u32).to_le_bytes().to_vec();
+    ticket.extend(header);
+    ticket.extend_from_slice(&bytes);
+    let flight = cluster.node(0).cluster().await["nodes"][0]["flight_addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut client = support::flight_client(&flight).await;
+    let mut request = tonic::Request::new(arrow_flight::Ticket::new(ticket));
+    request
+        .metadata_mut()
+        .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    let mut stream = client.do_get(request).await.unwrap().into_inner();
+    assert!(
+        stream.next().await.unwrap().is_ok(),
+        "the fragment started streaming"
+    );
+    drop(stream);
+    drop(client);
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = cluster.node(0).get("/metrics").await;
+        if metrics.contains("atoll_fragments_total{outcome=\"cancelled\"} 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no cancelled fragment in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -7,6 +7,9 @@ pub struct QueryMetrics {
     pub requests: IntCounterVec,
     pub seconds: HistogramVec,
     pub running: IntGauge,
+    /// Fragments run for other nodes: completed, cancelled (the coordinator
+    /// went away first) or refused.
+    pub fragments: IntCounterVec,
 }
 
 impl QueryMetrics {
@@ -22,7 +25,15 @@ impl QueryMetrics {
                 &["outcome"],
             )?,
             running: IntGauge::new("atoll_queries_running", "Queries running now")?,
+            fragments: IntCounterVec::new(
+                Opts::new(
+                    "atoll_fragments_total",
+                    "Query fragments run for other nodes, per outcome",
+                ),
+                &["outcome"],
+            )?,
         };
+        registry.register(Box::new(m.fragments.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.seconds.clone()))?;
         registry.register(Box::new(m.running.clone()))?;

@@ -243,15 +243,21 @@ pub struct Cluster {
     pub nodes: Vec<Option<Server>>,
     pub gossip: Vec<u16>,
     pub extra: Vec<String>,
+    /// Tests run side by side and reuse ports freed by each other; a cluster
+    /// name of its own keeps a test's gossip out of every other test's.
+    pub name: String,
 }
 
 impl Cluster {
     /// `n` nodes named n0.., all seeded by n0, with extra flags for each.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut c = Cluster {
             nodes: Vec::new(),
             gossip: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            name: format!("test-{}-{id}", std::process::id()),
         };
         for i in 0..n {
             c.gossip.push(free_udp_port());
@@ -268,6 +274,8 @@ impl Cluster {
         let seed = format!("127.0.0.1:{}", self.gossip[0]);
         let name = format!("n{i}");
         let mut args: Vec<&str> = vec![
+            "--cluster-name",
+            &self.name,
             "--node-name",
             &name,
             "--gossip-addr",
