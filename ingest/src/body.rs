@@ -58,7 +58,7 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Vec<ParsedEvent>, IngestError>
             "body must be a JSON object, an array of objects, or NDJSON; got {}",
             kind(&other)
         ))),
-        Err(_) if first_line_is_object(body) => Ok(parse_ndjson(body, 0)),
+        Err(_) if is_ndjson(body, false) => Ok(parse_ndjson(body, 0)),
         Err(e) => Err(IngestError::BadBody(format!("body is not JSON: {e}"))),
     }
 }
@@ -77,10 +77,20 @@ pub fn parse_ndjson(body: &[u8], first_line: usize) -> Vec<ParsedEvent> {
 }
 
 /// True when a body should be read as NDJSON: its content type says so, or
-/// it is not one JSON document but its first line is an object.
+/// it is not one JSON document but its first line is an object. A complete
+/// object on the first line followed by anything but whitespace cannot be
+/// one document, so only the first line is parsed here, never the body.
 pub fn is_ndjson(body: &[u8], hint: bool) -> bool {
-    hint || (serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
-        && first_line_is_object(body))
+    if hint {
+        return true;
+    }
+    let mut lines = body
+        .split(|&b| b == b'\n')
+        .skip_while(|l| l.iter().all(u8::is_ascii_whitespace));
+    let first_is_object = lines
+        .next()
+        .is_some_and(|l| matches!(serde_json::from_slice::<Value>(l), Ok(Value::Object(_))));
+    first_is_object && lines.any(|l| !l.iter().all(u8::is_ascii_whitespace))
 }
 
 /// Cuts an NDJSON body at line ends into pieces of at most `lines` lines,
@@ -102,12 +112,6 @@ pub fn ndjson_pieces(body: &[u8], lines: usize) -> Vec<(usize, std::ops::Range<u
         pieces.push((first, start..body.len()));
     }
     pieces
-}
-
-fn first_line_is_object(body: &[u8]) -> bool {
-    body.split(|&b| b == b'\n')
-        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .is_some_and(|l| matches!(serde_json::from_slice::<Value>(l), Ok(Value::Object(_))))
 }
 
 fn into_event(v: Value) -> ParsedEvent {
@@ -168,6 +172,18 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert!(errors[0].starts_with("line 4: not JSON"), "{errors:?}");
         assert!(is_ndjson(body, false) && !is_ndjson(b"[{}]", false) && is_ndjson(b"[{}]", true));
+        assert!(
+            !is_ndjson(b"\n{\"a\":1}\n\n", false),
+            "one object is one document"
+        );
+        assert!(
+            !is_ndjson(b"{\n\"a\": 1\n}\n", false),
+            "a pretty-printed object is one document"
+        );
+        assert!(
+            is_ndjson(b"\n{\"a\":1}\n oops", false),
+            "what follows a first-line object makes NDJSON"
+        );
     }
 
     #[test]
