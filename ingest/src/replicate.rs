@@ -61,9 +61,9 @@ impl Replicator {
         }
     }
 
-    /// N and W for a ring of this many nodes.
-    pub fn factors(&self, nodes: usize) -> (usize, usize) {
-        let n = self.n.clamp(1, nodes.max(1));
+    /// N and W on this ring.
+    pub fn factors(&self, ring: &Ring) -> (usize, usize) {
+        let n = ring.replicas(self.n);
         let w = self.w.unwrap_or(n / 2 + 1).clamp(1, n);
         (n, w)
     }
@@ -89,7 +89,7 @@ impl Replicator {
             .iter()
             .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
             .collect();
-        let (n, w) = self.factors(ring.members().len());
+        let (n, w) = self.factors(&ring);
         let sends = groups.into_iter().map(|(partition, batch, events)| {
             let (ring, up, flight) = (&ring, &up, &flight);
             async move {

@@ -61,7 +61,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
     let Some(ring) = st.membership.ring() else {
         return Json(json!({"node": st.membership.node_name(), "status": "joining"}));
     };
-    let (n, w) = st.replicator.factors(ring.members().len());
+    let (n, w) = st.replicator.factors(&ring);
     let leaving = st.membership.leaving();
     let nodes: Vec<Value> = members
         .iter()

@@ -91,7 +91,7 @@ impl Node {
             // Back without the data it held: not complete for its
             // partitions until it catches up from a complete replica.
             let ring = membership.ring().expect("joined");
-            let n = args.replicas.min(ring.members().len());
+            let n = ring.replicas(args.replicas);
             let mine = ring.partitions_of(&name, n).into_iter().collect();
             membership.set_incomplete(&mine).await;
             tracing::warn!(

@@ -265,7 +265,7 @@ impl QueryEngine {
             .ring()
             .ok_or_else(|| QueryError::Unavailable("this node has not joined a ring yet".into()))?;
         let members = cluster.membership.members().await;
-        let n = cluster.replicas.clamp(1, ring.members().len().max(1));
+        let n = ring.replicas(cluster.replicas);
         let me = cluster.membership.node_name().to_string();
         let coverage = Coverage::plan(&ring, n, &members, &me, &Default::default());
         if !coverage.missing.is_empty() && !allow_partial {

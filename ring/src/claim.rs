@@ -104,6 +104,12 @@ impl Ring {
         &self.owners
     }
 
+    /// The replicas a partition actually has for a configured N: N, but
+    /// never more than the ring has nodes, nor fewer than one.
+    pub fn replicas(&self, n: usize) -> usize {
+        n.clamp(1, self.members().len().max(1))
+    }
+
     /// The distinct members of the ring, sorted.
     pub fn members(&self) -> BTreeSet<&NodeId> {
         self.owners.iter().collect()

@@ -343,7 +343,7 @@ impl Membership {
     /// silently missing rows).
     async fn mark_moved(&self, previous: Option<&Ring>, next: &Ring) {
         let me = &self.config.node_name;
-        let n = self.config.replicas.max(1);
+        let n = self.config.replicas;
         let before: BTreeSet<u32> = match previous {
             Some(r) => r
                 .partitions_of(me, n.min(r.members().len()))
@@ -352,7 +352,7 @@ impl Membership {
             None if self.rejoined() => return,
             None => BTreeSet::new(),
         };
-        let after = next.partitions_of(me, n.min(next.members().len()));
+        let after = next.partitions_of(me, next.replicas(n));
         let gained: Vec<u32> = after.into_iter().filter(|p| !before.contains(p)).collect();
         if gained.is_empty() {
             return;
