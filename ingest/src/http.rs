@@ -261,6 +261,8 @@ async fn get_table(
 /// Marks a table change forwarded by another node (its value is the
 /// cluster secret), so that it is applied and not forwarded again.
 pub const FORWARDED_HEADER: &str = "x-atoll-forwarded";
+/// When a forwarded `PUT` was taken, so every node keeps the same version.
+const SETTINGS_VERSION_HEADER: &str = "x-atoll-settings-version";
 
 /// Table changes apply on every node: the entry node applies a change, then
 /// forwards it to the other up nodes. Answers whether this request was
@@ -282,6 +284,7 @@ async fn forward(
     method: reqwest::Method,
     table: &str,
     body: Bytes,
+    version: i64,
 ) -> BTreeMap<String, bool> {
     let me = st.replicator.membership.node_name().to_string();
     let peers: Vec<(String, String)> = st
@@ -301,6 +304,7 @@ async fn forward(
         let request = client
             .request(method.clone(), format!("http://{addr}/v1/tables/{table}"))
             .header(FORWARDED_HEADER, &st.replicator.secret)
+            .header(SETTINGS_VERSION_HEADER, version)
             .body(body.clone());
         async move {
             let ok = match request.send().await {
@@ -330,11 +334,16 @@ async fn put_table(
         serde_json::from_slice(&body)
             .map_err(|e| IngestError::BadSettings(format!("invalid table settings: {e}")))?
     };
+    let version = match headers.get(SETTINGS_VERSION_HEADER) {
+        Some(v) if forwarded => v.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        _ => now_micros(),
+    };
     let t = st.store.get_or_create(&table)?;
-    t.set_settings(settings)?;
+    t.set_settings(settings, version)?;
     let mut answer = describe(&t);
     if !forwarded {
-        answer["applied_on"] = json!(forward(&st, reqwest::Method::PUT, &table, body).await);
+        let applied = forward(&st, reqwest::Method::PUT, &table, body, version).await;
+        answer["applied_on"] = json!(applied);
     }
     Ok(Json(answer))
 }
@@ -349,7 +358,7 @@ async fn delete_table(
     let elsewhere = if forwarded {
         BTreeMap::new()
     } else {
-        forward(&st, reqwest::Method::DELETE, &table, Bytes::new()).await
+        forward(&st, reqwest::Method::DELETE, &table, Bytes::new(), 0).await
     };
     if here || elsewhere.values().any(|ok| *ok) {
         Ok((

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod replica;
 pub mod replicate;
 pub mod route;
+pub mod schemas;
 pub mod time;
 
 pub use convert::{IngestOutcome, Rejection, ingest_events};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor};
@@ -140,13 +141,13 @@ impl Replicator {
                 if let Err(e) = &result {
                     tracing::warn!(node = %t.node, table, partition, error = %e, "replica write failed");
                 }
-                result.is_ok()
+                result.is_ok() && !t.pending
             }
         });
         futures::future::join_all(sends)
             .await
             .into_iter()
-            .filter(|ok| *ok)
+            .filter(|counted| *counted)
             .count()
     }
 
@@ -181,6 +182,23 @@ impl Replicator {
             .await
             .map_err(|s| s.message().to_string())?;
         Ok(())
+    }
+
+    /// A table's schema and settings as another node knows them.
+    pub async fn table_schema(&self, addr: &str, table: &str) -> Result<Schema, String> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(crate::schemas::descriptor(table));
+        let secret = self
+            .secret
+            .parse()
+            .map_err(|_| "the cluster secret is not ASCII")?;
+        request.metadata_mut().insert(SECRET_HEADER, secret);
+        let result = client
+            .get_schema(request)
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        Schema::try_from(&result).map_err(|e| e.to_string())
     }
 
     fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, String> {

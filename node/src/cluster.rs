@@ -29,19 +29,20 @@ pub fn router(state: ClusterState) -> Router {
         .with_state(state)
 }
 
-/// `POST /v1/cluster/leave {"node": NAME}`: asks the claimant to take NAME
-/// out of the ring; NAME stops once a ring without it is in force.
+/// `POST /v1/cluster/leave {"node": NAME, "force": false}`: asks the
+/// claimant to take NAME out of the ring; NAME stops once a ring without it
+/// is in force (at once with `force` or in a cluster without data, else
+/// after its partitions are handed off).
 async fn leave(
     State(st): State<ClusterState>,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    let node = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["node"].as_str().map(str::to_string));
-    let Some(node) = node else {
-        let error = json!({"error": "the body must be {\"node\": \"NAME\"}"});
+    let body = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let force = body["force"].as_bool().unwrap_or(false);
+    let Some(node) = body["node"].as_str().map(str::to_string) else {
+        let error = json!({"error": "the body must be {\"node\": \"NAME\", \"force\": false}"});
         return (StatusCode::BAD_REQUEST, Json(error)).into_response();
     };
     if !st
@@ -52,8 +53,9 @@ async fn leave(
         let error = json!({"error": format!("node {node:?} is not in the ring")});
         return (StatusCode::NOT_FOUND, Json(error)).into_response();
     }
-    st.membership.request_leave(&node).await;
-    (StatusCode::ACCEPTED, Json(json!({"leaving": node}))).into_response()
+    st.membership.request_leave(&node, force).await;
+    let reply = json!({"leaving": node, "force": force});
+    (StatusCode::ACCEPTED, Json(reply)).into_response()
 }
 
 async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
@@ -77,6 +79,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
                 "in_ring": ring.members().contains(&m.name),
                 "http_addr": m.http_addr, "flight_addr": m.flight_addr, "gossip_addr": m.gossip_addr,
                 "owned_partitions": ring.owners().iter().filter(|o| **o == m.name).count(),
+                "pending_partitions": (0..ring.partitions()).filter(|&p| ring.pending_owner(p) == Some(&m.name)).count(),
                 "primary_partitions": ring.partitions_of(&m.name, n).len(),
                 "incomplete_partitions": m.incomplete,
                 "rows": stat("rows"), "memory_bytes": stat("memory_bytes"), "hint_rows": stat("hint_rows"),
@@ -87,7 +90,10 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
         .map(|p| {
             let list = ring.preference_list(p);
             let (primaries, fallbacks) = list.split_at(n.min(list.len()));
-            json!({"partition": p, "owner": ring.owner(p), "primaries": primaries, "fallbacks": fallbacks})
+            json!({
+                "partition": p, "owner": ring.owner(p), "pending_owner": ring.pending_owner(p),
+                "primaries": primaries, "pending_replicas": ring.pending_replicas(p, n), "fallbacks": fallbacks,
+            })
         })
         .collect();
     Json(json!({
@@ -96,6 +102,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
         "write_quorum": w,
         "partitions": ring.partitions(),
         "epoch": ring.epoch(),
+        "moving_partitions": (0..ring.partitions()).filter(|&p| ring.pending_owner(p).is_some()).count(),
         "nodes": nodes,
         "ring": preference,
         "local": local(&st),
@@ -155,17 +162,27 @@ pub async fn status_text(http_addr: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "cluster: epoch {}, {} partitions, N={} W={} (as seen by {})",
+        "cluster: epoch {}, {} partitions ({} moving), N={} W={} (as seen by {})",
         v["epoch"],
         v["partitions"],
+        v["moving_partitions"],
         v["replicas"],
         v["write_quorum"],
         v["node"].as_str().unwrap_or("?")
     )?;
     writeln!(
         out,
-        "{:<16} {:<6} {:<22} {:>6} {:>8} {:>10} {:>10} {:>8} {:>11}",
-        "NODE", "STATUS", "HTTP", "OWNED", "PRIMARY", "ROWS", "MEMORY MB", "HINTS", "INCOMPLETE"
+        "{:<16} {:<7} {:<22} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>11}",
+        "NODE",
+        "STATUS",
+        "HTTP",
+        "OWNED",
+        "PENDING",
+        "PRIMARY",
+        "ROWS",
+        "MEMORY MB",
+        "HINTS",
+        "INCOMPLETE"
     )?;
     for n in v["nodes"].as_array().into_iter().flatten() {
         let num = |k: &str| n[k].as_u64().map_or("-".to_string(), |x| x.to_string());
@@ -174,11 +191,12 @@ pub async fn status_text(http_addr: &str) -> anyhow::Result<String> {
             .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1e6));
         writeln!(
             out,
-            "{:<16} {:<6} {:<22} {:>6} {:>8} {:>10} {:>10} {:>8} {:>11}",
+            "{:<16} {:<7} {:<22} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>11}",
             n["name"].as_str().unwrap_or("?"),
             n["status"].as_str().unwrap_or("?"),
             n["http_addr"].as_str().unwrap_or("-"),
             num("owned_partitions"),
+            num("pending_partitions"),
             num("primary_partitions"),
             num("rows"),
             mb,
@@ -189,15 +207,15 @@ pub async fn status_text(http_addr: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// `atoll cluster leave NODE`.
-pub async fn leave_text(http_addr: &str, node: &str) -> anyhow::Result<String> {
+/// `atoll cluster leave NODE [--force]`.
+pub async fn leave_text(http_addr: &str, node: &str, force: bool) -> anyhow::Result<String> {
     let url = format!(
         "http://{}/v1/cluster/leave",
         http_addr.trim_start_matches("http://")
     );
     let res = reqwest::Client::new()
         .post(&url)
-        .json(&json!({ "node": node }))
+        .json(&json!({ "node": node, "force": force }))
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
@@ -206,7 +224,11 @@ pub async fn leave_text(http_addr: &str, node: &str) -> anyhow::Result<String> {
     if !status.is_success() {
         anyhow::bail!("{}", v["error"].as_str().unwrap_or("leave refused"));
     }
-    Ok(format!(
-        "{node} is leaving: the ring is recomputed without it, and it stops once that ring is in force\n"
-    ))
+    Ok(if force {
+        format!("{node} is removed: the ring without it is in force at once, without handoff\n")
+    } else {
+        format!(
+            "{node} is leaving: its partitions get pending owners; it keeps serving them until they are handed off, then stops (at once in a cluster without data)\n"
+        )
+    })
 }

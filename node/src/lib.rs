@@ -92,7 +92,7 @@ impl Node {
             // partitions until it catches up from a complete replica.
             let ring = membership.ring().expect("joined");
             let n = ring.replicas(args.replicas);
-            let mine = ring.partitions_of(&name, n).into_iter().collect();
+            let mine = ring.held_by(&name, n).into_iter().collect();
             membership.set_incomplete(&mine).await;
             tracing::warn!(
                 partitions = mine.len(),
@@ -150,6 +150,11 @@ impl Node {
 
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
         spawn_sealer(store.clone(), shutdown.subscribe());
+        atoll_ingest::schemas::spawn(
+            cluster.replicator.clone(),
+            store.clone(),
+            shutdown.subscribe(),
+        );
         cluster::spawn_stats(cluster, shutdown.subscribe());
         let flight = flight::service(
             flight::AtollFlight {

@@ -34,9 +34,15 @@ enum ClusterCommand {
         http_addr: String,
     },
     /// Take a node out of the ring; it stops once the new ring is in force.
+    /// In a cluster holding data its partitions first get pending owners,
+    /// and it keeps serving them until they are handed off.
     Leave {
         /// The node's name.
         node: String,
+        /// Apply the ring without the node at once, without handoff: the
+        /// rows only it held are no longer served.
+        #[arg(long)]
+        force: bool,
         /// HTTP address of any node of the cluster.
         #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
         http_addr: String,
@@ -56,9 +62,11 @@ fn main() -> anyhow::Result<()> {
                     ClusterCommand::Status { http_addr } => {
                         atoll_node::cluster::status_text(&http_addr).await
                     }
-                    ClusterCommand::Leave { node, http_addr } => {
-                        atoll_node::cluster::leave_text(&http_addr, &node).await
-                    }
+                    ClusterCommand::Leave {
+                        node,
+                        http_addr,
+                        force,
+                    } => atoll_node::cluster::leave_text(&http_addr, &node, force).await,
                 }
             })?;
             print!("{text}");

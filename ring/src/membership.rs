@@ -30,8 +30,13 @@ const KEY_RING: &str = "ring";
 const KEY_INCOMPLETE: &str = "incomplete";
 /// `leave.NODE`: a request, made through any node, that NODE leave the ring.
 const LEAVE_PREFIX: &str = "leave.";
+/// The value of a `leave.NODE` key that does not wait for handoff.
+const LEAVE_FORCED: &str = "forced";
 /// Keys under this prefix are figures a node reports about itself.
 const STAT_PREFIX: &str = "stat.";
+/// `schema.TABLE`: a digest of a table's columns and settings on a node, so
+/// that nodes notice a table or a column they do not know yet.
+const SCHEMA_PREFIX: &str = "schema.";
 
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
@@ -63,6 +68,8 @@ pub struct Member {
     /// Partitions this node does not hold every acknowledged write of.
     pub incomplete: BTreeSet<u32>,
     pub stats: BTreeMap<String, String>,
+    /// Table -> digest of its columns and settings on this node.
+    pub schemas: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +194,31 @@ impl Membership {
             .await;
     }
 
+    /// Publishes the digest of every table this node knows, and forgets
+    /// those of tables it no longer has.
+    pub async fn set_schemas(&self, digests: &BTreeMap<String, String>) {
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                let stale: Vec<String> = state
+                    .key_values()
+                    .filter_map(|(k, _)| k.strip_prefix(SCHEMA_PREFIX))
+                    .filter(|t| !digests.contains_key(*t))
+                    .map(|t| format!("{SCHEMA_PREFIX}{t}"))
+                    .collect();
+                for key in stale {
+                    state.delete(&key);
+                }
+                for (table, digest) in digests {
+                    let key = format!("{SCHEMA_PREFIX}{table}");
+                    if state.get(&key) != Some(digest.as_str()) {
+                        state.set(key, digest);
+                    }
+                }
+            })
+            .await;
+    }
+
     /// Marks partitions as not holding every acknowledged write.
     pub async fn set_incomplete(&self, partitions: &BTreeSet<u32>) {
         *self.incomplete.write() = partitions.clone();
@@ -236,16 +268,10 @@ impl Membership {
                                 .map(|s| s.split(',').filter_map(|p| p.parse().ok()).collect())
                                 .unwrap_or_default(),
                             stats: found
-                                .map(|(_, s)| {
-                                    s.key_values()
-                                        .filter_map(|(k, v)| {
-                                            Some((
-                                                k.strip_prefix(STAT_PREFIX)?.to_string(),
-                                                v.to_string(),
-                                            ))
-                                        })
-                                        .collect()
-                                })
+                                .map(|(_, s)| prefixed(s, STAT_PREFIX))
+                                .unwrap_or_default(),
+                            schemas: found
+                                .map(|(_, s)| prefixed(s, SCHEMA_PREFIX))
                                 .unwrap_or_default(),
                             name,
                         }
@@ -260,15 +286,23 @@ impl Membership {
     async fn refresh(&self) {
         let me = self.config.node_name.clone();
         let partitions = self.config.partitions;
-        let (best, live, conflict, any_data, leaving) = self
+        let (best, live, conflict, any_data, leaving, forced) = self
             .handle
             .with_chitchat(|c| {
                 let mut best: Option<Ring> = None;
                 let mut conflict = None;
                 let mut any_data = false;
                 let mut leaving = BTreeSet::new();
+                let mut forced = BTreeSet::new();
                 for (id, state) in c.node_states() {
-                    leaving.extend(state.key_values().filter_map(|(k, _)| k.strip_prefix(LEAVE_PREFIX).map(str::to_string)));
+                    for (k, v) in state.key_values() {
+                        if let Some(node) = k.strip_prefix(LEAVE_PREFIX) {
+                            leaving.insert(node.to_string());
+                            if v == LEAVE_FORCED {
+                                forced.insert(node.to_string());
+                            }
+                        }
+                    }
                     let rows = state.get(&format!("{STAT_PREFIX}rows")).and_then(|r| r.parse::<u64>().ok());
                     any_data |= rows.is_some_and(|r| r > 0);
                     if let Some(r) = state.get(KEY_RING).and_then(decode_ring)
@@ -289,7 +323,7 @@ impl Membership {
                     .filter(|id| c.node_state(id).and_then(|s| s.get(KEY_PARTITIONS)) == Some(&partitions.to_string()))
                     .map(|id| id.node_id.to_string())
                     .collect();
-                (best, live, conflict, any_data, leaving)
+                (best, live, conflict, any_data, leaving, forced)
             })
             .await;
         *self.leaving.write() = leaving.clone();
@@ -310,22 +344,9 @@ impl Membership {
         };
         let claimant = live.iter().find(|n| !leaving.contains(*n));
         if claimant == Some(&me) {
-            let before: BTreeSet<NodeId> = ring.members().into_iter().cloned().collect();
-            let mut members = before.clone();
-            members.extend(live.iter().cloned());
-            members.retain(|m| !leaving.contains(m));
-            if members != before && !members.is_empty() {
-                let members: Vec<NodeId> = members.into_iter().collect();
-                match ring.claim(&members) {
-                    Ok(next) => {
-                        tracing::info!(epoch = next.epoch(), members = ?members, "claimed a new ring");
-                        ring = next;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot claim a ring for the new members")
-                    }
-                }
-            }
+            let members: BTreeSet<&NodeId> = ring.members();
+            let force = forced.iter().any(|f| members.contains(f));
+            ring = self.claim(ring, &live, &leaving, any_data && !force);
         }
         let previous = self.ring();
         if previous.as_ref().is_none_or(|c| **c != ring) {
@@ -333,6 +354,51 @@ impl Membership {
                 self.mark_moved(previous.as_deref(), &ring).await;
             }
             self.adopt(ring).await;
+        }
+    }
+
+    /// The claimant's step: the ring for the joined members that are not
+    /// leaving. With `hold`, moving partitions stay with their owners and
+    /// get pending owners (their data must follow them); without, the claim
+    /// is in force at once (a ring without data, or a forced leave).
+    fn claim(
+        &self,
+        ring: Ring,
+        live: &BTreeSet<String>,
+        leaving: &BTreeSet<String>,
+        hold: bool,
+    ) -> Ring {
+        let target: BTreeSet<NodeId> = ring
+            .next()
+            .unwrap_or(ring.owners())
+            .iter()
+            .cloned()
+            .collect();
+        let mut members = target.clone();
+        members.extend(live.iter().cloned());
+        members.retain(|m| !leaving.contains(m));
+        let promote = !hold && ring.next().is_some();
+        if (members == target && !promote) || members.is_empty() {
+            return ring;
+        }
+        let members: Vec<NodeId> = members.into_iter().collect();
+        let next = if hold {
+            ring.claim_pending(&members)
+        } else {
+            ring.claim(&members)
+        };
+        match next {
+            Ok(next) => {
+                let moving = (0..next.partitions())
+                    .filter(|&p| next.pending_owner(p).is_some())
+                    .count();
+                tracing::info!(epoch = next.epoch(), members = ?members, moving, "claimed a new ring");
+                next
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim a ring for the new members");
+                ring
+            }
         }
     }
 
@@ -345,14 +411,11 @@ impl Membership {
         let me = &self.config.node_name;
         let n = self.config.replicas;
         let before: BTreeSet<u32> = match previous {
-            Some(r) => r
-                .partitions_of(me, n.min(r.members().len()))
-                .into_iter()
-                .collect(),
+            Some(r) => r.held_by(me, r.replicas(n)).into_iter().collect(),
             None if self.rejoined() => return,
             None => BTreeSet::new(),
         };
-        let after = next.partitions_of(me, next.replicas(n));
+        let after = next.held_by(me, next.replicas(n));
         let gained: Vec<u32> = after.into_iter().filter(|p| !before.contains(p)).collect();
         if gained.is_empty() {
             return;
@@ -383,11 +446,15 @@ impl Membership {
         }
     }
 
-    /// Asks that `node` leave the ring; the claimant takes it out.
-    pub async fn request_leave(&self, node: &str) {
+    /// Asks that `node` leave the ring; the claimant takes it out. Its
+    /// partitions get pending owners and it keeps serving them until they
+    /// are handed off, unless `force`: then the ring without it is in force
+    /// at once, and what only it held is gone.
+    pub async fn request_leave(&self, node: &str, force: bool) {
         let key = format!("{LEAVE_PREFIX}{node}");
+        let value = if force { LEAVE_FORCED } else { "requested" };
         self.handle
-            .with_chitchat(|c| c.self_node_state().set(key.clone(), "requested"))
+            .with_chitchat(|c| c.self_node_state().set(key.clone(), value))
             .await;
     }
 
@@ -406,6 +473,14 @@ impl Membership {
     }
 }
 
+/// A node's keys under `prefix`, without it.
+fn prefixed(state: &chitchat::NodeState, prefix: &str) -> BTreeMap<String, String> {
+    state
+        .key_values()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.to_string())))
+        .collect()
+}
+
 fn cluster_id(name: &str, secret: &str) -> String {
     format!(
         "{name}-{:016x}",
@@ -419,34 +494,43 @@ fn ring_order(r: &Ring) -> (u64, String) {
     (r.epoch(), encode_ring(r))
 }
 
-/// `epoch;member,member,...;i,i,...` with owners as indexes into members.
+/// `epoch;member,member,...;i,i,...[;i,i,...]`: owners (and the claim
+/// partitions are moving to) as indexes into members.
 fn encode_ring(r: &Ring) -> String {
     let members: Vec<&NodeId> = r.members().into_iter().collect();
-    let owners: Vec<String> = r
-        .owners()
-        .iter()
-        .map(|o| {
-            members
-                .iter()
-                .position(|m| *m == o)
-                .expect("owner is a member")
-                .to_string()
-        })
-        .collect();
+    let indexes = |owners: &[NodeId]| {
+        owners
+            .iter()
+            .map(|o| {
+                let i = members.iter().position(|m| *m == o);
+                i.expect("owner is a member").to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let names: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
-    format!("{};{};{}", r.epoch(), names.join(","), owners.join(","))
+    let mut text = format!("{};{};{}", r.epoch(), names.join(","), indexes(r.owners()));
+    if let Some(next) = r.next() {
+        text = format!("{text};{}", indexes(next));
+    }
+    text
 }
 
 fn decode_ring(s: &str) -> Option<Ring> {
     let mut parts = s.split(';');
     let epoch = parts.next()?.parse().ok()?;
     let members: Vec<&str> = parts.next()?.split(',').collect();
-    let owners = parts
-        .next()?
-        .split(',')
-        .map(|i| members.get(i.parse::<usize>().ok()?).map(|m| m.to_string()))
-        .collect::<Option<Vec<_>>>()?;
-    Ring::from_parts(epoch, owners)
+    let owners = |text: &str| {
+        text.split(',')
+            .map(|i| members.get(i.parse::<usize>().ok()?).map(|m| m.to_string()))
+            .collect::<Option<Vec<_>>>()
+    };
+    let current = owners(parts.next()?)?;
+    let next = match parts.next() {
+        Some(text) => Some(owners(text)?),
+        None => None,
+    };
+    Ring::from_parts(epoch, current, next)
 }
 
 #[cfg(test)]
@@ -457,7 +541,10 @@ mod tests {
     fn rings_survive_encoding() {
         let names: Vec<NodeId> = ["b", "a", "c"].iter().map(|s| s.to_string()).collect();
         let ring = Ring::new(64, &names).unwrap().claim(&names[..2]).unwrap();
-        assert_eq!(decode_ring(&encode_ring(&ring)), Some(ring));
+        assert_eq!(decode_ring(&encode_ring(&ring)), Some(ring.clone()));
+        let moving = ring.claim_pending(&names).unwrap();
+        assert!(moving.next().is_some());
+        assert_eq!(decode_ring(&encode_ring(&moving)), Some(moving));
         assert_eq!(decode_ring("garbage"), None);
     }
 

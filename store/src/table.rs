@@ -27,7 +27,9 @@ pub struct Table {
     /// Held while a schema change is decided, so two requests adding the
     /// same column cannot both win with different types.
     evolving: Mutex<()>,
-    settings: RwLock<TableSettings>,
+    /// The settings and when they were set (microseconds, by the node that
+    /// took the `PUT`): between nodes, the latest wins.
+    settings: RwLock<(TableSettings, i64)>,
     partitions: Box<[Mutex<Partition>]>,
     seal_rows: usize,
 }
@@ -38,7 +40,7 @@ impl Table {
             name: name.to_string(),
             schema: RwLock::new(Arc::new(TableSchema::default())),
             evolving: Mutex::new(()),
-            settings: RwLock::new(TableSettings::default()),
+            settings: RwLock::new((TableSettings::default(), 0)),
             partitions: (0..config.partitions)
                 .map(|_| Mutex::new(Partition::default()))
                 .collect(),
@@ -92,10 +94,16 @@ impl Table {
     }
 
     pub fn settings(&self) -> TableSettings {
-        self.settings.read().clone()
+        self.settings.read().0.clone()
     }
 
-    pub fn set_settings(&self, settings: TableSettings) -> Result<(), StoreError> {
+    /// When the settings were set (0: never).
+    pub fn settings_version(&self) -> i64 {
+        self.settings.read().1
+    }
+
+    /// Sets the settings unless newer ones are in place; true when set.
+    pub fn set_settings(&self, settings: TableSettings, version: i64) -> Result<bool, StoreError> {
         if let Some(column) = &settings.partition_key
             && let Some(found @ (ColumnType::StringList | ColumnType::Timestamp)) =
                 self.schema().column_type(column)
@@ -105,8 +113,12 @@ impl Table {
                 found,
             });
         }
-        *self.settings.write() = settings;
-        Ok(())
+        let mut current = self.settings.write();
+        if version < current.1 {
+            return Ok(false);
+        }
+        *current = (settings, version);
+        Ok(true)
     }
 
     pub fn partitions(&self) -> u32 {
@@ -251,18 +263,26 @@ mod tests {
             )
         });
         let err = t
-            .set_settings(TableSettings {
-                partition_key: Some("tags".into()),
-            })
+            .set_settings(
+                TableSettings {
+                    partition_key: Some("tags".into()),
+                },
+                1,
+            )
             .unwrap_err();
         assert!(
             err.to_string().contains("\"tags\" cannot be List<Utf8>"),
             "{err}"
         );
-        t.set_settings(TableSettings {
+        let user = TableSettings {
             partition_key: Some("user".into()),
-        })
-        .unwrap();
+        };
+        assert!(t.set_settings(user, 5).unwrap());
+        assert!(
+            !t.set_settings(TableSettings::default(), 4).unwrap(),
+            "older settings lose"
+        );
         assert_eq!(t.settings().partition_key.as_deref(), Some("user"));
+        assert_eq!(t.settings_version(), 5);
     }
 }
