@@ -109,11 +109,31 @@ impl FlightService for AtollFlight {
     ) -> Result<Response<PollInfo>, Status> {
         unsupported("poll_flight_info")
     }
+    /// A table's schema and settings (descriptor path `["table", NAME]`),
+    /// for nodes that learn of it by gossip.
     async fn get_schema(
         &self,
-        _: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        unsupported("get_schema")
+        let path = &request.get_ref().path;
+        let [kind, name] = path.as_slice() else {
+            return Err(Status::invalid_argument(
+                "expected the path [\"table\", NAME]",
+            ));
+        };
+        if kind != "table" {
+            return Err(Status::invalid_argument(
+                "expected the path [\"table\", NAME]",
+            ));
+        }
+        let table = self
+            .local
+            .store
+            .table(name)
+            .ok_or_else(|| Status::not_found(format!("no table {name:?}")))?;
+        atoll_ingest::schemas::schema_result(&table)
+            .map(Response::new)
+            .map_err(Status::internal)
     }
     /// A query fragment from a coordinator: Atoll's own plan nodes only,
     /// run over this node's partitions, answered as Arrow, then a last
@@ -123,6 +143,7 @@ impl FlightService for AtollFlight {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = request.into_inner().ticket;
+        let started = std::time::Instant::now();
         let fragments = self.metrics.fragments.clone();
         let (plan, batches, guard, timeout) = self.engine.run_fragment(&ticket).map_err(|e| {
             fragments.with_label_values(&["refused"]).inc();
@@ -157,7 +178,12 @@ impl FlightService for AtollFlight {
             let mut outcome = outcome;
             outcome.completed = true;
             let (rows_scanned, _) = scan_totals(&plan);
-            let stats = serde_json::to_vec(&FragmentStats { rows_scanned }).unwrap_or_default();
+            let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+            let stats = FragmentStats {
+                rows_scanned,
+                elapsed_ms,
+            };
+            let stats = serde_json::to_vec(&stats).unwrap_or_default();
             let mut message: FlightData = arrow_flight::SchemaAsIpc::new(
                 &schema,
                 &arrow::ipc::writer::IpcWriteOptions::default(),

@@ -70,6 +70,7 @@ mod tests {
             gossip_addr: None,
             incomplete: incomplete.iter().copied().collect(),
             stats: Default::default(),
+            schemas: Default::default(),
         }
     }
 

@@ -210,6 +210,20 @@ pub struct FanoutCounters {
     pub remote_rows: AtomicU64,
     pub remote_partitions: AtomicU64,
     pub failed_partitions: parking_lot::Mutex<Vec<u32>>,
+    /// What each node that answered a fragment read, by node name.
+    pub nodes: parking_lot::Mutex<std::collections::BTreeMap<String, NodeStats>>,
+}
+
+/// One node's part of a distributed query, as answered in `stats.nodes`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NodeStats {
+    pub node: String,
+    pub partitions: u64,
+    pub rows_scanned: u64,
+    /// The owner's own time for its fragment (absent for the coordinator,
+    /// whose share runs inside the query's `elapsed_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<f64>,
 }
 
 /// Replaces the largest shippable subtrees (a partial aggregate and what is
@@ -478,6 +492,7 @@ async fn remote(
         .remote_partitions
         .fetch_add(place.partitions.len() as u64, Ordering::Relaxed);
     let counters = ctx.counters.clone();
+    let (node, partitions) = (place.node.clone(), place.partitions.len() as u64);
     let decoded = FlightRecordBatchStream::new_from_flight_data(
         response
             .into_inner()
@@ -486,7 +501,7 @@ async fn remote(
     .into_inner();
     Ok(decoded
         .filter_map(move |item| {
-            let (counters, expected) = (counters.clone(), expected.clone());
+            let (counters, expected, node) = (counters.clone(), expected.clone(), node.clone());
             async move {
                 match item {
                     Ok(d) => match d.payload {
@@ -498,6 +513,13 @@ async fn remote(
                                 counters
                                     .remote_rows
                                     .fetch_add(stats.rows_scanned, Ordering::Relaxed);
+                                let mut nodes = counters.nodes.lock();
+                                let entry = nodes.entry(node.clone()).or_default();
+                                entry.node = node;
+                                entry.partitions += partitions;
+                                entry.rows_scanned += stats.rows_scanned;
+                                entry.elapsed_ms =
+                                    Some(entry.elapsed_ms.unwrap_or(0.0).max(stats.elapsed_ms));
                             }
                             None
                         }
@@ -535,6 +557,8 @@ fn conform(batch: RecordBatch, expected: &SchemaRef) -> Result<RecordBatch> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FragmentStats {
     pub rows_scanned: u64,
+    #[serde(default)]
+    pub elapsed_ms: f64,
 }
 
 /// A fragment received from another node: its header and plan, checked.

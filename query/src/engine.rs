@@ -27,7 +27,7 @@ use crate::QueryError;
 use crate::catalog::AtollSchema;
 use crate::coverage::Coverage;
 use crate::distributed::{
-    AtollCodec, FanoutContext, FanoutCounters, Placement, decode_fragment, distribute,
+    AtollCodec, FanoutContext, FanoutCounters, NodeStats, Placement, decode_fragment, distribute,
 };
 use crate::pool::QueryPool;
 use crate::scan::{scan_totals, visit_scans};
@@ -83,6 +83,9 @@ pub struct QueryStats {
     pub coverage: f64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_partitions: Vec<u32>,
+    /// Per node, when the query ran on more than the coordinator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStats>,
 }
 
 /// What the engine needs to know of the cluster.
@@ -108,6 +111,9 @@ impl Drop for FragmentGuard {
 pub struct CoverageInfo {
     pub total: u32,
     pub missing: Vec<u32>,
+    /// The coordinator's name and its share of partitions, when the query
+    /// fanned out.
+    pub local: Option<(String, u64)>,
     pub counters: Arc<FanoutCounters>,
 }
 
@@ -274,14 +280,17 @@ impl QueryEngine {
                 coverage.missing
             )));
         }
-        let info = CoverageInfo {
+        let mut info = CoverageInfo {
             total: ring.partitions(),
             missing: coverage.missing.clone(),
+            local: None,
             counters: Default::default(),
         };
         if coverage.is_local(&me) {
             return Ok((plan, Some(info)));
         }
+        let mine = coverage.by_node.get(&me).map_or(0, Vec::len);
+        info.local = Some((me.clone(), mine as u64));
         let placements = coverage
             .by_node
             .iter()
@@ -491,8 +500,9 @@ impl Execution {
         visit_scans(&self.plan, &mut |s| {
             partitions_total += s.partition_count() as u64
         });
-        let (mut coverage, mut missing_partitions) = (1.0, Vec::new());
+        let (mut coverage, mut missing_partitions, mut nodes) = (1.0, Vec::new(), Vec::new());
         if let Some(info) = &self.coverage {
+            nodes = self.node_stats(info, rows_scanned);
             rows_scanned += info.counters.remote_rows.load(Ordering::Relaxed);
             partitions_scanned += info.counters.remote_partitions.load(Ordering::Relaxed);
             missing_partitions = info.missing.clone();
@@ -508,6 +518,27 @@ impl Execution {
             truncated,
             coverage: (coverage * 1000.0).round() / 1000.0,
             missing_partitions,
+            nodes,
         }
+    }
+
+    /// The coordinator's share (its local scans) and each owner's.
+    fn node_stats(&self, info: &CoverageInfo, local_rows: u64) -> Vec<NodeStats> {
+        let Some((me, partitions)) = &info.local else {
+            return Vec::new();
+        };
+        let mut nodes = info.counters.nodes.lock().clone();
+        if *partitions > 0 {
+            nodes.insert(
+                me.clone(),
+                NodeStats {
+                    node: me.clone(),
+                    partitions: *partitions,
+                    rows_scanned: local_rows,
+                    elapsed_ms: None,
+                },
+            );
+        }
+        nodes.into_values().collect()
     }
 }
