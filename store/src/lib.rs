@@ -48,6 +48,14 @@ pub enum StoreError {
         "partition key {column:?} cannot be {found}: use a column of type Utf8, Int64 or Boolean"
     )]
     BadPartitionKey { column: String, found: ColumnType },
+    #[error(
+        "column {column:?} is {stored} on this node but the query was planned with {planned}: the table's schema changed since the planning node learnt it; run the query again"
+    )]
+    SchemaAhead {
+        column: String,
+        stored: ColumnType,
+        planned: ColumnType,
+    },
     #[error("arrow: {0}")]
     Arrow(String),
 }

@@ -245,7 +245,7 @@ pub fn adapt_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatc
     let columns = target
         .fields()
         .iter()
-        .map(|f| adapt_column(batch.column_by_name(f.name()), f.data_type(), rows))
+        .map(|f| adapt_column(batch.column_by_name(f.name()), f, rows))
         .collect::<Result<Vec<_>, _>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(
@@ -255,14 +255,33 @@ pub fn adapt_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatc
     )?)
 }
 
+/// A column read as `field` says. Widening (and dictionary / view
+/// strings) is a cast; narrowing (Float64 data read as Int64, text as a
+/// number) would lose values silently, so it is refused: it means the
+/// reader planned with a schema older than this node's.
 fn adapt_column(
     column: Option<&ArrayRef>,
-    to: &DataType,
+    field: &Field,
     rows: usize,
 ) -> Result<ArrayRef, StoreError> {
+    let to = field.data_type();
     match column {
         Some(c) if c.data_type() == to => Ok(c.clone()),
-        Some(c) => Ok(cast(c, to)?),
+        Some(c) => {
+            let stored = ColumnType::from_data_type(c.data_type());
+            let planned = ColumnType::from_data_type(to);
+            if let (Some(stored), Some(planned)) = (stored, planned)
+                && stored != planned
+                && stored.merge(planned).unwrap_or(ColumnType::Utf8) == stored
+            {
+                return Err(StoreError::SchemaAhead {
+                    column: field.name().clone(),
+                    stored,
+                    planned,
+                });
+            }
+            Ok(cast(c, to)?)
+        }
         None => Ok(new_null_array(to, rows)),
     }
 }
@@ -277,6 +296,28 @@ mod tests {
         fields: &[(&str, ColumnType)],
     ) -> Result<SchemaChange, StoreError> {
         s.accept("t", fields.iter().copied())
+    }
+
+    #[test]
+    fn reading_a_wider_column_narrower_is_refused() {
+        let wide = Arc::new(Schema::new(vec![Field::new("v", DataType::Float64, true)]));
+        let narrow = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let batch =
+            RecordBatch::try_new(wide.clone(), vec![Arc::new(Float64Array::from(vec![1.5]))])
+                .unwrap();
+        let err = adapt_batch(&batch, &narrow).unwrap_err();
+        assert!(err.to_string().contains("run the query again"), "{err}");
+        let ints = RecordBatch::try_new(narrow.clone(), vec![Arc::new(Int64Array::from(vec![2]))])
+            .unwrap();
+        let read = adapt_batch(&ints, &wide).unwrap();
+        assert_eq!(
+            read.column(0)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(0),
+            2.0
+        );
     }
 
     #[test]
