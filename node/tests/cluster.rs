@@ -491,6 +491,86 @@ async fn a_fallback_holds_hints_for_a_down_primary() {
     );
 }
 
+/// Schema skew: a column that only one node's partitions hold, and a
+/// column widened (Int64 -> Float64) by rows that only one node holds. Every
+/// node learns the union schema by gossip, and any coordinator answers over
+/// it: the column reads as null elsewhere, the widened one as Float64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_read_the_union_of_skewed_schemas() {
+    let cluster = Cluster::start(3, &["--replicas", "1"]).await;
+    let (status, v) = cluster
+        .node(0)
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tables/skew",
+            r#"{"partition_key": "k"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let base: String = (0..300)
+        .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i}}}\n", i % 100))
+        .collect();
+    assert_eq!(cluster.node(0).ingest("skew", base).await.0, 200);
+    let ring = cluster.node(0).cluster().await;
+    let owner = |key: &str| {
+        let p = atoll_ring::partition_for_key(key.as_bytes(), 64) as usize;
+        ring["ring"][p]["owner"].as_str().unwrap().to_string()
+    };
+    let on_n1: Vec<String> = (0..100)
+        .map(|i| format!("k{i}"))
+        .filter(|k| owner(k) == "n1")
+        .take(5)
+        .collect();
+    assert_eq!(on_n1.len(), 5, "some keys land on n1");
+    let skewed: String = (0..50)
+        .map(|i| format!("{{\"k\":\"{}\",\"v\":0.5,\"only\":\"x\"}}\n", on_n1[i % 5]))
+        .collect();
+    let (status, v) = cluster.node(1).ingest("skew", skewed).await;
+    assert_eq!(status, 200, "{v}");
+    for s in cluster.running() {
+        let started = Instant::now();
+        loop {
+            let (_, body) = s.get("/v1/tables/skew").await;
+            let t: Value = serde_json::from_str(&body).unwrap();
+            let columns: BTreeMap<&str, &str> = t["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap()))
+                .collect();
+            if columns.get("v") == Some(&"Float64") && columns.contains_key("only") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} never learnt the union schema: {t}",
+                s.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let expected = serde_json::json!([350, 50, 44875.0]);
+    for s in cluster.running() {
+        let (status, v) = s
+            .query("SELECT count(*), count(only), sum(v) FROM skew")
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["rows"][0], expected, "{v}");
+        assert_eq!(v["columns"][2]["type"], "Float64", "{v}");
+        let rows = s
+            .rows("SELECT v, only FROM skew WHERE only IS NOT NULL LIMIT 2")
+            .await;
+        assert_eq!(
+            rows,
+            vec![vec![serde_json::json!(0.5), serde_json::json!("x")]; 2]
+        );
+        let nulls = s
+            .count("SELECT count(*) FROM skew WHERE only IS NULL AND v >= 0")
+            .await;
+        assert_eq!(nulls, 300);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_settings_and_drops_apply_on_every_node() {
     let cluster = Cluster::start(3, &[]).await;
@@ -572,6 +652,75 @@ async fn queries_span_the_ring_and_say_when_they_are_partial() {
             vec![serde_json::json!(2997)]
         ]
     );
+
+    // Through a projection over the top-K sort, in order from every node.
+    for s in cluster.running() {
+        let (_, v) = s
+            .query("SELECT i, g FROM q ORDER BY i DESC, g LIMIT 10")
+            .await;
+        let got: Vec<i64> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, (2990..3000).rev().collect::<Vec<_>>(), "{v}");
+    }
+    let (_, v) = cluster
+        .node(0)
+        .query("SELECT i, g FROM q ORDER BY i DESC, g LIMIT 3")
+        .await;
+    assert_eq!(
+        v["rows"],
+        serde_json::json!([[2999, "g3"], [2998, "g2"], [2997, "g1"]]),
+        "{v}"
+    );
+    // EXPLAIN shows the split: the owners' part below the fan-out, which
+    // names every node and its partitions; a top-K sort runs on the owners.
+    let explain = |rows: Vec<Vec<Value>>| {
+        rows.iter()
+            .map(|r| {
+                r.iter()
+                    .map(|c| c.as_str().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let grouped = explain(
+        cluster
+            .node(0)
+            .rows("EXPLAIN SELECT g, count(*) FROM q GROUP BY g")
+            .await,
+    );
+    let fanout = grouped
+        .find("FanoutExec")
+        .unwrap_or_else(|| panic!("{grouped}"));
+    for part in ["n0 (local): ", "n1: ", "n2: "] {
+        assert!(grouped.contains(part), "{grouped}");
+    }
+    let partial = grouped
+        .find("mode=Partial")
+        .unwrap_or_else(|| panic!("{grouped}"));
+    let final_ = grouped
+        .find("mode=Final")
+        .unwrap_or_else(|| panic!("{grouped}"));
+    assert!(
+        final_ < fanout && fanout < partial,
+        "final above, partial below: {grouped}"
+    );
+    let top = explain(
+        cluster
+            .node(0)
+            .rows("EXPLAIN SELECT i FROM q ORDER BY i DESC LIMIT 3")
+            .await,
+    );
+    let fanout = top.find("FanoutExec").unwrap_or_else(|| panic!("{top}"));
+    let topk = top
+        .find("SortExec: TopK")
+        .unwrap_or_else(|| panic!("{top}"));
+    assert!(fanout < topk, "the top-K sort runs on the owners: {top}");
 
     cluster.nodes[2].as_mut().unwrap().signal("KILL");
     cluster.nodes[2] = None;

@@ -25,10 +25,12 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, SendableRecordBatchStream,
 };
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use futures::{StreamExt, TryStreamExt};
@@ -137,11 +139,13 @@ pub struct FragmentHeader {
 }
 
 /// Plan nodes a fragment may hold: Atoll's scan and what runs above it up
-/// to a partial aggregate. Anything else (file scans above all) is refused.
+/// to a partial aggregate or a top-K sort, and the merge of its streams.
+/// Anything else (file scans above all) is refused.
 pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     let mut refused = None;
     plan.apply(|node| {
-        if !shippable(node.as_ref()) && !node.is::<CoalescePartitionsExec>() {
+        let merge = node.is::<CoalescePartitionsExec>() || node.is::<SortPreservingMergeExec>();
+        if !shippable(node.as_ref()) && !merge {
             refused = Some(node.name().to_string());
             return Ok(TreeNodeRecursion::Stop);
         }
@@ -166,6 +170,14 @@ fn shippable(node: &dyn ExecutionPlan) -> bool {
         || node
             .downcast_ref::<AggregateExec>()
             .is_some_and(|a| *a.mode() == AggregateMode::Partial)
+        || top_k(node).is_some()
+}
+
+/// A per-partition sort that keeps only its first rows (`ORDER BY ..
+/// LIMIT k`): shipped, each owner answers its own k best rows.
+fn top_k(node: &dyn ExecutionPlan) -> Option<&SortExec> {
+    node.downcast_ref::<SortExec>()
+        .filter(|s| s.fetch().is_some() && s.preserve_partitioning())
 }
 
 /// True when the whole subtree can run on the owners.
@@ -265,8 +277,14 @@ impl fmt::Debug for FanoutExec {
 
 impl FanoutExec {
     fn new(subtree: Arc<dyn ExecutionPlan>, ctx: FanoutContext) -> FanoutExec {
+        // Each node's stream is in the subtree's order (a top-K fragment
+        // merges its streams in order), so the merge above can rely on it.
+        let mut equivalences = EquivalenceProperties::new(subtree.schema());
+        if let Some(ordering) = subtree.output_ordering() {
+            equivalences.add_ordering(ordering.iter().cloned());
+        }
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(subtree.schema()),
+            equivalences,
             Partitioning::UnknownPartitioning(ctx.placements.len().max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -284,7 +302,7 @@ impl FanoutExec {
 }
 
 /// The subtree with its scans restricted to `partitions`, merged into one
-/// stream.
+/// stream: in order (keeping the first k) when it ends in a top-K sort.
 fn fragment(
     subtree: &Arc<dyn ExecutionPlan>,
     partitions: &[u32],
@@ -299,7 +317,23 @@ fn fragment(
             None => Ok(Transformed::no(node)),
         })?
         .data;
+    if let Some(ordering) = restricted.output_ordering() {
+        let merge = SortPreservingMergeExec::new(ordering.clone(), restricted.clone())
+            .with_fetch(top_k_fetch(&restricted));
+        return Ok(Arc::new(merge));
+    }
     Ok(Arc::new(CoalescePartitionsExec::new(restricted)))
+}
+
+/// The k of a top-K sort at the top of a subtree (under projections).
+fn top_k_fetch(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    if let Some(sort) = top_k(plan.as_ref()) {
+        return sort.fetch();
+    }
+    match plan.downcast_ref::<ProjectionExec>() {
+        Some(p) => top_k_fetch(p.input()),
+        None => None,
+    }
 }
 
 /// Runs one node's share: in process for the coordinator, else over
