@@ -8,7 +8,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Server, generated_events};
+use support::{Cluster, Server, generated_events};
 
 fn query(tag: &str) -> String {
     let text = std::fs::read_to_string(support::shared_dir().join("bench/queries.sql")).unwrap();
@@ -23,20 +23,39 @@ fn within(actual: f64, exact: f64, tolerance: f64) -> bool {
     (actual - exact).abs() <= tolerance * exact.abs().max(1e-9)
 }
 
+fn expected() -> Value {
+    serde_json::from_str(include_str!("bench_approx_expected.json")).expect("expected answers")
+}
+
+async fn load(entry: &Server, expected: &Value) {
+    let rows = expected["rows"].as_u64().unwrap();
+    let events = generated_events(rows as usize, expected["seed"].as_u64().unwrap(), &[]);
+    let (status, v) = entry.ingest("events", events).await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(rows)), "{v}");
+}
+
 #[tokio::test]
 async fn approximate_queries_are_close_to_exact_answers() {
-    let expected: Value =
-        serde_json::from_str(include_str!("bench_approx_expected.json")).expect("expected answers");
-    let rows = expected["rows"].as_u64().unwrap() as usize;
+    let expected = expected();
     let s = Server::start(&[]);
-    let (status, v) = s
-        .ingest(
-            "events",
-            generated_events(rows, expected["seed"].as_u64().unwrap(), &[]),
-        )
-        .await;
-    assert_eq!((status, v["accepted"].as_u64()), (200, Some(rows as u64)));
+    load(&s, &expected).await;
+    check_approximate(&s, &expected).await;
+}
 
+/// With N=1 every partition lives on one of three nodes: the sketches are
+/// built on the owners and merged on the coordinator, and must stay within
+/// the same bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approximate_queries_merged_across_three_nodes_stay_close() {
+    let expected = expected();
+    let cluster = Cluster::start(3, &["--replicas", "1"]).await;
+    load(cluster.node(1), &expected).await;
+    let (_, v) = cluster.node(0).query(&query("Q6")).await;
+    assert_eq!(v["stats"]["nodes"].as_array().map(Vec::len), Some(3), "{v}");
+    check_approximate(cluster.node(0), &expected).await;
+}
+
+async fn check_approximate(s: &Server, expected: &Value) {
     let q6 = s.rows(&query("Q6")).await;
     assert_eq!(q6.len(), expected["Q6"].as_object().unwrap().len());
     for row in &q6 {

@@ -1019,3 +1019,58 @@ async fn a_dropped_fragment_stream_is_cancelled_on_the_owner() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A client that gives up on a slow distributed query: the coordinator
+/// drops the query, its fragment streams go with it, and the owner counts
+/// its fragments as cancelled; both nodes go on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_abandoned_by_its_client_cancels_its_fragments_on_the_owners() {
+    let cluster = Cluster::start(2, &["--replicas", "1"]).await;
+    // 200-byte strings: each owner's share (6 MB) is more than the
+    // transport buffers, so an owner streaming to a slow reader waits.
+    let pad = "x".repeat(200);
+    let body: String = (0..60_000)
+        .map(|i| format!("{{\"i\":{i},\"s\":\"{pad}\"}}\n"))
+        .collect();
+    assert_eq!(cluster.node(0).ingest("slow", body).await.0, 200);
+    let cancelled = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("atoll_fragments_total{outcome=\"cancelled\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = cancelled(&cluster.node(1).get("/metrics").await.1);
+    // A nested-loop join of 5,000 by 60,000 rows: the probe side's
+    // fragments stay open while the coordinator works through it.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let abandoned = client
+        .post(format!("{}/v1/query", cluster.node(0).url))
+        .json(&serde_json::json!({
+            "sql": "SELECT count(*) FROM slow a JOIN slow b ON a.i < b.i AND a.s <> b.s WHERE a.i < 5000"
+        }))
+        .send()
+        .await;
+    assert!(
+        abandoned.is_err_and(|e| e.is_timeout()),
+        "the query should still be running when the client leaves"
+    );
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = cluster.node(1).get("/metrics").await;
+        if cancelled(&metrics) > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no fragment cancelled on the owner:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in cluster.running() {
+        assert_eq!(s.count("SELECT count(*) FROM slow").await, 60_000);
+    }
+}
