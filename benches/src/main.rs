@@ -41,6 +41,14 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Also run on a local cluster of this many nodes (0: skip), once per
+    /// replica count in `--cluster-replicas`.
+    #[arg(long, default_value_t = 3)]
+    cluster_nodes: usize,
+    /// Replica counts (N) of the cluster runs; N=1 spreads every query over
+    /// all nodes, N=3 puts every partition on every node.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    cluster_replicas: Vec<usize>,
 }
 
 #[tokio::main]
@@ -85,13 +93,47 @@ async fn main() -> Result<()> {
     let (small_rss, _) = node.memory()?;
     drop(node);
 
+    // The same on local clusters, entering and asking through the first node.
+    let mut clusters = Vec::new();
+    for &n in args
+        .cluster_replicas
+        .iter()
+        .filter(|_| args.cluster_nodes > 1)
+    {
+        let cluster = LocalCluster::start(&atoll_bin, args.cluster_nodes, n).await?;
+        let url = cluster.nodes[0].url.clone();
+        let ingest = ingest(&url, &chunks(&lines, 64 << 20, usize::MAX), 1).await?;
+        let rss: u64 = cluster
+            .nodes
+            .iter()
+            .map(|n| n.memory().map_or(0, |m| m.0))
+            .sum();
+        let mut q = Vec::new();
+        for (tag, sql) in &queries {
+            q.push((tag.clone(), time_atoll(&url, sql, args.runs).await?));
+        }
+        clusters.push((
+            format!("{} nodes N={n}", args.cluster_nodes),
+            ingest,
+            rss,
+            q,
+        ));
+    }
+
     // Plain DataFusion over the same events in a MemTable.
     let (ctx, df_load, df_bytes) = datafusion_memtable(&events).await?;
     let mut df_q = Vec::new();
     for (tag, sql) in &queries {
         df_q.push((tag.clone(), time_datafusion(&ctx, sql, args.runs).await?));
     }
-    let mismatches = compare(&atoll_q, &df_q);
+    let mut mismatches = compare(&atoll_q, &df_q);
+    for (name, _, _, q) in &clusters {
+        mismatches.extend(
+            compare(q, &df_q)
+                .into_iter()
+                .map(|m| format!("{name}: {m}")),
+        );
+    }
 
     let report = json!({
         "events": lines.len(), "ndjson_bytes": raw.len(),
@@ -104,6 +146,10 @@ async fn main() -> Result<()> {
             "load_seconds": df_load, "arrow_bytes": df_bytes,
             "queries": df_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
         },
+        "clusters": clusters.iter().map(|(name, ingest, rss, q)| json!({
+            "cluster": name, "ingest_64mib_requests": ingest, "rss_after_load_bytes_all_nodes": rss,
+            "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "mismatches": mismatches,
     });
     let path = args
@@ -111,6 +157,7 @@ async fn main() -> Result<()> {
         .join(format!("atoll-vs-datafusion-{}.json", lines.len()));
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     print_table(&report, &atoll_q, &df_q);
+    print_clusters(&clusters, &atoll_q, &df_q);
     eprintln!("report: {}", path.display());
     if !report["mismatches"].as_array().unwrap().is_empty() {
         bail!(
@@ -169,6 +216,10 @@ struct Node {
 
 impl Node {
     fn start(bin: &Path) -> Result<Node> {
+        Node::start_with(bin, &["--gossip-addr", "127.0.0.1:0"])
+    }
+
+    fn start_with(bin: &Path, extra: &[&str]) -> Result<Node> {
         use std::io::BufRead;
         let mut child = Command::new(bin)
             .args([
@@ -177,10 +228,9 @@ impl Node {
                 "127.0.0.1:0",
                 "--flight-addr",
                 "127.0.0.1:0",
-                "--gossip-addr",
-                "127.0.0.1:0",
             ])
             .args(["--log", "warn"])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -207,6 +257,77 @@ impl Node {
             kb("VmRSS:").unwrap_or(0) * 1024,
             kb("VmHWM:").unwrap_or(0) * 1024,
         ))
+    }
+}
+
+/// Nodes on 127.0.0.1 forming one cluster, seeded by the first.
+struct LocalCluster {
+    nodes: Vec<Node>,
+}
+
+impl LocalCluster {
+    async fn start(bin: &Path, count: usize, replicas: usize) -> Result<LocalCluster> {
+        let name = format!("bench-{}-{replicas}", std::process::id());
+        let gossip: Vec<String> = (0..count)
+            .map(|_| {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                Ok(format!("127.0.0.1:{}", socket.local_addr()?.port()))
+            })
+            .collect::<Result<_>>()?;
+        let replicas = replicas.to_string();
+        let mut nodes = Vec::new();
+        for (i, addr) in gossip.iter().enumerate() {
+            let node_name = format!("b{i}");
+            let mut extra = vec![
+                "--gossip-addr",
+                addr,
+                "--node-name",
+                &node_name,
+                "--cluster-name",
+                &name,
+                "--cluster-secret",
+                "bench",
+                "--replicas",
+                &replicas,
+            ];
+            if i > 0 {
+                extra.extend(["--seed", &gossip[0]]);
+            }
+            nodes.push(Node::start_with(bin, &extra)?);
+        }
+        let cluster = LocalCluster { nodes };
+        cluster.wait_formed(count).await?;
+        Ok(cluster)
+    }
+
+    /// Until every node sees every node up and owning partitions.
+    async fn wait_formed(&self, count: usize) -> Result<()> {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            let mut formed = true;
+            for n in &self.nodes {
+                let v: Value = client
+                    .get(format!("{}/v1/cluster", n.url))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let ready = v["nodes"].as_array().map_or(0, |ns| {
+                    ns.iter()
+                        .filter(|m| m["status"] == "up" && m["owned_partitions"].as_u64() > Some(0))
+                        .count()
+                });
+                formed &= ready == count;
+            }
+            if formed {
+                return Ok(());
+            }
+            if started.elapsed().as_secs() > 60 {
+                bail!("the local cluster did not form within a minute");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -451,6 +572,31 @@ fn cells_close(a: &[Value], b: &[Value], tol: f64) -> bool {
                 (Some(p), Some(q)) => (p - q).abs() <= tol * p.abs().max(q.abs()).max(1e-12),
                 _ => x == y,
             })
+}
+
+type ClusterRun = (String, Value, u64, Vec<(String, Timing)>);
+
+fn print_clusters(clusters: &[ClusterRun], one: &[(String, Timing)], df: &[(String, Timing)]) {
+    for (name, ingest, rss, q) in clusters {
+        println!(
+            "\n{name}: ingest {:.0} events/s (64 MiB requests, 1 client), RSS of all nodes after load {:.0} MB\n",
+            ingest["events_per_s"].as_f64().unwrap_or(0.0),
+            *rss as f64 / 1e6
+        );
+        println!(
+            "| query | median ms (engine) | max ms | vs 1 node | vs DataFusion |\n| --- | --- | --- | --- | --- |"
+        );
+        for (((tag, c), (_, a)), (_, d)) in q.iter().zip(one).zip(df) {
+            println!(
+                "| {tag} | {:.1} ({:.1}) | {:.1} | {:.2}x | {:.2}x |",
+                c.median_ms,
+                c.engine_ms,
+                c.max_ms,
+                c.median_ms / a.median_ms,
+                c.median_ms / d.median_ms
+            );
+        }
+    }
 }
 
 fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
