@@ -103,6 +103,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
         "partitions": ring.partitions(),
         "epoch": ring.epoch(),
         "moving_partitions": (0..ring.partitions()).filter(|&p| ring.pending_owner(p).is_some()).count(),
+        "leave_requests": leaving,
         "nodes": nodes,
         "ring": preference,
         "local": local(&st),

@@ -941,6 +941,19 @@ async fn a_node_asked_to_leave_is_taken_out_of_the_ring_and_stops() {
         )
         .await;
     assert_eq!(status, 404);
+    // Once the cluster sees n3 gone, its leave request is withdrawn and the
+    // name may join again, as a new member.
+    cluster
+        .wait_until("n3's leave is done", |v| {
+            v["leave_requests"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    cluster.nodes[3] = Some(cluster.launch(3, &[]));
+    cluster
+        .wait_until("n3 is back in the ring", |v| {
+            owners(v).iter().any(|o| o == "n3") && up_count(v) == 4
+        })
+        .await;
 }
 
 /// A coordinator that goes away mid-stream cancels the fragment on the

@@ -353,8 +353,30 @@ impl Membership {
             if any_data && ring.members().contains(&me) {
                 self.mark_moved(previous.as_deref(), &ring).await;
             }
-            self.adopt(ring).await;
+            self.adopt(ring.clone()).await;
         }
+        self.forget_done_leaves(&ring, &live).await;
+    }
+
+    /// A leave request is done once its node is out of the ring and no
+    /// longer up: the request (kept by the node that took it) is withdrawn,
+    /// so that the name may join again later as a new member.
+    async fn forget_done_leaves(&self, ring: &Ring, live: &BTreeSet<String>) {
+        let members = ring.members();
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                let done: Vec<String> = state
+                    .key_values()
+                    .filter_map(|(k, _)| k.strip_prefix(LEAVE_PREFIX))
+                    .filter(|n| !live.contains(*n) && !members.iter().any(|m| m.as_str() == *n))
+                    .map(|n| format!("{LEAVE_PREFIX}{n}"))
+                    .collect();
+                for key in done {
+                    state.delete(&key);
+                }
+            })
+            .await;
     }
 
     /// The claimant's step: the ring for the joined members that are not
