@@ -35,6 +35,7 @@ use datafusion::physical_plan::{
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
 
 use crate::scan::{PartitionScanExec, ScanDescription};
 
@@ -213,7 +214,39 @@ pub struct FanoutContext {
     pub alternates: std::collections::BTreeMap<u32, Vec<String>>,
     /// Flight address of each node.
     pub addresses: std::collections::BTreeMap<String, String>,
+    pub channels: Arc<Channels>,
     pub counters: Arc<FanoutCounters>,
+}
+
+/// One HTTP/2 connection per peer, shared by every fragment sent to it
+/// (a connection per fragment cost a TCP and HTTP/2 handshake per node on
+/// every query). The connection window is large so that fragments whose
+/// reader is slow (a join working through its input) cannot starve the
+/// others sharing the connection; each stream keeps its own 2 MB window.
+#[derive(Default)]
+pub struct Channels(parking_lot::Mutex<std::collections::HashMap<String, Channel>>);
+
+impl Channels {
+    fn get(&self, addr: &str) -> std::result::Result<Channel, String> {
+        let mut channels = self.0.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .initial_stream_window_size(2 << 20)
+            .initial_connection_window_size(256 << 20)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Drops a peer's connection after a failed call, so that the next
+    /// query connects afresh.
+    fn forget(&self, addr: &str) {
+        self.0.lock().remove(addr);
+    }
 }
 
 /// Figures from the fragments run on other nodes.
@@ -506,22 +539,17 @@ async fn remote(
         timeout_ms: ctx.timeout.as_millis() as u64,
     })
     .map_err(|e| e.to_string())?;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = ctx.channels.get(&addr)?;
     let mut client = FlightServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let mut request = tonic::Request::new(Ticket::new(frame(&header, &plan)));
     request.metadata_mut().insert(
         SECRET_HEADER,
         ctx.secret.parse().map_err(|_| "bad secret".to_string())?,
     );
-    let response = client
-        .do_get(request)
-        .await
-        .map_err(|s| s.message().to_string())?;
+    let response = client.do_get(request).await.map_err(|s| {
+        ctx.channels.forget(&addr);
+        s.message().to_string()
+    })?;
     ctx.counters
         .remote_partitions
         .fetch_add(place.partitions.len() as u64, Ordering::Relaxed);

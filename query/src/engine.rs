@@ -27,7 +27,8 @@ use crate::QueryError;
 use crate::catalog::AtollSchema;
 use crate::coverage::Coverage;
 use crate::distributed::{
-    AtollCodec, FanoutContext, FanoutCounters, NodeStats, Placement, decode_fragment, distribute,
+    AtollCodec, Channels, FanoutContext, FanoutCounters, NodeStats, Placement, decode_fragment,
+    distribute,
 };
 use crate::pool::QueryPool;
 use crate::scan::{scan_totals, visit_scans};
@@ -125,6 +126,7 @@ pub struct QueryEngine {
     base: SessionState,
     node_pool: Arc<dyn MemoryPool>,
     admission: Arc<Semaphore>,
+    channels: Arc<Channels>,
 }
 
 impl QueryEngine {
@@ -159,6 +161,7 @@ impl QueryEngine {
             exec: Some(exec),
             node_pool: Arc::new(GreedyMemoryPool::new(config.pool_bytes)),
             admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            channels: Default::default(),
             config,
             base,
         }
@@ -319,6 +322,7 @@ impl QueryEngine {
                 .iter()
                 .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
                 .collect(),
+            channels: self.channels.clone(),
         };
         Ok((distribute(plan, &ctx)?, Some(info)))
     }
