@@ -71,10 +71,11 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
             let stat = |k: &str| m.stats.get(k).and_then(|v| v.parse::<u64>().ok());
             json!({
                 "name": m.name,
-                "status": match (m.up, leaving.contains(&m.name)) {
-                    (true, true) => "leaving",
-                    (true, false) => "up",
-                    (false, _) => "down",
+                "status": match (m.up, leaving.contains(&m.name), ring.members().contains(&m.name)) {
+                    (false, _, _) => "down",
+                    (true, true, _) => "leaving",
+                    (true, false, true) => "up",
+                    (true, false, false) => "joining",
                 },
                 "in_ring": ring.members().contains(&m.name),
                 "http_addr": m.http_addr, "flight_addr": m.flight_addr, "gossip_addr": m.gossip_addr,

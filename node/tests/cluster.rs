@@ -1087,3 +1087,53 @@ async fn a_query_abandoned_by_its_client_cancels_its_fragments_on_the_owners() {
         assert_eq!(s.count("SELECT count(*) FROM slow").await, 60_000);
     }
 }
+
+/// N=3: a killed node's partitions are covered by the other replicas; back
+/// without its data, it marks its partitions incomplete and coverage plans
+/// keep avoiding it, so every node answers in full and right, itself
+/// included (it holds only what was written after its return).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_without_its_data_is_not_used_for_coverage() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let body = |from: usize, to: usize| -> String {
+        (from..to).map(|i| format!("{{\"i\":{i}}}\n")).collect()
+    };
+    assert_eq!(cluster.node(0).ingest("r", body(0, 3000)).await.0, 200);
+    cluster.nodes[2].as_mut().unwrap().signal("KILL");
+    cluster.nodes[2] = None;
+    cluster
+        .wait_until("n2 is seen down", |v| status_of(v, "n2") == "down")
+        .await;
+    for s in cluster.running() {
+        let (status, v) = s.query("SELECT count(*), sum(i) FROM r").await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["rows"][0], serde_json::json!([3000, 4498500]), "{v}");
+        assert_eq!(v["stats"]["coverage"], 1.0, "{v}");
+    }
+    cluster.nodes[2] = Some(cluster.launch(2, &[]));
+    cluster
+        .wait_until("n2 is back with every partition incomplete", |v| {
+            up_count(v) == 3
+                && v["nodes"].as_array().unwrap().iter().any(|n| {
+                    n["name"] == "n2" && n["incomplete_partitions"].as_array().unwrap().len() == 64
+                })
+        })
+        .await;
+    assert_eq!(cluster.node(2).ingest("r", body(3000, 4000)).await.0, 200);
+    let local = cluster.node(2).cluster().await["local"]["rows"].as_u64();
+    assert_eq!(
+        local,
+        Some(1000),
+        "n2 holds only what came after its return"
+    );
+    for s in cluster.running() {
+        let (status, v) = s.query("SELECT count(*), sum(i) FROM r").await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["rows"][0], serde_json::json!([4000, 7998000]), "{v}");
+        let used: Vec<&str> = v["stats"]["nodes"]
+            .as_array()
+            .map(|ns| ns.iter().map(|n| n["node"].as_str().unwrap()).collect())
+            .unwrap_or_default();
+        assert!(!used.contains(&"n2"), "n2 must not cover anything yet: {v}");
+    }
+}
