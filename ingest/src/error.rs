@@ -18,6 +18,8 @@ pub enum IngestError {
     Unavailable(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] atoll_store::StoreError),
 }
@@ -31,6 +33,7 @@ impl IngestError {
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            IngestError::Conflict(_) => StatusCode::CONFLICT,
             IngestError::Store(StoreError::NoSuchTable(_)) => StatusCode::NOT_FOUND,
             IngestError::Store(StoreError::Arrow(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             IngestError::Store(_) => StatusCode::BAD_REQUEST,

@@ -261,8 +261,9 @@ async fn get_table(
 /// Marks a table change forwarded by another node (its value is the
 /// cluster secret), so that it is applied and not forwarded again.
 pub const FORWARDED_HEADER: &str = "x-atoll-forwarded";
-/// When a forwarded `PUT` was taken, so every node keeps the same version.
-const SETTINGS_VERSION_HEADER: &str = "x-atoll-settings-version";
+/// When a forwarded `PUT` or `DELETE` was taken (µs since the epoch), so
+/// that every node gives the change the same version.
+const CHANGE_TIME_HEADER: &str = "x-atoll-change-time";
 
 /// Table changes apply on every node: the entry node applies a change, then
 /// forwards it to the other up nodes. Answers whether this request was
@@ -279,6 +280,59 @@ fn forwarded(st: &IngestState, headers: &HeaderMap) -> Result<bool, IngestError>
 
 /// Sends a table change to every other up node; answers the outcome of
 /// each (true: applied there).
+/// A partition key is taken only while the table holds no events on any
+/// up node: events stored before it were routed at random, and queries
+/// that filter on the key read only the partitions it hashes to.
+async fn refuse_late_partition_key(
+    st: &IngestState,
+    table: &str,
+    settings: &TableSettings,
+) -> Result<(), IngestError> {
+    let Some(key) = &settings.partition_key else {
+        return Ok(());
+    };
+    let local = st.store.table(table);
+    if local
+        .as_ref()
+        .and_then(|t| t.settings().partition_key)
+        .as_ref()
+        == Some(key)
+    {
+        return Ok(());
+    }
+    let mut rows = local.map_or(0, |t| t.rows());
+    let me = st.replicator.membership.node_name().to_string();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("client");
+    for m in st.replicator.membership.members().await {
+        let Some(addr) = m.http_addr.filter(|_| m.up && m.name != me) else {
+            continue;
+        };
+        let url = format!("http://{addr}/v1/tables/{table}");
+        if let Ok(res) = client.get(url).send().await
+            && let Ok(v) = res.json::<Value>().await
+        {
+            rows += v["rows"].as_u64().unwrap_or(0);
+        }
+    }
+    if rows > 0 {
+        return Err(IngestError::Conflict(format!(
+            "table {table:?} already holds {rows} events stored without partition key {key:?}: a partition key can only be set before a table's first event (drop the table first, or use a new one)"
+        )));
+    }
+    Ok(())
+}
+
+/// The time a table change was taken: the entry node's, as forwarded.
+fn change_time(headers: &HeaderMap, forwarded: bool) -> i64 {
+    match headers.get(CHANGE_TIME_HEADER) {
+        Some(v) if forwarded => v.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        _ => now_micros(),
+    }
+}
+
 async fn forward(
     st: &IngestState,
     method: reqwest::Method,
@@ -304,7 +358,7 @@ async fn forward(
         let request = client
             .request(method.clone(), format!("http://{addr}/v1/tables/{table}"))
             .header(FORWARDED_HEADER, &st.replicator.secret)
-            .header(SETTINGS_VERSION_HEADER, version)
+            .header(CHANGE_TIME_HEADER, version)
             .body(body.clone());
         async move {
             let ok = match request.send().await {
@@ -334,11 +388,12 @@ async fn put_table(
         serde_json::from_slice(&body)
             .map_err(|e| IngestError::BadSettings(format!("invalid table settings: {e}")))?
     };
-    let version = match headers.get(SETTINGS_VERSION_HEADER) {
-        Some(v) if forwarded => v.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or(0),
-        _ => now_micros(),
-    };
+    let version = change_time(&headers, forwarded);
     let t = st.store.get_or_create(&table)?;
+    t.check_settings(&settings)?;
+    if !forwarded {
+        refuse_late_partition_key(&st, &table, &settings).await?;
+    }
     t.set_settings(settings, version)?;
     let mut answer = describe(&t);
     if !forwarded {
@@ -354,11 +409,12 @@ async fn delete_table(
     headers: HeaderMap,
 ) -> Result<Response, IngestError> {
     let forwarded = forwarded(&st, &headers)?;
-    let here = st.store.drop_table(&table);
+    let when = change_time(&headers, forwarded);
+    let here = st.store.drop_table(&table, Some(when));
     let elsewhere = if forwarded {
         BTreeMap::new()
     } else {
-        forward(&st, reqwest::Method::DELETE, &table, Bytes::new(), 0).await
+        forward(&st, reqwest::Method::DELETE, &table, Bytes::new(), when).await
     };
     if here || elsewhere.values().any(|ok| *ok) {
         Ok((

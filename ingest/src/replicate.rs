@@ -184,8 +184,9 @@ impl Replicator {
         Ok(())
     }
 
-    /// A table's schema and settings as another node knows them.
-    pub async fn table_schema(&self, addr: &str, table: &str) -> Result<Schema, String> {
+    /// A table's schema and settings as another node knows them; None
+    /// when it has no such table.
+    pub async fn table_schema(&self, addr: &str, table: &str) -> Result<Option<Schema>, String> {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(crate::schemas::descriptor(table));
         let secret = self
@@ -193,12 +194,14 @@ impl Replicator {
             .parse()
             .map_err(|_| "the cluster secret is not ASCII")?;
         request.metadata_mut().insert(SECRET_HEADER, secret);
-        let result = client
-            .get_schema(request)
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
-        Schema::try_from(&result).map_err(|e| e.to_string())
+        let result = match client.get_schema(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(s.message().to_string()),
+        };
+        Schema::try_from(&result)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, String> {

@@ -5,6 +5,11 @@
 //! conflicts reconciled), and the newer settings. So a table or a column
 //! first written through other nodes becomes known everywhere within a few
 //! gossip rounds, also on nodes that hold none of its rows.
+//!
+//! Drops travel the same way: each node gossips when it dropped a table,
+//! and a node that missed the drop (unreachable when it was forwarded)
+//! drops its own copy if it was created before it heard of the drop; and
+//! a copy created before a drop never brings the table back elsewhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,14 +25,17 @@ use crate::replicate::Replicator;
 
 const SETTINGS_KEY: &str = "atoll.settings";
 const VERSION_KEY: &str = "atoll.settings_version";
+const CREATED_KEY: &str = "atoll.created";
 
-/// What a table is, as far as other nodes need to agree on it.
+/// What a table is on this node: its columns, settings, and incarnation
+/// (so that a table dropped and created again differs from the old one).
 pub fn digest(table: &Table) -> String {
     let text = format!(
-        "{:?}|{:?}|{}",
+        "{:?}|{:?}|{}|{}",
         table.schema().columns(),
         table.settings(),
-        table.settings_version()
+        table.settings_version(),
+        table.created()
     );
     format!("{:016x}", xxh3_64(text.as_bytes()))
 }
@@ -41,6 +49,7 @@ pub fn arrow_schema(table: &Table) -> Schema {
             VERSION_KEY.to_string(),
             table.settings_version().to_string(),
         ),
+        (CREATED_KEY.to_string(), table.created().to_string()),
     ]);
     table
         .schema()
@@ -58,8 +67,23 @@ pub fn schema_result(table: &Table) -> Result<SchemaResult, String> {
         .map_err(|e: arrow::error::ArrowError| e.to_string())
 }
 
-/// Takes in a table's schema from another node.
+/// Takes in a table's schema from another node. A table dropped here is
+/// not brought back by a node whose copy was created before the drop (it
+/// has not applied the drop yet): wall clocks are compared, so a table
+/// created again within the clocks' skew of its drop is learnt here only
+/// from the writes this node takes, not by gossip.
 pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<(), String> {
+    let created = schema
+        .metadata()
+        .get(CREATED_KEY)
+        .and_then(|c| c.parse::<i64>().ok());
+    let dropped = store.dropped_at(name).map(|d| d.micros);
+    if store.table(name).is_none()
+        && let Some(dropped) = dropped
+        && created.is_none_or(|c| c <= dropped)
+    {
+        return Ok(());
+    }
     let table = store.get_or_create(name).map_err(|e| e.to_string())?;
     table.absorb_schema(schema);
     let settings = schema
@@ -92,23 +116,59 @@ pub fn spawn(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        // (node, table) -> the digest last absorbed from that node.
-        let mut absorbed: HashMap<(String, String), String> = HashMap::new();
+        let mut seen = Seen::default();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = tick.tick() => sync(&replicator, &store, &mut absorbed).await,
+                _ = tick.tick() => sync(&replicator, &store, &mut seen).await,
                 _ = stop.changed() => return,
             }
         }
     });
 }
 
-async fn sync(
-    replicator: &Replicator,
-    store: &Store,
-    absorbed: &mut HashMap<(String, String), String>,
-) {
+/// What the sync knows of peers' digests.
+#[derive(Default)]
+struct Seen {
+    /// (node, table) -> the digest last absorbed from that node.
+    absorbed: HashMap<(String, String), String>,
+    /// (node, table, drop time) -> when this node first heard of that
+    /// drop (µs since the epoch, by this node's clock).
+    tombstones: HashMap<(String, String, i64), i64>,
+}
+
+/// Drops made while this node was unreachable. A drop is named by the
+/// time its entry node took it; one this node applied already (it was
+/// forwarded here) is skipped, so a table created here after it stays. Of
+/// a drop it missed, a table that existed before this node first heard of
+/// the drop is the dropped one, and goes too: only this node's clock is
+/// compared, so clock skew between nodes cannot drop a newer table.
+fn apply_drops(store: &Store, members: &[atoll_ring::Member], seen: &mut Seen) {
+    let now = wall_micros();
+    for m in members {
+        for (table, when) in &m.dropped {
+            let key = (m.name.clone(), table.clone(), *when);
+            let heard = *seen.tombstones.entry(key).or_insert(now);
+            // Applied already (it was forwarded here), or a later drop was.
+            if store.dropped_at(table).is_some_and(|d| d.micros >= *when) {
+                continue;
+            }
+            if store.table(table).is_some_and(|t| t.created() < heard)
+                && store.drop_table(table, Some(*when))
+            {
+                tracing::info!(table, node = %m.name, "dropped a table another node dropped");
+            }
+        }
+    }
+}
+
+fn wall_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+async fn sync(replicator: &Replicator, store: &Store, seen: &mut Seen) {
     let membership = &replicator.membership;
     let mine: BTreeMap<String, String> = store
         .tables()
@@ -116,23 +176,33 @@ async fn sync(
         .map(|t| (t.name().to_string(), digest(t)))
         .collect();
     membership.set_schemas(&mine).await;
+    let dropped = store
+        .dropped()
+        .into_iter()
+        .map(|(t, d)| (t, d.micros))
+        .collect();
+    membership.set_dropped(&dropped).await;
     let me = membership.node_name();
-    for m in membership.members().await {
+    let members = membership.members().await;
+    apply_drops(store, &members, seen);
+    for m in members {
         let Some(addr) = m.flight_addr.as_deref().filter(|_| m.up && m.name != me) else {
             continue;
         };
         for (table, theirs) in &m.schemas {
             let key = (m.name.clone(), table.clone());
-            if mine.get(table) == Some(theirs) || absorbed.get(&key) == Some(theirs) {
+            if seen.absorbed.get(&key) == Some(theirs) {
                 continue;
             }
             let outcome = match replicator.table_schema(addr, table).await {
-                Ok(schema) => absorb(store, table, &schema),
+                Ok(Some(schema)) => absorb(store, table, &schema),
+                // Dropped there since it gossiped the digest.
+                Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
             match outcome {
                 Ok(()) => {
-                    absorbed.insert(key, theirs.clone());
+                    seen.absorbed.insert(key, theirs.clone());
                 }
                 Err(e) => {
                     tracing::warn!(node = %m.name, table, error = %e, "cannot absorb a table schema")

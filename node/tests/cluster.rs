@@ -1137,3 +1137,138 @@ async fn a_node_back_without_its_data_is_not_used_for_coverage() {
         assert!(!used.contains(&"n2"), "n2 must not cover anything yet: {v}");
     }
 }
+
+/// A filter on a table's partition key confines a query to the partitions
+/// the key hashes to: only their owner is asked, so the query answers in
+/// full even while nodes holding other partitions are down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_key_filter_asks_only_the_owner_of_its_partition() {
+    let mut cluster = Cluster::start(3, &["--replicas", "1"]).await;
+    let (status, v) = cluster
+        .node(0)
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tables/keyed",
+            r#"{"partition_key": "k"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let body: String = (0..3000)
+        .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i}}}\n", i % 100))
+        .collect();
+    assert_eq!(cluster.node(0).ingest("keyed", body).await.0, 200);
+    let ring = cluster.node(0).cluster().await;
+    let owner = |key: &str| {
+        let p = atoll_ring::partition_for_key(key.as_bytes(), 64) as usize;
+        ring["ring"][p]["owner"].as_str().unwrap().to_string()
+    };
+    // A key on n1, asked through n0.
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) == "n1")
+        .unwrap();
+    let sql = format!("SELECT count(*), sum(v) FROM keyed WHERE k = '{key}'");
+    let (status, v) = cluster.node(0).query(&sql).await;
+    assert_eq!(status, 200, "{v}");
+    let i: i64 = key[1..].parse().unwrap();
+    let sum: i64 = (0..30).map(|j| i + 100 * j).sum();
+    assert_eq!(v["rows"][0], serde_json::json!([30, sum]), "{v}");
+    assert_eq!(v["stats"]["partitions_total"], 1, "{v}");
+    let asked: Vec<&str> = v["stats"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(asked, ["n1"], "{v}");
+    // With n2 down, the key on n1 still answers in full; one on n2 cannot.
+    cluster.nodes[2].as_mut().unwrap().signal("KILL");
+    cluster.nodes[2] = None;
+    cluster
+        .wait_until("n2 is seen down", |v| status_of(v, "n2") == "down")
+        .await;
+    let (status, v) = cluster.node(0).query(&sql).await;
+    assert_eq!(
+        (status, &v["stats"]["coverage"]),
+        (200, &serde_json::json!(1.0)),
+        "{v}"
+    );
+    let on_n2 = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) == "n2")
+        .unwrap();
+    let (status, v) = cluster
+        .node(0)
+        .query(&format!(
+            "SELECT count(*) FROM keyed WHERE k IN ('{key}', '{on_n2}')"
+        ))
+        .await;
+    assert_eq!(status, 503, "{v}");
+}
+
+/// A node that was unreachable when a table was dropped drops its copy
+/// once it is back (the drop is gossiped), and its copy never brings the
+/// table back on the others; a table created again afterwards stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_missed_by_an_unreachable_node_is_applied_when_it_returns() {
+    let cluster = Cluster::start(3, &[]).await;
+    assert_eq!(cluster.node(0).ingest("gone", "{\"a\":1}\n").await.0, 200);
+    let pid = |i: usize| cluster.node(i).child.id().to_string();
+    let signal = |sig: &str, i: usize| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid(i)])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP", 2);
+    cluster_wait(&cluster, &[0, 1], |v| status_of(v, "n2") == "down").await;
+    let (status, v) = cluster
+        .node(0)
+        .send(reqwest::Method::DELETE, "/v1/tables/gone", "")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["dropped_on"],
+        serde_json::json!({"n1": true}),
+        "n2 was not reachable"
+    );
+    signal("-CONT", 2);
+    let started = Instant::now();
+    while cluster.node(2).get("/v1/tables/gone").await.0 != 404 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "n2 kept the dropped table"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in cluster.running() {
+        let (status, body) = s.get("/v1/tables/gone").await;
+        let node = s.cluster().await["node"].clone();
+        assert_eq!(status, 404, "the table came back on {node}: {body}");
+    }
+    assert_eq!(cluster.node(1).ingest("gone", "{\"b\":2}\n").await.0, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in cluster.running() {
+        let (status, body) = s.get("/v1/tables/gone").await;
+        assert_eq!(status, 200, "created again, it stays on {}", s.url);
+        assert!(body.contains("\"b\"") && !body.contains("\"a\""), "{body}");
+    }
+}
+
+/// Like `Cluster::wait_until`, over some nodes only.
+async fn cluster_wait(cluster: &Cluster, nodes: &[usize], check: impl Fn(&Value) -> bool) {
+    let started = Instant::now();
+    loop {
+        let mut ok = true;
+        for &i in nodes {
+            ok &= check(&cluster.node(i).cluster().await);
+        }
+        if ok {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "timed out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

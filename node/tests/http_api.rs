@@ -258,6 +258,33 @@ async fn table_settings_and_drops() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
+    // The key in force may be set again; another, once events are stored,
+    // may not: they were routed by the old one.
+    let (status, v) = s
+        .send(
+            Method::PUT,
+            "/v1/tables/users",
+            r#"{"partition_key": "user_id"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    s.ingest_json("plain", &json!({"user_id": "u1"})).await;
+    let (status, v) = s
+        .send(
+            Method::PUT,
+            "/v1/tables/plain",
+            r#"{"partition_key": "user_id"}"#,
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("only be set before a table's first event"),
+        "{v}"
+    );
+    assert_eq!(s.send(Method::DELETE, "/v1/tables/plain", "").await.0, 200);
     let (_, list) = s.get("/v1/tables").await;
     let list: Value = serde_json::from_str(&list).unwrap();
     let users = &list["tables"][0];

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use atoll_store::{Store, TIME_COLUMN};
+use atoll_store::{ColumnType, Store, TIME_COLUMN};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::prune::time_range;
+use crate::prune::{key_partitions, time_range};
 use crate::scan::PartitionScanExec;
 
 pub struct AtollSchema {
@@ -44,10 +44,14 @@ impl SchemaProvider for AtollSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         Ok(self.store.table(name).map(|t| {
+            let schema = t.schema();
+            let key = t.settings().partition_key;
+            let key = key.and_then(|k| Some((k.clone(), schema.column_type(&k)?)));
             Arc::new(AtollTable {
                 store: self.store.clone(),
                 name: name.to_string(),
-                schema: t.schema().arrow().clone(),
+                schema: schema.arrow().clone(),
+                partition_key: key,
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -62,6 +66,8 @@ pub struct AtollTable {
     store: Arc<Store>,
     name: String,
     schema: SchemaRef,
+    /// The partition key and its type, at planning time.
+    partition_key: Option<(String, ColumnType)>,
 }
 
 impl fmt::Debug for AtollTable {
@@ -80,8 +86,8 @@ impl TableProvider for AtollTable {
         TableType::Base
     }
 
-    /// Inexact: the scan only uses filters to skip batches by time, and
-    /// DataFusion keeps its own filter above it.
+    /// Inexact: the scan only uses filters to skip batches by time and
+    /// partitions by key, and DataFusion keeps its own filter above it.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
@@ -100,7 +106,12 @@ impl TableProvider for AtollTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        let partitions: Vec<u32> = (0..self.store.partitions()).collect();
+        let all = self.store.partitions();
+        let keyed = self
+            .partition_key
+            .as_ref()
+            .and_then(|(k, ty)| key_partitions(filters, k, *ty, all));
+        let partitions: Vec<u32> = keyed.unwrap_or_else(|| (0..all).collect());
         let streams = state.config().target_partitions();
         Ok(Arc::new(PartitionScanExec::new(
             self.store.clone(),

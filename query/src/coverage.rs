@@ -16,21 +16,22 @@ pub struct Coverage {
 }
 
 impl Coverage {
+    /// The plan for the `needed` partitions (those the query's scans read;
+    /// the others are never asked, nor missing).
     pub fn plan(
         ring: &Ring,
         n: usize,
         members: &[Member],
         me: &str,
-        exclude: &BTreeSet<String>,
+        needed: &BTreeSet<u32>,
     ) -> Coverage {
         let usable = |node: &str, p: u32| {
-            !exclude.contains(node)
-                && members
-                    .iter()
-                    .any(|m| m.name == node && m.up && !m.incomplete.contains(&p))
+            members
+                .iter()
+                .any(|m| m.name == node && m.up && !m.incomplete.contains(&p))
         };
         let mut cov = Coverage::default();
-        for p in 0..ring.partitions() {
+        for p in needed.iter().copied().filter(|&p| p < ring.partitions()) {
             let replicas = ring.primaries(p, n);
             let pick = replicas
                 .iter()
@@ -71,7 +72,29 @@ mod tests {
             incomplete: incomplete.iter().copied().collect(),
             stats: Default::default(),
             schemas: Default::default(),
+            dropped: Default::default(),
         }
+    }
+
+    fn all(n: u32) -> BTreeSet<u32> {
+        (0..n).collect()
+    }
+
+    #[test]
+    fn only_needed_partitions_are_planned() {
+        let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(8, &names).unwrap();
+        let members = vec![
+            member("n0", true, &[]),
+            member("n1", false, &[]),
+            member("n2", true, &[]),
+        ];
+        // N=1: partition 1 lives on the down n1 alone, partition 0 on n0.
+        let c = Coverage::plan(&ring, 1, &members, "n2", &BTreeSet::from([0]));
+        assert_eq!(c.missing, Vec::<u32>::new(), "{c:?}");
+        assert_eq!(c.by_node.keys().collect::<Vec<_>>(), ["n0"], "{c:?}");
+        let c = Coverage::plan(&ring, 1, &members, "n2", &BTreeSet::from([0, 1]));
+        assert_eq!(c.missing, vec![1]);
     }
 
     #[test]
@@ -79,9 +102,9 @@ mod tests {
         let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
         let ring = Ring::new(8, &names).unwrap();
         let all_up: Vec<Member> = names.iter().map(|n| member(n, true, &[])).collect();
-        let c = Coverage::plan(&ring, 3, &all_up, "n1", &BTreeSet::new());
+        let c = Coverage::plan(&ring, 3, &all_up, "n1", &all(8));
         assert!(c.is_local("n1"), "{c:?}");
-        let c = Coverage::plan(&ring, 1, &all_up, "n1", &BTreeSet::new());
+        let c = Coverage::plan(&ring, 1, &all_up, "n1", &all(8));
         assert_eq!(c.by_node.values().map(Vec::len).sum::<usize>(), 8);
         assert_eq!(
             c.by_node.len(),
@@ -93,13 +116,13 @@ mod tests {
             member("n1", false, &[]),
             member("n2", true, &[0, 1, 2, 3, 4, 5, 6, 7]),
         ];
-        let c = Coverage::plan(&ring, 3, &down, "n1", &BTreeSet::new());
+        let c = Coverage::plan(&ring, 3, &down, "n1", &all(8));
         assert_eq!(
             c.by_node.keys().collect::<Vec<_>>(),
             ["n0"],
             "down and incomplete replicas are not used"
         );
-        let c = Coverage::plan(&ring, 1, &down, "n0", &BTreeSet::new());
+        let c = Coverage::plan(&ring, 1, &down, "n0", &all(8));
         assert_eq!(
             c.missing.len(),
             5,

@@ -110,6 +110,7 @@ impl Drop for FragmentGuard {
 
 /// The coverage of a query in a cluster.
 pub struct CoverageInfo {
+    /// Partitions the query needed (its scans read).
     pub total: u32,
     pub missing: Vec<u32>,
     /// The coordinator's name and its share of partitions, when the query
@@ -276,7 +277,11 @@ impl QueryEngine {
         let members = cluster.membership.members().await;
         let n = ring.replicas(cluster.replicas);
         let me = cluster.membership.node_name().to_string();
-        let coverage = Coverage::plan(&ring, n, &members, &me, &Default::default());
+        // Only the partitions the scans read (all, unless a partition key
+        // filter narrowed them) are planned: the rest are not asked at all.
+        let mut needed = std::collections::BTreeSet::new();
+        visit_scans(&plan, &mut |s| needed.extend(s.partitions()));
+        let coverage = Coverage::plan(&ring, n, &members, &me, &needed);
         if !coverage.missing.is_empty() && !allow_partial {
             return Err(QueryError::Unavailable(format!(
                 "no complete replica of partitions {:?} is reachable; ask with \"allow_partial\": true for the rest",
@@ -284,7 +289,7 @@ impl QueryEngine {
             )));
         }
         let mut info = CoverageInfo {
-            total: ring.partitions(),
+            total: needed.len() as u32,
             missing: coverage.missing.clone(),
             local: None,
             counters: Default::default(),

@@ -1,6 +1,9 @@
-//! Time bounds from a query's filters, so that whole batches whose time
-//! range cannot match are never read.
+//! What a query's filters rule out before anything is read: batches whose
+//! time range cannot match, and for a table with a partition key, every
+//! partition but those its `key = literal` (or `IN`) filter hashes to.
 
+use atoll_store::ColumnType;
+use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
 
@@ -81,6 +84,74 @@ fn collect(expr: &Expr, column: &str, range: &mut TimeRange) {
     }
 }
 
+/// The partitions a filter on the partition key `column` (of type `ty`)
+/// confines a query to, or None when no filter does. Values hash as ingest
+/// hashes them (their text); only literals of the column's own type count,
+/// so that a literal that would be cast never picks the wrong partition.
+pub fn key_partitions(
+    filters: &[Expr],
+    column: &str,
+    ty: ColumnType,
+    partitions: u32,
+) -> Option<Vec<u32>> {
+    let values = filters.iter().find_map(|f| key_values(f, column))?;
+    let keys = values
+        .iter()
+        .map(|v| key_text(v, ty))
+        .collect::<Option<Vec<String>>>()?;
+    let mut out: Vec<u32> = keys
+        .iter()
+        .map(|k| atoll_ring::partition_for_key(k.as_bytes(), partitions))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+fn key_values<'a>(expr: &'a Expr, column: &str) -> Option<Vec<&'a ScalarValue>> {
+    let plain_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    let literal = |e: &'a Expr| match e {
+        Expr::Literal(v, _) => Some(v),
+        _ => None,
+    };
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => key_values(left, column).or_else(|| key_values(right, column)),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => match (plain_column(left), plain_column(right)) {
+            (true, false) => Some(vec![literal(right)?]),
+            (false, true) => Some(vec![literal(left)?]),
+            _ => None,
+        },
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) if plain_column(expr) => list.iter().map(literal).collect(),
+        _ => None,
+    }
+}
+
+fn key_text(value: &ScalarValue, ty: ColumnType) -> Option<String> {
+    match (value, ty) {
+        (
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            ColumnType::Utf8,
+        ) => Some(s.clone()),
+        (ScalarValue::Int64(Some(i)), ColumnType::Int64) => Some(i.to_string()),
+        (ScalarValue::Boolean(Some(b)), ColumnType::Boolean) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 fn is_column(expr: &Expr, column: &str) -> bool {
     match expr {
         Expr::Column(c) => c.name == column,
@@ -109,6 +180,47 @@ fn micros(expr: &Expr) -> Option<i64> {
 mod tests {
     use super::*;
     use datafusion::prelude::{col, lit};
+
+    #[test]
+    fn key_filters_pick_the_partitions_ingest_hashes_to() {
+        let at = |k: &str| atoll_ring::partition_for_key(k.as_bytes(), 64);
+        let eq = col("user").eq(lit("u1"));
+        assert_eq!(
+            key_partitions(&[eq], "user", ColumnType::Utf8, 64),
+            Some(vec![at("u1")])
+        );
+        let flipped = lit("u2").eq(col("user"));
+        let other = col("time").gt(lit(5i64));
+        assert_eq!(
+            key_partitions(&[other.clone(), flipped], "user", ColumnType::Utf8, 64),
+            Some(vec![at("u2")])
+        );
+        let mut both = vec![at("a"), at("b")];
+        both.sort_unstable();
+        both.dedup();
+        let list = col("user").in_list(vec![lit("a"), lit("b")], false);
+        assert_eq!(
+            key_partitions(&[list], "user", ColumnType::Utf8, 64),
+            Some(both)
+        );
+        let int = col("shard").eq(lit(7i64));
+        assert_eq!(
+            key_partitions(&[int], "shard", ColumnType::Int64, 64),
+            Some(vec![at("7")])
+        );
+        let mismatched = col("shard").eq(lit("7"));
+        assert_eq!(
+            key_partitions(&[mismatched], "shard", ColumnType::Int64, 64),
+            None
+        );
+        let negated = col("user").in_list(vec![lit("a")], true);
+        assert_eq!(
+            key_partitions(&[negated, other], "user", ColumnType::Utf8, 64),
+            None
+        );
+        let or = col("user").eq(lit("a")).or(col("user").eq(lit("b")));
+        assert_eq!(key_partitions(&[or], "user", ColumnType::Utf8, 64), None);
+    }
 
     fn ts(v: i64) -> Expr {
         lit(ScalarValue::TimestampMicrosecond(

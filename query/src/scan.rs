@@ -93,18 +93,33 @@ impl PartitionScanExec {
 
     /// The same scan over other partitions (a node's share of a query).
     /// Its reads count in this scan's counters.
+    /// Only partitions this scan reads are kept: a scan pruned to a few
+    /// partitions stays pruned on every node.
     pub fn restricted(&self, partitions: &[u32], streams: usize) -> PartitionScanExec {
+        let mine = self.partitions();
+        let kept: Vec<u32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| mine.contains(p))
+            .collect();
         let mut scan = PartitionScanExec::new(
             self.store.clone(),
             &self.table,
             self.schema.clone(),
-            partitions,
+            &kept,
             streams,
             self.time,
             self.limit,
         );
         scan.counters = self.counters.clone();
         scan
+    }
+
+    /// The partitions this scan reads, sorted.
+    pub fn partitions(&self) -> Vec<u32> {
+        let mut all: Vec<u32> = self.groups.iter().flatten().copied().collect();
+        all.sort_unstable();
+        all
     }
 
     /// What a fragment needs to rebuild this scan elsewhere.

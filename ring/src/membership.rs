@@ -37,6 +37,9 @@ const STAT_PREFIX: &str = "stat.";
 /// `schema.TABLE`: a digest of a table's columns and settings on a node, so
 /// that nodes notice a table or a column they do not know yet.
 const SCHEMA_PREFIX: &str = "schema.";
+/// `dropped.TABLE`: when (µs since the epoch) a node dropped a table, so
+/// that nodes that missed the drop apply it to what they created before.
+const DROPPED_PREFIX: &str = "dropped.";
 
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
@@ -70,6 +73,8 @@ pub struct Member {
     pub stats: BTreeMap<String, String>,
     /// Table -> digest of its columns and settings on this node.
     pub schemas: BTreeMap<String, String>,
+    /// Table -> when this node dropped it (µs since the epoch).
+    pub dropped: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +224,22 @@ impl Membership {
             .await;
     }
 
+    /// Publishes when this node dropped each table it dropped.
+    pub async fn set_dropped(&self, dropped: &BTreeMap<String, i64>) {
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                for (table, micros) in dropped {
+                    let key = format!("{DROPPED_PREFIX}{table}");
+                    let value = micros.to_string();
+                    if state.get(&key) != Some(value.as_str()) {
+                        state.set(key, value);
+                    }
+                }
+            })
+            .await;
+    }
+
     /// Marks partitions as not holding every acknowledged write.
     pub async fn set_incomplete(&self, partitions: &BTreeSet<u32>) {
         *self.incomplete.write() = partitions.clone();
@@ -273,6 +294,12 @@ impl Membership {
                             schemas: found
                                 .map(|(_, s)| prefixed(s, SCHEMA_PREFIX))
                                 .unwrap_or_default(),
+                            dropped: found
+                                .map(|(_, s)| prefixed(s, DROPPED_PREFIX))
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter_map(|(t, v)| Some((t, v.parse().ok()?)))
+                                .collect(),
                             name,
                         }
                     })

@@ -90,6 +90,18 @@ impl Default for StoreConfig {
 pub struct Store {
     config: StoreConfig,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
+    /// When each table was last dropped here, so that a peer that still
+    /// has it (it has not applied the drop yet) does not bring it back.
+    dropped: RwLock<BTreeMap<String, Dropped>>,
+}
+
+/// When a table was dropped on this node.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropped {
+    pub at: std::time::Instant,
+    /// The drop's name across the cluster: when (µs since the epoch) the
+    /// node that took the `DELETE` took it.
+    pub micros: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -103,6 +115,7 @@ impl Store {
         Store {
             config,
             tables: RwLock::new(BTreeMap::new()),
+            dropped: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -132,8 +145,32 @@ impl Store {
     }
 
     /// Drops a table and all its data; false when there was none.
-    pub fn drop_table(&self, name: &str) -> bool {
-        self.tables.write().remove(name).is_some()
+    /// `when` (µs since the epoch) names the drop cluster-wide: the time
+    /// the node that took the `DELETE` took it; now when None.
+    pub fn drop_table(&self, name: &str, when: Option<i64>) -> bool {
+        let found = self.tables.write().remove(name).is_some();
+        if found {
+            let micros = when.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64)
+            });
+            let at = std::time::Instant::now();
+            self.dropped
+                .write()
+                .insert(name.to_string(), Dropped { at, micros });
+        }
+        found
+    }
+
+    /// When the table was last dropped on this node.
+    pub fn dropped_at(&self, name: &str) -> Option<Dropped> {
+        self.dropped.read().get(name).copied()
+    }
+
+    /// Every table dropped on this node, with when.
+    pub fn dropped(&self) -> BTreeMap<String, Dropped> {
+        self.dropped.read().clone()
     }
 
     pub fn tables(&self) -> Vec<Arc<Table>> {
@@ -183,8 +220,8 @@ mod tests {
         let t = store.get_or_create("events").unwrap();
         assert!(Arc::ptr_eq(&t, &store.get_or_create("events").unwrap()));
         assert_eq!(store.tables().len(), 1);
-        assert!(store.drop_table("events"));
-        assert!(!store.drop_table("events"));
+        assert!(store.drop_table("events", None));
+        assert!(!store.drop_table("events", None));
         assert!(store.table("events").is_none());
     }
 }

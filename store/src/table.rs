@@ -23,6 +23,9 @@ pub struct TableSettings {
 
 pub struct Table {
     name: String,
+    /// When this incarnation of the table was created here (µs since the
+    /// epoch): a table dropped and created again is another table.
+    created: i64,
     schema: RwLock<Arc<TableSchema>>,
     /// Held while a schema change is decided, so two requests adding the
     /// same column cannot both win with different types.
@@ -38,6 +41,9 @@ impl Table {
     pub(crate) fn new(name: &str, config: &StoreConfig) -> Table {
         Table {
             name: name.to_string(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
             schema: RwLock::new(Arc::new(TableSchema::default())),
             evolving: Mutex::new(()),
             settings: RwLock::new((TableSettings::default(), 0)),
@@ -50,6 +56,10 @@ impl Table {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn created(&self) -> i64 {
+        self.created
     }
 
     pub fn schema(&self) -> Arc<TableSchema> {
@@ -104,6 +114,17 @@ impl Table {
 
     /// Sets the settings unless newer ones are in place; true when set.
     pub fn set_settings(&self, settings: TableSettings, version: i64) -> Result<bool, StoreError> {
+        self.check_settings(&settings)?;
+        let mut current = self.settings.write();
+        if version < current.1 {
+            return Ok(false);
+        }
+        *current = (settings, version);
+        Ok(true)
+    }
+
+    /// Whether the settings fit the table's columns.
+    pub fn check_settings(&self, settings: &TableSettings) -> Result<(), StoreError> {
         if let Some(column) = &settings.partition_key
             && let Some(found @ (ColumnType::StringList | ColumnType::Timestamp)) =
                 self.schema().column_type(column)
@@ -113,12 +134,7 @@ impl Table {
                 found,
             });
         }
-        let mut current = self.settings.write();
-        if version < current.1 {
-            return Ok(false);
-        }
-        *current = (settings, version);
-        Ok(true)
+        Ok(())
     }
 
     pub fn partitions(&self) -> u32 {

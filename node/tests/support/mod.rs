@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub url: String,
     pub client: reqwest::Client,
 }
