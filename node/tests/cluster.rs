@@ -498,24 +498,7 @@ async fn a_fallback_holds_hints_for_a_down_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_read_the_union_of_skewed_schemas() {
     let cluster = Cluster::start(3, &["--replicas", "1"]).await;
-    let (status, v) = cluster
-        .node(0)
-        .send(
-            reqwest::Method::PUT,
-            "/v1/tables/skew",
-            r#"{"partition_key": "k"}"#,
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let base: String = (0..300)
-        .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i}}}\n", i % 100))
-        .collect();
-    assert_eq!(cluster.node(0).ingest("skew", base).await.0, 200);
-    let ring = cluster.node(0).cluster().await;
-    let owner = |key: &str| {
-        let p = atoll_ring::partition_for_key(key.as_bytes(), 64) as usize;
-        ring["ring"][p]["owner"].as_str().unwrap().to_string()
-    };
+    let owner = keyed_table(&cluster, "skew", 300).await;
     let on_n1: Vec<String> = (0..100)
         .map(|i| format!("k{i}"))
         .filter(|k| owner(k) == "n1")
@@ -1144,24 +1127,7 @@ async fn a_node_back_without_its_data_is_not_used_for_coverage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_key_filter_asks_only_the_owner_of_its_partition() {
     let mut cluster = Cluster::start(3, &["--replicas", "1"]).await;
-    let (status, v) = cluster
-        .node(0)
-        .send(
-            reqwest::Method::PUT,
-            "/v1/tables/keyed",
-            r#"{"partition_key": "k"}"#,
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let body: String = (0..3000)
-        .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i}}}\n", i % 100))
-        .collect();
-    assert_eq!(cluster.node(0).ingest("keyed", body).await.0, 200);
-    let ring = cluster.node(0).cluster().await;
-    let owner = |key: &str| {
-        let p = atoll_ring::partition_for_key(key.as_bytes(), 64) as usize;
-        ring["ring"][p]["owner"].as_str().unwrap().to_string()
-    };
+    let owner = keyed_table(&cluster, "keyed", 3000).await;
     // A key on n1, asked through n0.
     let key = (0..100)
         .map(|i| format!("k{i}"))
@@ -1254,6 +1220,30 @@ async fn a_drop_missed_by_an_unreachable_node_is_applied_when_it_returns() {
         let (status, body) = s.get("/v1/tables/gone").await;
         assert_eq!(status, 200, "created again, it stays on {}", s.url);
         assert!(body.contains("\"b\"") && !body.contains("\"a\""), "{body}");
+    }
+}
+
+/// A table keyed by `k` holding `rows` events (`k` = "k0".."k99" in turn,
+/// `v` = their index), and which node owns the partition of a key.
+async fn keyed_table(
+    cluster: &Cluster,
+    table: &str,
+    rows: usize,
+) -> impl Fn(&str) -> String + use<> {
+    let path = format!("/v1/tables/{table}");
+    let (status, v) = cluster
+        .node(0)
+        .send(reqwest::Method::PUT, &path, r#"{"partition_key": "k"}"#)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let body: String = (0..rows)
+        .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i}}}\n", i % 100))
+        .collect();
+    assert_eq!(cluster.node(0).ingest(table, body).await.0, 200);
+    let ring = cluster.node(0).cluster().await;
+    move |key: &str| {
+        let p = atoll_ring::partition_for_key(key.as_bytes(), 64) as usize;
+        ring["ring"][p]["owner"].as_str().unwrap().to_string()
     }
 }
 
