@@ -49,6 +49,10 @@ struct Args {
     /// all nodes, N=3 puts every partition on every node.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     cluster_replicas: Vec<usize>,
+    /// Skip the DuckDB peer (by default installed with pip into a
+    /// virtualenv under `--out`, and skipped with a message if that fails).
+    #[arg(long)]
+    no_duckdb: bool,
 }
 
 #[tokio::main]
@@ -126,7 +130,25 @@ async fn main() -> Result<()> {
     for (tag, sql) in &queries {
         df_q.push((tag.clone(), time_datafusion(&ctx, sql, args.runs).await?));
     }
+    let duck = if args.no_duckdb {
+        None
+    } else {
+        duckdb_peer(&args.out, &events, args.runs)?
+    };
     let mut mismatches = compare(&atoll_q, &df_q);
+    // DuckDB's sketches are not DataFusion's (its approx_count_distinct
+    // and approx_quantile err differently): its approximate answers are
+    // reported, its exact ones must agree.
+    let mut duck_approx = Vec::new();
+    if let Some((_, q)) = &duck {
+        for m in compare(q, &df_q) {
+            if is_approx(m.split(':').next().unwrap_or("")) {
+                duck_approx.push(m);
+            } else {
+                mismatches.push(format!("DuckDB: {m}"));
+            }
+        }
+    }
     for (name, _, _, q) in &clusters {
         mismatches.extend(
             compare(q, &df_q)
@@ -146,6 +168,11 @@ async fn main() -> Result<()> {
             "load_seconds": df_load, "arrow_bytes": df_bytes,
             "queries": df_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
         },
+        "duckdb": duck.as_ref().map(|(info, q)| json!({
+            "version": info["version"], "load_seconds": info["load_seconds"],
+            "approximate_answers_off_by_more_than_2_percent": duck_approx,
+            "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
+        })),
         "clusters": clusters.iter().map(|(name, ingest, rss, q)| json!({
             "cluster": name, "ingest_64mib_requests": ingest, "rss_after_load_bytes_all_nodes": rss,
             "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
@@ -157,6 +184,12 @@ async fn main() -> Result<()> {
         .join(format!("atoll-vs-datafusion-{}.json", lines.len()));
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     print_table(&report, &atoll_q, &df_q);
+    if let Some((info, q)) = &duck {
+        print_duckdb(info, q, &atoll_q);
+        for m in &duck_approx {
+            println!("DuckDB's sketch differs from DataFusion's by more than 2%: {m}");
+        }
+    }
     print_clusters(&clusters, &atoll_q, &df_q);
     eprintln!("report: {}", path.display());
     if !report["mismatches"].as_array().unwrap().is_empty() {
@@ -518,14 +551,18 @@ async fn datafusion_memtable(path: &Path) -> Result<(SessionContext, f64, usize)
 
 /// Compares the answers: exact queries cell by cell (floats to 1e-9),
 /// approximate ones (approx_*) by their first column, values within 2%.
+/// True for a query of the shared set that uses an approximate function.
+fn is_approx(tag: &str) -> bool {
+    load_queries()
+        .ok()
+        .and_then(|q| q.into_iter().find(|(t, _)| t == tag))
+        .is_some_and(|(_, s)| s.contains("approx_"))
+}
+
 fn compare(a: &[(String, Timing)], b: &[(String, Timing)]) -> Vec<String> {
     let mut out = Vec::new();
     for ((tag, x), (_, y)) in a.iter().zip(b) {
-        let approx = load_queries()
-            .ok()
-            .and_then(|q| q.into_iter().find(|(t, _)| t == tag))
-            .is_some_and(|(_, s)| s.contains("approx_"));
-        if approx {
+        if is_approx(tag) {
             let ys: HashMap<String, &Vec<Value>> =
                 y.rows.iter().map(|r| (r[0].to_string(), r)).collect();
             let shared = x
@@ -572,6 +609,86 @@ fn cells_close(a: &[Value], b: &[Value], tol: f64) -> bool {
                 (Some(p), Some(q)) => (p - q).abs() <= tol * p.abs().max(q.abs()).max(1e-12),
                 _ => x == y,
             })
+}
+
+/// A peer's own report and its timings per query.
+type PeerRun = (Value, Vec<(String, Timing)>);
+
+/// DuckDB over the same file, through `peers/duckdb_peer.py` in a
+/// virtualenv of its own; None (and a message) when it cannot be set up.
+fn duckdb_peer(out: &Path, events: &Path, runs: usize) -> Result<Option<PeerRun>> {
+    let venv = out.join("venv");
+    let python = venv.join("bin/python");
+    let quiet = |c: &mut Command| c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let ready = |python: &Path| {
+        quiet(Command::new(python).args(["-c", "import duckdb"])).is_ok_and(|s| s.success())
+    };
+    if !ready(&python) {
+        eprintln!("installing DuckDB into {} ...", venv.display());
+        let made = python.exists()
+            || quiet(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+                .is_ok_and(|s| s.success());
+        let pip = venv.join("bin/pip");
+        let installed = made
+            && quiet(Command::new(pip).args(["install", "-q", "duckdb"]))
+                .is_ok_and(|s| s.success());
+        if !installed || !ready(&python) {
+            eprintln!(
+                "DuckDB: could not be installed with pip into {}; the run goes on without it",
+                venv.display()
+            );
+            return Ok(None);
+        }
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/duckdb_peer.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(events)
+        .arg(shared_bench().join("queries.sql"))
+        .arg(runs.to_string())
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "the DuckDB peer failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&output.stdout)?;
+    let queries = v["queries"]
+        .as_array()
+        .context("queries")?
+        .iter()
+        .map(|q| {
+            let ms = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
+            let timing = Timing {
+                median_ms: ms("median_ms"),
+                max_ms: ms("max_ms"),
+                engine_ms: ms("median_ms"),
+                rows: serde_json::from_value(q["rows"].clone()).unwrap_or_default(),
+            };
+            (q["query"].as_str().unwrap_or("?").to_string(), timing)
+        })
+        .collect();
+    Ok(Some((v, queries)))
+}
+
+fn print_duckdb(info: &Value, duck: &[(String, Timing)], atoll: &[(String, Timing)]) {
+    println!(
+        "\nDuckDB {} loads the file in {:.2} s (read_json, explicit columns).\n",
+        info["version"].as_str().unwrap_or("?"),
+        info["load_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "| query | DuckDB median ms | Atoll 1 node median ms | Atoll / DuckDB |\n| --- | --- | --- | --- |"
+    );
+    for ((tag, d), (_, a)) in duck.iter().zip(atoll) {
+        println!(
+            "| {tag} | {:.1} | {:.1} | {:.2}x |",
+            d.median_ms,
+            a.median_ms,
+            a.median_ms / d.median_ms
+        );
+    }
 }
 
 type ClusterRun = (String, Value, u64, Vec<(String, Timing)>);

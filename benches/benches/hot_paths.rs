@@ -1,0 +1,139 @@
+//! Criterion micro-benchmarks of the hot paths, on the shared generator's
+//! events: parsing and converting JSON to Arrow (ingest), routing events to
+//! partitions (ring), appending and sealing batches (store), and a grouped
+//! query whose partial aggregates are merged (query). Run with
+//! `cargo bench -p atoll-benches`; `cargo test` runs each once as a check.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_ingest::{body, convert, route};
+use atoll_query::{QueryConfig, QueryEngine};
+use atoll_store::{Store, StoreConfig, TableSettings};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const EVENTS: usize = 16_384;
+
+/// NDJSON of `rows` generator events, made once per machine.
+fn generated(rows: usize) -> Vec<u8> {
+    let path = std::env::temp_dir().join(format!("atoll-hot-paths-{rows}.ndjson"));
+    if !path.exists() {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/gen_events.py");
+        let status = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--rows", &rows.to_string(), "--out"])
+            .arg(&path)
+            .status()
+            .expect("python3 runs the shared generator");
+        assert!(status.success(), "gen_events.py failed");
+    }
+    std::fs::read(&path).expect("generated events")
+}
+
+fn ingest(c: &mut Criterion) {
+    let body = generated(EVENTS);
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("parse_ndjson_16k", |b| {
+        b.iter(|| body::parse_ndjson(&body, 0))
+    });
+    let events = body::parse_ndjson(&body, 0);
+    let store = Store::new(StoreConfig::default());
+    let table = store.get_or_create("events").unwrap();
+    g.bench_function("convert_16k", |b| {
+        b.iter(|| convert::convert_events(&table, &events, 0, None).unwrap())
+    });
+    g.finish();
+}
+
+fn ring_and_store(c: &mut Criterion) {
+    let body = generated(EVENTS);
+    let events = body::parse_ndjson(&body, 0);
+    let store = Store::new(StoreConfig::default());
+    let table = store.get_or_create("events").unwrap();
+    let converted = convert::convert_events(&table, &events, 0, None).unwrap();
+    let batch = converted.batch.unwrap();
+    let mut g = c.benchmark_group("route_and_store");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("group_by_partition_16k", |b| {
+        b.iter(|| route::group_by_partition(&batch, &converted.partitions).unwrap())
+    });
+    let keyed = TableSettings {
+        partition_key: Some("user_id".into()),
+    };
+    let flat: Vec<_> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| convert::prepare(i, e.as_ref().unwrap(), 0).unwrap())
+        .collect();
+    g.bench_function("assign_by_key_16k", |b| {
+        b.iter(|| route::assign(&keyed, 64, &flat, None))
+    });
+    g.bench_function("append_and_seal_16k", |b| {
+        b.iter_batched(
+            || Store::new(StoreConfig::default()),
+            |fresh| {
+                let t = fresh.get_or_create("events").unwrap();
+                t.absorb_schema(batch.schema().as_ref());
+                route::store_by_partition(&t, &batch, &converted.partitions).unwrap();
+                fresh.seal_aged();
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn query(c: &mut Criterion) {
+    let rows = 100_000;
+    let body = generated(rows);
+    let store = Arc::new(Store::new(StoreConfig {
+        seal_age: Duration::ZERO,
+        ..StoreConfig::default()
+    }));
+    let table = store.get_or_create("events").unwrap();
+    let events = body::parse_ndjson(&body, 0);
+    convert::ingest_events(&table, &events, 0).unwrap();
+    store.seal_aged();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let engine = QueryEngine::new(store, QueryConfig::default());
+    let mut g = c.benchmark_group("query_100k");
+    g.throughput(Throughput::Elements(rows as u64));
+    for (name, sql) in [
+        (
+            "group_by_status",
+            "SELECT status, count(*) AS n FROM events GROUP BY status ORDER BY n DESC",
+        ),
+        (
+            "p99_by_endpoint",
+            "SELECT endpoint, approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99 FROM events GROUP BY endpoint ORDER BY p99 DESC LIMIT 10",
+        ),
+        (
+            "top_users",
+            "SELECT user_id, count(*) AS n FROM events GROUP BY user_id ORDER BY n DESC LIMIT 10",
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let mut run = engine.start(sql, None, None).await.unwrap();
+                    let mut rows = 0;
+                    while let Some(batch) = run.next().await.unwrap() {
+                        rows += batch.num_rows();
+                    }
+                    rows
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3));
+    targets = ingest, ring_and_store, query
+}
+criterion_main!(benches);

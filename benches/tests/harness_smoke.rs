@@ -1,0 +1,38 @@
+//! The benchmark harness at a tiny scale, on the debug build the tests make
+//! anyway: it must run end to end (one node, 3-node clusters with N=1 and
+//! N=3, in-process DataFusion, DuckDB when pip can install it) and all
+//! engines must agree. Timings are printed, never asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn the_harness_runs_end_to_end_and_the_engines_agree() {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_atoll-bench"));
+    let atoll = bench.with_file_name("atoll");
+    assert!(
+        atoll.exists(),
+        "{} is missing: run the whole workspace's tests (cargo test --workspace), which build it",
+        atoll.display()
+    );
+    let out = bench.with_file_name("bench-smoke");
+    let output = Command::new(&bench)
+        .args(["--rows", "10000", "--runs", "1", "--out"])
+        .arg(&out)
+        .output()
+        .expect("atoll-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for part in ["| Q8 |", "3 nodes N=1", "3 nodes N=3"] {
+        assert!(stdout.contains(part), "{part} missing from\n{stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("atoll-vs-datafusion-10000.json")).expect("a JSON report"),
+    )
+    .unwrap();
+    assert_eq!(report["events"], 10_000);
+    assert_eq!(report["mismatches"], serde_json::json!([]));
+    assert_eq!(report["clusters"].as_array().map(Vec::len), Some(2));
+    println!("{stdout}");
+}
