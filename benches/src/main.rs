@@ -32,10 +32,10 @@ struct Args {
     /// Timed runs per query, after one warm-up.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Events per request for the concurrent-clients ingest.
-    #[arg(long, default_value_t = 1_000)]
-    small_request: usize,
-    /// Concurrent clients for that ingest.
+    /// Events per ingest request.
+    #[arg(long, default_value_t = 5_000)]
+    request_events: usize,
+    /// Concurrent ingest clients.
     #[arg(long, default_value_t = 4)]
     clients: usize,
     /// Where to write the JSON report.
@@ -77,24 +77,21 @@ async fn main() -> Result<()> {
         atoll_bin.display()
     );
 
-    // Atoll: 64 MiB requests from one client, then the queries.
+    // Atoll: the events as NDJSON requests from several clients, then the
+    // queries; then the same requests gzip-compressed into a fresh node.
+    let bodies = chunks(&lines, usize::MAX, args.request_events);
     let node = Node::start(&atoll_bin)?;
-    let big = ingest(&node.url, &chunks(&lines, 64 << 20, usize::MAX), 1).await?;
+    let plain = ingest(&node.url, &bodies, args.clients, false).await?;
     let (rss, hwm) = node.memory()?;
     let mut atoll_q = Vec::new();
     for (tag, sql) in &queries {
         atoll_q.push((tag.clone(), time_atoll(&node.url, sql, args.runs).await?));
     }
     drop(node);
-    // Atoll: small requests from several clients, on a fresh node.
+    let gzipped = bodies.iter().map(|b| gzip(b)).collect::<Result<Vec<_>>>()?;
     let node = Node::start(&atoll_bin)?;
-    let small = ingest(
-        &node.url,
-        &chunks(&lines, usize::MAX, args.small_request),
-        args.clients,
-    )
-    .await?;
-    let (small_rss, _) = node.memory()?;
+    let gz = ingest(&node.url, &gzipped, args.clients, true).await?;
+    let (gz_rss, _) = node.memory()?;
     drop(node);
 
     // The same on local clusters, entering and asking through the first node.
@@ -106,7 +103,7 @@ async fn main() -> Result<()> {
     {
         let cluster = LocalCluster::start(&atoll_bin, args.cluster_nodes, n).await?;
         let url = cluster.nodes[0].url.clone();
-        let ingest = ingest(&url, &chunks(&lines, 64 << 20, usize::MAX), 1).await?;
+        let ingest = ingest(&url, &bodies, args.clients, false).await?;
         let rss: u64 = cluster
             .nodes
             .iter()
@@ -135,33 +132,42 @@ async fn main() -> Result<()> {
     } else {
         duckdb_peer(&args.out, &events, args.runs)?
     };
-    let mut mismatches = compare(&atoll_q, &df_q);
-    // DuckDB's sketches are not DataFusion's (its approx_count_distinct
-    // and approx_quantile err differently): its approximate answers are
-    // reported, its exact ones must agree.
+    // Exact queries must give DataFusion's answers; approximate ones are
+    // checked against exact answers (DataFusion's percentile_cont and
+    // count(DISTINCT)), since two sketches merged in another order may
+    // differ from each other by more than either differs from the truth.
+    let exact = exact_answers(&ctx, &queries).await?;
+    let mut mismatches = Vec::new();
+    let judge = |name: &str, q: &[(String, Timing)]| {
+        let mut out = compare(q, &df_q);
+        out.extend(check_approximate(q, &exact));
+        out.into_iter()
+            .map(|m| format!("{name}: {m}"))
+            .collect::<Vec<_>>()
+    };
+    mismatches.extend(judge("DataFusion", &df_q));
+    mismatches.extend(judge("Atoll", &atoll_q));
+    for (name, _, _, q) in &clusters {
+        mismatches.extend(judge(name, q));
+    }
+    // DuckDB's sketches are other algorithms (its approx_count_distinct
+    // errs by several %): its approximate answers are reported, its exact
+    // ones must agree.
     let mut duck_approx = Vec::new();
     if let Some((_, q)) = &duck {
-        for m in compare(q, &df_q) {
-            if is_approx(m.split(':').next().unwrap_or("")) {
-                duck_approx.push(m);
-            } else {
-                mismatches.push(format!("DuckDB: {m}"));
-            }
-        }
-    }
-    for (name, _, _, q) in &clusters {
         mismatches.extend(
             compare(q, &df_q)
                 .into_iter()
-                .map(|m| format!("{name}: {m}")),
+                .map(|m| format!("DuckDB: {m}")),
         );
+        duck_approx = check_approximate(q, &exact);
     }
 
     let report = json!({
         "events": lines.len(), "ndjson_bytes": raw.len(),
         "atoll": {
-            "ingest_64mib_requests": big, "ingest_small_requests": small,
-            "rss_after_load_bytes": rss, "peak_rss_bytes": hwm, "rss_after_small_requests_bytes": small_rss,
+            "ingest_plain": plain, "ingest_gzip": gz,
+            "rss_after_load_bytes": rss, "peak_rss_bytes": hwm, "rss_after_gzip_load_bytes": gz_rss,
             "queries": atoll_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
         },
         "datafusion": {
@@ -174,7 +180,7 @@ async fn main() -> Result<()> {
             "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
         })),
         "clusters": clusters.iter().map(|(name, ingest, rss, q)| json!({
-            "cluster": name, "ingest_64mib_requests": ingest, "rss_after_load_bytes_all_nodes": rss,
+            "cluster": name, "ingest_plain": ingest, "rss_after_load_bytes_all_nodes": rss,
             "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "mismatches": mismatches,
@@ -187,7 +193,7 @@ async fn main() -> Result<()> {
     if let Some((info, q)) = &duck {
         print_duckdb(info, q, &atoll_q);
         for m in &duck_approx {
-            println!("DuckDB's sketch differs from DataFusion's by more than 2%: {m}");
+            println!("DuckDB's sketch is off the exact answer by more than 2%: {m}");
         }
     }
     print_clusters(&clusters, &atoll_q, &df_q);
@@ -391,7 +397,16 @@ fn chunks(lines: &[&[u8]], max_bytes: usize, max_events: usize) -> Vec<Vec<u8>> 
     out
 }
 
-async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize) -> Result<Value> {
+fn gzip(body: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body)?;
+    Ok(encoder.finish()?)
+}
+
+/// Sends the bodies from `clients` concurrent clients; events/s counts
+/// accepted events, MB/s the bytes sent (compressed, with `gzip`).
+async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize, gzip: bool) -> Result<Value> {
     let client = reqwest::Client::new();
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(bodies.to_vec());
     let bytes: usize = bodies.iter().map(Vec::len).sum();
@@ -412,12 +427,13 @@ async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize) -> Result<Value> 
                     let Some(body) = bodies.get(i) else {
                         return Ok::<_, anyhow::Error>(accepted);
                     };
-                    let res = client
+                    let mut request = client
                         .post(format!("{url}/v1/tables/events/events"))
-                        .header("content-type", "application/x-ndjson")
-                        .body(body.clone())
-                        .send()
-                        .await?;
+                        .header("content-type", "application/x-ndjson");
+                    if gzip {
+                        request = request.header("content-encoding", "gzip");
+                    }
+                    let res = request.body(body.clone()).send().await?;
                     let v: Value = res.json().await?;
                     accepted += v["accepted"].as_u64().context("accepted")?;
                 }
@@ -430,7 +446,7 @@ async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize) -> Result<Value> 
     }
     let secs = started.elapsed().as_secs_f64();
     Ok(json!({
-        "requests": bodies.len(), "clients": clients, "accepted": accepted, "seconds": secs,
+        "requests": bodies.len(), "clients": clients, "gzip": gzip, "accepted": accepted, "seconds": secs,
         "events_per_s": accepted as f64 / secs, "mb_per_s": bytes as f64 / 1e6 / secs,
     }))
 }
@@ -559,31 +575,15 @@ fn is_approx(tag: &str) -> bool {
         .is_some_and(|(_, s)| s.contains("approx_"))
 }
 
+/// Exact queries cell by cell (floats to 1e-9); approximate ones are left
+/// to `check_approximate`.
 fn compare(a: &[(String, Timing)], b: &[(String, Timing)]) -> Vec<String> {
     let mut out = Vec::new();
     for ((tag, x), (_, y)) in a.iter().zip(b) {
         if is_approx(tag) {
-            let ys: HashMap<String, &Vec<Value>> =
-                y.rows.iter().map(|r| (r[0].to_string(), r)).collect();
-            let shared = x
-                .rows
-                .iter()
-                .filter(|r| ys.contains_key(&r[0].to_string()))
-                .count();
-            if shared * 10 < x.rows.len() * 8 {
-                out.push(format!(
-                    "{tag}: only {shared} of {} groups in common",
-                    x.rows.len()
-                ));
-            }
-            for r in &x.rows {
-                if let Some(o) = ys.get(&r[0].to_string())
-                    && !cells_close(r, o, 0.02)
-                {
-                    out.push(format!("{tag}: {r:?} vs {o:?}"));
-                }
-            }
-        } else if x.rows.len() != y.rows.len()
+            continue;
+        }
+        if x.rows.len() != y.rows.len()
             || x.rows
                 .iter()
                 .zip(&y.rows)
@@ -596,6 +596,84 @@ fn compare(a: &[(String, Timing)], b: &[(String, Timing)]) -> Vec<String> {
                 x.rows.first(),
                 y.rows.first()
             ));
+        }
+    }
+    out
+}
+
+/// Exact answers of an approximate query, by group (first column): at the
+/// query's percentile, and at 0.02 below and above it (a sketch's rank
+/// error).
+type ExactRows = [HashMap<String, Vec<Value>>; 3];
+
+async fn exact_answers(
+    ctx: &SessionContext,
+    queries: &[(String, String)],
+) -> Result<HashMap<String, ExactRows>> {
+    let mut out = HashMap::new();
+    for (tag, sql) in queries.iter().filter(|(t, _)| is_approx(t)) {
+        let mut variants: Vec<HashMap<String, Vec<Value>>> = Vec::new();
+        for shift in [0.0, -0.02, 0.02] {
+            let batches = ctx.sql(&exact_sql(sql, shift)).await?.collect().await?;
+            let mut rows = Vec::new();
+            for b in &batches {
+                atoll_query::render::append_rows(b, &mut rows);
+            }
+            variants.push(rows.into_iter().map(|r| (r[0].to_string(), r)).collect());
+        }
+        let [mid, lo, hi]: ExactRows = variants.try_into().expect("three variants");
+        out.insert(tag.clone(), [mid, lo, hi]);
+    }
+    Ok(out)
+}
+
+/// The exact form of an approximate query, over every group (no LIMIT),
+/// with percentiles shifted by `shift`.
+fn exact_sql(sql: &str, shift: f64) -> String {
+    let mut sql = sql.replace("approx_distinct(", "count(DISTINCT ");
+    let marker = "approx_percentile_cont(";
+    while let Some(at) = sql.find(marker) {
+        let start = at + marker.len();
+        let end = start + sql[start..].find(')').unwrap_or(0);
+        let p: f64 = sql[start..end].trim().parse().unwrap_or(0.5);
+        let shifted = (p + shift).clamp(0.0, 1.0);
+        sql = format!("{}percentile_cont({shifted}{}", &sql[..at], &sql[end..]);
+    }
+    match sql.rfind(" LIMIT ") {
+        Some(at) => sql[..at].to_string(),
+        None => sql,
+    }
+}
+
+/// Each group of an approximate answer against the exact one: every cell
+/// within 2% of it, or (for a percentile) between the exact values 0.02
+/// below and above.
+fn check_approximate(q: &[(String, Timing)], exact: &HashMap<String, ExactRows>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (tag, t) in q {
+        let Some([mid, lo, hi]) = exact.get(tag) else {
+            continue;
+        };
+        for r in &t.rows {
+            let key = r[0].to_string();
+            let (Some(m), Some(l), Some(h)) = (mid.get(&key), lo.get(&key), hi.get(&key)) else {
+                out.push(format!("{tag}: group {key} is not in the exact answer"));
+                continue;
+            };
+            let fits = (1..r.len()).all(|i| {
+                match (r[i].as_f64(), m[i].as_f64(), l[i].as_f64(), h[i].as_f64()) {
+                    (Some(x), Some(e), Some(a), Some(b)) => {
+                        (x - e).abs() <= 0.02 * e.abs().max(1e-12)
+                            || (a.min(b)..=a.max(b)).contains(&x)
+                    }
+                    _ => r[i] == m[i],
+                }
+            });
+            if !fits {
+                out.push(format!(
+                    "{tag}: {r:?}, exact {m:?} (rank -0.02: {l:?}, +0.02: {h:?})"
+                ));
+            }
         }
     }
     out
@@ -696,7 +774,7 @@ type ClusterRun = (String, Value, u64, Vec<(String, Timing)>);
 fn print_clusters(clusters: &[ClusterRun], one: &[(String, Timing)], df: &[(String, Timing)]) {
     for (name, ingest, rss, q) in clusters {
         println!(
-            "\n{name}: ingest {:.0} events/s (64 MiB requests, 1 client), RSS of all nodes after load {:.0} MB\n",
+            "\n{name}: ingest {:.0} events/s (same requests and clients), RSS of all nodes after load {:.0} MB\n",
             ingest["events_per_s"].as_f64().unwrap_or(0.0),
             *rss as f64 / 1e6
         );
@@ -724,11 +802,12 @@ fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
         mb(&r["ndjson_bytes"])
     );
     println!("| ingest | Atoll events/s | Atoll MB/s |\n| --- | --- | --- |");
-    for key in ["ingest_64mib_requests", "ingest_small_requests"] {
+    for key in ["ingest_plain", "ingest_gzip"] {
         let i = &r["atoll"][key];
         println!(
-            "| {} requests, {} client(s) | {:.0} | {:.1} |",
+            "| {} requests{}, {} client(s) | {:.0} | {:.1} |",
             i["requests"],
+            if i["gzip"] == true { " (gzip)" } else { "" },
             i["clients"],
             i["events_per_s"].as_f64().unwrap_or(0.0),
             i["mb_per_s"].as_f64().unwrap_or(0.0)
@@ -741,8 +820,9 @@ fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
             / r["datafusion"]["load_seconds"].as_f64().unwrap_or(1.0)
     );
     println!(
-        "Memory: Atoll RSS after load {:.0} MB (peak {:.0} MB); DataFusion MemTable Arrow size {:.0} MB.\n",
+        "Memory: Atoll RSS after load {:.0} MB ({:.2}x the NDJSON; peak {:.0} MB); DataFusion MemTable Arrow size {:.0} MB.\n",
         mb(&r["atoll"]["rss_after_load_bytes"]),
+        mb(&r["atoll"]["rss_after_load_bytes"]) / mb(&r["ndjson_bytes"]),
         mb(&r["atoll"]["peak_rss_bytes"]),
         mb(&r["datafusion"]["arrow_bytes"])
     );
