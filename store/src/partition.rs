@@ -71,6 +71,10 @@ impl Partition {
         self.open_rows
     }
 
+    pub(crate) fn open_batches(&self) -> usize {
+        self.open.len()
+    }
+
     pub(crate) fn open_for(&self) -> Option<Duration> {
         self.open_since.map(|t| t.elapsed())
     }

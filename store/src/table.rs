@@ -21,6 +21,9 @@ pub struct TableSettings {
     pub partition_key: Option<String>,
 }
 
+/// Open batches in a partition's buffer beyond which a scan seals it.
+const SEAL_ON_READ: usize = 8;
+
 pub struct Table {
     name: String,
     /// When this incarnation of the table was created here (µs since the
@@ -159,10 +162,21 @@ impl Table {
         from: Option<i64>,
         to: Option<i64>,
     ) -> Vec<StoredBatch> {
+        let schema = self.schema();
         let mut out = Vec::new();
         for &p in partitions {
             if let Some(part) = self.partitions.get(p as usize) {
-                part.lock().batches(from, to, &mut out);
+                let mut part = part.lock();
+                // Many small requests leave many small batches in a buffer,
+                // and a scan pays per batch (a million rows in 13,000
+                // batches took 58 ms to count, sealed 4 ms): seal them now,
+                // once, rather than make every query pay.
+                if part.open_batches() > SEAL_ON_READ
+                    && let Err(e) = part.seal(&schema)
+                {
+                    tracing::error!(table = %self.name, error = %e, "sealing failed; the buffer stays open");
+                }
+                part.batches(from, to, &mut out);
             }
         }
         out
@@ -228,6 +242,18 @@ mod tests {
         let t = Table::new("t", &config);
         t.evolve(|s| ((), s.accept("t", [("x", ColumnType::Int64)]).unwrap()));
         t
+    }
+
+    #[test]
+    fn a_scan_seals_a_buffer_of_many_small_batches() {
+        let t = table(1_000);
+        for i in 0..=SEAL_ON_READ as i64 {
+            t.append(2, batch(&[i], Some(&[i]))).unwrap();
+        }
+        let batches = t.batches(&[2], None, None);
+        assert_eq!(batches.len(), 1, "sealed by the scan");
+        assert_eq!(batches[0].batch.num_rows(), SEAL_ON_READ + 1);
+        assert_eq!(t.rows(), SEAL_ON_READ as u64 + 1);
     }
 
     #[test]
