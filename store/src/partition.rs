@@ -1,10 +1,12 @@
 //! One (table, partition): an append buffer of small batches as ingest
-//! delivers them, sealed into larger batches by size or age.
+//! delivers them, sealed into larger batches by size or age. Sealed
+//! batches are sorted by `time`, so that a scan with a time range reads a
+//! slice of them rather than all their rows.
 
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::compute::{concat_batches, max, min};
+use arrow::compute::{concat_batches, max, min, sort_to_indices, take_record_batch};
 use arrow::datatypes::{Schema, SchemaRef};
 
 use crate::StoreError;
@@ -18,6 +20,9 @@ pub struct StoredBatch {
     /// Smallest and largest `time`, microseconds since the epoch (UTC).
     pub time_min: i64,
     pub time_max: i64,
+    /// Rows are in `time` order (sealed batches), so that a scan reads only
+    /// the rows of its time range.
+    pub sorted: bool,
 }
 
 impl StoredBatch {
@@ -35,7 +40,46 @@ impl StoredBatch {
             batch,
             time_min,
             time_max,
+            sorted: false,
         })
+    }
+
+    /// The same rows in `time` order.
+    fn sorted_by_time(self) -> Result<StoredBatch, StoreError> {
+        if self.sorted {
+            return Ok(self);
+        }
+        let time = self
+            .batch
+            .column_by_name(TIME_COLUMN)
+            .expect("checked at creation");
+        let order = sort_to_indices(time, None, None)?;
+        Ok(StoredBatch {
+            batch: take_record_batch(&self.batch, &order)?,
+            sorted: true,
+            ..self
+        })
+    }
+
+    /// The rows in `[from, to)` of a sorted batch (all of an unsorted one),
+    /// without copying.
+    fn within(&self, from: Option<i64>, to: Option<i64>) -> StoredBatch {
+        let inside =
+            from.is_none_or(|f| f <= self.time_min) && to.is_none_or(|t| t > self.time_max);
+        let time = self
+            .batch
+            .column_by_name(TIME_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
+        let (Some(time), false, true) = (time, inside, self.sorted) else {
+            return self.clone();
+        };
+        let values = time.values();
+        let lo = from.map_or(0, |f| values.partition_point(|&v| v < f));
+        let hi = to.map_or(values.len(), |t| values.partition_point(|&v| v < t));
+        StoredBatch {
+            batch: self.batch.slice(lo, hi.saturating_sub(lo)),
+            ..self.clone()
+        }
     }
 
     /// True when some row may fall in `[from, to)` (microseconds).
@@ -84,7 +128,10 @@ impl Partition {
     pub(crate) fn seal(&mut self, schema: &TableSchema) -> Result<(), StoreError> {
         match self.open.len() {
             0 => return Ok(()),
-            1 => self.sealed.push(self.open.pop().expect("one open batch")),
+            1 => {
+                let only = self.open.pop().expect("one open batch");
+                self.sealed.push(only.sorted_by_time()?);
+            }
             _ => {
                 let target = union_schema(&self.open, schema);
                 let adapted = self
@@ -97,11 +144,13 @@ impl Partition {
                     self.open.iter().fold((i64::MAX, i64::MIN), |(lo, hi), b| {
                         (lo.min(b.time_min), hi.max(b.time_max))
                     });
-                self.sealed.push(StoredBatch {
+                let merged = StoredBatch {
                     batch: merged,
                     time_min,
                     time_max,
-                });
+                    sorted: false,
+                };
+                self.sealed.push(merged.sorted_by_time()?);
                 self.open.clear();
             }
         }
@@ -117,7 +166,8 @@ impl Partition {
                 .iter()
                 .chain(&self.open)
                 .filter(|b| b.overlaps(from, to))
-                .cloned(),
+                .map(|b| b.within(from, to))
+                .filter(|b| b.rows() > 0),
         );
     }
 

@@ -245,6 +245,27 @@ mod tests {
     }
 
     #[test]
+    fn sealed_batches_are_in_time_order_and_scans_read_their_range_only() {
+        let t = table(4);
+        t.append(1, batch(&[5, 1], Some(&[50, 10]))).unwrap();
+        t.append(1, batch(&[3, 2], Some(&[30, 20]))).unwrap();
+        let all = t.batches(&[1], None, None);
+        assert_eq!(all.len(), 1);
+        assert!(all[0].sorted);
+        let x = all[0].batch.column_by_name("x").unwrap();
+        let x = x.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(
+            x.values().to_vec(),
+            vec![10, 20, 30, 50],
+            "rows follow time"
+        );
+        let some = t.batches(&[1], Some(2), Some(4));
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].rows(), 2, "only times 2 and 3");
+        assert!(t.batches(&[1], Some(6), None).is_empty());
+    }
+
+    #[test]
     fn a_scan_seals_a_buffer_of_many_small_batches() {
         let t = table(1_000);
         for i in 0..=SEAL_ON_READ as i64 {
