@@ -36,16 +36,7 @@ async fn nodes_join_one_ring_and_each_partition_lives_on_its_replicas() {
             (Some(2), Some(2))
         );
     }
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .args([
-            "cluster",
-            "status",
-            "--http-addr",
-            cluster.node(1).url.trim_start_matches("http://"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(status.stdout).unwrap();
+    let text = status_text(cluster.node(1));
     assert!(
         text.contains("N=2 W=2") && text.lines().filter(|l| l.contains(" up ")).count() == 3,
         "{text}"
@@ -305,16 +296,7 @@ async fn a_joiner_in_a_cluster_with_data_gets_pending_partitions() {
         local > 0 && local < 6_000,
         "n3 took the new writes of its pending partitions: {local}"
     );
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .args([
-            "cluster",
-            "status",
-            "--http-addr",
-            cluster.node(2).url.trim_start_matches("http://"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(status.stdout).unwrap();
+    let text = status_text(cluster.node(2));
     assert!(text.contains("(16 moving)"), "{text}");
 
     let (status, _) = cluster
@@ -1245,6 +1227,16 @@ async fn keyed_table(
         let p = atoll_ring::partition_for_key(key.as_bytes(), 64) as usize;
         ring["ring"][p]["owner"].as_str().unwrap().to_string()
     }
+}
+
+/// What `atoll cluster status` prints, asked of `node`.
+fn status_text(node: &Server) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["cluster", "status", "--http-addr"])
+        .arg(node.url.trim_start_matches("http://"))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Like `Cluster::wait_until`, over some nodes only.
