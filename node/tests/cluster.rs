@@ -205,15 +205,7 @@ async fn a_joiner_in_a_cluster_with_data_gets_pending_partitions() {
         node0.ingest("p", generated_events(3_000, 1, &[])).await.0,
         200
     );
-    cluster
-        .wait_until("the rows are gossiped", |v| {
-            v["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["rows"].as_u64() > Some(0))
-        })
-        .await;
+    cluster.wait_for_gossiped_rows().await;
     let before = cluster.node(0).cluster().await;
     cluster.gossip.push(free_udp_port());
     cluster
@@ -299,15 +291,7 @@ async fn a_joiner_in_a_cluster_with_data_gets_pending_partitions() {
     let text = status_text(cluster.node(2));
     assert!(text.contains("(16 moving)"), "{text}");
 
-    let (status, _) = cluster
-        .node(0)
-        .send(
-            reqwest::Method::POST,
-            "/v1/cluster/leave",
-            r#"{"node": "n3", "force": true}"#,
-        )
-        .await;
-    assert_eq!(status, 202);
+    assert_eq!(cluster.node(0).leave("n3", true).await, 202);
     let mut leaver = cluster.nodes[3].take().unwrap();
     let views = cluster
         .wait_until("the ring without n3", |v| {
@@ -319,14 +303,9 @@ async fn a_joiner_in_a_cluster_with_data_gets_pending_partitions() {
                     .all(|n| n["name"] != "n3" || n["in_ring"] == false)
         })
         .await;
-    let started = Instant::now();
-    while leaver.try_wait().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "n3 did not stop after a forced leave"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    leaver
+        .wait_exit("n3 did not stop after a forced leave")
+        .await;
     assert_eq!(owners(&views[0]), owners(&before), "nothing moved for good");
     assert_eq!(
         cluster.node(1).count("SELECT count(*) AS c FROM p").await,
@@ -789,25 +768,9 @@ async fn after_a_forced_leave_nodes_do_not_answer_for_what_they_lack() {
     let body: String = (0..3000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     assert_eq!(cluster.node(0).ingest("j", body).await.0, 200);
     // Wait until the figures are gossiped (once a second), then shrink.
-    cluster
-        .wait_until("rows are gossiped", |v| {
-            v["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["rows"].as_u64() > Some(0))
-        })
-        .await;
+    cluster.wait_for_gossiped_rows().await;
     let before = cluster.node(0).cluster().await;
-    let (status, _) = cluster
-        .node(0)
-        .send(
-            reqwest::Method::POST,
-            "/v1/cluster/leave",
-            r#"{"node": "n2", "force": true}"#,
-        )
-        .await;
-    assert_eq!(status, 202);
+    assert_eq!(cluster.node(0).leave("n2", true).await, 202);
     drop(cluster.nodes[2].take());
     let moved = owners(&before).iter().filter(|o| *o == "n2").count();
     let views = cluster
@@ -885,17 +848,7 @@ async fn a_node_asked_to_leave_is_taken_out_of_the_ring_and_stops() {
         .filter(|(a, b)| **a != *b)
         .count();
     assert_eq!(moved, 16, "only what n3 held moves");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = leaver.try_wait() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "n3 did not stop after leaving"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = leaver.wait_exit("n3 did not stop after leaving").await;
     assert!(status.success(), "{status:?}");
     let (status, _) = cluster
         .node(0)
@@ -1170,7 +1123,9 @@ async fn a_drop_missed_by_an_unreachable_node_is_applied_when_it_returns() {
         assert!(ok.success());
     };
     signal("-STOP", 2);
-    cluster_wait(&cluster, &[0, 1], |v| status_of(v, "n2") == "down").await;
+    cluster
+        .wait_until_on(&[0, 1], "n2 is seen down", |v| status_of(v, "n2") == "down")
+        .await;
     let (status, v) = cluster
         .node(0)
         .send(reqwest::Method::DELETE, "/v1/tables/gone", "")
@@ -1237,20 +1192,4 @@ fn status_text(node: &Server) -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Like `Cluster::wait_until`, over some nodes only.
-async fn cluster_wait(cluster: &Cluster, nodes: &[usize], check: impl Fn(&Value) -> bool) {
-    let started = Instant::now();
-    loop {
-        let mut ok = true;
-        for &i in nodes {
-            ok &= check(&cluster.node(i).cluster().await);
-        }
-        if ok {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "timed out");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -115,6 +115,26 @@ impl Server {
         self.child.try_wait().expect("wait")
     }
 
+    /// Waits (at most 20 s) for the process to stop by itself.
+    pub async fn wait_exit(&mut self, why: &str) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.try_wait() {
+                return s;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "{why}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `POST /v1/cluster/leave` for `node`; the HTTP status.
+    pub async fn leave(&self, node: &str, force: bool) -> u16 {
+        let body = serde_json::json!({ "node": node, "force": force }).to_string();
+        self.send(reqwest::Method::POST, "/v1/cluster/leave", &body)
+            .await
+            .0
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().expect("wait").is_none()
     }
@@ -302,11 +322,24 @@ impl Cluster {
     /// Waits (at most 20 s) until `check` holds on every running node's
     /// `/v1/cluster`.
     pub async fn wait_until(&self, what: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect();
+        self.wait_until_on(&running, what, check).await
+    }
+
+    /// The same, on some nodes only.
+    pub async fn wait_until_on(
+        &self,
+        nodes: &[usize],
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let started = Instant::now();
         loop {
             let mut views = Vec::new();
-            for s in self.running() {
-                views.push(s.cluster().await);
+            for &i in nodes {
+                views.push(self.node(i).cluster().await);
             }
             if views.iter().all(&check) {
                 return views;
@@ -317,6 +350,19 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until some node gossips rows (figures go out once a second):
+    /// ring changes made after it see a cluster holding data.
+    pub async fn wait_for_gossiped_rows(&self) {
+        self.wait_until("rows are gossiped", |v| {
+            v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["rows"].as_u64() > Some(0))
+        })
+        .await;
     }
 }
 
