@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use atoll_store::{Store, StoreError, Table, TableSettings, validate_table_name};
+use atoll_store::{Store, StoreError, Table, TableSettings, now_micros, validate_table_name};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -225,10 +225,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, IngestError> {
             "Idempotency-Key must be 1 to 256 visible ASCII characters".into(),
         )),
     }
-}
-
-fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 /// What `GET /v1/tables` says of a table.

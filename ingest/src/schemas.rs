@@ -144,7 +144,7 @@ struct Seen {
 /// the drop is the dropped one, and goes too: only this node's clock is
 /// compared, so clock skew between nodes cannot drop a newer table.
 fn apply_drops(store: &Store, members: &[atoll_ring::Member], seen: &mut Seen) {
-    let now = wall_micros();
+    let now = atoll_store::now_micros();
     for m in members {
         for (table, when) in &m.dropped {
             let key = (m.name.clone(), table.clone(), *when);
@@ -160,12 +160,6 @@ fn apply_drops(store: &Store, members: &[atoll_ring::Member], seen: &mut Seen) {
             }
         }
     }
-}
-
-fn wall_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 async fn sync(replicator: &Replicator, store: &Store, seen: &mut Seen) {

@@ -86,6 +86,14 @@ impl Default for StoreConfig {
     }
 }
 
+/// The wall clock, in µs since the epoch (the unit of `time` and of the
+/// times that name table changes across nodes).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// All tables of one node.
 pub struct Store {
     config: StoreConfig,
@@ -150,11 +158,7 @@ impl Store {
     pub fn drop_table(&self, name: &str, when: Option<i64>) -> bool {
         let found = self.tables.write().remove(name).is_some();
         if found {
-            let micros = when.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64)
-            });
+            let micros = when.unwrap_or_else(now_micros);
             let at = std::time::Instant::now();
             self.dropped
                 .write()

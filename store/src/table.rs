@@ -44,9 +44,7 @@ impl Table {
     pub(crate) fn new(name: &str, config: &StoreConfig) -> Table {
         Table {
             name: name.to_string(),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
+            created: crate::now_micros(),
             schema: RwLock::new(Arc::new(TableSchema::default())),
             evolving: Mutex::new(()),
             settings: RwLock::new((TableSettings::default(), 0)),
