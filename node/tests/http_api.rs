@@ -509,6 +509,61 @@ async fn time_limit_and_admission() {
     );
 }
 
+/// CPU seconds the process has used so far (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A client that gives up on a slow query (a nested-loop join) cancels
+/// it: the node stops working on it, counts it as cancelled, and answers
+/// the next query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_query_stops_running() {
+    let s = Server::start(&[]);
+    load_numbers(&s, "x", 20_000).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(1000))
+        .build()
+        .unwrap();
+    let abandoned = impatient
+        .post(format!("{}/v1/query", s.url))
+        .json(&json!({"sql": "SELECT count(*) FROM x a, x b WHERE a.i + b.i < 0"}))
+        .send()
+        .await;
+    assert!(abandoned.is_err_and(|e| e.is_timeout()));
+    // Idle again: some whole second, within ten, in which the node used
+    // less than a third of a core (the join alone keeps a core busy).
+    let pid = s.child.id();
+    let mut idle = false;
+    for _ in 0..10 {
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if cpu_seconds(pid) - before < 0.33 {
+            idle = true;
+            break;
+        }
+    }
+    assert!(idle, "the abandoned join kept running");
+    let metrics = s.get("/metrics").await.1;
+    assert!(
+        metrics.contains("atoll_query_requests_total{outcome=\"cancelled\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("atoll_queries_running 0"), "{metrics}");
+    assert_eq!(
+        s.rows("SELECT count(*) FROM x").await,
+        vec![vec![json!(20_000)]]
+    );
+}
+
 #[tokio::test]
 async fn health_page_and_metrics() {
     let s = Server::start(&[]);

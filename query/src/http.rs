@@ -45,24 +45,53 @@ pub fn router(state: QueryState) -> Router {
 }
 
 async fn query(State(st): State<QueryState>, headers: HeaderMap, body: Bytes) -> Response {
-    let started = Instant::now();
-    st.metrics.running.inc();
+    let request = Request::begin(&st.metrics);
     let arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains(ARROW_STREAM));
     let result = run(&st, &body, arrow).await;
-    st.metrics.running.dec();
-    let outcome = match &result {
+    request.end(match &result {
         Ok(_) => "ok",
         Err(e) => e.kind(),
-    };
-    st.metrics.requests.with_label_values(&[outcome]).inc();
-    st.metrics
-        .seconds
-        .with_label_values(&[outcome])
-        .observe(started.elapsed().as_secs_f64());
+    });
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One query request in the metrics: counted as running until it ends,
+/// and as `cancelled` if its client goes away first (axum then drops the
+/// handler, and with it this guard).
+struct Request {
+    metrics: QueryMetrics,
+    started: Instant,
+    outcome: Option<&'static str>,
+}
+
+impl Request {
+    fn begin(metrics: &QueryMetrics) -> Request {
+        metrics.running.inc();
+        Request {
+            metrics: metrics.clone(),
+            started: Instant::now(),
+            outcome: None,
+        }
+    }
+
+    fn end(mut self, outcome: &'static str) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or("cancelled");
+        self.metrics.running.dec();
+        self.metrics.requests.with_label_values(&[outcome]).inc();
+        self.metrics
+            .seconds
+            .with_label_values(&[outcome])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 async fn run(st: &QueryState, body: &[u8], arrow: bool) -> Result<Response, QueryError> {

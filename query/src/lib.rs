@@ -12,6 +12,7 @@ pub mod pool;
 pub mod prune;
 pub mod render;
 pub mod scan;
+pub mod slice;
 
 pub use engine::{QueryConfig, QueryEngine, QueryStats};
 pub use error::QueryError;

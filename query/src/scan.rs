@@ -23,6 +23,7 @@ use datafusion::physical_plan::{
 use futures::stream;
 
 use crate::prune::TimeRange;
+use crate::slice::time_sliced;
 
 /// A scan as shipped to another node (the schema travels apart, as Arrow
 /// IPC).
@@ -234,7 +235,7 @@ impl ExecutionPlan for PartitionScanExec {
         }));
         Ok(Box::pin(cooperative(RecordBatchStreamAdapter::new(
             self.schema.clone(),
-            adapted,
+            time_sliced(adapted),
         ))))
     }
 }
