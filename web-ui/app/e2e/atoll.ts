@@ -1,0 +1,115 @@
+// Real `atoll` processes and a real Chromium for the browser tests.
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { type Browser, chromium } from 'playwright-core';
+
+const REPO = resolve(import.meta.dirname, '../../..');
+export const ATOLL = process.env.ATOLL_BIN ?? join(REPO, 'target/debug/atoll');
+export const SHOTS = join(REPO, 'target/e2e');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const GEN = join(REPO, '../shared/bench/gen_events.py');
+
+export class Node {
+  constructor(
+    readonly name: string,
+    readonly url: string,
+    readonly proc: ChildProcess,
+  ) {}
+
+  /** SIGKILL, and wait until the process is gone. */
+  async kill(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    const gone = new Promise((r) => this.proc.once('exit', r));
+    this.proc.kill('SIGKILL');
+    await gone;
+  }
+
+  async sql(sql: string): Promise<{ columns: { name: string; type: string }[]; rows: unknown[][]; stats: Record<string, unknown> }> {
+    const res = await fetch(`${this.url}/v1/query`, { method: 'POST', body: JSON.stringify({ sql, allow_partial: true }) });
+    const body = await res.json();
+    if (!res.ok) throw new Error(`${res.status}: ${JSON.stringify(body)}`);
+    return body;
+  }
+
+  async cluster(): Promise<{ nodes: { name: string; status: string }[] }> {
+    return (await fetch(`${this.url}/v1/cluster`)).json();
+  }
+
+  async ingest(table: string, ndjson: string): Promise<number> {
+    const res = await fetch(`${this.url}/v1/tables/${table}/events`, { method: 'POST', headers: { 'Content-Type': 'application/x-ndjson' }, body: ndjson });
+    const body = (await res.json()) as { accepted: number };
+    if (!res.ok) throw new Error(`ingest: ${res.status} ${JSON.stringify(body)}`);
+    return body.accepted;
+  }
+}
+
+/** `atoll serve` on free ports; resolves once it says where it listens. */
+export async function startNode(name: string, extra: string[] = []): Promise<Node> {
+  const args = ['serve', '--http-addr', '127.0.0.1:0', '--flight-addr', '127.0.0.1:0', '--gossip-addr', '127.0.0.1:0', '--log', 'warn', '--cluster-secret', 'e2e-secret', '--node-name', name, ...extra];
+  const proc = spawn(ATOLL, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: proc.stdout! });
+  const first = await new Promise<string>((ok, fail) => {
+    lines.once('line', ok);
+    proc.once('exit', (code) => fail(new Error(`${ATOLL} exited with ${code} before listening`)));
+  });
+  const url = first.replace(/^atoll listening on /, '').trim();
+  if (!url.startsWith('http')) throw new Error(`unexpected first line from atoll: ${first}`);
+  lines.on('line', () => {});
+  return new Node(name, url, proc);
+}
+
+async function freeUdpPort(): Promise<number> {
+  const sock = createSocket('udp4');
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const port = sock.address().port;
+  await new Promise<void>((r) => sock.close(() => r()));
+  return port;
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, seconds = 30): Promise<T> {
+  const until = Date.now() + seconds * 1000;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** `n` nodes with `replicas` replicas, seeded by the first; waits until every node sees all up. */
+export async function startCluster(n: number, replicas: number): Promise<Node[]> {
+  const ports = await Promise.all(Array.from({ length: n }, freeUdpPort));
+  const cluster = `e2e-${process.pid}-${Date.now()}`;
+  const nodes: Node[] = [];
+  for (let i = 0; i < n; i++) {
+    const extra = ['--cluster-name', cluster, '--gossip-addr', `127.0.0.1:${ports[i]}`, '--gossip-interval-ms', '100', '--replicas', String(replicas)];
+    if (i > 0) extra.push('--seed', `127.0.0.1:${ports[0]}`);
+    nodes.push(await startNode(`n${i}`, extra));
+  }
+  for (const node of nodes) {
+    await waitFor(`${node.name} to see ${n} nodes up`, async () => (await node.cluster()).nodes.filter((x) => x.status === 'up').length === n);
+  }
+  return nodes;
+}
+
+/** Generator events over the last 24 hours, as NDJSON. */
+export function events(rows: number, seed = 7): string {
+  const out = join(tmpdir(), `atoll-e2e-${process.pid}-${rows}-${seed}.ndjson`);
+  execFileSync('python3', [GEN, '--rows', String(rows), '--seed', String(seed), '--start', 'now', '--out', out]);
+  return readFileSync(out, 'utf8');
+}
+
+/** Headless Debian Chromium, with the flags a machine without internet needs. */
+export async function browser(): Promise<Browser> {
+  mkdirSync(SHOTS, { recursive: true });
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}

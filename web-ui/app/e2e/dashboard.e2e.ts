@@ -1,0 +1,180 @@
+// The dashboard in a real Chromium against real atoll processes.
+
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser, Page } from 'playwright-core';
+import { formatNumber } from '../src/format';
+import { type Node, SHOTS, browser, events, startCluster, startNode, waitFor } from './atoll';
+
+const Q2 = 'SELECT status, count(*) AS n FROM events GROUP BY status ORDER BY n DESC, status';
+
+/** Generator events of the last 24 h, less their first hour, so that a "last 24 h" window holds all of them while the test runs. */
+function recentEvents(rows: number, seed = 7): string {
+  const cut = new Date(Date.now() - 23 * 3600_000).toISOString();
+  return events(rows, seed)
+    .split('\n')
+    .filter((l) => l && JSON.parse(l).time > cut)
+    .join('\n');
+}
+
+async function open(b: Browser, url: string): Promise<Page> {
+  const page = await b.newPage({ viewport: { width: 1400, height: 1000 } });
+  page.on('pageerror', (e) => console.error('page error:', e));
+  await page.goto(url);
+  return page;
+}
+
+/** Count by region over the last 24 h, built with the builder's controls. */
+async function buildCountByRegion(page: Page) {
+  await page.locator('[data-testid=table]').selectOption('events');
+  await page.locator('[data-testid=range]').selectOption('24h');
+  await page.getByRole('button', { name: '+ group' }).click();
+  await page.locator('[data-testid=group] select').selectOption('region');
+  await page.locator('[data-testid=run]').click();
+  await page.locator('[data-testid=done]').waitFor();
+}
+
+/** Series names in the chart's legend (uPlot's first row is the x axis). */
+async function legend(page: Page): Promise<string[]> {
+  const labels = await page.locator('.u-legend .u-series .u-label').allTextContents();
+  return labels.slice(1);
+}
+
+/** The raw values (cell titles) of a results table, row by row. */
+async function tableCells(page: Page, testid = 'results'): Promise<string[][]> {
+  return page
+    .locator(`[data-testid=${testid}] tbody tr`)
+    .evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.getAttribute('title') ?? '')));
+}
+
+async function setEditor(page: Page, text: string) {
+  await page.locator('.cm-content').click();
+  await page.keyboard.press('ControlOrMeta+a');
+  await page.keyboard.press('Delete');
+  await page.keyboard.insertText(text);
+}
+
+describe('one node', () => {
+  let node: Node;
+  let b: Browser;
+  let page: Page;
+
+  beforeAll(async () => {
+    node = await startNode('e2e');
+    await node.ingest('events', recentEvents(20000));
+    b = await browser();
+    page = await open(b, node.url);
+  });
+  afterAll(async () => {
+    await b?.close();
+    await node?.kill();
+  });
+
+  it('draws count by region over the last 24 h as one series per region', async () => {
+    await buildCountByRegion(page);
+    const expected = await node.sql('SELECT region, count(*) AS n FROM events GROUP BY region ORDER BY n DESC, region');
+    const regions = expected.rows.map((r) => String(r[0]));
+    expect(regions.length).toBeGreaterThan(1);
+    expect(await page.locator('[data-testid=chart]').getAttribute('data-series')).toBe(String(regions.length));
+    expect((await legend(page)).sort()).toEqual([...regions].sort());
+    expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
+    await expect.poll(() => page.locator('[data-testid=samples-table] tbody tr').count()).toBe(50);
+    await page.screenshot({ path: join(SHOTS, 'explore-count-by-region.png'), fullPage: true });
+  });
+
+  it('reproduces the view from its URL', async () => {
+    const url = page.url();
+    expect(url).toContain('group=region');
+    const again = await open(b, url);
+    await again.locator('[data-testid=done]').waitFor();
+    expect(await again.locator('[data-testid=range]').inputValue()).toBe('24h');
+    expect(await again.locator('[data-testid=group] select').inputValue()).toBe('region');
+    expect((await legend(again)).sort()).toEqual((await legend(page)).sort());
+    expect(await tableCells(again)).toEqual(await tableCells(page));
+    await again.close();
+  });
+
+  it('keeps builder values inside literals', async () => {
+    await page.getByRole('button', { name: '+ filter' }).click();
+    await page.locator('[data-testid=filter] select[aria-label="filter column"]').selectOption('region');
+    await page.locator('[data-testid=filter] input').fill("x' OR '1'='1");
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    expect(await tableCells(page)).toEqual([]);
+    await page.locator('[data-testid=filter] button').click();
+  });
+
+  it('runs Q2 from the SQL editor and shows errors inline', async () => {
+    await page.locator('[data-testid=nav-sql]').click();
+    await setEditor(page, Q2);
+    await page.keyboard.press('ControlOrMeta+Enter');
+    await page.locator('[data-testid=done]').waitFor();
+    const expected = await node.sql(Q2);
+    expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
+    await page.screenshot({ path: join(SHOTS, 'sql-q2.png'), fullPage: true });
+
+    // The URL holds the SQL: a reload runs it again.
+    await page.reload();
+    await page.locator('[data-testid=done]').waitFor();
+    expect(await page.locator('.cm-content').textContent()).toBe(Q2);
+    expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
+
+    await setEditor(page, 'SELECT status FROM events WHER status > 1');
+    await page.locator('[data-testid=run-sql]').click();
+    await expect.poll(() => page.locator('[data-testid=sql-error]').textContent()).toMatch(/found: status at Line: 1, Column: 32/);
+    await page.locator('.cm-lintRange-error').first().waitFor();
+    await page.screenshot({ path: join(SHOTS, 'sql-error.png') });
+  });
+
+  it('cancels a running query', async () => {
+    await setEditor(page, 'SELECT count(*) FROM events a, events b WHERE a.duration_ms < b.duration_ms AND a.bytes <> b.bytes');
+    await page.locator('[data-testid=run-sql]').click();
+    await page.locator('[data-testid=running]').waitFor();
+    await page.locator('[data-testid=cancel]').click();
+    await page.locator('[data-testid=cancelled]').waitFor();
+  });
+
+  it('lists tables with their columns', async () => {
+    await page.locator('[data-testid=nav-tables]').click();
+    const card = page.locator('[data-testid=table-card]').first();
+    await card.waitFor();
+    expect(await card.textContent()).toContain('duration_ms');
+    const [[rows]] = (await node.sql('SELECT count(*) FROM events')).rows;
+    expect(await card.textContent()).toContain(`${formatNumber(Number(rows))} rows`);
+  });
+});
+
+describe('a 3-node cluster with N=1 and a node killed', () => {
+  let nodes: Node[];
+  let b: Browser;
+
+  beforeAll(async () => {
+    nodes = await startCluster(3, 1);
+    await nodes[0].ingest('events', recentEvents(20000, 8));
+    b = await browser();
+  });
+  afterAll(async () => {
+    await b?.close();
+    await Promise.all((nodes ?? []).map((n) => n.kill()));
+  });
+
+  it('warns that results are partial and shows the down node', async () => {
+    await nodes[2].kill();
+    await waitFor('n0 to see n2 down', async () => (await nodes[0].cluster()).nodes.find((n) => n.name === 'n2')?.status === 'down');
+    const page = await open(b, nodes[0].url);
+    await buildCountByRegion(page);
+    const warning = page.locator('[data-testid=partial-warning]');
+    await warning.waitFor();
+    expect(await warning.textContent()).toMatch(/Partial results: \d+ partitions had no reachable replica, coverage \d+\.\d%/);
+    await page.screenshot({ path: join(SHOTS, 'explore-partial.png'), fullPage: true });
+
+    await page.locator('[data-testid=nav-cluster]').click();
+    const down = page.locator('[data-testid=nodes] tr[data-node=n2]');
+    await down.waitFor();
+    expect(await down.getAttribute('data-status')).toBe('down');
+    expect(await page.locator('[data-testid=nodes] tr[data-status=up]').count()).toBe(2);
+    expect(await page.locator('[data-testid=ring] path.arc.down').count()).toBeGreaterThan(0);
+    expect(await page.locator('[data-testid=cluster-summary]').textContent()).toContain('3 nodes, 1 down');
+    await page.screenshot({ path: join(SHOTS, 'cluster-node-down.png'), fullPage: true });
+  });
+});

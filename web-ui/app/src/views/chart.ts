@@ -1,0 +1,56 @@
+// The time-series chart (uPlot): one line per series, a legend that shows
+// the values under the cursor, axes in the series' units.
+
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+import { h } from '../dom';
+import { formatIn, unitOf } from '../format';
+import type { Chart } from '../series';
+
+const PALETTE = ['#2f6fde', '#e4572e', '#17a398', '#f3a712', '#8e44ad', '#29335c', '#a8c686', '#db2763', '#5c946e', '#ff8c42', '#3f88c5', '#6b4e71', '#b5838d', '#118ab2', '#c0c0c0', '#7a5c61', '#06d6a0', '#ef476f', '#073b4c', '#ffd166'];
+
+export function color(i: number): string {
+  return PALETTE[i % PALETTE.length];
+}
+
+/** Counts and sums of an empty bucket are 0; averages and percentiles stay gaps. */
+function zeroFills(column: string): boolean {
+  return /^(count|sum\(|count distinct\()/.test(column);
+}
+
+/** A chart element; it sizes itself to its container and follows resizes. */
+export function chart(data: Chart): HTMLElement {
+  const el = h('div', { class: 'chart', 'data-testid': 'chart', 'data-series': String(data.series.length) });
+  if (data.x.length === 0) {
+    el.append(h('p', { class: 'muted' }, 'No events in this time range.'));
+    return el;
+  }
+  const unit = unitOf(data.series[0]?.column ?? '');
+  const opts: uPlot.Options = {
+    width: 800,
+    height: 280,
+    scales: { x: { time: true } },
+    legend: { live: true },
+    cursor: { points: { size: 6 } },
+    series: [
+      { label: 'time (UTC)', value: (_u, v) => (v == null ? '—' : new Date(v * 1000).toISOString().replace('T', ' ').replace('.000Z', 'Z')) },
+      ...data.series.map((s, i) => ({
+        label: s.label,
+        stroke: color(i),
+        width: 1.5,
+        points: { show: data.x.length < 3 },
+        value: (_u: uPlot, v: number | null) => (v == null ? '—' : formatIn(unitOf(s.column), v)),
+      })),
+    ],
+    axes: [{}, { size: 70, values: (_u, vals) => vals.map((v) => (v == null ? '' : formatIn(unit, v))) }],
+  };
+  const values = data.series.map((s) => (zeroFills(s.column) ? s.values.map((v) => v ?? 0) : s.values));
+  const plot = new uPlot(opts, [data.x, ...values] as uPlot.AlignedData, el);
+  const fit = () => {
+    const w = el.clientWidth;
+    if (w > 0) plot.setSize({ width: w, height: 280 });
+  };
+  new ResizeObserver(fit).observe(el);
+  requestAnimationFrame(fit);
+  return el;
+}

@@ -1,0 +1,249 @@
+// The explorer: a Scuba-style builder on the left (table, time range,
+// filters, group by, aggregates, order, limit), and on the right the
+// chart, the results table and sample events of the same question.
+
+import * as api from '../api';
+import { h, select } from '../dom';
+import { AGG_FNS, type Agg, type AggFn, type Column, type Filter, OPS, type Op, RELATIVE_RANGES, type Relative, aggLabel } from '../model';
+import { BuilderError, samplesSql, seriesSql, tableSql } from '../sql';
+import { MAX_SERIES, toChart } from '../series';
+import { type App } from '../app';
+import { chart } from './chart';
+import { resultsTable } from './resultsTable';
+import { QueryStatus } from './status';
+
+const status = new QueryStatus();
+const results = h('div', { class: 'results-area' });
+const builderError = h('div', { class: 'error', 'data-testid': 'builder-error' });
+
+function columnsOf(app: App): Column[] {
+  return app.tables.find((t) => t.name === app.state.query.table)?.columns ?? [];
+}
+
+function columnOptions(columns: Column[], keep = '') {
+  const opts = columns.map((c) => ({ value: c.name, label: `${c.name} (${c.type})` }));
+  if (keep && !columns.some((c) => c.name === keep)) opts.unshift({ value: keep, label: `${keep} (missing)` });
+  return [{ value: '', label: '— column —' }, ...opts];
+}
+
+function section(title: string, ...body: (Node | null)[]) {
+  return h('fieldset', {}, h('legend', {}, title), ...body);
+}
+
+function removeButton(onclick: () => void, what: string) {
+  return h('button', { class: 'icon', title: `remove ${what}`, 'aria-label': `remove ${what}`, onclick }, '×');
+}
+
+function timeSection(app: App): HTMLElement {
+  const q = app.state.query;
+  const range = q.range;
+  const choices = [...RELATIVE_RANGES.map((r) => ({ value: r, label: `last ${r}` })), { value: 'absolute', label: 'from … to …' }];
+  const picker = select(choices, range.kind === 'relative' ? range.last : 'absolute', (v) =>
+    app.update((s) => {
+      if (v === 'absolute') {
+        const to = new Date();
+        s.query.range = { kind: 'absolute', from: new Date(to.getTime() - 3600_000).toISOString(), to: to.toISOString() };
+      } else s.query.range = { kind: 'relative', last: v as Relative };
+    }),
+    { 'data-testid': 'range' },
+  );
+  if (range.kind === 'relative') return section('Time', picker);
+  const input = (which: 'from' | 'to') =>
+    h('input', {
+      type: 'datetime-local',
+      step: '1',
+      value: toLocalInput(range[which]),
+      'data-testid': `range-${which}`,
+      onchange: (e: Event) => {
+        const v = (e.target as HTMLInputElement).value;
+        if (v) app.update((s) => s.query.range.kind === 'absolute' && (s.query.range[which] = new Date(v).toISOString()), false);
+      },
+    });
+  return section('Time', picker, h('label', {}, 'from ', input('from')), h('label', {}, 'to ', input('to')));
+}
+
+/** An ISO instant as a datetime-local value (the browser's time zone). */
+function toLocalInput(iso: string): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+}
+
+function filterRow(app: App, f: Filter, i: number, columns: Column[]): HTMLElement {
+  const set = (change: (f: Filter) => void, rerender = true) => app.update((s) => change(s.query.filters[i]), rerender);
+  const needsValue = f.op !== 'exists' && f.op !== 'not_exists';
+  return h(
+    'div',
+    { class: 'row', 'data-testid': 'filter' },
+    select(columnOptions(columns, f.column), f.column, (v) => set((f) => (f.column = v)), { 'aria-label': 'filter column' }),
+    select(
+      OPS.map((o) => ({ value: o.op, label: o.label })),
+      f.op,
+      (v) => set((f) => (f.op = v as Op)),
+      { 'aria-label': 'filter operator' },
+    ),
+    needsValue
+      ? h('input', {
+          value: f.value,
+          placeholder: f.op === 'in' ? 'a, b, c' : 'value',
+          'aria-label': 'filter value',
+          oninput: (e: Event) => set((f) => (f.value = (e.target as HTMLInputElement).value), false),
+          onkeydown: (e: KeyboardEvent) => e.key === 'Enter' && runExplore(app),
+        })
+      : null,
+    removeButton(() => app.update((s) => s.query.filters.splice(i, 1)), 'filter'),
+  );
+}
+
+function groupRow(app: App, g: string, i: number, columns: Column[]): HTMLElement {
+  return h(
+    'div',
+    { class: 'row', 'data-testid': 'group' },
+    select(columnOptions(columns, g), g, (v) => app.update((s) => (s.query.groupBy[i] = v)), { 'aria-label': 'group by column' }),
+    removeButton(() => app.update((s) => s.query.groupBy.splice(i, 1)), 'group'),
+  );
+}
+
+function aggRow(app: App, a: Agg, i: number, columns: Column[]): HTMLElement {
+  const fn = select(
+    AGG_FNS.map((f) => ({ value: f.fn, label: f.label })),
+    a.fn,
+    (v) => app.update((s) => (s.query.aggs[i] = v === 'count' ? { fn: 'count' } : { fn: v as AggFn, column: a.column ?? '' })),
+    { 'aria-label': 'aggregate function' },
+  );
+  const col =
+    a.fn === 'count'
+      ? null
+      : select(columnOptions(columns, a.column), a.column ?? '', (v) => app.update((s) => (s.query.aggs[i].column = v)), { 'aria-label': 'aggregate column' });
+  const remove = app.state.query.aggs.length > 1 ? removeButton(() => app.update((s) => s.query.aggs.splice(i, 1)), 'aggregate') : null;
+  return h('div', { class: 'row', 'data-testid': 'agg' }, fn, col, remove);
+}
+
+function orderSection(app: App): HTMLElement {
+  const q = app.state.query;
+  const labels = [...q.aggs.map(aggLabel), ...q.groupBy];
+  return section(
+    'Order and limit',
+    h(
+      'div',
+      { class: 'row' },
+      select([{ value: '', label: `${aggLabel(q.aggs[0])} (default)` }, ...labels.map((l) => ({ value: l, label: l }))], q.orderBy, (v) => app.update((s) => (s.query.orderBy = v)), {
+        'aria-label': 'order by',
+      }),
+      select(
+        [
+          { value: 'desc', label: 'desc' },
+          { value: 'asc', label: 'asc' },
+        ],
+        q.orderDesc ? 'desc' : 'asc',
+        (v) => app.update((s) => (s.query.orderDesc = v === 'desc')),
+        { 'aria-label': 'order direction' },
+      ),
+      h('input', {
+        type: 'number',
+        min: '1',
+        max: '10000',
+        value: String(q.limit),
+        class: 'limit',
+        'aria-label': 'limit',
+        onchange: (e: Event) => app.update((s) => (s.query.limit = Number((e.target as HTMLInputElement).value) || 100), false),
+      }),
+    ),
+  );
+}
+
+function builder(app: App): HTMLElement {
+  const q = app.state.query;
+  const columns = columnsOf(app);
+  const tableChoices = [{ value: '', label: '— table —' }, ...app.tables.map((t) => ({ value: t.name, label: t.name }))];
+  return h(
+    'aside',
+    { class: 'builder' },
+    section(
+      'Table',
+      select(tableChoices, q.table, (v) => app.update((s) => (s.query = { ...s.query, table: v, filters: [], groupBy: [], aggs: [{ fn: 'count' }], orderBy: '' })), {
+        'data-testid': 'table',
+      }),
+    ),
+    timeSection(app),
+    section('Filters', ...q.filters.map((f, i) => filterRow(app, f, i, columns)), h('button', { class: 'add', onclick: () => app.update((s) => s.query.filters.push({ column: '', op: '=', value: '' })) }, '+ filter')),
+    section('Group by', ...q.groupBy.map((g, i) => groupRow(app, g, i, columns)), h('button', { class: 'add', onclick: () => app.update((s) => s.query.groupBy.push('')) }, '+ group')),
+    section(
+      'Aggregates',
+      ...q.aggs.map((a, i) => aggRow(app, a, i, columns)),
+      h('button', { class: 'add', onclick: () => app.update((s) => s.query.aggs.push({ fn: 'avg', column: '' })) }, '+ aggregate'),
+    ),
+    orderSection(app),
+    h(
+      'div',
+      { class: 'actions' },
+      h('button', { class: 'primary', 'data-testid': 'run', onclick: () => runExplore(app) }, 'Run'),
+      h('button', { class: 'link', onclick: () => openInSql(app) }, 'Edit as SQL'),
+    ),
+    builderError,
+  );
+}
+
+function openInSql(app: App) {
+  try {
+    const sql = tableSql(app.state.query, columnsOf(app), new Date());
+    app.update((s) => {
+      s.view = 'sql';
+      s.sql = sql;
+    });
+  } catch (e) {
+    builderError.textContent = (e as Error).message;
+  }
+}
+
+export function exploreView(app: App): HTMLElement {
+  return h('div', { class: 'explore' }, builder(app), h('section', { class: 'main' }, status.el, results));
+}
+
+function groupValues(app: App, result: api.QueryResult): unknown[][] {
+  const n = app.state.query.groupBy.length;
+  return result.rows.slice(0, MAX_SERIES).map((r) => r.slice(0, n));
+}
+
+/** Runs the table query, then the chart's series (for the top groups) and the samples. */
+export async function runExplore(app: App) {
+  builderError.textContent = '';
+  const columns = columnsOf(app);
+  const q = app.state.query;
+  const now = new Date();
+  let sql: string;
+  try {
+    sql = tableSql(q, columns, now);
+  } catch (e) {
+    if (e instanceof BuilderError) return void (builderError.textContent = e.message);
+    throw e;
+  }
+  const signal = status.begin();
+  const started = performance.now();
+  try {
+    const table = await api.query(sql, signal);
+    const top = q.groupBy.length ? groupValues(app, table) : [];
+    const [series, samples] = await Promise.all([api.query(seriesSql(q, columns, now, top), signal), api.query(samplesSql(q, columns, now), signal)]);
+    status.done(signal, table.rows.length, [table.stats, series.stats, samples.stats], performance.now() - started);
+    renderResults(app, table, series, samples);
+  } catch (e) {
+    status.failed(signal, (e as Error).message);
+  }
+}
+
+function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult) {
+  const data = toChart(series.columns, series.rows);
+  const rerenderTable = () => tableSlot.replaceChildren(resultsTable(table, app.state.sort, onSort));
+  const onSort = (s: typeof app.state.sort) => {
+    app.update((st) => (st.sort = s), false);
+    rerenderTable();
+  };
+  const tableSlot = h('div', {});
+  rerenderTable();
+  results.replaceChildren(
+    data ? chart(data) : h('div', {}),
+    h('h3', {}, 'Results'),
+    tableSlot,
+    h('details', { open: true, 'data-testid': 'samples' }, h('summary', {}, `Samples (newest ${samples.rows.length})`), resultsTable(samples, null, () => {}, 'samples-table')),
+  );
+}

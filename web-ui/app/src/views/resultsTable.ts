@@ -1,0 +1,42 @@
+// A results table, sortable by clicking a header (client-side).
+
+import type { QueryResult } from '../api';
+import { h } from '../dom';
+import { formatCell } from '../format';
+import { isNumericType } from '../series';
+
+export type Sort = { column: string; desc: boolean } | null;
+
+function compare(a: unknown, b: unknown): number {
+  if (a === b) return 0;
+  if (a === null || a === undefined) return 1;
+  if (b === null || b === undefined) return -1;
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  return String(a).localeCompare(String(b));
+}
+
+export function resultsTable(result: QueryResult, sort: Sort, onSort: (s: Sort) => void, testid = 'results'): HTMLElement {
+  const rows = [...result.rows];
+  const si = sort ? result.columns.findIndex((c) => c.name === sort.column) : -1;
+  if (sort && si >= 0) rows.sort((x, y) => (sort.desc ? -1 : 1) * compare(x[si], y[si]));
+  const head = h(
+    'tr',
+    {},
+    ...result.columns.map((c, i) => {
+      const mark = i === si ? (sort!.desc ? ' ▼' : ' ▲') : '';
+      const next: Sort = i === si ? (sort!.desc ? { column: c.name, desc: false } : null) : { column: c.name, desc: true };
+      return h('th', { title: `${c.type} — click to sort`, class: isNumericType(c.type) ? 'num' : '', onclick: () => onSort(next) }, c.name + mark);
+    }),
+  );
+  const body = rows.map((r) =>
+    h(
+      'tr',
+      {},
+      ...r.map((v, i) => {
+        const col = result.columns[i];
+        return h('td', { class: isNumericType(col.type) ? 'num' : '', title: v === null ? 'NULL' : typeof v === 'object' ? JSON.stringify(v) : String(v) }, formatCell(v, col.name));
+      }),
+    ),
+  );
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'results', 'data-testid': testid }, h('thead', {}, head), h('tbody', {}, ...body)));
+}

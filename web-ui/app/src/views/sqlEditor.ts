@@ -1,0 +1,104 @@
+// The SQL editor (CodeMirror 6): highlighting, completion of table and
+// column names, Ctrl/Cmd-Enter runs, errors shown under the editor and,
+// where the message gives a position, marked in the text.
+
+import { EditorView, basicSetup } from 'codemirror';
+import { keymap } from '@codemirror/view';
+import { Prec } from '@codemirror/state';
+import { sql, PostgreSQL } from '@codemirror/lang-sql';
+import { type Diagnostic, setDiagnostics } from '@codemirror/lint';
+import * as api from '../api';
+import { h } from '../dom';
+import { errorPosition, tableSql } from '../sql';
+import { toChart } from '../series';
+import { type App } from '../app';
+import { chart } from './chart';
+import { resultsTable } from './resultsTable';
+import { QueryStatus } from './status';
+
+const status = new QueryStatus();
+const results = h('div', { class: 'results-area' });
+const errorBox = h('div', { class: 'error sql-error', 'data-testid': 'sql-error' });
+let editor: EditorView | null = null;
+let current: App | null = null;
+
+function schemaOf(app: App): Record<string, string[]> {
+  return Object.fromEntries(app.tables.map((t) => [t.name, t.columns.map((c) => c.name)]));
+}
+
+function makeEditor(app: App, doc: string): EditorView {
+  const run = () => {
+    if (current) void runSql(current);
+    return true;
+  };
+  return new EditorView({
+    doc,
+    extensions: [
+      Prec.highest(keymap.of([{ key: 'Mod-Enter', run }])),
+      basicSetup,
+      sql({ dialect: PostgreSQL, schema: schemaOf(app), upperCaseKeywords: true }),
+      EditorView.lineWrapping,
+    ],
+  });
+}
+
+/** The builder's SQL, or a plain sample query when the builder is incomplete. */
+function builderSql(app: App): string {
+  const t = app.tables.find((t) => t.name === app.state.query.table);
+  try {
+    return tableSql(app.state.query, t?.columns ?? [], new Date());
+  } catch {
+    return t ? `SELECT * FROM "${t.name.replace(/"/g, '""')}" ORDER BY "time" DESC LIMIT 100` : 'SELECT 1';
+  }
+}
+
+export function sqlView(app: App): HTMLElement {
+  current = app;
+  const doc = app.state.sql || builderSql(app);
+  if (!editor) editor = makeEditor(app, doc);
+  else if (editor.state.doc.toString() !== doc) editor.dispatch({ changes: { from: 0, to: editor.state.doc.length, insert: doc } });
+  return h(
+    'div',
+    { class: 'sql-view' },
+    h('div', { class: 'editor', 'data-testid': 'sql-editor' }, editor.dom),
+    h(
+      'div',
+      { class: 'actions' },
+      h('button', { class: 'primary', 'data-testid': 'run-sql', onclick: () => runSql(app) }, 'Run'),
+      h('span', { class: 'muted' }, ' Ctrl/Cmd-Enter runs the query'),
+    ),
+    errorBox,
+    status.el,
+    results,
+  );
+}
+
+function showError(message: string) {
+  errorBox.textContent = message;
+  if (!editor) return;
+  const doc = editor.state.doc.toString();
+  const at = errorPosition(message, doc);
+  const diagnostics: Diagnostic[] = at === null ? [] : [{ from: at, to: Math.min(at + 1, doc.length), severity: 'error', message }];
+  editor.dispatch(setDiagnostics(editor.state, diagnostics));
+}
+
+export async function runSql(app: App) {
+  if (!editor) return;
+  const text = editor.state.doc.toString();
+  app.update((s) => (s.sql = text), false);
+  showError('');
+  const signal = status.begin();
+  const started = performance.now();
+  try {
+    const result = await api.query(text, signal);
+    status.done(signal, result.rows.length, [result.stats], performance.now() - started);
+    const data = toChart(result.columns, result.rows);
+    const slot = h('div', {});
+    const draw = () => slot.replaceChildren(resultsTable(result, app.state.sort, (s) => (app.update((st) => (st.sort = s), false), draw())));
+    draw();
+    results.replaceChildren(data ? chart(data) : h('div', {}), slot);
+  } catch (e) {
+    status.failed(signal, signal.aborted ? '' : 'The query failed.');
+    if (!signal.aborted) showError((e as Error).message);
+  }
+}
