@@ -181,10 +181,12 @@ impl Store {
         self.tables.read().values().cloned().collect()
     }
 
-    /// Seals every append buffer that is old enough; run periodically.
+    /// Seals every append buffer that is old enough, then merges small
+    /// sealed batches; run periodically.
     pub fn seal_aged(&self) {
         for table in self.tables() {
             table.seal_aged(self.config.seal_age);
+            table.compact();
         }
     }
 }

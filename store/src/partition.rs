@@ -126,37 +126,53 @@ impl Partition {
     /// Merges the append buffer into one batch holding the columns its
     /// batches have, typed as the table's current schema says.
     pub(crate) fn seal(&mut self, schema: &TableSchema) -> Result<(), StoreError> {
-        match self.open.len() {
-            0 => return Ok(()),
-            1 => {
-                let only = self.open.pop().expect("one open batch");
-                self.sealed.push(only.sorted_by_time()?);
-            }
-            _ => {
-                let target = union_schema(&self.open, schema);
-                let adapted = self
-                    .open
-                    .iter()
-                    .map(|b| adapt_batch(&b.batch, &target))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let merged = concat_batches(&target, &adapted)?;
-                let (time_min, time_max) =
-                    self.open.iter().fold((i64::MAX, i64::MIN), |(lo, hi), b| {
-                        (lo.min(b.time_min), hi.max(b.time_max))
-                    });
-                let merged = StoredBatch {
-                    batch: merged,
-                    time_min,
-                    time_max,
-                    sorted: false,
-                };
-                self.sealed.push(merged.sorted_by_time()?);
-                self.open.clear();
-            }
+        if self.open.is_empty() {
+            return Ok(());
         }
+        self.sealed.push(merge(&self.open, schema)?);
+        self.open.clear();
         self.open_rows = 0;
         self.open_since = None;
         Ok(())
+    }
+
+    /// Merges runs of small sealed batches (under a quarter of `target`
+    /// rows each, as a slow trickle of events seals them) into batches of
+    /// up to `target` rows: a query pays per batch, and a merged batch is
+    /// no longer small, so no row is merged more than about twice. The
+    /// batches stay as they were if a merge fails. Returns the batches
+    /// merged away.
+    pub(crate) fn compact(
+        &mut self,
+        schema: &TableSchema,
+        target: usize,
+    ) -> Result<usize, StoreError> {
+        let small = target / 4;
+        if self.sealed.iter().filter(|b| b.rows() < small).count() < 2 {
+            return Ok(0);
+        }
+        let mut out = Vec::with_capacity(self.sealed.len());
+        let mut run: Vec<StoredBatch> = Vec::new();
+        let mut run_rows = 0;
+        for b in &self.sealed {
+            if b.rows() >= small {
+                out.push(b.clone());
+                continue;
+            }
+            if run_rows + b.rows() > target {
+                out.push(merge(&run, schema)?);
+                run.clear();
+                run_rows = 0;
+            }
+            run_rows += b.rows();
+            run.push(b.clone());
+        }
+        if !run.is_empty() {
+            out.push(merge(&run, schema)?);
+        }
+        let merged = self.sealed.len() - out.len();
+        self.sealed = out;
+        Ok(merged)
     }
 
     /// Every batch, sealed or not, that may hold rows in `[from, to)`.
@@ -182,6 +198,29 @@ impl Partition {
             .map(StoredBatch::memory_bytes)
             .sum()
     }
+}
+
+/// One batch, sorted by time, of the rows of `batches`, with the columns
+/// they have, typed as the table's current schema says.
+fn merge(batches: &[StoredBatch], schema: &TableSchema) -> Result<StoredBatch, StoreError> {
+    if let [only] = batches {
+        return only.clone().sorted_by_time();
+    }
+    let target = union_schema(batches, schema);
+    let adapted = batches
+        .iter()
+        .map(|b| adapt_batch(&b.batch, &target))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (time_min, time_max) = batches.iter().fold((i64::MAX, i64::MIN), |(lo, hi), b| {
+        (lo.min(b.time_min), hi.max(b.time_max))
+    });
+    StoredBatch {
+        batch: concat_batches(&target, &adapted)?,
+        time_min,
+        time_max,
+        sorted: false,
+    }
+    .sorted_by_time()
 }
 
 fn union_schema(batches: &[StoredBatch], schema: &TableSchema) -> SchemaRef {

@@ -192,6 +192,22 @@ impl Table {
         }
     }
 
+    /// Merges small sealed batches, partition by partition; returns the
+    /// batches merged away.
+    pub(crate) fn compact(&self) -> usize {
+        let schema = self.schema();
+        let mut merged = 0;
+        for part in self.partitions.iter() {
+            match part.lock().compact(&schema, self.seal_rows) {
+                Ok(n) => merged += n,
+                Err(e) => {
+                    tracing::error!(table = %self.name, error = %e, "compaction failed; the batches stay as they were")
+                }
+            }
+        }
+        merged
+    }
+
     /// Rows held, per partition.
     pub fn partition_rows(&self) -> Vec<u64> {
         self.partitions
@@ -301,6 +317,64 @@ mod tests {
         t.append(0, batch(&[2], None)).unwrap();
         t.seal_aged(Duration::ZERO);
         assert_eq!(t.batches(&[0], None, None).len(), 1);
+    }
+
+    #[test]
+    fn compaction_merges_small_sealed_batches_and_keeps_every_row() {
+        let t = table(8);
+        // Sealed one by one by age: five batches of 1 row (small: under 8/4).
+        for i in [5, 1, 4, 2, 3] {
+            t.append(3, batch(&[i], (i != 4).then_some(&[i * 10])))
+                .unwrap();
+            t.seal_aged(Duration::ZERO);
+        }
+        // A batch of 2 rows (not small) stays as it is.
+        t.append(3, batch(&[7, 6], Some(&[70, 60]))).unwrap();
+        t.seal_aged(Duration::ZERO);
+        assert_eq!(t.batches(&[3], None, None).len(), 6);
+        assert_eq!(t.compact(), 4, "five small batches become one");
+        assert_eq!(t.compact(), 0, "nothing small left to merge");
+        let batches = t.batches(&[3], None, None);
+        let merged = batches
+            .iter()
+            .find(|b| b.rows() == 5)
+            .expect("one batch of 5 rows");
+        assert!(merged.sorted);
+        assert_eq!((merged.time_min, merged.time_max), (1, 5));
+        let x = merged.batch.column_by_name("x").unwrap();
+        let x = x.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(
+            x.iter().collect::<Vec<_>>(),
+            vec![Some(10), Some(20), Some(30), None, Some(50)],
+            "rows in time order, the one without x as NULL"
+        );
+        assert_eq!(t.rows(), 7);
+        assert_eq!(
+            t.batches(&[3], Some(2), Some(4))[0].rows(),
+            2,
+            "time slices still work"
+        );
+    }
+
+    #[test]
+    fn compaction_stops_at_the_target_size() {
+        let t = table(8);
+        for i in 0..10 {
+            t.append(0, batch(&[i], Some(&[i]))).unwrap();
+            t.partitions[0].lock().seal(&t.schema()).unwrap();
+        }
+        assert_eq!(
+            t.compact(),
+            8,
+            "ten batches of 1 row become two of 8 and 2 rows"
+        );
+        let mut sizes: Vec<usize> = t
+            .batches(&[0], None, None)
+            .iter()
+            .map(StoredBatch::rows)
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![2, 8]);
     }
 
     #[test]
