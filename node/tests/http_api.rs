@@ -571,12 +571,19 @@ async fn health_page_and_metrics() {
         s.get("/healthz").await,
         (200, "{\"status\":\"ok\"}".to_string())
     );
+    // The dashboard: its page and the script it names, both embedded.
     let (status, page) = s.get("/").await;
     assert_eq!(status, 200);
-    assert!(
-        page.contains("<textarea id=\"sql\"") && page.contains("/v1/query"),
-        "{page}"
-    );
+    let script = page
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .filter(|src| src.starts_with("/assets/"))
+        .unwrap_or_else(|| panic!("no script under /assets/ in {page}"));
+    let (status, js) = s.get(script).await;
+    assert_eq!(status, 200);
+    assert!(js.contains("/v1/query"), "the app calls the query API");
+    assert_eq!(s.get("/assets/nope.js").await.0, 404);
     s.ingest("m", "{\"a\":1}\n{\"a\":\"x\"}\n").await;
     s.query("SELECT count(*) FROM m").await;
     s.query("DROP TABLE m").await;

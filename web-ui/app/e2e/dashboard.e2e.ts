@@ -119,6 +119,12 @@ describe('one node', () => {
     expect(await page.locator('.cm-content').textContent()).toBe(Q2);
     expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
 
+    // Completion offers the explored table's columns.
+    await setEditor(page, 'SELECT durat');
+    await page.keyboard.press('Control+Space');
+    const options = page.locator('.cm-tooltip-autocomplete li');
+    await expect.poll(() => options.allTextContents()).toContain('duration_ms');
+
     await setEditor(page, 'SELECT status FROM events WHER status > 1');
     await page.locator('[data-testid=run-sql]').click();
     await expect.poll(() => page.locator('[data-testid=sql-error]').textContent()).toMatch(/found: status at Line: 1, Column: 32/);

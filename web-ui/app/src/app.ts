@@ -10,6 +10,8 @@ export interface App {
   tables: api.TableInfo[];
   /** Changes the state, writes it to the URL, and (by default) renders again. */
   update(change: (s: AppState) => unknown, rerender?: boolean): void;
+  /** Fetches the table list again; renders again if tables or columns changed. */
+  refreshTables(): Promise<void>;
 }
 
 export type ViewRenderer = (app: App) => HTMLElement;
@@ -27,6 +29,12 @@ export function startApp(root: HTMLElement, views: Record<View, ViewRenderer>, o
       change(app.state);
       history.replaceState(null, '', `?${encode(app.state)}`);
       if (rerender) render();
+    },
+    async refreshTables() {
+      const fresh = await api.tables().catch(() => app.tables);
+      if (JSON.stringify(fresh.map((t) => [t.name, t.columns])) === JSON.stringify(app.tables.map((t) => [t.name, t.columns]))) return;
+      app.tables = fresh;
+      if (app.state.view === 'explore') render();
     },
   };
   const render = () => {

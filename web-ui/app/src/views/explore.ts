@@ -229,6 +229,8 @@ export async function runExplore(app: App) {
   } catch (e) {
     status.failed(signal, (e as Error).message);
   }
+  // New tables and columns arrive with events: offer them from now on.
+  void app.refreshTables();
 }
 
 function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult) {

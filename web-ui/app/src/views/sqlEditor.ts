@@ -4,7 +4,7 @@
 
 import { EditorView, basicSetup } from 'codemirror';
 import { keymap } from '@codemirror/view';
-import { Prec } from '@codemirror/state';
+import { Compartment, Prec } from '@codemirror/state';
 import { sql, PostgreSQL } from '@codemirror/lang-sql';
 import { type Diagnostic, setDiagnostics } from '@codemirror/lint';
 import * as api from '../api';
@@ -22,8 +22,13 @@ const errorBox = h('div', { class: 'error sql-error', 'data-testid': 'sql-error'
 let editor: EditorView | null = null;
 let current: App | null = null;
 
-function schemaOf(app: App): Record<string, string[]> {
-  return Object.fromEntries(app.tables.map((t) => [t.name, t.columns.map((c) => c.name)]));
+const language = new Compartment();
+
+/** SQL with completion of every table, and of the explored table's columns without a prefix. */
+function sqlLanguage(app: App) {
+  const schema = Object.fromEntries(app.tables.map((t) => [t.name, t.columns.map((c) => c.name)]));
+  const defaultTable = app.tables.some((t) => t.name === app.state.query.table) ? app.state.query.table : undefined;
+  return sql({ dialect: PostgreSQL, schema, defaultTable, upperCaseKeywords: true });
 }
 
 function makeEditor(app: App, doc: string): EditorView {
@@ -36,7 +41,7 @@ function makeEditor(app: App, doc: string): EditorView {
     extensions: [
       Prec.highest(keymap.of([{ key: 'Mod-Enter', run }])),
       basicSetup,
-      sql({ dialect: PostgreSQL, schema: schemaOf(app), upperCaseKeywords: true }),
+      language.of(sqlLanguage(app)),
       EditorView.lineWrapping,
     ],
   });
@@ -56,7 +61,8 @@ export function sqlView(app: App): HTMLElement {
   current = app;
   const doc = app.state.sql || builderSql(app);
   if (!editor) editor = makeEditor(app, doc);
-  else if (editor.state.doc.toString() !== doc) editor.dispatch({ changes: { from: 0, to: editor.state.doc.length, insert: doc } });
+  else editor.dispatch({ effects: language.reconfigure(sqlLanguage(app)) });
+  if (editor.state.doc.toString() !== doc) editor.dispatch({ changes: { from: 0, to: editor.state.doc.length, insert: doc } });
   return h(
     'div',
     { class: 'sql-view' },
