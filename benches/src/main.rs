@@ -104,11 +104,11 @@ async fn main() -> Result<()> {
         let cluster = LocalCluster::start(&atoll_bin, args.cluster_nodes, n).await?;
         let url = cluster.nodes[0].url.clone();
         let ingest = ingest(&url, &bodies, args.clients, false).await?;
-        let rss: u64 = cluster
+        let rss: Vec<(u64, u64)> = cluster
             .nodes
             .iter()
-            .map(|n| n.memory().map_or(0, |m| m.0))
-            .sum();
+            .map(|n| n.memory().unwrap_or((0, 0)))
+            .collect();
         let mut q = Vec::new();
         for (tag, sql) in &queries {
             q.push((tag.clone(), time_atoll(&url, sql, args.runs).await?));
@@ -180,7 +180,10 @@ async fn main() -> Result<()> {
             "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
         })),
         "clusters": clusters.iter().map(|(name, ingest, rss, q)| json!({
-            "cluster": name, "ingest_plain": ingest, "rss_after_load_bytes_all_nodes": rss,
+            "cluster": name, "ingest_plain": ingest,
+            "rss_after_load_bytes_all_nodes": rss.iter().map(|m| m.0).sum::<u64>(),
+            "rss_after_load_bytes_per_node": rss.iter().map(|m| m.0).collect::<Vec<_>>(),
+            "peak_rss_bytes_per_node": rss.iter().map(|m| m.1).collect::<Vec<_>>(),
             "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "mismatches": mismatches,
@@ -220,14 +223,18 @@ fn generate(rows: usize, out: &Path) -> Result<PathBuf> {
     let path = out.join(format!("events-{rows}.ndjson"));
     if !path.exists() {
         eprintln!("generating {rows} events...");
+        // Written aside and renamed, so that an interrupted run never
+        // leaves a short file that later runs would take as complete.
+        let partial = path.with_extension("ndjson.partial");
         let status = Command::new("python3")
             .arg(shared_bench().join("gen_events.py"))
             .args(["--rows", &rows.to_string(), "--out"])
-            .arg(&path)
+            .arg(&partial)
             .status()?;
         if !status.success() {
             bail!("gen_events.py failed");
         }
+        std::fs::rename(&partial, &path)?;
     }
     Ok(path)
 }
@@ -769,14 +776,23 @@ fn print_duckdb(info: &Value, duck: &[(String, Timing)], atoll: &[(String, Timin
     }
 }
 
-type ClusterRun = (String, Value, u64, Vec<(String, Timing)>);
+/// Name, ingest figures, (RSS, peak RSS) of each node after load, timings.
+type ClusterRun = (String, Value, Vec<(u64, u64)>, Vec<(String, Timing)>);
 
 fn print_clusters(clusters: &[ClusterRun], one: &[(String, Timing)], df: &[(String, Timing)]) {
     for (name, ingest, rss, q) in clusters {
+        let per_node = |pick: fn(&(u64, u64)) -> u64| {
+            rss.iter()
+                .map(|m| format!("{:.0}", pick(m) as f64 / 1e6))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         println!(
-            "\n{name}: ingest {:.0} events/s (same requests and clients), RSS of all nodes after load {:.0} MB\n",
+            "\n{name}: ingest {:.0} events/s (same requests and clients); RSS after load {:.0} MB in all, per node {} MB (peak {} MB)\n",
             ingest["events_per_s"].as_f64().unwrap_or(0.0),
-            *rss as f64 / 1e6
+            rss.iter().map(|m| m.0).sum::<u64>() as f64 / 1e6,
+            per_node(|m| m.0),
+            per_node(|m| m.1),
         );
         println!(
             "| query | median ms (engine) | max ms | vs 1 node | vs DataFusion |\n| --- | --- | --- | --- | --- |"
