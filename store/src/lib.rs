@@ -182,12 +182,14 @@ impl Store {
     }
 
     /// Seals every append buffer that is old enough, then merges small
-    /// sealed batches; run periodically.
-    pub fn seal_aged(&self) {
+    /// sealed batches; run periodically. Returns the batches merged away.
+    pub fn seal_aged(&self) -> usize {
+        let mut merged = 0;
         for table in self.tables() {
             table.seal_aged(self.config.seal_age);
-            table.compact();
+            merged += table.compact();
         }
+        merged
     }
 }
 
