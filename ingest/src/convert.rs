@@ -272,7 +272,7 @@ pub fn build_batch(
     events: &[FlatEvent<'_>],
 ) -> Result<RecordBatch, IngestError> {
     let mut columns: Vec<(&str, Column)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut time = TimestampMicrosecondBuilder::with_capacity(events.len());
     for (row, event) in events.iter().enumerate() {
         time.append_value(event.time);

@@ -89,7 +89,7 @@ impl fmt::Display for ColumnType {
 #[derive(Debug, Clone)]
 pub struct TableSchema {
     columns: Vec<(String, ColumnType)>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
     arrow: SchemaRef,
 }
 
