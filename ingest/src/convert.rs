@@ -277,16 +277,25 @@ pub fn build_batch(
     for (row, event) in events.iter().enumerate() {
         time.append_value(event.time);
         for (name, value) in &event.fields {
-            let Some(ty) = value.column_type().and_then(|_| schema.column_type(name)) else {
+            if value.column_type().is_none() {
                 continue;
+            }
+            // The request's own columns first: most events repeat them, and
+            // the table schema's map is larger and colder.
+            let i = match index.get(name.as_ref()) {
+                Some(&i) => i,
+                None => {
+                    let Some(ty) = schema.column_type(name) else {
+                        continue;
+                    };
+                    columns.push((
+                        schema.field(name).expect("typed column").name(),
+                        Column::new(ty, events.len(), row),
+                    ));
+                    index.insert(name.as_ref(), columns.len() - 1);
+                    columns.len() - 1
+                }
             };
-            let i = *index.entry(name.as_ref()).or_insert_with(|| {
-                columns.push((
-                    schema.field(name).expect("typed column").name(),
-                    Column::new(ty, events.len(), row),
-                ));
-                columns.len() - 1
-            });
             let column = &mut columns[i].1;
             if column.len() == row {
                 column.append(value);
