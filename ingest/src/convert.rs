@@ -41,7 +41,7 @@ pub enum Scalar<'a> {
     Int(i64),
     Float(f64),
     Str(Cow<'a, str>),
-    StrList(Vec<Option<&'a str>>),
+    StrList(Vec<Option<Cow<'a, str>>>),
 }
 
 impl Scalar<'_> {
@@ -66,7 +66,7 @@ impl Scalar<'_> {
             Scalar::Str(s) => Cow::Borrowed(s.as_bytes()),
             Scalar::StrList(l) => Cow::Owned(
                 l.iter()
-                    .map(|s| s.unwrap_or(""))
+                    .map(|s| s.as_deref().unwrap_or(""))
                     .collect::<Vec<_>>()
                     .join("\u{1f}")
                     .into_bytes(),
@@ -83,7 +83,37 @@ pub struct FlatEvent<'a> {
     pub fields: Vec<(Cow<'a, str>, Scalar<'a>)>,
 }
 
+impl Scalar<'_> {
+    fn into_owned(self) -> Scalar<'static> {
+        match self {
+            Scalar::Null => Scalar::Null,
+            Scalar::Bool(b) => Scalar::Bool(b),
+            Scalar::Int(i) => Scalar::Int(i),
+            Scalar::Float(f) => Scalar::Float(f),
+            Scalar::Str(s) => Scalar::Str(Cow::Owned(s.into_owned())),
+            Scalar::StrList(l) => Scalar::StrList(
+                l.into_iter()
+                    .map(|s| s.map(|s| Cow::Owned(s.into_owned())))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl FlatEvent<'_> {
+    /// The same event, owning its text.
+    pub fn into_owned(self) -> FlatEvent<'static> {
+        FlatEvent {
+            index: self.index,
+            time: self.time,
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(n, v)| (Cow::Owned(n.into_owned()), v.into_owned()))
+                .collect(),
+        }
+    }
+
     pub fn get(&self, column: &str) -> Option<&Scalar<'_>> {
         self.fields
             .iter()
@@ -134,7 +164,7 @@ fn string_set(items: &[Value]) -> Option<Scalar<'_>> {
     items
         .iter()
         .map(|v| match v {
-            Value::String(s) => Some(Some(s.as_str())),
+            Value::String(s) => Some(Some(Cow::Borrowed(s.as_str()))),
             Value::Null => Some(None),
             _ => None,
         })
@@ -181,14 +211,33 @@ pub fn convert_events(
     arrival: i64,
     idempotency_key: Option<&str>,
 ) -> Result<Converted, IngestError> {
+    convert_flat(table, prepare_all(events, arrival), idempotency_key)
+}
+
+/// Each parsed event flattened, or the reason it cannot be stored.
+pub fn prepare_all(events: &[ParsedEvent], arrival: i64) -> Vec<Result<FlatEvent<'_>, String>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            event
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|e| prepare(index, e, arrival))
+        })
+        .collect()
+}
+
+/// The same for events already flat (or the reason each could not be read).
+pub fn convert_flat(
+    table: &Table,
+    events: Vec<Result<FlatEvent<'_>, String>>,
+    idempotency_key: Option<&str>,
+) -> Result<Converted, IngestError> {
     let mut rejected = Vec::new();
     let mut flat = Vec::with_capacity(events.len());
-    for (index, event) in events.iter().enumerate() {
-        match event
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|e| prepare(index, e, arrival))
-        {
+    for (index, event) in events.into_iter().enumerate() {
+        match event {
             Ok(f) => flat.push(f),
             Err(error) => rejected.push(Rejection { index, error }),
         }
@@ -365,7 +414,7 @@ impl Column {
             (Column::Str(b), Scalar::Str(s)) => b.append_value(s),
             (Column::List(b), Scalar::StrList(items)) => {
                 for item in items {
-                    b.values().append_option(*item);
+                    b.values().append_option(item.as_deref());
                 }
                 b.append(true);
             }
@@ -431,7 +480,10 @@ mod tests {
         let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("a.b"), Some(Scalar::Int(1)));
         assert_eq!(get("a.c.d"), Some(Scalar::Str("x".into())));
-        assert_eq!(get("tags"), Some(Scalar::StrList(vec![Some("p"), None])));
+        assert_eq!(
+            get("tags"),
+            Some(Scalar::StrList(vec![Some("p".into()), None]))
+        );
         assert_eq!(get("mixed"), Some(Scalar::Str("[1,\"a\"]".into())));
         assert_eq!(get("n"), Some(Scalar::Null));
     }

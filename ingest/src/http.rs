@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::replicate::Replicator;
-use crate::{IngestError, IngestMetrics, body, convert, route};
+use crate::{IngestError, IngestMetrics, body, convert, decode, route};
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -184,10 +184,27 @@ fn convert_piece(
     first_line: Option<usize>,
     key: Option<&str>,
 ) -> Result<(convert::Converted, Groups, usize), IngestError> {
-    let events = match first_line {
-        Some(first) => body::parse_ndjson(piece, first),
-        None => body::parse(piece, false)?,
-    };
+    let arrival = now_micros();
+    match first_line {
+        Some(first) => convert_flat(
+            store,
+            table,
+            decode::ndjson_events(piece, first, arrival),
+            key,
+        ),
+        None => {
+            let parsed = body::parse(piece, false)?;
+            convert_flat(store, table, convert::prepare_all(&parsed, arrival), key)
+        }
+    }
+}
+
+fn convert_flat(
+    store: &Store,
+    table: &str,
+    events: Vec<Result<convert::FlatEvent<'_>, String>>,
+    key: Option<&str>,
+) -> Result<(convert::Converted, Groups, usize), IngestError> {
     let count = events.len();
     if events.iter().all(Result::is_err) && store.table(table).is_none() {
         let rejected = events
@@ -204,7 +221,7 @@ fn convert_piece(
         return Ok((nothing, Vec::new(), count));
     }
     let t = store.get_or_create(table)?;
-    let converted = convert::convert_events(&t, &events, now_micros(), key)?;
+    let converted = convert::convert_flat(&t, events, key)?;
     let groups = match &converted.batch {
         Some(batch) => route::group_by_partition(batch, &converted.partitions)?,
         None => Vec::new(),

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod convert;
+pub mod decode;
 pub mod error;
 pub mod http;
 pub mod metrics;
