@@ -129,6 +129,8 @@ describe('one node', () => {
     await page.locator('[data-testid=run-sql]').click();
     await expect.poll(() => page.locator('[data-testid=sql-error]').textContent()).toMatch(/found: status at Line: 1, Column: 32/);
     await page.locator('.cm-lintRange-error').first().waitFor();
+    expect(await page.locator('.cm-lintRange-error').first().textContent()).toBe('status');
+    expect(await page.locator('[data-testid=results] tbody tr').count()).toBe(0);
     await page.screenshot({ path: join(SHOTS, 'sql-error.png') });
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type Column, type QueryState, defaultState } from './model';
-import { BuilderError, bucketSeconds, errorPosition, filterSql, quoteIdent, quoteString, samplesSql, seriesSql, tableSql } from './sql';
+import { BuilderError, bucketSeconds, errorPosition, tokenEnd, filterSql, quoteIdent, quoteString, samplesSql, seriesSql, tableSql } from './sql';
 
 const COLUMNS: Column[] = [
   { name: 'time', type: 'Timestamp' },
@@ -167,4 +167,12 @@ it('finds the position a parser error names', () => {
   expect(errorPosition('found: x at Line: 2, Column: 13', doc)).toBe(doc.indexOf('x', 9));
   expect(errorPosition('Expected: an expression, found: EOF', 'SELECT a FROM t WHERE ')).toBe(20);
   expect(errorPosition('table not found', doc)).toBeNull();
+});
+
+it('underlines the whole word an error points at', () => {
+  const doc = 'SELECT a FROM t WHER status > 1';
+  const at = doc.indexOf('status');
+  expect(doc.slice(at, tokenEnd(doc, at))).toBe('status');
+  expect(tokenEnd(doc, doc.indexOf('>'))).toBe(doc.indexOf('>') + 1);
+  expect(tokenEnd('x', 1)).toBe(1);
 });

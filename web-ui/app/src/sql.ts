@@ -219,3 +219,9 @@ export function errorPosition(message: string, doc: string): number | null {
   const before = lines.slice(0, line).reduce((a, l) => a + l.length + 1, 0);
   return Math.min(before + Math.max(0, Number(m[2]) - 1), doc.length);
 }
+
+/** The end of the word starting at `at` (at least one character), for underlining it. */
+export function tokenEnd(doc: string, at: number): number {
+  const m = /^[\w."]+/.exec(doc.slice(at));
+  return Math.min(doc.length, at + Math.max(1, m ? m[0].length : 1));
+}

@@ -228,6 +228,7 @@ export async function runExplore(app: App) {
     renderResults(app, table, series, samples);
   } catch (e) {
     status.failed(signal, (e as Error).message);
+    if (!signal.aborted) results.replaceChildren();
   }
   // New tables and columns arrive with events: offer them from now on.
   void app.refreshTables();

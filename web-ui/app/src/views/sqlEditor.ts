@@ -9,7 +9,7 @@ import { sql, PostgreSQL } from '@codemirror/lang-sql';
 import { type Diagnostic, setDiagnostics } from '@codemirror/lint';
 import * as api from '../api';
 import { h } from '../dom';
-import { errorPosition, tableSql } from '../sql';
+import { errorPosition, tableSql, tokenEnd } from '../sql';
 import { toChart } from '../series';
 import { type App } from '../app';
 import { chart } from './chart';
@@ -84,7 +84,7 @@ function showError(message: string) {
   if (!editor) return;
   const doc = editor.state.doc.toString();
   const at = errorPosition(message, doc);
-  const diagnostics: Diagnostic[] = at === null ? [] : [{ from: at, to: Math.min(at + 1, doc.length), severity: 'error', message }];
+  const diagnostics: Diagnostic[] = at === null ? [] : [{ from: at, to: tokenEnd(doc, at), severity: 'error', message }];
   editor.dispatch(setDiagnostics(editor.state, diagnostics));
 }
 
@@ -105,6 +105,10 @@ export async function runSql(app: App) {
     results.replaceChildren(data ? chart(data) : h('div', {}), slot);
   } catch (e) {
     status.failed(signal, signal.aborted ? '' : 'The query failed.');
-    if (!signal.aborted) showError((e as Error).message);
+    if (!signal.aborted) {
+      // The old answer would read as this query's.
+      results.replaceChildren();
+      showError((e as Error).message);
+    }
   }
 }
