@@ -486,12 +486,22 @@ impl Membership {
             .await;
         if includes_me {
             *self.ring.write() = Some(Arc::new(ring));
-        } else if self.ring().is_some() {
+        } else if self.ring().is_some() && self.leaving.read().contains(&self.config.node_name) {
             tracing::warn!(
                 epoch = ring.epoch(),
                 "this node is no longer in the ring: it left"
             );
             self.left.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else if self.ring().is_some() {
+            // Two claimants that briefly did not see each other live can
+            // each claim the same epoch from different rings, and the one
+            // that wins may lack a member. Nobody asked this node to leave:
+            // the claimant, which sees it live, adds it back at its next
+            // claim (members are the ring's plus the live nodes).
+            tracing::warn!(
+                epoch = ring.epoch(),
+                "a ring without this node, which was not asked to leave; waiting to be claimed again"
+            );
         }
     }
 
