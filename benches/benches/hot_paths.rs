@@ -62,6 +62,7 @@ fn ring_and_store(c: &mut Criterion) {
     });
     let keyed = TableSettings {
         partition_key: Some("user_id".into()),
+        ..TableSettings::default()
     };
     let flat: Vec<_> = events
         .iter()

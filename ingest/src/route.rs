@@ -87,6 +87,7 @@ mod tests {
     fn partition_key_keeps_equal_values_together() {
         let settings = TableSettings {
             partition_key: Some("user".into()),
+            ..TableSettings::default()
         };
         let raw: Vec<_> = (0..200)
             .map(|i| json!({"user": format!("u{}", i % 5)}))

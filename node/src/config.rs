@@ -103,6 +103,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_SEAL_INTERVAL_MS", default_value_t = 1000)]
     pub seal_interval_ms: u64,
 
+    /// How long events are kept, by their `time`, in tables without a
+    /// `retention` setting (e.g. `24h`, `7d`); older batches are dropped and
+    /// scans skip older rows. Default: until the table is dropped.
+    #[arg(long, env = "ATOLL_RETENTION", value_parser = retention_arg)]
+    pub retention: Option<Duration>,
+
     /// Memory all running queries of this node may hold together.
     #[arg(long, env = "ATOLL_QUERY_MEMORY", default_value = "4GiB")]
     pub query_memory: ByteSize,
@@ -150,6 +156,12 @@ fn parse_partitions(s: &str) -> Result<u32, String> {
     } else {
         Err(format!("{n} is not a power of two between 1 and 65536"))
     }
+}
+
+fn retention_arg(text: &str) -> Result<Duration, String> {
+    atoll_store::parse_retention(text).ok_or_else(|| {
+        format!("{text:?} is not a duration of more than zero, such as 90m, 24h or 7d")
+    })
 }
 
 impl ServeArgs {

@@ -71,6 +71,7 @@ impl Node {
             partitions: args.partitions,
             seal_rows: args.seal_rows,
             seal_age: args.seal_interval(),
+            retention: args.retention,
         }));
         let membership = Membership::start(MembershipConfig {
             node_name: name.clone(),

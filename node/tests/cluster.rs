@@ -554,6 +554,100 @@ async fn table_settings_and_drops_apply_on_every_node() {
     assert_eq!(forged.status().as_u16(), 403);
 }
 
+/// A retention set through one node applies on every node: rows older
+/// than it leave every node's answers at once, and batches holding only
+/// such rows are dropped from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_applies_on_every_node() {
+    let cluster = Cluster::start(3, &["--replicas", "1", "--seal-interval-ms", "100"]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let events = |from: u64, n: u64| -> String {
+        (0..n)
+            .map(|i| format!("{{\"time\":{},\"i\":{i}}}\n", from + i))
+            .collect()
+    };
+    // Two hours old, sealed on their own before the recent ones arrive.
+    assert_eq!(
+        cluster
+            .node(0)
+            .ingest("ret", events(now - 7200, 300))
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        cluster
+            .node(0)
+            .ingest("ret", events(now - 400, 300))
+            .await
+            .0,
+        200
+    );
+    for s in cluster.running() {
+        assert_eq!(s.count("SELECT count(*) FROM ret").await, 600);
+    }
+    let (status, v) = cluster
+        .node(1)
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tables/ret",
+            r#"{"retention": "soon"}"#,
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid retention \"soon\""),
+        "{v}"
+    );
+    let (status, v) = cluster
+        .node(1)
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tables/ret",
+            r#"{"retention": "1h"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for s in cluster.running() {
+        assert_eq!(
+            s.count("SELECT count(*) FROM ret").await,
+            300,
+            "hidden at once"
+        );
+        assert_eq!(
+            s.count(&format!(
+                "SELECT count(*) FROM ret WHERE time < to_timestamp({})",
+                now - 3600
+            ))
+            .await,
+            0
+        );
+    }
+    // Each node drops its old batches at its next sealing pass.
+    let started = Instant::now();
+    loop {
+        let mut held = 0;
+        for s in cluster.running() {
+            held += s.cluster().await["local"]["rows"].as_u64().unwrap();
+        }
+        if held == 300 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{held} rows still held"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_span_the_ring_and_say_when_they_are_partial() {
     let mut cluster = Cluster::start(3, &["--replicas", "1"]).await;

@@ -564,6 +564,39 @@ async fn an_abandoned_query_stops_running() {
     );
 }
 
+/// `--retention` applies to tables without their own setting; a bad value
+/// stops the node at start with a message.
+#[tokio::test]
+async fn node_retention_flag() {
+    assert!(Server::try_start(&["--retention", "soon"]).is_err());
+    let s = Server::start(&["--retention", "1h"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = format!(
+        "{{\"time\":{},\"x\":1}}\n{{\"time\":{},\"x\":2}}\n",
+        now - 7200,
+        now - 60
+    );
+    assert_eq!(s.ingest("r", body).await.0, 200);
+    assert_eq!(s.rows("SELECT x FROM r").await, vec![vec![json!(2)]]);
+    let (status, v) = s
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tables/r",
+            r#"{"retention": "3h"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["settings"]["retention"], "3h", "{v}");
+    assert_eq!(
+        s.count("SELECT count(*) FROM r").await,
+        2,
+        "the table's own setting wins"
+    );
+}
+
 #[tokio::test]
 async fn health_page_and_metrics() {
     let s = Server::start(&[]);

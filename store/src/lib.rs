@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 
 pub use partition::StoredBatch;
 pub use schema::{ColumnType, SchemaChange, TIME_COLUMN, TableSchema};
-pub use table::{Table, TableSettings};
+pub use table::{Table, TableSettings, parse_retention};
 
 /// Errors of the store, each naming what was wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,6 +56,10 @@ pub enum StoreError {
         stored: ColumnType,
         planned: ColumnType,
     },
+    #[error(
+        "invalid retention {0:?}: use a duration such as \"90m\", \"24h\" or \"7d\" (more than zero)"
+    )]
+    BadRetention(String),
     #[error("arrow: {0}")]
     Arrow(String),
 }
@@ -74,6 +78,9 @@ pub struct StoreConfig {
     pub seal_rows: usize,
     /// ...or once its oldest row waited this long.
     pub seal_age: Duration,
+    /// How long events are kept (by their `time`) in tables without a
+    /// `retention` setting; None: until dropped.
+    pub retention: Option<Duration>,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +89,7 @@ impl Default for StoreConfig {
             partitions: atoll_ring::DEFAULT_PARTITIONS,
             seal_rows: 32 * 1024,
             seal_age: Duration::from_secs(1),
+            retention: None,
         }
     }
 }
@@ -181,15 +189,18 @@ impl Store {
         self.tables.read().values().cloned().collect()
     }
 
-    /// Seals every append buffer that is old enough, then merges small
-    /// sealed batches; run periodically. Returns the batches merged away.
+    /// Seals every append buffer that is old enough, drops batches past
+    /// their table's retention, then merges small sealed batches; run
+    /// periodically. Returns the batches dropped or merged away.
     pub fn seal_aged(&self) -> usize {
-        let mut merged = 0;
+        let now = now_micros();
+        let mut gone = 0;
         for table in self.tables() {
             table.seal_aged(self.config.seal_age);
-            merged += table.compact();
+            gone += table.expire(now);
+            gone += table.compact();
         }
-        merged
+        gone
     }
 }
 

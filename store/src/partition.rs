@@ -82,6 +82,23 @@ impl StoredBatch {
         }
     }
 
+    /// Only the rows at or after `cutoff`, copied out of an unsorted batch
+    /// when it holds older ones (sorted batches are sliced by `within`).
+    pub(crate) fn since(self, cutoff: i64) -> Result<StoredBatch, StoreError> {
+        if self.time_min >= cutoff || self.sorted {
+            return Ok(self);
+        }
+        let time = self
+            .batch
+            .column_by_name(TIME_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .expect("checked at creation");
+        let keep: arrow::array::BooleanArray =
+            time.iter().map(|t| t.map(|t| t >= cutoff)).collect();
+        let batch = arrow::compute::filter_record_batch(&self.batch, &keep)?;
+        StoredBatch::new(batch)
+    }
+
     /// True when some row may fall in `[from, to)` (microseconds).
     pub fn overlaps(&self, from: Option<i64>, to: Option<i64>) -> bool {
         from.is_none_or(|f| self.time_max >= f) && to.is_none_or(|t| self.time_min < t)
@@ -173,6 +190,39 @@ impl Partition {
         let merged = self.sealed.len() - out.len();
         self.sealed = out;
         Ok(merged)
+    }
+
+    /// Drops sealed batches whose rows are all before `cutoff` (µs), and
+    /// rewrites a sorted batch without its rows before it once they are a
+    /// quarter of it or more (scans skip them anyway; rewriting only past a
+    /// quarter bounds both the memory they hold and the copying as the
+    /// cutoff advances). Returns the batches dropped or rewritten.
+    pub(crate) fn expire(&mut self, cutoff: i64) -> Result<usize, StoreError> {
+        let before = self.sealed.len();
+        self.sealed.retain(|b| b.time_max >= cutoff);
+        let mut changed = before - self.sealed.len();
+        for b in &mut self.sealed {
+            if !b.sorted || b.time_min >= cutoff {
+                continue;
+            }
+            let time = b
+                .batch
+                .column_by_name(TIME_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .expect("checked at creation");
+            let old = time.values().partition_point(|&t| t < cutoff);
+            if old * 4 < b.rows() {
+                continue;
+            }
+            let tail = b.batch.slice(old, b.rows() - old);
+            let copied = concat_batches(&tail.schema(), [&tail])?;
+            *b = StoredBatch {
+                sorted: true,
+                ..StoredBatch::new(copied)?
+            };
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     /// Every batch, sealed or not, that may hold rows in `[from, to)`.

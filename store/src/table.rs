@@ -19,6 +19,24 @@ pub struct TableSettings {
     /// A column whose value, instead of a random key, picks the partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_key: Option<String>,
+    /// How long events are kept, by their `time` ("90m", "24h", "7d");
+    /// none: the node's `--retention`, else until the table is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+}
+
+impl TableSettings {
+    /// The retention as a duration, if set and valid.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention.as_deref().and_then(parse_retention)
+    }
+}
+
+/// A retention: a humantime duration of more than zero.
+pub fn parse_retention(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// Open batches in a partition's buffer beyond which a scan seals it.
@@ -38,6 +56,8 @@ pub struct Table {
     settings: RwLock<(TableSettings, i64)>,
     partitions: Box<[Mutex<Partition>]>,
     seal_rows: usize,
+    /// The node's retention, for a table without its own.
+    default_retention: Option<Duration>,
 }
 
 impl Table {
@@ -52,6 +72,7 @@ impl Table {
                 .map(|_| Mutex::new(Partition::default()))
                 .collect(),
             seal_rows: config.seal_rows,
+            default_retention: config.retention,
         }
     }
 
@@ -124,8 +145,39 @@ impl Table {
         Ok(true)
     }
 
+    /// Events with `time` before this (µs) are past retention at `now`:
+    /// scans do not read them and `expire` drops whole batches of them.
+    /// Every replica computes it from the same gossiped setting and its
+    /// own clock, so they agree to within their clocks' difference.
+    pub fn retention_cutoff(&self, now: i64) -> Option<i64> {
+        let retention = self.settings().retention().or(self.default_retention)?;
+        Some(now.saturating_sub(retention.as_micros().min(i64::MAX as u128) as i64))
+    }
+
+    /// Drops (or cuts) the sealed batches past retention; returns how many.
+    pub(crate) fn expire(&self, now: i64) -> usize {
+        let Some(cutoff) = self.retention_cutoff(now) else {
+            return 0;
+        };
+        let mut changed = 0;
+        for part in self.partitions.iter() {
+            match part.lock().expire(cutoff) {
+                Ok(n) => changed += n,
+                Err(e) => {
+                    tracing::error!(table = %self.name, error = %e, "expiring old rows failed; the batches stay as they were")
+                }
+            }
+        }
+        changed
+    }
+
     /// Whether the settings fit the table's columns.
     pub fn check_settings(&self, settings: &TableSettings) -> Result<(), StoreError> {
+        if let Some(r) = &settings.retention
+            && parse_retention(r).is_none()
+        {
+            return Err(StoreError::BadRetention(r.clone()));
+        }
         if let Some(column) = &settings.partition_key
             && let Some(found @ (ColumnType::StringList | ColumnType::Timestamp)) =
                 self.schema().column_type(column)
@@ -161,6 +213,11 @@ impl Table {
         to: Option<i64>,
     ) -> Vec<StoredBatch> {
         let schema = self.schema();
+        let cutoff = self.retention_cutoff(crate::now_micros());
+        let from = match cutoff {
+            Some(cutoff) => Some(from.map_or(cutoff, |f| f.max(cutoff))),
+            None => from,
+        };
         let mut out = Vec::new();
         for &p in partitions {
             if let Some(part) = self.partitions.get(p as usize) {
@@ -177,7 +234,19 @@ impl Table {
                 part.batches(from, to, &mut out);
             }
         }
-        out
+        match cutoff {
+            Some(cutoff) => out
+                .into_iter()
+                .filter_map(|b| match b.since(cutoff) {
+                    Ok(b) => (b.rows() > 0).then_some(b),
+                    Err(e) => {
+                        tracing::error!(table = %self.name, error = %e, "cannot apply retention to a batch; it is skipped");
+                        None
+                    }
+                })
+                .collect(),
+            None => out,
+        }
     }
 
     pub(crate) fn seal_aged(&self, age: Duration) {
@@ -252,6 +321,7 @@ mod tests {
             partitions: 4,
             seal_rows,
             seal_age: Duration::ZERO,
+            retention: None,
         };
         let t = Table::new("t", &config);
         t.evolve(|s| ((), s.accept("t", [("x", ColumnType::Int64)]).unwrap()));
@@ -378,6 +448,74 @@ mod tests {
     }
 
     #[test]
+    fn retention_hides_old_rows_at_once_and_drops_old_batches() {
+        let t = table(2);
+        let now = crate::now_micros();
+        let hour = 3_600_000_000;
+        // One sealed batch wholly old, one straddling the cutoff, one new.
+        t.append(0, batch(&[now - 3 * hour, now - 2 * hour], None))
+            .unwrap();
+        t.append(1, batch(&[now - 2 * hour, now - 10], None))
+            .unwrap();
+        t.append(2, batch(&[now - 20, now - 10], None)).unwrap();
+        let rows = |t: &Table| -> usize {
+            t.batches(&[0, 1, 2, 3], None, None)
+                .iter()
+                .map(StoredBatch::rows)
+                .sum()
+        };
+        assert_eq!(rows(&t), 6);
+        let mut settings = TableSettings {
+            retention: Some("soon".into()),
+            ..TableSettings::default()
+        };
+        assert!(matches!(
+            t.set_settings(settings.clone(), 1),
+            Err(StoreError::BadRetention(_))
+        ));
+        settings.retention = Some("0s".into());
+        assert!(
+            t.set_settings(settings.clone(), 1).is_err(),
+            "zero is refused"
+        );
+        settings.retention = Some("1h".into());
+        assert!(t.set_settings(settings, 1).unwrap());
+        assert_eq!(rows(&t), 3, "scans skip rows past retention at once");
+        assert_eq!(
+            t.expire(now),
+            2,
+            "the old batch dropped, the half-old one cut"
+        );
+        assert_eq!(t.rows(), 3);
+        assert_eq!(rows(&t), 3);
+        // A batch with under a quarter of old rows is left whole.
+        t.append(
+            3,
+            batch(&[now - 2 * hour, now - 4, now - 3, now - 2, now - 1], None),
+        )
+        .unwrap();
+        t.seal_aged(Duration::ZERO);
+        assert_eq!(t.expire(now), 0);
+        assert_eq!(t.rows(), 8);
+        assert_eq!(rows(&t), 7);
+    }
+
+    #[test]
+    fn the_store_retention_applies_to_tables_without_their_own() {
+        let store = crate::Store::new(StoreConfig {
+            partitions: 1,
+            retention: Some(Duration::from_secs(60)),
+            ..StoreConfig::default()
+        });
+        let t = store.get_or_create("t").unwrap();
+        let now = crate::now_micros();
+        t.append(0, batch(&[now - 120_000_000, now], None)).unwrap();
+        let cutoff = t.retention_cutoff(now).unwrap();
+        assert_eq!(cutoff, now - 60_000_000);
+        assert_eq!(t.batches(&[0], None, None)[0].rows(), 1);
+    }
+
+    #[test]
     fn time_ranges_prune_batches() {
         let t = table(1);
         t.append(0, batch(&[10, 20], None)).unwrap();
@@ -401,6 +539,7 @@ mod tests {
             .set_settings(
                 TableSettings {
                     partition_key: Some("tags".into()),
+                    ..TableSettings::default()
                 },
                 1,
             )
@@ -411,6 +550,7 @@ mod tests {
         );
         let user = TableSettings {
             partition_key: Some("user".into()),
+            ..TableSettings::default()
         };
         assert!(t.set_settings(user, 5).unwrap());
         assert!(
