@@ -56,6 +56,21 @@ impl Scalar<'_> {
         })
     }
 
+    fn into_owned(self) -> Scalar<'static> {
+        match self {
+            Scalar::Null => Scalar::Null,
+            Scalar::Bool(b) => Scalar::Bool(b),
+            Scalar::Int(i) => Scalar::Int(i),
+            Scalar::Float(f) => Scalar::Float(f),
+            Scalar::Str(s) => Scalar::Str(Cow::Owned(s.into_owned())),
+            Scalar::StrList(l) => Scalar::StrList(
+                l.into_iter()
+                    .map(|s| s.map(|s| Cow::Owned(s.into_owned())))
+                    .collect(),
+            ),
+        }
+    }
+
     /// The bytes a partition key hashes: the value as text.
     pub fn key_bytes(&self) -> Cow<'_, [u8]> {
         match self {
@@ -81,23 +96,6 @@ pub struct FlatEvent<'a> {
     pub index: usize,
     pub time: i64,
     pub fields: Vec<(Cow<'a, str>, Scalar<'a>)>,
-}
-
-impl Scalar<'_> {
-    fn into_owned(self) -> Scalar<'static> {
-        match self {
-            Scalar::Null => Scalar::Null,
-            Scalar::Bool(b) => Scalar::Bool(b),
-            Scalar::Int(i) => Scalar::Int(i),
-            Scalar::Float(f) => Scalar::Float(f),
-            Scalar::Str(s) => Scalar::Str(Cow::Owned(s.into_owned())),
-            Scalar::StrList(l) => Scalar::StrList(
-                l.into_iter()
-                    .map(|s| s.map(|s| Cow::Owned(s.into_owned())))
-                    .collect(),
-            ),
-        }
-    }
 }
 
 impl FlatEvent<'_> {

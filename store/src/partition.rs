@@ -44,16 +44,20 @@ impl StoredBatch {
         })
     }
 
+    /// The `time` column, which `new` checked is there and typed so.
+    fn times(&self) -> &TimestampMicrosecondArray {
+        self.batch
+            .column_by_name(TIME_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .expect("checked at creation")
+    }
+
     /// The same rows in `time` order.
     fn sorted_by_time(self) -> Result<StoredBatch, StoreError> {
         if self.sorted {
             return Ok(self);
         }
-        let time = self
-            .batch
-            .column_by_name(TIME_COLUMN)
-            .expect("checked at creation");
-        let order = sort_to_indices(time, None, None)?;
+        let order = sort_to_indices(self.times(), None, None)?;
         Ok(StoredBatch {
             batch: take_record_batch(&self.batch, &order)?,
             sorted: true,
@@ -66,14 +70,10 @@ impl StoredBatch {
     fn within(&self, from: Option<i64>, to: Option<i64>) -> StoredBatch {
         let inside =
             from.is_none_or(|f| f <= self.time_min) && to.is_none_or(|t| t > self.time_max);
-        let time = self
-            .batch
-            .column_by_name(TIME_COLUMN)
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
-        let (Some(time), false, true) = (time, inside, self.sorted) else {
+        if inside || !self.sorted {
             return self.clone();
-        };
-        let values = time.values();
+        }
+        let values = self.times().values();
         let lo = from.map_or(0, |f| values.partition_point(|&v| v < f));
         let hi = to.map_or(values.len(), |t| values.partition_point(|&v| v < t));
         StoredBatch {
@@ -88,13 +88,11 @@ impl StoredBatch {
         if self.time_min >= cutoff || self.sorted {
             return Ok(self);
         }
-        let time = self
-            .batch
-            .column_by_name(TIME_COLUMN)
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-            .expect("checked at creation");
-        let keep: arrow::array::BooleanArray =
-            time.iter().map(|t| t.map(|t| t >= cutoff)).collect();
+        let keep: arrow::array::BooleanArray = self
+            .times()
+            .iter()
+            .map(|t| t.map(|t| t >= cutoff))
+            .collect();
         let batch = arrow::compute::filter_record_batch(&self.batch, &keep)?;
         StoredBatch::new(batch)
     }
@@ -205,17 +203,12 @@ impl Partition {
             if !b.sorted || b.time_min >= cutoff {
                 continue;
             }
-            let time = b
-                .batch
-                .column_by_name(TIME_COLUMN)
-                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-                .expect("checked at creation");
-            let old = time.values().partition_point(|&t| t < cutoff);
-            if old * 4 < b.rows() {
+            let kept = b.within(Some(cutoff), None);
+            if (b.rows() - kept.rows()) * 4 < b.rows() {
                 continue;
             }
-            let tail = b.batch.slice(old, b.rows() - old);
-            let copied = concat_batches(&tail.schema(), [&tail])?;
+            // A slice would keep the old rows' buffers alive: copy.
+            let copied = concat_batches(&kept.batch.schema(), [&kept.batch])?;
             *b = StoredBatch {
                 sorted: true,
                 ..StoredBatch::new(copied)?

@@ -159,16 +159,26 @@ impl Table {
         let Some(cutoff) = self.retention_cutoff(now) else {
             return 0;
         };
-        let mut changed = 0;
+        self.each_partition("expiring old rows", |p| p.expire(cutoff))
+    }
+
+    /// Runs `step` on every partition, summing what it reports; a failing
+    /// step is logged and leaves that partition as it was.
+    fn each_partition(
+        &self,
+        what: &str,
+        step: impl Fn(&mut Partition) -> Result<usize, StoreError>,
+    ) -> usize {
+        let mut total = 0;
         for part in self.partitions.iter() {
-            match part.lock().expire(cutoff) {
-                Ok(n) => changed += n,
+            match step(&mut part.lock()) {
+                Ok(n) => total += n,
                 Err(e) => {
-                    tracing::error!(table = %self.name, error = %e, "expiring old rows failed; the batches stay as they were")
+                    tracing::error!(table = %self.name, error = %e, "{what} failed; the batches stay as they were")
                 }
             }
         }
-        changed
+        total
     }
 
     /// Whether the settings fit the table's columns.
@@ -265,16 +275,7 @@ impl Table {
     /// batches merged away.
     pub(crate) fn compact(&self) -> usize {
         let schema = self.schema();
-        let mut merged = 0;
-        for part in self.partitions.iter() {
-            match part.lock().compact(&schema, self.seal_rows) {
-                Ok(n) => merged += n,
-                Err(e) => {
-                    tracing::error!(table = %self.name, error = %e, "compaction failed; the batches stay as they were")
-                }
-            }
-        }
-        merged
+        self.each_partition("compaction", |p| p.compact(&schema, self.seal_rows))
     }
 
     /// Rows held, per partition.

@@ -5,7 +5,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { h } from '../dom';
 import { formatIn, unitOf } from '../format';
-import type { Chart } from '../series';
+import { type Chart, type ResultColumn, toChart } from '../series';
 
 const PALETTE = ['#2f6fde', '#e4572e', '#17a398', '#f3a712', '#8e44ad', '#29335c', '#a8c686', '#db2763', '#5c946e', '#ff8c42', '#3f88c5', '#6b4e71', '#b5838d', '#118ab2', '#c0c0c0', '#7a5c61', '#06d6a0', '#ef476f', '#073b4c', '#ffd166'];
 
@@ -53,4 +53,10 @@ export function chart(data: Chart): HTMLElement {
   new ResizeObserver(fit).observe(el);
   requestAnimationFrame(fit);
   return el;
+}
+
+/** The chart of a query answer, or an empty element when it has nothing to draw. */
+export function chartOf(result: { columns: ResultColumn[]; rows: unknown[][] }): HTMLElement {
+  const data = toChart(result.columns, result.rows);
+  return data ? chart(data) : h('div', {});
 }

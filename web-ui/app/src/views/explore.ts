@@ -6,10 +6,10 @@ import * as api from '../api';
 import { h, select } from '../dom';
 import { AGG_FNS, type Agg, type AggFn, type Column, type Filter, OPS, type Op, RELATIVE_RANGES, type Relative, aggLabel } from '../model';
 import { BuilderError, samplesSql, seriesSql, tableSql } from '../sql';
-import { MAX_SERIES, toChart } from '../series';
+import { MAX_SERIES } from '../series';
 import { type App } from '../app';
-import { chart } from './chart';
-import { resultsTable } from './resultsTable';
+import { chartOf } from './chart';
+import { resultsTable, urlSortedTable } from './resultsTable';
 import { QueryStatus } from './status';
 
 const status = new QueryStatus();
@@ -235,18 +235,10 @@ export async function runExplore(app: App) {
 }
 
 function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult) {
-  const data = toChart(series.columns, series.rows);
-  const rerenderTable = () => tableSlot.replaceChildren(resultsTable(table, app.state.sort, onSort));
-  const onSort = (s: typeof app.state.sort) => {
-    app.update((st) => (st.sort = s), false);
-    rerenderTable();
-  };
-  const tableSlot = h('div', {});
-  rerenderTable();
   results.replaceChildren(
-    data ? chart(data) : h('div', {}),
+    chartOf(series),
     h('h3', {}, 'Results'),
-    tableSlot,
+    urlSortedTable(app, table),
     h('details', { open: true, 'data-testid': 'samples' }, h('summary', {}, `Samples (newest ${samples.rows.length})`), resultsTable(samples, null, () => {}, 'samples-table')),
   );
 }

@@ -1,6 +1,7 @@
 // A results table, sortable by clicking a header (client-side).
 
 import type { QueryResult } from '../api';
+import type { App } from '../app';
 import { h } from '../dom';
 import { formatCell } from '../format';
 import { isNumericType } from '../series';
@@ -39,4 +40,18 @@ export function resultsTable(result: QueryResult, sort: Sort, onSort: (s: Sort) 
     ),
   );
   return h('div', { class: 'table-wrap' }, h('table', { class: 'results', 'data-testid': testid }, h('thead', {}, head), h('tbody', {}, ...body)));
+}
+
+/** A results table whose sort lives in the URL (`sort`), redrawn in place when a header is clicked. */
+export function urlSortedTable(app: App, result: QueryResult): HTMLElement {
+  const slot = h('div', {});
+  const draw = () =>
+    slot.replaceChildren(
+      resultsTable(result, app.state.sort, (s) => {
+        app.update((st) => (st.sort = s), false);
+        draw();
+      }),
+    );
+  draw();
+  return slot;
 }

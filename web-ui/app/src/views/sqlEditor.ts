@@ -10,10 +10,9 @@ import { type Diagnostic, setDiagnostics } from '@codemirror/lint';
 import * as api from '../api';
 import { h } from '../dom';
 import { errorPosition, tableSql, tokenEnd } from '../sql';
-import { toChart } from '../series';
 import { type App } from '../app';
-import { chart } from './chart';
-import { resultsTable } from './resultsTable';
+import { chartOf } from './chart';
+import { urlSortedTable } from './resultsTable';
 import { QueryStatus } from './status';
 
 const status = new QueryStatus();
@@ -98,11 +97,7 @@ export async function runSql(app: App) {
   try {
     const result = await api.query(text, signal);
     status.done(signal, result.rows.length, [result.stats], performance.now() - started);
-    const data = toChart(result.columns, result.rows);
-    const slot = h('div', {});
-    const draw = () => slot.replaceChildren(resultsTable(result, app.state.sort, (s) => (app.update((st) => (st.sort = s), false), draw())));
-    draw();
-    results.replaceChildren(data ? chart(data) : h('div', {}), slot);
+    results.replaceChildren(chartOf(result), urlSortedTable(app, result));
   } catch (e) {
     status.failed(signal, signal.aborted ? '' : 'The query failed.');
     if (!signal.aborted) {
