@@ -76,6 +76,7 @@ describe('one node', () => {
     const regions = expected.rows.map((r) => String(r[0]));
     expect(regions.length).toBeGreaterThan(1);
     expect(await page.locator('[data-testid=chart]').getAttribute('data-series')).toBe(String(regions.length));
+    expect(await page.locator('[data-testid=chart]').getAttribute('data-axes')).toBe('count');
     expect((await legend(page)).sort()).toEqual([...regions].sort());
     expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
     await expect.poll(() => page.locator('[data-testid=samples-table] tbody tr').count()).toBe(50);

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { toChart } from './series';
+import { toChart, unitsOf } from './series';
 
 const T = 'Timestamp(ns, "UTC")';
 
@@ -38,4 +38,10 @@ it('names series by value column when there are several, and skips results witho
   expect(chart.series.map((s) => s.label)).toEqual(['n', 'p99']);
   expect(toChart([{ name: 'n', type: 'Int64' }], [[1]])).toBeNull();
   expect(toChart([{ name: 'b', type: T }, { name: 's', type: 'Utf8' }], [])).toBeNull();
+});
+
+it('gives counts and durations their own axes', () => {
+  const s = (column: string) => ({ label: column, column, values: [] });
+  expect(unitsOf([s('count'), s('p99(duration_ms)'), s('count distinct(user_id)'), s('avg(duration_ms)')])).toEqual(['count', 'ms']);
+  expect(unitsOf([s('sum(bytes)')])).toEqual(['bytes']);
 });

@@ -2,6 +2,8 @@
 // the x axis, the other non-numeric columns name a series (one per
 // distinct combination), each numeric column gives its values.
 
+import { type Unit, unitOf } from './format';
+
 export interface ResultColumn {
   name: string;
   /** Arrow type name, as query answers report it: Int64, Timestamp(ns, "UTC"), Utf8... */
@@ -61,4 +63,9 @@ export function toChart(columns: ResultColumn[], rows: unknown[][]): Chart | nul
     }
   }
   return { x: xs, series: [...byLabel.values()] };
+}
+
+/** The units the series are in, first seen first: each gets its own y axis, so that counts and milliseconds do not share one. */
+export function unitsOf(series: Series[]): Unit[] {
+  return [...new Set(series.map((s) => unitOf(s.column)))];
 }

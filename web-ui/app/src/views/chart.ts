@@ -5,7 +5,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { h } from '../dom';
 import { formatIn, unitOf } from '../format';
-import { type Chart, type ResultColumn, toChart } from '../series';
+import { type Chart, type ResultColumn, toChart, unitsOf } from '../series';
 
 const PALETTE = ['#2f6fde', '#e4572e', '#17a398', '#f3a712', '#8e44ad', '#29335c', '#a8c686', '#db2763', '#5c946e', '#ff8c42', '#3f88c5', '#6b4e71', '#b5838d', '#118ab2', '#c0c0c0', '#7a5c61', '#06d6a0', '#ef476f', '#073b4c', '#ffd166'];
 
@@ -20,12 +20,12 @@ function zeroFills(column: string): boolean {
 
 /** A chart element; it sizes itself to its container and follows resizes. */
 export function chart(data: Chart): HTMLElement {
-  const el = h('div', { class: 'chart', 'data-testid': 'chart', 'data-series': String(data.series.length) });
+  const el = h('div', { class: 'chart', 'data-testid': 'chart', 'data-series': String(data.series.length), 'data-axes': unitsOf(data.series).join(' ') });
   if (data.x.length === 0) {
     el.append(h('p', { class: 'muted' }, 'No events in this time range.'));
     return el;
   }
-  const unit = unitOf(data.series[0]?.column ?? '');
+  const units = unitsOf(data.series);
   const opts: uPlot.Options = {
     width: 800,
     height: 280,
@@ -39,10 +39,20 @@ export function chart(data: Chart): HTMLElement {
         stroke: color(i),
         width: 1.5,
         points: { show: data.x.length < 3 },
+        scale: unitOf(s.column),
         value: (_u: uPlot, v: number | null) => (v == null ? '—' : formatIn(unitOf(s.column), v)),
       })),
     ],
-    axes: [{}, { size: 70, values: (_u, vals) => vals.map((v) => (v == null ? '' : formatIn(unit, v))) }],
+    axes: [
+      {},
+      ...units.map((unit, i) => ({
+        scale: unit,
+        side: i === 0 ? 3 : 1,
+        grid: { show: i === 0 },
+        size: 70,
+        values: (_u: uPlot, vals: (number | null)[]) => vals.map((v) => (v == null ? '' : formatIn(unit, v))),
+      })),
+    ],
   };
   const values = data.series.map((s) => (zeroFills(s.column) ? s.values.map((v) => v ?? 0) : s.values));
   const plot = new uPlot(opts, [data.x, ...values] as uPlot.AlignedData, el);

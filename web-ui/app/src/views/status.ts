@@ -37,7 +37,7 @@ export class QueryStatus {
     const server = stats.reduce((a, s) => a + s.elapsed_ms, 0);
     const scanned = stats.reduce((a, s) => a + s.rows_scanned, 0);
     const truncated = stats.some((s) => s.truncated);
-    const parts = [`${formatNumber(rows)} rows${truncated ? ' (truncated)' : ''}`, `${formatMs(server)} on the server`, `${formatMs(wallMs)} in all`, `${formatNumber(scanned)} rows scanned`];
+    const parts = [`${formatNumber(rows)} rows${truncated ? ' (truncated)' : ''}`, `${formatMs(server)} on the server`, `${formatMs(wallMs)} in all`, `${formatNumber(scanned)} rows scanned${stats.length > 1 ? ` by ${stats.length} queries` : ''}`];
     this.el.replaceChildren(h('span', { 'data-testid': 'done' }, parts.join(' · ')));
     const partial = stats.filter((s) => s.coverage !== undefined && s.coverage < 1);
     if (partial.length) {
