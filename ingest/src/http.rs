@@ -407,7 +407,9 @@ async fn put_table(
     if !forwarded {
         refuse_late_partition_key(&st, &table, &settings).await?;
     }
-    t.set_settings(settings, version)?;
+    if t.set_settings(settings, version)? {
+        st.replicator.local.log_settings(&t);
+    }
     let mut answer = describe(&t);
     if !forwarded {
         let applied = forward(&st, reqwest::Method::PUT, &table, body, version).await;
@@ -424,6 +426,9 @@ async fn delete_table(
     let forwarded = forwarded(&st, &headers)?;
     let when = change_time(&headers, forwarded);
     let here = st.store.drop_table(&table, Some(when));
+    if here {
+        st.replicator.local.log_drop(&table, when);
+    }
     let elsewhere = if forwarded {
         BTreeMap::new()
     } else {

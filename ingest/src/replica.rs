@@ -1,30 +1,26 @@
 //! The receiving side of replication: storing a partition's batch on this
 //! node, as its own data or as a hint for a down primary, at most once per
-//! idempotency key.
+//! write id, in the write-ahead log first when there is one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
-use atoll_store::{Store, StoredBatch};
+#[cfg(test)]
+use atoll_store::wal::FsyncPolicy;
+use atoll_store::wal::{Record, Wal};
+use atoll_store::{Store, StoredBatch, Table};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-/// How long a replica remembers the (idempotency key, table, partition)
-/// batches it stored.
-pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
-
-/// What a replica write names: its table and partition, and the request's
-/// idempotency key if it had one.
+/// What a replica write names: its table and partition (the write's id
+/// travels in the batch, see `atoll_store::writes`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PutCommand {
     pub table: String,
     pub partition: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
 }
 
 /// Writes held by this node for down primaries, kept apart from its own
@@ -56,6 +52,15 @@ impl Hints {
             .clone()
     }
 
+    /// The hint store of every primary.
+    pub fn stores(&self) -> Vec<(String, Arc<Store>)> {
+        self.by_primary
+            .lock()
+            .iter()
+            .map(|(p, s)| (p.clone(), s.clone()))
+            .collect()
+    }
+
     /// Rows held as hints, per primary.
     pub fn rows(&self) -> BTreeMap<String, u64> {
         self.by_primary
@@ -66,61 +71,159 @@ impl Hints {
     }
 }
 
-type DedupKey = (String, String, u32, Option<String>);
-
 /// This node as a replica.
 pub struct LocalReplica {
     pub store: Arc<Store>,
     pub hints: Arc<Hints>,
-    seen: Mutex<HashMap<DedupKey, Instant>>,
+    /// The write-ahead log, with `--data-dir`.
+    pub wal: Option<Arc<Wal>>,
 }
 
 impl LocalReplica {
-    pub fn new(store: Arc<Store>, hints: Arc<Hints>) -> LocalReplica {
-        LocalReplica {
-            store,
-            hints,
-            seen: Mutex::default(),
-        }
+    pub fn new(store: Arc<Store>, hints: Arc<Hints>, wal: Option<Arc<Wal>>) -> LocalReplica {
+        LocalReplica { store, hints, wal }
     }
 
-    /// Stores one partition's batch; a batch of a key already stored for
-    /// this (table, partition) within the window is acknowledged again
-    /// without storing it twice.
-    pub fn write(
+    /// Stores one partition's batch, as this node's own rows or as a hint
+    /// for `hint_for`; answers once it is in the log (with a data dir).
+    /// Rows of a write the partition already holds (a retried request, a
+    /// hint handed back twice) are not stored again. Returns the rows
+    /// stored.
+    pub async fn write(
         &self,
         cmd: &PutCommand,
         batch: RecordBatch,
         hint_for: Option<&str>,
-    ) -> Result<(), String> {
-        let key = cmd.idempotency_key.as_ref().map(|k| {
-            (
-                k.clone(),
-                cmd.table.clone(),
-                cmd.partition,
-                hint_for.map(str::to_string),
-            )
-        });
-        if let Some(k) = &key {
-            let mut seen = self.seen.lock();
-            seen.retain(|_, at| at.elapsed() < IDEMPOTENCY_WINDOW);
-            if seen.contains_key(k) {
-                return Ok(());
-            }
-        }
+    ) -> Result<usize, String> {
         let target = match hint_for {
             Some(primary) => self.hints.store_for(primary),
             None => self.store.clone(),
         };
-        append(&target, &cmd.table, cmd.partition, batch)?;
-        if let Some(k) = key {
-            self.seen.lock().insert(k, Instant::now());
+        let Some(wal) = &self.wal else {
+            return append(&target, &cmd.table, cmd.partition, batch);
+        };
+        let record = Record::Batch {
+            table: cmd.table.clone(),
+            partition: cmd.partition,
+            hint_for: hint_for.map(str::to_string),
+            batch,
+        };
+        let Record::Batch { batch, .. } = &record else {
+            unreachable!()
+        };
+        let (lsn, rows) = wal
+            .log(&record, || {
+                append(&target, &cmd.table, cmd.partition, batch.clone())
+            })
+            .map_err(|e| format!("cannot log the write: {e}"))?;
+        let rows = rows?;
+        wal.wait(lsn).await?;
+        Ok(rows)
+    }
+
+    /// Applies a record read back from the log or a snapshot.
+    pub fn recover(&self, record: Record) {
+        let outcome = match record {
+            Record::Batch {
+                table,
+                partition,
+                hint_for,
+                batch,
+            } => {
+                let target = match &hint_for {
+                    Some(primary) => self.hints.store_for(primary),
+                    None => self.store.clone(),
+                };
+                append(&target, &table, partition, batch).map(|_| ())
+            }
+            Record::Drop { table, micros } => {
+                self.store.drop_table(&table, Some(micros));
+                Ok(())
+            }
+            Record::Settings {
+                table,
+                settings,
+                version,
+            } => self.recover_settings(&table, &settings, version),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "a logged record could not be applied; it is skipped");
         }
-        Ok(())
+    }
+
+    fn recover_settings(&self, table: &str, settings: &str, version: i64) -> Result<(), String> {
+        let settings = serde_json::from_str(settings).map_err(|e| e.to_string())?;
+        let t = self.store.get_or_create(table).map_err(|e| e.to_string())?;
+        t.set_settings(settings, version)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Logs a table's settings as they now are (a table `PUT`, or settings
+    /// learnt from a peer), so that they survive a restart.
+    pub fn log_settings(&self, table: &Table) {
+        if let Some(wal) = &self.wal
+            && let Err(e) = wal.log(&settings_record(table), || ())
+        {
+            tracing::error!(error = %e, "cannot log table settings");
+        }
+    }
+
+    /// Logs a table drop.
+    pub fn log_drop(&self, table: &str, micros: i64) {
+        let record = Record::Drop {
+            table: table.to_string(),
+            micros,
+        };
+        if let Some(wal) = &self.wal
+            && let Err(e) = wal.log(&record, || ())
+        {
+            tracing::error!(error = %e, "cannot log a table drop");
+        }
+    }
+
+    /// Every table (its settings, then its batches) and every hint, as a
+    /// snapshot holds them.
+    pub fn capture(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        capture_store(&self.store, None, &mut out);
+        for (primary, store) in self.hints.stores() {
+            capture_store(&store, Some(&primary), &mut out);
+        }
+        out
     }
 }
 
-fn append(store: &Store, table: &str, partition: u32, batch: RecordBatch) -> Result<(), String> {
+fn settings_record(table: &Table) -> Record {
+    Record::Settings {
+        table: table.name().to_string(),
+        settings: serde_json::to_string(&table.settings()).unwrap_or_else(|_| "{}".into()),
+        version: table.settings_version(),
+    }
+}
+
+fn capture_store(store: &Store, hint_for: Option<&str>, out: &mut Vec<Record>) {
+    for table in store.tables() {
+        if hint_for.is_none() {
+            out.push(settings_record(&table));
+        }
+        for partition in 0..table.partitions() {
+            out.extend(
+                table
+                    .partition_batches(partition)
+                    .into_iter()
+                    .map(|batch| Record::Batch {
+                        table: table.name().to_string(),
+                        partition,
+                        hint_for: hint_for.map(str::to_string),
+                        batch,
+                    }),
+            );
+        }
+    }
+}
+
+fn append(store: &Store, table: &str, partition: u32, batch: RecordBatch) -> Result<usize, String> {
     if partition >= store.partitions() {
         return Err(format!(
             "partition {partition} is outside this node's ring of {}",
@@ -169,43 +272,95 @@ mod tests {
     use arrow::array::TimestampMicrosecondArray;
     use arrow::datatypes::{Field, Schema};
 
-    fn batch() -> RecordBatch {
+    fn batch(id: u64) -> RecordBatch {
         let schema = Schema::new(vec![Field::new(
             "time",
             atoll_store::ColumnType::Timestamp.data_type(),
             false,
         )]);
         let time = TimestampMicrosecondArray::from(vec![1, 2]).with_timezone("UTC");
-        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(time)]).unwrap()
+        let b = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(time)]).unwrap();
+        atoll_store::writes::with_write_id(&b, id).unwrap()
     }
 
-    #[test]
-    fn a_retried_key_is_stored_once_per_partition() {
-        let store = Arc::new(Store::new(Default::default()));
-        let replica = LocalReplica::new(store.clone(), Arc::new(Hints::new(64)));
-        let cmd = |p, k: Option<&str>| PutCommand {
+    fn cmd(partition: u32) -> PutCommand {
+        PutCommand {
             table: "t".into(),
-            partition: p,
-            idempotency_key: k.map(Into::into),
-        };
-        replica.write(&cmd(1, Some("k")), batch(), None).unwrap();
-        replica.write(&cmd(1, Some("k")), batch(), None).unwrap();
-        replica.write(&cmd(2, Some("k")), batch(), None).unwrap();
-        replica.write(&cmd(1, None), batch(), None).unwrap();
-        replica.write(&cmd(1, None), batch(), None).unwrap();
-        assert_eq!(
-            store.table("t").unwrap().partition_rows()[1],
-            2 + 4,
-            "without a key every write lands"
-        );
-        assert_eq!(store.table("t").unwrap().partition_rows()[2], 2);
+            partition,
+        }
+    }
+
+    fn replica(wal: Option<Arc<Wal>>) -> LocalReplica {
+        let store = Arc::new(Store::new(Default::default()));
+        LocalReplica::new(store, Arc::new(Hints::new(64)), wal)
+    }
+
+    #[tokio::test]
+    async fn a_write_is_stored_once_per_partition() {
+        let replica = replica(None);
+        assert_eq!(replica.write(&cmd(1), batch(7), None).await, Ok(2));
+        assert_eq!(replica.write(&cmd(1), batch(7), None).await, Ok(0));
+        assert_eq!(replica.write(&cmd(2), batch(7), None).await, Ok(2));
+        assert_eq!(replica.write(&cmd(1), batch(8), None).await, Ok(2));
+        let t = replica.store.table("t").unwrap();
+        assert_eq!(t.partition_rows()[1], 4);
+        assert_eq!(t.write_ids(1).unwrap(), vec![7, 8]);
         replica
-            .write(&cmd(1, Some("k")), batch(), Some("other"))
+            .write(&cmd(1), batch(7), Some("other"))
+            .await
             .unwrap();
         assert_eq!(
             replica.hints.rows()["other"],
             2,
             "a hint is not the same write as own data"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_was_logged_comes_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |r: &mut Option<LocalReplica>| {
+            let fresh = replica(None);
+            let (wal, _) =
+                Wal::open(dir.path(), FsyncPolicy::Always, |rec| fresh.recover(rec)).unwrap();
+            *r = Some(LocalReplica {
+                wal: Some(wal),
+                ..fresh
+            });
+        };
+        let mut r = None;
+        open(&mut r);
+        let first = r.as_ref().unwrap();
+        first.write(&cmd(1), batch(1), None).await.unwrap();
+        first.write(&cmd(3), batch(2), Some("n2")).await.unwrap();
+        let t = first.store.table("t").unwrap();
+        let retention = atoll_store::TableSettings {
+            retention: Some("7d".into()),
+            ..Default::default()
+        };
+        t.set_settings(retention.clone(), 5).unwrap();
+        first.log_settings(&t);
+        first.store.get_or_create("gone").unwrap();
+        first.store.drop_table("gone", Some(9));
+        first.log_drop("gone", 9);
+        first.write(&cmd(2), batch(3), None).await.unwrap();
+        let wal = first.wal.clone().unwrap();
+        wal.checkpoint(|| first.capture()).unwrap();
+        first.write(&cmd(2), batch(4), None).await.unwrap();
+        drop(r.take());
+        drop(wal);
+        open(&mut r);
+        let again = r.as_ref().unwrap();
+        let t = again.store.table("t").unwrap();
+        assert_eq!(t.rows(), 6, "writes 1, 3 and 4");
+        assert_eq!(t.write_ids(2).unwrap(), vec![3, 4]);
+        assert_eq!((t.settings(), t.settings_version()), (retention, 5));
+        assert_eq!(again.hints.rows()["n2"], 2);
+        assert!(again.store.table("gone").is_none());
+        assert_eq!(
+            again.write(&cmd(2), batch(4), None).await,
+            Ok(0),
+            "still known"
         );
     }
 }

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor};
 use atoll_ring::{Membership, Ring, write_targets};
+use atoll_store::writes::with_write_id;
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 use tonic::transport::Channel;
@@ -97,9 +98,15 @@ impl Replicator {
                 let cmd = PutCommand {
                     table: table.to_string(),
                     partition,
-                    idempotency_key: idempotency_key.map(str::to_string),
                 };
-                let acks = self.replicate(&cmd, batch, ring, n, up, flight).await;
+                let id = write_id(idempotency_key, table, partition);
+                let acks = match with_write_id(&batch, id) {
+                    Ok(batch) => self.replicate(&cmd, batch, ring, n, up, flight).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot mark a write");
+                        0
+                    }
+                };
                 Delivery {
                     events,
                     acks,
@@ -131,7 +138,10 @@ impl Replicator {
             let (batch, encoded) = (&batch, &encoded);
             async move {
                 let result = if t.node == me {
-                    self.local.write(cmd, batch.clone(), t.hint_for.as_deref())
+                    self.local
+                        .write(cmd, batch.clone(), t.hint_for.as_deref())
+                        .await
+                        .map(|_| ())
                 } else {
                     match (flight.get(&t.node), encoded) {
                         (Some(addr), Some(data)) => self.put(addr, data.clone(), t.hint_for.as_deref()).await,
@@ -222,9 +232,30 @@ impl Replicator {
     }
 }
 
-async fn encode(cmd: &PutCommand, batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
+/// The id of one partition's share of a request: derived from the
+/// request's idempotency key, so that a resent request carries the same ids
+/// (and replicas that hold them take nothing twice); random without one.
+fn write_id(idempotency_key: Option<&str>, table: &str, partition: u32) -> u64 {
+    match idempotency_key {
+        Some(key) => {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(key.as_bytes());
+            h.update(&[0]);
+            h.update(table.as_bytes());
+            h.update(&partition.to_le_bytes());
+            h.digest()
+        }
+        None => rand::random(),
+    }
+}
+
+/// The frames of a `do_put` of one batch. Dictionaries are sent as such
+/// (the default would expand them), so that the write-id column arrives
+/// with the type every replica stores.
+pub async fn encode(cmd: &PutCommand, batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
     let cmd = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
     FlightDataEncoderBuilder::new()
+        .with_dictionary_handling(DictionaryHandling::Resend)
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
         .build(futures::stream::iter([Ok(batch.clone())]))
         .map_err(|e| e.to_string())

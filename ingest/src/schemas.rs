@@ -21,6 +21,7 @@ use arrow_flight::{FlightDescriptor, SchemaAsIpc, SchemaResult};
 use atoll_store::{Store, Table, TableSettings};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::replica::LocalReplica;
 use crate::replicate::Replicator;
 
 const SETTINGS_KEY: &str = "atoll.settings";
@@ -71,8 +72,9 @@ pub fn schema_result(table: &Table) -> Result<SchemaResult, String> {
 /// not brought back by a node whose copy was created before the drop (it
 /// has not applied the drop yet): wall clocks are compared, so a table
 /// created again within the clocks' skew of its drop is learnt here only
-/// from the writes this node takes, not by gossip.
-pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<(), String> {
+/// from the writes this node takes, not by gossip. True when the settings
+/// changed.
+pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<bool, String> {
     let created = schema
         .metadata()
         .get(CREATED_KEY)
@@ -82,7 +84,7 @@ pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<(), String> 
         && let Some(dropped) = dropped
         && created.is_none_or(|c| c <= dropped)
     {
-        return Ok(());
+        return Ok(false);
     }
     let table = store.get_or_create(name).map_err(|e| e.to_string())?;
     table.absorb_schema(schema);
@@ -97,11 +99,11 @@ pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<(), String> 
     if let (Some(settings), Some(version)) = (settings, version)
         && version > table.settings_version()
     {
-        table
+        return table
             .set_settings(settings, version)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The Flight descriptor naming a table.
@@ -143,7 +145,8 @@ struct Seen {
 /// a drop it missed, a table that existed before this node first heard of
 /// the drop is the dropped one, and goes too: only this node's clock is
 /// compared, so clock skew between nodes cannot drop a newer table.
-fn apply_drops(store: &Store, members: &[atoll_ring::Member], seen: &mut Seen) {
+fn apply_drops(local: &LocalReplica, members: &[atoll_ring::Member], seen: &mut Seen) {
+    let store = &local.store;
     let now = atoll_store::now_micros();
     for m in members {
         for (table, when) in &m.dropped {
@@ -156,6 +159,7 @@ fn apply_drops(store: &Store, members: &[atoll_ring::Member], seen: &mut Seen) {
             if store.table(table).is_some_and(|t| t.created() < heard)
                 && store.drop_table(table, Some(*when))
             {
+                local.log_drop(table, *when);
                 tracing::info!(table, node = %m.name, "dropped a table another node dropped");
             }
         }
@@ -178,7 +182,7 @@ async fn sync(replicator: &Replicator, store: &Store, seen: &mut Seen) {
     membership.set_dropped(&dropped).await;
     let me = membership.node_name();
     let members = membership.members().await;
-    apply_drops(store, &members, seen);
+    apply_drops(&replicator.local, &members, seen);
     for m in members {
         let Some(addr) = m.flight_addr.as_deref().filter(|_| m.up && m.name != me) else {
             continue;
@@ -189,7 +193,11 @@ async fn sync(replicator: &Replicator, store: &Store, seen: &mut Seen) {
                 continue;
             }
             let outcome = match replicator.table_schema(addr, table).await {
-                Ok(Some(schema)) => absorb(store, table, &schema),
+                Ok(Some(schema)) => absorb(store, table, &schema).map(|settings_changed| {
+                    if let (true, Some(t)) = (settings_changed, store.table(table)) {
+                        replicator.local.log_settings(&t);
+                    }
+                }),
                 // Dropped there since it gossiped the digest.
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),

@@ -109,6 +109,18 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_RETENTION", value_parser = retention_arg)]
     pub retention: Option<Duration>,
 
+    /// Directory of this node's write-ahead log and snapshots. Without it
+    /// the node keeps its data in memory only: a restart loses what it held
+    /// (replicas on other nodes keep theirs).
+    #[arg(long, env = "ATOLL_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// When the log is fsync'ed: `always` (before every acknowledgement;
+    /// concurrent requests share one fsync), `interval=MS` (acknowledged
+    /// once written to the OS, fsync'ed every MS), or `never`.
+    #[arg(long, env = "ATOLL_FSYNC", default_value = "always")]
+    pub fsync: atoll_store::wal::FsyncPolicy,
+
     /// Memory all running queries of this node may hold together.
     #[arg(long, env = "ATOLL_QUERY_MEMORY", default_value = "4GiB")]
     pub query_memory: ByteSize,

@@ -213,7 +213,8 @@ impl FlightService for AtollFlight {
         for batch in batches {
             self.local
                 .write(&cmd, batch, hint_for.as_deref())
-                .map_err(Status::invalid_argument)?;
+                .await
+                .map_err(Status::internal)?;
         }
         let done: BoxStream<'static, Result<PutResult, Status>> =
             Box::pin(stream::iter([Ok(PutResult::default())]));

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod durability;
 pub mod flight;
 pub mod metrics;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use atoll_ingest::replica::{Hints, LocalReplica};
+use atoll_ingest::replica::Hints;
 use atoll_ingest::replicate::Replicator;
 use atoll_ingest::{IngestMetrics, IngestState};
 use atoll_query::engine::ClusterHandle;
@@ -73,6 +74,8 @@ impl Node {
             seal_age: args.seal_interval(),
             retention: args.retention,
         }));
+        let hints = Arc::new(Hints::new(args.partitions));
+        let local = Arc::new(durability::open(args, store.clone(), hints.clone())?);
         let membership = Membership::start(MembershipConfig {
             node_name: name.clone(),
             cluster_name: args.cluster_name.clone(),
@@ -101,8 +104,6 @@ impl Node {
             );
         }
 
-        let hints = Arc::new(Hints::new(args.partitions));
-        let local = Arc::new(LocalReplica::new(store.clone(), hints.clone()));
         let replicator = Arc::new(Replicator::new(
             membership.clone(),
             local.clone(),
@@ -151,6 +152,7 @@ impl Node {
 
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
         spawn_sealer(store.clone(), shutdown.subscribe());
+        durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
         atoll_ingest::schemas::spawn(
             cluster.replicator.clone(),
             store.clone(),

@@ -7,6 +7,8 @@
 pub mod partition;
 pub mod schema;
 pub mod table;
+pub mod wal;
+pub mod writes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub enum StoreError {
         "invalid retention {0:?}: use a duration such as \"90m\", \"24h\" or \"7d\" (more than zero)"
     )]
     BadRetention(String),
+    #[error("column name {0:?} is reserved by Atoll")]
+    ReservedColumn(String),
     #[error("arrow: {0}")]
     Arrow(String),
 }

@@ -3,6 +3,7 @@
 //! batches are sorted by `time`, so that a scan with a time range reads a
 //! slice of them rather than all their rows.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
@@ -11,6 +12,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 
 use crate::StoreError;
 use crate::schema::{TIME_COLUMN, TableSchema, adapt_batch};
+use crate::writes::{self, WRITE_COLUMN};
 
 /// A batch and the range of its `time` column, so that scans with a time
 /// filter can skip it without reading it.
@@ -117,13 +119,55 @@ pub(crate) struct Partition {
     open: Vec<StoredBatch>,
     open_rows: usize,
     open_since: Option<Instant>,
+    /// The writes whose rows this partition took (see `writes`).
+    writes: HashSet<u64>,
 }
 
 impl Partition {
-    pub(crate) fn append(&mut self, batch: StoredBatch) {
-        self.open_rows += batch.rows();
+    /// Appends the rows of `batch` whose write this partition does not
+    /// hold yet; returns how many that was.
+    pub(crate) fn append(&mut self, batch: StoredBatch) -> Result<usize, StoreError> {
+        let ids = writes::ids_in(&batch.batch);
+        let batch = if ids.iter().any(|id| self.writes.contains(id)) {
+            let fresh = |id: Option<u64>| id.is_none_or(|id| !self.writes.contains(&id));
+            match writes::rows_where(&batch.batch, fresh)? {
+                Some(fresh) => StoredBatch::new(fresh)?,
+                None => return Ok(0),
+            }
+        } else {
+            batch
+        };
+        self.writes.extend(ids);
+        let rows = batch.rows();
+        self.open_rows += rows;
         self.open.push(batch);
         self.open_since.get_or_insert_with(Instant::now);
+        Ok(rows)
+    }
+
+    /// The writes this partition holds rows of (or held: rows dropped by
+    /// retention leave their id behind, so they are not fetched again).
+    pub(crate) fn write_ids(&self) -> &HashSet<u64> {
+        &self.writes
+    }
+
+    /// Its rows of the writes in `wanted`.
+    pub(crate) fn rows_of(&self, wanted: &HashSet<u64>) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut out = Vec::new();
+        for b in self.sealed.iter().chain(&self.open) {
+            let wanted = |id: Option<u64>| id.is_some_and(|id| wanted.contains(&id));
+            out.extend(writes::rows_where(&b.batch, wanted)?);
+        }
+        Ok(out)
+    }
+
+    /// Every batch, as a snapshot of the partition.
+    pub(crate) fn all_batches(&self) -> Vec<RecordBatch> {
+        self.sealed
+            .iter()
+            .chain(&self.open)
+            .map(|b| b.batch.clone())
+            .collect()
     }
 
     pub(crate) fn open_rows(&self) -> usize {
@@ -277,6 +321,12 @@ fn union_schema(batches: &[StoredBatch], schema: &TableSchema) -> SchemaRef {
                 .any(|b| b.batch.schema().column_with_name(f.name()).is_some())
         })
         .cloned()
+        .chain(
+            batches
+                .iter()
+                .find_map(|b| b.batch.schema().field_with_name(WRITE_COLUMN).ok().cloned())
+                .map(std::sync::Arc::new),
+        )
         .collect::<Vec<_>>();
     std::sync::Arc::new(Schema::new(fields))
 }

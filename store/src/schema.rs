@@ -152,6 +152,9 @@ impl TableSchema {
         let mut changes: Vec<(&str, ColumnType)> = Vec::new();
         let mut added = 0;
         for (name, incoming) in fields {
+            if name == crate::writes::WRITE_COLUMN {
+                return Err(StoreError::ReservedColumn(name.to_string()));
+            }
             if name.len() > MAX_COLUMN_NAME_BYTES {
                 return Err(StoreError::ColumnNameTooLong {
                     len: name.len(),

@@ -120,6 +120,7 @@ impl Table {
         let fields: Vec<(String, ColumnType)> = schema
             .fields()
             .iter()
+            .filter(|f| f.name() != crate::writes::WRITE_COLUMN)
             .filter_map(|f| Some((f.name().clone(), ColumnType::from_data_type(f.data_type())?)))
             .collect();
         self.evolve(|s| ((), s.reconcile(&self.name, &fields)));
@@ -204,14 +205,63 @@ impl Table {
         self.partitions.len() as u32
     }
 
-    /// Appends a batch to a partition's append buffer, sealing it when full.
-    pub fn append(&self, partition: u32, batch: StoredBatch) -> Result<(), StoreError> {
-        let mut p = self.partitions[partition as usize].lock();
-        p.append(batch);
+    /// Appends the rows of a batch whose write the partition does not hold
+    /// yet to its append buffer, sealing it when full; returns the rows
+    /// taken.
+    pub fn append(&self, partition: u32, batch: StoredBatch) -> Result<usize, StoreError> {
+        let mut p = self.partition(partition)?.lock();
+        let rows = p.append(batch)?;
         if p.open_rows() >= self.seal_rows {
             p.seal(&self.schema())?;
         }
-        Ok(())
+        Ok(rows)
+    }
+
+    fn partition(&self, partition: u32) -> Result<&Mutex<Partition>, StoreError> {
+        self.partitions.get(partition as usize).ok_or_else(|| {
+            StoreError::Arrow(format!(
+                "partition {partition} is outside this table's {} partitions",
+                self.partitions.len()
+            ))
+        })
+    }
+
+    /// The ids of the writes a partition holds, in order.
+    pub fn write_ids(&self, partition: u32) -> Result<Vec<u64>, StoreError> {
+        let mut ids: Vec<u64> = self
+            .partition(partition)?
+            .lock()
+            .write_ids()
+            .iter()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// A partition's rows of the writes in `wanted`.
+    pub fn rows_of(
+        &self,
+        partition: u32,
+        wanted: &std::collections::HashSet<u64>,
+    ) -> Result<Vec<arrow::array::RecordBatch>, StoreError> {
+        self.partition(partition)?.lock().rows_of(wanted)
+    }
+
+    /// Every batch of a partition, sealed or not.
+    pub fn partition_batches(&self, partition: u32) -> Vec<arrow::array::RecordBatch> {
+        self.partitions
+            .get(partition as usize)
+            .map(|p| p.lock().all_batches())
+            .unwrap_or_default()
+    }
+
+    /// Forgets a partition's rows and writes: this node no longer holds it.
+    pub fn clear_partition(&self, partition: u32) -> usize {
+        match self.partitions.get(partition as usize) {
+            Some(p) => std::mem::take(&mut *p.lock()).rows(),
+            None => 0,
+        }
     }
 
     /// The batches of `partitions` that may hold rows with `time` in
