@@ -5,6 +5,7 @@ pub mod body;
 pub mod convert;
 pub mod decode;
 pub mod error;
+pub mod handoff;
 pub mod http;
 pub mod metrics;
 pub mod replica;

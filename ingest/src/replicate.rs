@@ -214,7 +214,18 @@ impl Replicator {
             .map_err(|e| e.to_string())
     }
 
-    fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, String> {
+    /// Sends one batch to a node as its own rows of a partition.
+    pub async fn send_batch(
+        &self,
+        addr: &str,
+        cmd: &PutCommand,
+        batch: &RecordBatch,
+    ) -> Result<(), String> {
+        let data = encode(cmd, batch).await?;
+        self.put(addr, data, None).await
+    }
+
+    pub(crate) fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, String> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atoll_ingest::handoff::Handoff;
 use atoll_ingest::replica::Hints;
 use atoll_ingest::replicate::Replicator;
 use atoll_ring::Membership;
@@ -20,6 +21,7 @@ pub struct ClusterState {
     pub replicator: Arc<Replicator>,
     pub store: Arc<Store>,
     pub hints: Arc<Hints>,
+    pub handoff: Arc<Handoff>,
 }
 
 pub fn router(state: ClusterState) -> Router {
@@ -87,15 +89,46 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
             })
         })
         .collect();
+    // Rows of each partition on each node, as gossiped: replicas that
+    // differ show divergence (or a handoff under way).
+    let rows_of: BTreeMap<&str, Vec<u64>> = members
+        .iter()
+        .map(|m| {
+            let rows = m.stats.get(STAT_PARTITION_ROWS).map_or_else(Vec::new, |v| {
+                v.split(',').map(|r| r.parse().unwrap_or(0)).collect()
+            });
+            (m.name.as_str(), rows)
+        })
+        .collect();
     let preference: Vec<Value> = (0..ring.partitions())
         .map(|p| {
             let list = ring.preference_list(p);
             let (primaries, fallbacks) = list.split_at(n.min(list.len()));
+            let pending = ring.pending_replicas(p, n);
+            let replica_rows: BTreeMap<&str, Option<u64>> = primaries
+                .iter()
+                .chain(&pending)
+                .map(|r| {
+                    (
+                        r.as_str(),
+                        rows_of
+                            .get(r.as_str())
+                            .and_then(|rows| rows.get(p as usize).copied()),
+                    )
+                })
+                .collect();
             json!({
                 "partition": p, "owner": ring.owner(p), "pending_owner": ring.pending_owner(p),
-                "primaries": primaries, "pending_replicas": ring.pending_replicas(p, n), "fallbacks": fallbacks,
+                "primaries": primaries, "pending_replicas": pending, "fallbacks": fallbacks,
+                "replica_rows": replica_rows,
             })
         })
+        .collect();
+    let handoffs: Vec<Value> = members
+        .iter()
+        .filter_map(|m| m.stats.get(STAT_HANDOFFS))
+        .filter_map(|v| serde_json::from_str::<Vec<Value>>(v).ok())
+        .flatten()
         .collect();
     Json(json!({
         "node": st.membership.node_name(),
@@ -105,6 +138,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
         "epoch": ring.epoch(),
         "moving_partitions": (0..ring.partitions()).filter(|&p| ring.pending_owner(p).is_some()).count(),
         "leave_requests": leaving,
+        "handoffs": handoffs,
         "nodes": nodes,
         "ring": preference,
         "local": local(&st),
@@ -113,19 +147,33 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
 
 /// What this node holds, exactly (the gossiped figures lag by a second).
 fn local(st: &ClusterState) -> Value {
-    let mut per_partition: BTreeMap<u32, u64> = BTreeMap::new();
-    for t in st.store.tables() {
-        for (p, rows) in t.partition_rows().into_iter().enumerate() {
-            if rows > 0 {
-                *per_partition.entry(p as u32).or_default() += rows;
-            }
-        }
-    }
+    let per_partition: BTreeMap<u32, u64> = partition_rows(&st.store)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, rows)| *rows > 0)
+        .map(|(p, rows)| (p as u32, rows))
+        .collect();
     json!({
         "rows": per_partition.values().sum::<u64>(),
         "partition_rows": per_partition,
         "hint_rows": st.hints.rows(),
     })
+}
+
+/// Gossiped: rows per partition (all tables), comma-separated.
+const STAT_PARTITION_ROWS: &str = "partition_rows";
+/// Gossiped: the handoff transfers under way, as JSON.
+const STAT_HANDOFFS: &str = "handoffs";
+
+/// Rows per partition, all tables together.
+fn partition_rows(store: &Store) -> Vec<u64> {
+    let mut total = vec![0u64; store.partitions() as usize];
+    for t in store.tables() {
+        for (p, rows) in t.partition_rows().into_iter().enumerate() {
+            total[p] += rows;
+        }
+    }
+    total
 }
 
 /// Gossips this node's figures every second.
@@ -142,6 +190,14 @@ pub fn spawn_stats(st: ClusterState, mut stop: tokio::sync::watch::Receiver<bool
                     st.membership.set_stat("rows", rows).await;
                     st.membership.set_stat("memory_bytes", memory).await;
                     st.membership.set_stat("hint_rows", hints).await;
+                    let per_partition = partition_rows(&st.store)
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    st.membership.set_stat(STAT_PARTITION_ROWS, per_partition).await;
+                    let transfers = serde_json::to_string(&st.handoff.transfers()).unwrap_or_default();
+                    st.membership.set_stat(STAT_HANDOFFS, transfers).await;
                 }
                 _ = stop.changed() => return,
             }

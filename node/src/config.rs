@@ -121,6 +121,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_FSYNC", default_value = "always")]
     pub fsync: atoll_store::wal::FsyncPolicy,
 
+    /// Partitions this node catches up (or hands hints back for) at once;
+    /// 0 pauses handoff: moves stay pending and returning replicas stay
+    /// incomplete until it is raised again (by a restart with another value).
+    #[arg(long, env = "ATOLL_TRANSFER_LIMIT", default_value_t = 2)]
+    pub transfer_limit: usize,
+
     /// Memory all running queries of this node may hold together.
     #[arg(long, env = "ATOLL_QUERY_MEMORY", default_value = "4GiB")]
     pub query_memory: ByteSize,

@@ -24,7 +24,7 @@ pub fn open(
 ) -> anyhow::Result<LocalReplica> {
     let local = LocalReplica::new(store, hints, None);
     let Some(dir) = &args.data_dir else {
-        tracing::warn!("no --data-dir: data is kept in memory only and lost when this node stops");
+        tracing::info!("no --data-dir: data is kept in memory only and lost when this node stops");
         return Ok(local);
     };
     let started = Instant::now();

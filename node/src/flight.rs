@@ -210,12 +210,18 @@ impl FlightService for AtollFlight {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let (cmd, batches) = read_put(request.into_inner()).await?;
-        for batch in batches {
-            self.local
-                .write(&cmd, batch, hint_for.as_deref())
-                .await
-                .map_err(Status::internal)?;
-        }
+        // The sender's encoder may split one write into several messages:
+        // they are one write (one id), stored together or not at all.
+        let Some(first) = batches.first() else {
+            return Err(Status::invalid_argument("a do_put without rows"));
+        };
+        let batch = arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| {
+            Status::invalid_argument(format!("the batches of one write differ: {e}"))
+        })?;
+        self.local
+            .write(&cmd, batch, hint_for.as_deref())
+            .await
+            .map_err(Status::internal)?;
         let done: BoxStream<'static, Result<PutResult, Status>> =
             Box::pin(stream::iter([Ok(PutResult::default())]));
         Ok(Response::new(done))
@@ -227,11 +233,24 @@ impl FlightService for AtollFlight {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         unsupported("do_exchange")
     }
+    /// Handoff between replicas: which tables and writes this node holds,
+    /// and the rows of some writes (see `atoll_ingest::handoff`).
     async fn do_action(
         &self,
-        _: Request<Action>,
+        request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        unsupported("do_action")
+        let store = self.local.store.clone();
+        let action = request.into_inner();
+        let bodies = tokio::task::spawn_blocking(move || {
+            atoll_ingest::handoff::serve_action(&store, &action)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::invalid_argument)?;
+        let results = bodies
+            .into_iter()
+            .map(|body| Ok(arrow_flight::Result { body }));
+        Ok(Response::new(Box::pin(stream::iter(results))))
     }
     async fn list_actions(
         &self,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use atoll_ingest::handoff::Handoff;
 use atoll_ingest::replica::Hints;
 use atoll_ingest::replicate::Replicator;
 use atoll_ingest::{IngestMetrics, IngestState};
@@ -92,15 +93,16 @@ impl Node {
         .await?;
         wait_for_ring(&membership).await?;
         if membership.rejoined() {
-            // Back without the data it held: not complete for its
-            // partitions until it catches up from a complete replica.
+            // Back after a restart: whatever it recovered, it missed the
+            // writes made while it was away, so it is not complete for its
+            // partitions until it caught up from the other replicas.
             let ring = membership.ring().expect("joined");
             let n = ring.replicas(args.replicas);
             let mine = ring.held_by(&name, n).into_iter().collect();
             membership.set_incomplete(&mine).await;
             tracing::warn!(
                 partitions = mine.len(),
-                "rejoined without data: partitions marked incomplete"
+                "rejoined the ring: partitions marked incomplete until caught up"
             );
         }
 
@@ -111,6 +113,7 @@ impl Node {
             args.write_quorum,
             secret.clone(),
         ));
+        let handoff = Handoff::new(replicator.clone(), hints.clone(), args.transfer_limit);
         let registry = prometheus::Registry::new();
         let ingest = IngestState {
             store: store.clone(),
@@ -138,6 +141,7 @@ impl Node {
             replicator,
             store: store.clone(),
             hints: hints.clone(),
+            handoff: handoff.clone(),
         };
         let app = Router::new()
             .route(
@@ -153,6 +157,7 @@ impl Node {
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
         spawn_sealer(store.clone(), shutdown.subscribe());
         durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
+        handoff.spawn(shutdown.subscribe());
         atoll_ingest::schemas::spawn(
             cluster.replicator.clone(),
             store.clone(),

@@ -84,6 +84,18 @@ impl Ring {
         })
     }
 
+    /// The ring with its pending claim in force: what handoff ends with.
+    pub fn promote(&self) -> Ring {
+        match &self.next {
+            Some(next) => Ring {
+                epoch: self.epoch + 1,
+                owners: next.clone(),
+                next: None,
+            },
+            None => self.clone(),
+        }
+    }
+
     /// The owner a partition is moving to, if it is moving.
     pub fn pending_owner(&self, partition: PartitionId) -> Option<&NodeId> {
         let next = &self.next.as_ref()?[partition as usize];

@@ -241,6 +241,11 @@ impl Membership {
     }
 
     /// Marks partitions as not holding every acknowledged write.
+    /// Partitions this node does not hold every acknowledged write of.
+    pub fn incomplete(&self) -> BTreeSet<u32> {
+        self.incomplete.read().clone()
+    }
+
     pub async fn set_incomplete(&self, partitions: &BTreeSet<u32>) {
         *self.incomplete.write() = partitions.clone();
         let text = partitions
@@ -286,7 +291,7 @@ impl Membership {
                             flight_addr: get(KEY_FLIGHT),
                             gossip_addr: found.map(|(id, _)| id.gossip_advertise_addr.to_string()),
                             incomplete: get(KEY_INCOMPLETE)
-                                .map(|s| s.split(',').filter_map(|p| p.parse().ok()).collect())
+                                .map(|s| parse_partitions(&s))
                                 .unwrap_or_default(),
                             stats: found
                                 .map(|(_, s)| prefixed(s, STAT_PREFIX))
@@ -313,7 +318,7 @@ impl Membership {
     async fn refresh(&self) {
         let me = self.config.node_name.clone();
         let partitions = self.config.partitions;
-        let (best, live, conflict, any_data, leaving, forced) = self
+        let (best, live, conflict, any_data, leaving, forced, incomplete) = self
             .handle
             .with_chitchat(|c| {
                 let mut best: Option<Ring> = None;
@@ -321,7 +326,12 @@ impl Membership {
                 let mut any_data = false;
                 let mut leaving = BTreeSet::new();
                 let mut forced = BTreeSet::new();
+                let mut incomplete: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
                 for (id, state) in c.node_states() {
+                    incomplete.insert(
+                        id.node_id.to_string(),
+                        state.get(KEY_INCOMPLETE).map(parse_partitions).unwrap_or_default(),
+                    );
                     for (k, v) in state.key_values() {
                         if let Some(node) = k.strip_prefix(LEAVE_PREFIX) {
                             leaving.insert(node.to_string());
@@ -350,7 +360,7 @@ impl Membership {
                     .filter(|id| c.node_state(id).and_then(|s| s.get(KEY_PARTITIONS)) == Some(&partitions.to_string()))
                     .map(|id| id.node_id.to_string())
                     .collect();
-                (best, live, conflict, any_data, leaving, forced)
+                (best, live, conflict, any_data, leaving, forced, incomplete)
             })
             .await;
         *self.leaving.write() = leaving.clone();
@@ -373,7 +383,8 @@ impl Membership {
         if claimant == Some(&me) {
             let members: BTreeSet<&NodeId> = ring.members();
             let force = forced.iter().any(|f| members.contains(f));
-            ring = self.claim(ring, &live, &leaving, any_data && !force);
+            let handed_off = handed_off(&ring, self.config.replicas, &live, &incomplete);
+            ring = self.claim(ring, &live, &leaving, any_data && !force, handed_off);
         }
         let previous = self.ring();
         if previous.as_ref().is_none_or(|c| **c != ring) {
@@ -408,14 +419,16 @@ impl Membership {
 
     /// The claimant's step: the ring for the joined members that are not
     /// leaving. With `hold`, moving partitions stay with their owners and
-    /// get pending owners (their data must follow them); without, the claim
-    /// is in force at once (a ring without data, or a forced leave).
+    /// get pending owners (their data must follow them) until `handed_off`
+    /// says every pending replica holds it; without, the claim is in force
+    /// at once (a ring without data, or a forced leave).
     fn claim(
         &self,
         ring: Ring,
         live: &BTreeSet<String>,
         leaving: &BTreeSet<String>,
         hold: bool,
+        handed_off: bool,
     ) -> Ring {
         let target: BTreeSet<NodeId> = ring
             .next()
@@ -426,8 +439,16 @@ impl Membership {
         let mut members = target.clone();
         members.extend(live.iter().cloned());
         members.retain(|m| !leaving.contains(m));
+        if hold && handed_off && members == target {
+            let next = ring.promote();
+            tracing::info!(
+                epoch = next.epoch(),
+                "handoff complete: the pending claim is in force"
+            );
+            return next;
+        }
         let promote = !hold && ring.next().is_some();
-        if (members == target && !promote) || members.is_empty() {
+        if members.is_empty() || (members == target && !promote) {
             return ring;
         }
         let members: Vec<NodeId> = members.into_iter().collect();
@@ -530,6 +551,30 @@ impl Membership {
     pub async fn shutdown(&self) {
         let _ = self.handle.initiate_shutdown();
     }
+}
+
+/// True when a ring has pending moves and every pending replica of every
+/// moving partition is up and complete for it: the data followed the
+/// partitions, and the pending claim may be put in force.
+fn handed_off(
+    ring: &Ring,
+    n: usize,
+    live: &BTreeSet<String>,
+    incomplete: &BTreeMap<String, BTreeSet<u32>>,
+) -> bool {
+    if ring.next().is_none() {
+        return false;
+    }
+    let n = ring.replicas(n);
+    (0..ring.partitions()).all(|p| {
+        ring.pending_replicas(p, n).into_iter().all(|node| {
+            live.contains(node) && incomplete.get(node).is_some_and(|i| !i.contains(&p))
+        })
+    })
+}
+
+fn parse_partitions(text: &str) -> BTreeSet<u32> {
+    text.split(',').filter_map(|p| p.parse().ok()).collect()
 }
 
 /// A node's keys under `prefix`, without it.

@@ -256,6 +256,20 @@ impl Table {
             .unwrap_or_default()
     }
 
+    /// Forgets a partition's rows and writes if the writes it holds are
+    /// exactly `ids` (none arrived since they were read); true if so.
+    pub fn clear_partition_if(&self, partition: u32, ids: &std::collections::HashSet<u64>) -> bool {
+        let Some(p) = self.partitions.get(partition as usize) else {
+            return false;
+        };
+        let mut p = p.lock();
+        if p.write_ids() != ids {
+            return false;
+        }
+        *p = Partition::default();
+        true
+    }
+
     /// Forgets a partition's rows and writes: this node no longer holds it.
     pub fn clear_partition(&self, partition: u32) -> usize {
         match self.partitions.get(partition as usize) {

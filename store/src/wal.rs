@@ -135,14 +135,7 @@ impl Record {
                 put_str(&mut out, table);
                 out.extend_from_slice(&partition.to_le_bytes());
                 put_str(&mut out, hint_for.as_deref().unwrap_or(""));
-                let options = IpcWriteOptions::default()
-                    .try_with_compression(Some(CompressionType::LZ4_FRAME))
-                    .map_err(io::Error::other)?;
-                let mut writer =
-                    StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)
-                        .map_err(io::Error::other)?;
-                writer.write(batch).map_err(io::Error::other)?;
-                writer.finish().map_err(io::Error::other)?;
+                write_ipc(batch, &mut out)?;
             }
             Record::Drop { table, micros } => {
                 out.push(DROP);
@@ -170,11 +163,7 @@ impl Record {
                 let table = c.str()?;
                 let partition = c.u32()?;
                 let hint = c.str()?;
-                let mut reader = StreamReader::try_new(c.0, None).map_err(io::Error::other)?;
-                let batch = reader
-                    .next()
-                    .ok_or_else(|| bad("a batch record without a batch"))?
-                    .map_err(io::Error::other)?;
+                let batch = read_ipc(c.0)?;
                 Ok(Record::Batch {
                     table,
                     partition,
@@ -194,6 +183,27 @@ impl Record {
             kind => Err(bad(format!("unknown record kind {kind}"))),
         }
     }
+}
+
+/// A batch as an Arrow IPC stream, LZ4-compressed (the log's, the
+/// snapshots' and handoff's form of a batch).
+pub fn write_ipc(batch: &RecordBatch, out: &mut Vec<u8>) -> io::Result<()> {
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::LZ4_FRAME))
+        .map_err(io::Error::other)?;
+    let mut writer = StreamWriter::try_new_with_options(out, &batch.schema(), options)
+        .map_err(io::Error::other)?;
+    writer.write(batch).map_err(io::Error::other)?;
+    writer.finish().map_err(io::Error::other)
+}
+
+/// The batch of an IPC stream made by `write_ipc`.
+pub fn read_ipc(bytes: &[u8]) -> io::Result<RecordBatch> {
+    StreamReader::try_new(bytes, None)
+        .map_err(io::Error::other)?
+        .next()
+        .ok_or_else(|| bad("an IPC stream without a batch"))?
+        .map_err(io::Error::other)
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {

@@ -1,0 +1,519 @@
+//! Moving data between replicas, all by write ids (`atoll_store::writes`):
+//!
+//! - catch-up: a replica that is not complete for a partition (restarted,
+//!   or a pending replica of a moving partition) asks the partition's other
+//!   up replicas which writes they hold, fetches the rows of the writes it
+//!   misses, and marks itself complete once it heard from all of them and
+//!   at least one was complete (or every replica is up: after a restart of
+//!   the whole cluster none is). Writes keep arriving meanwhile; a fetched
+//!   write that also arrives live is stored once.
+//! - anti-entropy: the same comparison, now and then, for complete
+//!   partitions, so that a write that reached W replicas but not the third
+//!   gets there.
+//! - hinted handoff: a fallback pushes the rows it holds for a primary to
+//!   it once it is back, then forgets them; the primary does not count as
+//!   complete while any node still gossips hints for it.
+//! - after a pending claim is promoted, a node drops the partitions it no
+//!   longer replicates.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow_flight::Action;
+use atoll_ring::{Member, Ring};
+use atoll_store::Store;
+use atoll_store::wal::{read_ipc, write_ipc};
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::replica::{Hints, PutCommand};
+use crate::replicate::{Replicator, SECRET_HEADER};
+
+/// Flight action: the tables of a node.
+pub const ACTION_TABLES: &str = "handoff.tables";
+/// Flight action: the write ids a node holds of a (table, partition).
+pub const ACTION_IDS: &str = "handoff.ids";
+/// Flight action: the rows of some writes of a (table, partition); the
+/// first result is a `FetchHeader`, each further one a batch.
+pub const ACTION_FETCH: &str = "handoff.fetch";
+
+/// The gossiped stat naming the primaries this node holds hints for.
+pub const STAT_HINTS_FOR: &str = "hints_for";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdsRequest {
+    pub table: String,
+    pub partition: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub table: String,
+    pub partition: u32,
+    pub ids: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FetchHeader {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+/// One transfer under way, as `/v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transfer {
+    pub kind: &'static str,
+    pub table: String,
+    pub partition: u32,
+    pub from: String,
+    pub to: String,
+    pub bytes_sent: usize,
+    pub bytes_total: usize,
+}
+
+/// The answers of the three actions, on the serving side.
+pub fn serve_action(store: &Store, action: &Action) -> Result<Vec<bytes::Bytes>, String> {
+    match action.r#type.as_str() {
+        ACTION_TABLES => {
+            let names: Vec<String> = store
+                .tables()
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect();
+            Ok(vec![to_json(&names)?])
+        }
+        ACTION_IDS => {
+            let req: IdsRequest = parse(&action.body)?;
+            let ids = match store.table(&req.table) {
+                Some(t) => t.write_ids(req.partition).map_err(|e| e.to_string())?,
+                None => Vec::new(),
+            };
+            Ok(vec![to_json(&ids)?])
+        }
+        ACTION_FETCH => {
+            let req: FetchRequest = parse(&action.body)?;
+            let wanted: HashSet<u64> = req.ids.into_iter().collect();
+            let batches = match store.table(&req.table) {
+                Some(t) => t
+                    .rows_of(req.partition, &wanted)
+                    .map_err(|e| e.to_string())?,
+                None => Vec::new(),
+            };
+            let mut out = vec![bytes::Bytes::new()];
+            let mut header = FetchHeader { rows: 0, bytes: 0 };
+            for b in &batches {
+                let mut ipc = Vec::new();
+                write_ipc(b, &mut ipc).map_err(|e| e.to_string())?;
+                header.rows += b.num_rows();
+                header.bytes += ipc.len();
+                out.push(ipc.into());
+            }
+            out[0] = to_json(&header)?;
+            Ok(out)
+        }
+        other => Err(format!("unknown action {other:?}")),
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<bytes::Bytes, String> {
+    serde_json::to_vec(value)
+        .map(Into::into)
+        .map_err(|e| e.to_string())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad action body: {e}"))
+}
+
+/// Catch-up, anti-entropy and hinted handoff of one node.
+pub struct Handoff {
+    replicator: Arc<Replicator>,
+    hints: Arc<Hints>,
+    transfers: Mutex<BTreeMap<(String, u32, String), Transfer>>,
+    last_full_check: Mutex<Option<Instant>>,
+    /// Partitions caught up at once; 0 pauses catch-up and hinted handoff.
+    limit: usize,
+}
+
+/// How often complete partitions are compared with their peers.
+const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(30);
+
+impl Handoff {
+    pub fn new(replicator: Arc<Replicator>, hints: Arc<Hints>, limit: usize) -> Arc<Handoff> {
+        Arc::new(Handoff {
+            replicator,
+            hints,
+            transfers: Mutex::default(),
+            last_full_check: Mutex::default(),
+            limit,
+        })
+    }
+
+    /// Transfers under way.
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.transfers.lock().values().cloned().collect()
+    }
+
+    /// Runs a round every second until `stop`.
+    pub fn spawn(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => me.round().await,
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    async fn round(&self) {
+        let membership = &self.replicator.membership;
+        let Some(ring) = membership.ring() else {
+            return;
+        };
+        let members = membership.members().await;
+        self.gossip_hints().await;
+        if self.limit > 0 {
+            self.push_hints(&members).await;
+        }
+        let n = ring.replicas(self.replicator.n);
+        let me = membership.node_name().to_string();
+        let held: BTreeSet<u32> = ring.held_by(&me, n).into_iter().collect();
+        self.drop_unheld(&ring, &held);
+        let mut incomplete = membership.incomplete();
+        let stale: Vec<u32> = incomplete.difference(&held).copied().collect();
+        let full = {
+            let mut last = self.last_full_check.lock();
+            let due = last.is_none_or(|t| t.elapsed() >= ANTI_ENTROPY_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        let mut changed = !stale.is_empty();
+        for p in stale {
+            incomplete.remove(&p);
+        }
+        if self.limit > 0 {
+            let due: Vec<u32> = held
+                .iter()
+                .copied()
+                .filter(|p| full || incomplete.contains(p))
+                .collect();
+            let outcomes: Vec<(u32, Result<bool, String>)> = futures::stream::iter(due)
+                .map(|p| {
+                    let (ring, members) = (&ring, &members);
+                    async move { (p, self.catch_up(ring, n, p, members).await) }
+                })
+                .buffer_unordered(self.limit)
+                .collect()
+                .await;
+            let hints_pending = hints_pending_for(&me, &members);
+            for (p, outcome) in outcomes {
+                match outcome {
+                    Ok(true) if incomplete.contains(&p) && !hints_pending => {
+                        incomplete.remove(&p);
+                        changed = true;
+                        tracing::info!(partition = p, "caught up: complete again");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "catch-up failed; retrying")
+                    }
+                }
+            }
+        }
+        if changed {
+            membership.set_incomplete(&incomplete).await;
+        }
+    }
+
+    /// Fetches the writes of partition `p` this node misses from its other
+    /// up replicas; true when that makes it complete (every replica was
+    /// asked and one of them was complete, or all replicas are up).
+    async fn catch_up(
+        &self,
+        ring: &Ring,
+        n: usize,
+        p: u32,
+        members: &[Member],
+    ) -> Result<bool, String> {
+        let me = self.replicator.membership.node_name();
+        let replicas: Vec<&String> = ring
+            .primaries(p, n)
+            .into_iter()
+            .filter(|r| r.as_str() != me)
+            .collect();
+        let peer = |name: &str| members.iter().find(|m| m.name == name);
+        let up: Vec<&Member> = replicas
+            .iter()
+            .filter_map(|r| peer(r).filter(|m| m.up && m.flight_addr.is_some()))
+            .collect();
+        let any_complete = up.iter().any(|m| !m.incomplete.contains(&p));
+        let all_up = up.len() == replicas.len();
+        if !any_complete && !all_up {
+            return Ok(false);
+        }
+        for source in &up {
+            self.fetch_missing(source, p).await?;
+        }
+        Ok(true)
+    }
+
+    async fn fetch_missing(&self, source: &Member, p: u32) -> Result<(), String> {
+        let addr = source.flight_addr.as_deref().expect("filtered");
+        let tables: Vec<String> = self.json_action(addr, ACTION_TABLES, &()).await?;
+        let store = &self.replicator.local.store;
+        for table in tables {
+            let theirs: Vec<u64> = self
+                .json_action(
+                    addr,
+                    ACTION_IDS,
+                    &IdsRequest {
+                        table: table.clone(),
+                        partition: p,
+                    },
+                )
+                .await?;
+            let mine: HashSet<u64> = match store.table(&table) {
+                Some(t) => t
+                    .write_ids(p)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .collect(),
+                None => HashSet::new(),
+            };
+            let missing: Vec<u64> = theirs.into_iter().filter(|id| !mine.contains(id)).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let request = FetchRequest {
+                table: table.clone(),
+                partition: p,
+                ids: missing,
+            };
+            self.fetch(addr, &source.name, &request).await?;
+        }
+        Ok(())
+    }
+
+    /// Streams the rows of `request` from `from` into this node's store.
+    async fn fetch(&self, addr: &str, from: &str, request: &FetchRequest) -> Result<(), String> {
+        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let mut results = self.action(addr, ACTION_FETCH, body).await?;
+        let header: FetchHeader = match results
+            .try_next()
+            .await
+            .map_err(|s| s.message().to_string())?
+        {
+            Some(first) => parse(&first.body)?,
+            None => return Err("an empty fetch answer".into()),
+        };
+        let me = self.replicator.membership.node_name().to_string();
+        let key = (request.table.clone(), request.partition, from.to_string());
+        self.transfers.lock().insert(
+            key.clone(),
+            Transfer {
+                kind: "catch-up",
+                table: request.table.clone(),
+                partition: request.partition,
+                from: from.to_string(),
+                to: me,
+                bytes_sent: 0,
+                bytes_total: header.bytes,
+            },
+        );
+        let cmd = PutCommand {
+            table: request.table.clone(),
+            partition: request.partition,
+        };
+        let outcome = async {
+            while let Some(r) = results
+                .try_next()
+                .await
+                .map_err(|s| s.message().to_string())?
+            {
+                let batch = read_ipc(&r.body).map_err(|e| e.to_string())?;
+                self.replicator.local.write(&cmd, batch, None).await?;
+                if let Some(t) = self.transfers.lock().get_mut(&key) {
+                    t.bytes_sent += r.body.len();
+                }
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        self.transfers.lock().remove(&key);
+        outcome?;
+        tracing::info!(table = %request.table, partition = request.partition, from, rows = header.rows, bytes = header.bytes, "fetched missing writes");
+        Ok(())
+    }
+
+    /// Gossips the primaries this node holds hints for.
+    async fn gossip_hints(&self) {
+        let names: Vec<String> = self
+            .hints
+            .rows()
+            .into_iter()
+            .filter(|(_, rows)| *rows > 0)
+            .map(|(p, _)| p)
+            .collect();
+        self.replicator
+            .membership
+            .set_stat(STAT_HINTS_FOR, names.join(","))
+            .await;
+    }
+
+    /// Hands the hints of every primary that is up back to it.
+    async fn push_hints(&self, members: &[Member]) {
+        for (primary, store) in self.hints.stores() {
+            let Some(addr) = members
+                .iter()
+                .find(|m| m.name == primary && m.up)
+                .and_then(|m| m.flight_addr.clone())
+            else {
+                continue;
+            };
+            for table in store.tables() {
+                for p in 0..table.partitions() {
+                    let batches = table.partition_batches(p);
+                    if batches.is_empty() {
+                        continue;
+                    }
+                    let ids: HashSet<u64> = batches
+                        .iter()
+                        .flat_map(atoll_store::writes::ids_in)
+                        .collect();
+                    match self.push(&addr, &primary, table.name(), p, batches).await {
+                        Ok(()) => {
+                            table.clear_partition_if(p, &ids);
+                        }
+                        Err(e) => {
+                            tracing::warn!(primary, partition = p, error = %e, "hinted handoff failed; retrying");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn push(
+        &self,
+        addr: &str,
+        primary: &str,
+        table: &str,
+        p: u32,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), String> {
+        let cmd = PutCommand {
+            table: table.to_string(),
+            partition: p,
+        };
+        let total: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        let key = (table.to_string(), p, primary.to_string());
+        let me = self.replicator.membership.node_name().to_string();
+        self.transfers.lock().insert(
+            key.clone(),
+            Transfer {
+                kind: "hint",
+                table: table.to_string(),
+                partition: p,
+                from: me,
+                to: primary.to_string(),
+                bytes_sent: 0,
+                bytes_total: total,
+            },
+        );
+        let mut outcome = Ok(());
+        for b in batches {
+            let size = b.get_array_memory_size();
+            outcome = self.replicator.send_batch(addr, &cmd, &b).await;
+            if outcome.is_err() {
+                break;
+            }
+            if let Some(t) = self.transfers.lock().get_mut(&key) {
+                t.bytes_sent += size;
+            }
+        }
+        self.transfers.lock().remove(&key);
+        outcome
+    }
+
+    /// Drops the rows of partitions this node no longer replicates (their
+    /// claim moved on and was handed off).
+    fn drop_unheld(&self, ring: &Ring, held: &BTreeSet<u32>) {
+        if ring.next().is_some() {
+            return;
+        }
+        for table in self.replicator.local.store.tables() {
+            for p in 0..table.partitions() {
+                if !held.contains(&p) {
+                    let rows = table.clear_partition(p);
+                    if rows > 0 {
+                        tracing::info!(
+                            table = table.name(),
+                            partition = p,
+                            rows,
+                            "dropped a partition handed off to its new replicas"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    async fn json_action<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        kind: &str,
+        body: &impl Serialize,
+    ) -> Result<T, String> {
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let first = self
+            .action(addr, kind, body)
+            .await?
+            .try_next()
+            .await
+            .map_err(|s| s.message().to_string())?
+            .ok_or_else(|| format!("no answer to {kind}"))?;
+        parse(&first.body)
+    }
+
+    async fn action(
+        &self,
+        addr: &str,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<tonic::Streaming<arrow_flight::Result>, String> {
+        let mut client = self.replicator.client(addr)?;
+        let mut request = tonic::Request::new(Action {
+            r#type: kind.to_string(),
+            body: body.into(),
+        });
+        let secret = self
+            .replicator
+            .secret
+            .parse()
+            .map_err(|_| "the cluster secret is not ASCII".to_string())?;
+        request.metadata_mut().insert(SECRET_HEADER, secret);
+        client
+            .do_action(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string())
+    }
+}
+
+/// True while some up node gossips hints for `node`.
+fn hints_pending_for(node: &str, members: &[Member]) -> bool {
+    members.iter().any(|m| {
+        m.up && m
+            .stats
+            .get(STAT_HINTS_FOR)
+            .is_some_and(|list| list.split(',').any(|n| n == node))
+    })
+}
