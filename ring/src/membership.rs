@@ -653,6 +653,42 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_claim_is_handed_off_once_every_pending_replica_is_complete() {
+        let names: Vec<NodeId> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let ring = Ring::new(16, &names[..3]).unwrap();
+        assert!(
+            !handed_off(&ring, 1, &BTreeSet::new(), &BTreeMap::new()),
+            "nothing pending"
+        );
+        let moving = ring.claim_pending(&names).unwrap();
+        let gained: BTreeSet<u32> = (0..16)
+            .filter(|&p| {
+                moving
+                    .pending_replicas(p, 1)
+                    .iter()
+                    .any(|n| n.as_str() == "d")
+            })
+            .collect();
+        assert_eq!(gained.len(), 4);
+        let live: BTreeSet<String> = names.iter().cloned().collect();
+        let mut incomplete: BTreeMap<String, BTreeSet<u32>> =
+            names.iter().map(|n| (n.clone(), BTreeSet::new())).collect();
+        incomplete.insert("d".into(), gained.clone());
+        assert!(!handed_off(&moving, 1, &live, &incomplete));
+        incomplete.insert("d".into(), BTreeSet::new());
+        assert!(handed_off(&moving, 1, &live, &incomplete));
+        let down: BTreeSet<String> = names[..3].iter().cloned().collect();
+        assert!(
+            !handed_off(&moving, 1, &down, &incomplete),
+            "a down pending replica"
+        );
+        let promoted = moving.promote();
+        assert_eq!(promoted.epoch(), moving.epoch() + 1);
+        assert_eq!(promoted.next(), None);
+        assert_eq!(promoted.owners(), moving.next().unwrap());
+    }
+
+    #[test]
     fn the_secret_is_part_of_the_cluster_id() {
         assert_ne!(cluster_id("atoll", "s1"), cluster_id("atoll", "s2"));
         assert_eq!(cluster_id("atoll", "s1"), cluster_id("atoll", "s1"));

@@ -241,7 +241,13 @@ impl Partition {
     /// cutoff advances). Returns the batches dropped or rewritten.
     pub(crate) fn expire(&mut self, cutoff: i64) -> Result<usize, StoreError> {
         let before = self.sealed.len();
-        self.sealed.retain(|b| b.time_max >= cutoff);
+        let (old, kept): (Vec<StoredBatch>, Vec<StoredBatch>) = std::mem::take(&mut self.sealed)
+            .into_iter()
+            .partition(|b| b.time_max < cutoff);
+        self.sealed = kept;
+        // The ids of writes wholly gone are forgotten, or the set would
+        // grow for ever (a write's rows share one batch).
+        let mut gone: HashSet<u64> = old.iter().flat_map(|b| writes::ids_in(&b.batch)).collect();
         let mut changed = before - self.sealed.len();
         for b in &mut self.sealed {
             if !b.sorted || b.time_min >= cutoff {
@@ -253,11 +259,16 @@ impl Partition {
             }
             // A slice would keep the old rows' buffers alive: copy.
             let copied = concat_batches(&kept.batch.schema(), [&kept.batch])?;
+            let left = writes::ids_in(&copied);
+            gone.extend(writes::ids_in(&b.batch).difference(&left));
             *b = StoredBatch {
                 sorted: true,
                 ..StoredBatch::new(copied)?
             };
             changed += 1;
+        }
+        for id in gone {
+            self.writes.remove(&id);
         }
         Ok(changed)
     }

@@ -581,6 +581,46 @@ mod tests {
     }
 
     #[test]
+    fn a_write_is_taken_once_and_forgotten_with_its_rows() {
+        let t = table(2);
+        let marked = |times: &[i64], id| {
+            let b = batch(times, None).batch;
+            StoredBatch::new(crate::writes::with_write_id(&b, id).unwrap()).unwrap()
+        };
+        let now = crate::now_micros();
+        let hour = 3_600_000_000;
+        assert_eq!(t.append(0, marked(&[now - 3 * hour], 1)).unwrap(), 1);
+        assert_eq!(
+            t.append(0, marked(&[now - 3 * hour], 1)).unwrap(),
+            0,
+            "a repeat"
+        );
+        assert_eq!(t.append(0, marked(&[now - 10, now - 5], 2)).unwrap(), 2);
+        assert_eq!(t.write_ids(0).unwrap(), vec![1, 2]);
+        assert_eq!(t.rows(), 3, "sealed at 2 rows, every row once");
+        let wanted = std::collections::HashSet::from([2]);
+        let rows: usize = t
+            .rows_of(0, &wanted)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 2, "the rows of write 2 only");
+        // Write 1 alone in an old batch: dropped by retention, its id too.
+        t.append(0, marked(&[now - 3 * hour], 3)).unwrap();
+        t.seal_aged(Duration::ZERO);
+        let day = TableSettings {
+            retention: Some("1h".into()),
+            ..TableSettings::default()
+        };
+        t.set_settings(day, 1).unwrap();
+        t.expire(now);
+        assert_eq!(t.write_ids(0).unwrap(), vec![2]);
+        assert!(t.clear_partition_if(0, &wanted));
+        assert_eq!(t.rows(), 0);
+    }
+
+    #[test]
     fn time_ranges_prune_batches() {
         let t = table(1);
         t.append(0, batch(&[10, 20], None)).unwrap();
