@@ -53,11 +53,24 @@ struct Args {
     /// virtualenv under `--out`, and skipped with a message if that fails).
     #[arg(long)]
     no_duckdb: bool,
+    /// Give every node a fresh data directory under this one (persistence
+    /// on: the write-ahead log's cost shows in the ingest figures).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The nodes' `--fsync` policy, with `--data-dir`.
+    #[arg(long, default_value = "always")]
+    fsync: String,
 }
+
+/// `--data-dir` and `--fsync` of the run, for every node started.
+static PERSISTENCE: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.data_dir {
+        PERSISTENCE.get_or_init(|| (dir.clone(), args.fsync.clone()));
+    }
     std::fs::create_dir_all(&args.out)?;
     let events = match &args.events {
         Some(p) => p.clone(),
@@ -267,6 +280,19 @@ impl Node {
 
     fn start_with(bin: &Path, extra: &[&str]) -> Result<Node> {
         use std::io::BufRead;
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut persistence = Vec::new();
+        if let Some((root, fsync)) = PERSISTENCE.get() {
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = root.join(format!("node-{n}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            persistence = vec![
+                "--data-dir".to_string(),
+                dir.display().to_string(),
+                "--fsync".to_string(),
+                fsync.clone(),
+            ];
+        }
         let mut child = Command::new(bin)
             .args([
                 "serve",
@@ -276,6 +302,7 @@ impl Node {
                 "127.0.0.1:0",
             ])
             .args(["--log", "warn"])
+            .args(&persistence)
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
