@@ -565,6 +565,22 @@ mod tests {
     }
 
     #[test]
+    fn the_write_id_column_is_reserved() {
+        let s = store();
+        let t = s.get_or_create("t").unwrap();
+        let out = ingest_events(&t, &events(json!([{"__write": 1, "n": 1}, {"n": 2}])), 0).unwrap();
+        assert_eq!(out.accepted, 1, "{out:?}");
+        assert_eq!(
+            out.rejected,
+            vec![Rejection {
+                index: 0,
+                error: "column name \"__write\" is reserved by Atoll".into()
+            }]
+        );
+        assert!(t.schema().column_type("__write").is_none());
+    }
+
+    #[test]
     fn time_comes_from_the_event_or_the_arrival() {
         let s = store();
         let t = s.get_or_create("t").unwrap();
