@@ -95,10 +95,7 @@ impl LocalReplica {
         batch: RecordBatch,
         hint_for: Option<&str>,
     ) -> Result<usize, String> {
-        let target = match hint_for {
-            Some(primary) => self.hints.store_for(primary),
-            None => self.store.clone(),
-        };
+        let target = self.target(hint_for);
         let Some(wal) = &self.wal else {
             return append(&target, &cmd.table, cmd.partition, batch);
         };
@@ -121,6 +118,14 @@ impl LocalReplica {
         Ok(rows)
     }
 
+    /// This node's own store, or the one of hints held for `hint_for`.
+    fn target(&self, hint_for: Option<&str>) -> Arc<Store> {
+        match hint_for {
+            Some(primary) => self.hints.store_for(primary),
+            None => self.store.clone(),
+        }
+    }
+
     /// Applies a record read back from the log or a snapshot.
     pub fn recover(&self, record: Record) {
         let outcome = match record {
@@ -129,13 +134,7 @@ impl LocalReplica {
                 partition,
                 hint_for,
                 batch,
-            } => {
-                let target = match &hint_for {
-                    Some(primary) => self.hints.store_for(primary),
-                    None => self.store.clone(),
-                };
-                append(&target, &table, partition, batch).map(|_| ())
-            }
+            } => append(&self.target(hint_for.as_deref()), &table, partition, batch).map(|_| ()),
             Record::Drop { table, micros } => {
                 self.store.drop_table(&table, Some(micros));
                 Ok(())

@@ -8,16 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Cluster, Server, free_udp_port, generated_events, status_of, up_count};
-
-fn owners(v: &Value) -> Vec<String> {
-    v["ring"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["owner"].as_str().unwrap().to_string())
-        .collect()
-}
+use support::{Cluster, Server, free_udp_port, generated_events, owners, status_of, up_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_one_ring_and_each_partition_lives_on_its_replicas() {

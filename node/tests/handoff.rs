@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Cluster, Server, free_udp_port, status_of, up_count};
+use support::{Cluster, Server, free_udp_port, owners, status_of, up_count};
 
 /// The data directory of node `i` under `root`, as a flag pair.
 fn data_dir(root: &std::path::Path, i: usize) -> [String; 2] {
@@ -395,13 +395,4 @@ async fn a_join_and_a_leave_hand_partitions_over() {
         "two copies of every event, on its replicas only"
     );
     assert!(saw_transfer, "handoff progress was visible in /v1/cluster");
-}
-
-fn owners(v: &Value) -> Vec<String> {
-    v["ring"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["owner"].as_str().unwrap().to_string())
-        .collect()
 }

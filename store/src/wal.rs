@@ -587,6 +587,16 @@ mod tests {
         }
     }
 
+    /// A log holding writes 1, 2 and 3, closed; its directory and segment.
+    async fn three_logged() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, wal) = reopen(dir.path());
+        log_all(&wal, 1..=3).await;
+        drop(wal);
+        let seg = only_segment(dir.path());
+        (dir, seg)
+    }
+
     fn only_segment(dir: &Path) -> PathBuf {
         let logs = numbered(dir, "log").unwrap();
         logs.into_iter()
@@ -633,11 +643,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_torn_tail_is_cut_and_never_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, _, wal) = reopen(dir.path());
-        log_all(&wal, 1..=3).await;
-        drop(wal);
-        let seg = only_segment(dir.path());
+        let (dir, seg) = three_logged().await;
         let len = fs::metadata(&seg).unwrap().len();
         // Half of a fourth frame, as a crash mid-write leaves it.
         let mut torn = frame(&put(4).encode().unwrap());
@@ -663,11 +669,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_corrupted_frame_ends_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, _, wal) = reopen(dir.path());
-        log_all(&wal, 1..=3).await;
-        drop(wal);
-        let seg = only_segment(dir.path());
+        let (dir, seg) = three_logged().await;
         let mut bytes = fs::read(&seg).unwrap();
         let last = bytes.len() - 3;
         bytes[last] ^= 0xff;

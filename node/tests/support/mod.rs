@@ -372,6 +372,16 @@ pub fn up_count(v: &Value) -> usize {
         .map_or(0, |ns| ns.iter().filter(|n| n["status"] == "up").count())
 }
 
+/// The owner of each partition in a `/v1/cluster` answer.
+pub fn owners(v: &Value) -> Vec<String> {
+    v["ring"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["owner"].as_str().unwrap().to_string())
+        .collect()
+}
+
 pub fn status_of(v: &Value, name: &str) -> String {
     v["nodes"]
         .as_array()
