@@ -10,7 +10,7 @@ use arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{Field, Schema};
-use atoll_store::{ColumnType, SchemaChange, TIME_COLUMN, Table, TableSchema};
+use atoll_store::{ColumnType, SAMPLE_RATE_COLUMN, SchemaChange, TIME_COLUMN, Table, TableSchema};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -300,16 +300,41 @@ fn decide(
     let mut change = SchemaChange::None;
     let verdicts = events
         .iter()
-        .map(|e| match schema.accept(table, e.typed_fields()) {
-            Ok(SchemaChange::Changed) => {
-                change = SchemaChange::Changed;
-                Ok(())
-            }
-            Ok(SchemaChange::None) => Ok(()),
-            Err(err) => Err(err.to_string()),
+        .map(|e| {
+            sample_rate_ok(e).and_then(|()| match schema.accept(table, e.typed_fields()) {
+                Ok(SchemaChange::Changed) => {
+                    change = SchemaChange::Changed;
+                    Ok(())
+                }
+                Ok(SchemaChange::None) => Ok(()),
+                Err(err) => Err(err.to_string()),
+            })
         })
         .collect();
     (verdicts, change)
+}
+
+/// An event's `samplerate`, if it has one, is a whole number of at least 1.
+fn sample_rate_ok(event: &FlatEvent<'_>) -> Result<(), String> {
+    match event.get(SAMPLE_RATE_COLUMN) {
+        None | Some(Scalar::Null) => Ok(()),
+        Some(Scalar::Int(n)) if *n >= 1 => Ok(()),
+        Some(other) => Err(format!(
+            "column \"{SAMPLE_RATE_COLUMN}\" is the event's sample rate: a whole number of at least 1 (the event stands for that many), not {}",
+            describe_scalar(other)
+        )),
+    }
+}
+
+fn describe_scalar(v: &Scalar<'_>) -> String {
+    match v {
+        Scalar::Null => "null".into(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Str(s) => format!("{s:?}"),
+        Scalar::StrList(_) => "a list".into(),
+    }
 }
 
 /// Builds one batch of the columns these events have, typed by `schema`
@@ -465,7 +490,7 @@ mod tests {
         let batches: Vec<_> = table
             .batches(&[0, 1, 2, 3], None, None)
             .iter()
-            .map(|b| atoll_store::schema::adapt_batch(&b.batch, &schema).unwrap())
+            .map(|b| atoll_store::schema::adapt_batch(&b.plain().unwrap(), &schema).unwrap())
             .collect();
         arrow::compute::concat_batches(&schema, &batches).unwrap()
     }
@@ -561,6 +586,34 @@ mod tests {
                 .as_primitive::<Int64Type>()
                 .null_count(),
             3
+        );
+    }
+
+    #[test]
+    fn a_sample_rate_is_a_whole_number_of_at_least_one() {
+        let s = store();
+        let t = s.get_or_create("t").unwrap();
+        let out = ingest_events(
+            &t,
+            &events(json!([
+                {"samplerate": 10}, {"samplerate": null}, {}, {"samplerate": 0},
+                {"samplerate": 2.5}, {"samplerate": "10"}, {"samplerate": -3}
+            ])),
+            0,
+        )
+        .unwrap();
+        assert_eq!(out.accepted, 3, "{out:?}");
+        let rejected: Vec<usize> = out.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(rejected, vec![3, 4, 5, 6]);
+        assert!(
+            out.rejected[1].error.contains("not 2.5"),
+            "{:?}",
+            out.rejected[1]
+        );
+        assert!(out.rejected[2].error.contains("whole number of at least 1"));
+        assert_eq!(
+            t.schema().column_type("samplerate"),
+            Some(ColumnType::Int64)
         );
     }
 

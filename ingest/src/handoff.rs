@@ -380,7 +380,13 @@ impl Handoff {
             };
             for table in store.tables() {
                 for p in 0..table.partitions() {
-                    let batches = table.partition_batches(p);
+                    let batches = match table.partition_batches(p) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(primary, partition = p, error = %e, "cannot read hints");
+                            continue;
+                        }
+                    };
                     if batches.is_empty() {
                         continue;
                     }

@@ -252,6 +252,7 @@ pub fn describe(table: &Table) -> Value {
         "columns": schema.columns().iter().map(|(n, t)| json!({"name": n, "type": t.to_string()})).collect::<Vec<_>>(),
         "rows": table.rows(),
         "memory_bytes": table.memory_bytes(),
+        "bytes": table.bytes(),
         "settings": table.settings(),
     })
 }

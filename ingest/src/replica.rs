@@ -183,13 +183,13 @@ impl LocalReplica {
 
     /// Every table (its settings, then its batches) and every hint, as a
     /// snapshot holds them.
-    pub fn capture(&self) -> Vec<Record> {
+    pub fn capture(&self) -> std::io::Result<Vec<Record>> {
         let mut out = Vec::new();
-        capture_store(&self.store, None, &mut out);
+        capture_store(&self.store, None, &mut out)?;
         for (primary, store) in self.hints.stores() {
-            capture_store(&store, Some(&primary), &mut out);
+            capture_store(&store, Some(&primary), &mut out)?;
         }
-        out
+        Ok(out)
     }
 }
 
@@ -201,25 +201,28 @@ fn settings_record(table: &Table) -> Record {
     }
 }
 
-fn capture_store(store: &Store, hint_for: Option<&str>, out: &mut Vec<Record>) {
+fn capture_store(
+    store: &Store,
+    hint_for: Option<&str>,
+    out: &mut Vec<Record>,
+) -> std::io::Result<()> {
     for table in store.tables() {
         if hint_for.is_none() {
             out.push(settings_record(&table));
         }
         for partition in 0..table.partitions() {
-            out.extend(
-                table
-                    .partition_batches(partition)
-                    .into_iter()
-                    .map(|batch| Record::Batch {
-                        table: table.name().to_string(),
-                        partition,
-                        hint_for: hint_for.map(str::to_string),
-                        batch,
-                    }),
-            );
+            let batches = table
+                .partition_batches(partition)
+                .map_err(std::io::Error::other)?;
+            out.extend(batches.into_iter().map(|batch| Record::Batch {
+                table: table.name().to_string(),
+                partition,
+                hint_for: hint_for.map(str::to_string),
+                batch,
+            }));
         }
     }
+    Ok(())
 }
 
 fn append(store: &Store, table: &str, partition: u32, batch: RecordBatch) -> Result<usize, String> {

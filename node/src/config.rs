@@ -109,6 +109,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_RETENTION", value_parser = retention_arg)]
     pub retention: Option<Duration>,
 
+    /// Sealed batches whose newest event is older than this (e.g. `1h`,
+    /// `30m`) are kept LZ4-compressed in memory and decompressed when a scan
+    /// reads them; `never` keeps every batch plain.
+    #[arg(long, env = "ATOLL_COMPRESS_AFTER", default_value = "1h")]
+    pub compress_after: CompressAfter,
+
     /// Directory of this node's write-ahead log and snapshots. Without it
     /// the node keeps its data in memory only: a restart loses what it held
     /// (replicas on other nodes keep theirs).
@@ -173,6 +179,23 @@ fn parse_partitions(s: &str) -> Result<u32, String> {
         Ok(n)
     } else {
         Err(format!("{n} is not a power of two between 1 and 65536"))
+    }
+}
+
+/// `--compress-after`: an age, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressAfter(pub Option<Duration>);
+
+impl std::str::FromStr for CompressAfter {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "never" | "off" => Ok(CompressAfter(None)),
+            t => humantime::parse_duration(t)
+                .map(|d| CompressAfter(Some(d)))
+                .map_err(|_| format!("{text:?} is not a duration such as 30m or 1h, or `never`")),
+        }
     }
 }
 

@@ -74,6 +74,7 @@ impl Node {
             seal_rows: args.seal_rows,
             seal_age: args.seal_interval(),
             retention: args.retention,
+            compress_after: args.compress_after.0,
         }));
         let hints = Arc::new(Hints::new(args.partitions));
         let local = Arc::new(durability::open(args, store.clone(), hints.clone())?);

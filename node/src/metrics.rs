@@ -19,6 +19,7 @@ pub struct NodeMetrics {
     engine: Arc<QueryEngine>,
     table_rows: IntGaugeVec,
     table_memory: IntGaugeVec,
+    table_bytes: IntGaugeVec,
     query_memory: IntGauge,
 }
 
@@ -40,6 +41,14 @@ impl NodeMetrics {
             IntGauge::new("atoll_query_memory_bytes", "Memory held by running queries")?;
         registry.register(Box::new(table_rows.clone()))?;
         registry.register(Box::new(table_memory.clone()))?;
+        let table_bytes = IntGaugeVec::new(
+            Opts::new(
+                "atoll_table_bytes",
+                "Memory of a table's batches by form: plain, compressed (as held), compressed_plain (the compressed ones decompressed)",
+            ),
+            &["table", "form"],
+        )?;
+        registry.register(Box::new(table_bytes.clone()))?;
         registry.register(Box::new(query_memory.clone()))?;
         Ok(NodeMetrics {
             registry,
@@ -47,6 +56,7 @@ impl NodeMetrics {
             engine,
             table_rows,
             table_memory,
+            table_bytes,
             query_memory,
         })
     }
@@ -54,7 +64,18 @@ impl NodeMetrics {
     fn render(&self) -> String {
         self.table_rows.reset();
         self.table_memory.reset();
+        self.table_bytes.reset();
         for t in self.store.tables() {
+            let bytes = t.bytes();
+            for (form, value) in [
+                ("plain", bytes.plain),
+                ("compressed", bytes.compressed),
+                ("compressed_plain", bytes.compressed_plain),
+            ] {
+                self.table_bytes
+                    .with_label_values(&[t.name(), form])
+                    .set(value as i64);
+            }
             self.table_rows
                 .with_label_values(&[t.name()])
                 .set(t.rows() as i64);

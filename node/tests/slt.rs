@@ -239,6 +239,31 @@ async fn slt_corpus_on_one_node() {
     run_corpus("single", &server.url).await;
 }
 
+/// The same corpus on one node that keeps every sealed batch compressed
+/// (packed as it is sealed): scans of packed and plain batches answer alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_corpus_on_one_node_with_compressed_batches() {
+    let server = Server::start(&[
+        "--seal-rows",
+        "100",
+        "--seal-interval-ms",
+        "20",
+        "--compress-after",
+        "0s",
+    ]);
+    run_corpus("compressed", &server.url).await;
+    let (_, metrics) = server.get("/metrics").await;
+    let compressed: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("atoll_table_bytes{") && l.contains("form=\"compressed\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        compressed > 0,
+        "the corpus was read from packed batches:\n{metrics}"
+    );
+}
+
 /// The same corpus through one node of a 3-node ring where every node holds
 /// every partition (N=3): answers must not change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

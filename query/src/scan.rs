@@ -220,18 +220,21 @@ impl ExecutionPlan for PartitionScanExec {
         let schema = self.schema.clone();
         let counters = self.counters.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
+        // Packed (cold) batches are decompressed here, one at a time and
+        // only the planned columns, as the stream is read.
         let adapted = stream::iter(batches.into_iter().map_while(move |b| {
             if remaining == 0 {
                 return None;
             }
-            let rows = b.rows().min(remaining);
-            remaining -= rows;
-            counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            Some(
-                adapt_batch(&b.batch.slice(0, rows), &schema)
-                    .map_err(|e| DataFusionError::Execution(e.to_string())),
-            )
+            let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let read = b.read(Some(&columns)).and_then(|batch| {
+                let rows = batch.num_rows().min(remaining);
+                remaining -= rows;
+                counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                adapt_batch(&batch.slice(0, rows), &schema)
+            });
+            Some(read.map_err(|e| DataFusionError::Execution(e.to_string())))
         }));
         Ok(Box::pin(cooperative(RecordBatchStreamAdapter::new(
             self.schema.clone(),

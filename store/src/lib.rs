@@ -17,8 +17,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 pub use partition::StoredBatch;
-pub use schema::{ColumnType, SchemaChange, TIME_COLUMN, TableSchema};
-pub use table::{Table, TableSettings, parse_retention};
+pub use schema::{ColumnType, SAMPLE_RATE_COLUMN, SchemaChange, TIME_COLUMN, TableSchema};
+pub use table::{Table, TableBytes, TableSettings, parse_retention};
 
 /// Errors of the store, each naming what was wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,6 +85,9 @@ pub struct StoreConfig {
     /// How long events are kept (by their `time`) in tables without a
     /// `retention` setting; None: until dropped.
     pub retention: Option<Duration>,
+    /// Sealed batches whose newest event is older than this are kept
+    /// LZ4-compressed and decompressed when scanned; None: never.
+    pub compress_after: Option<Duration>,
 }
 
 impl Default for StoreConfig {
@@ -94,6 +97,7 @@ impl Default for StoreConfig {
             seal_rows: 32 * 1024,
             seal_age: Duration::from_secs(1),
             retention: None,
+            compress_after: None,
         }
     }
 }
@@ -194,8 +198,9 @@ impl Store {
     }
 
     /// Seals every append buffer that is old enough, drops batches past
-    /// their table's retention, then merges small sealed batches; run
-    /// periodically. Returns the batches dropped or merged away.
+    /// their table's retention, merges small sealed batches, then packs
+    /// cold ones; run periodically. Returns the batches dropped, merged
+    /// away or packed (their plain memory is free to return to the system).
     pub fn seal_aged(&self) -> usize {
         let now = now_micros();
         let mut gone = 0;
@@ -203,6 +208,10 @@ impl Store {
             table.seal_aged(self.config.seal_age);
             gone += table.expire(now);
             gone += table.compact();
+            if let Some(age) = self.config.compress_after {
+                let before = now.saturating_sub(age.as_micros().min(i64::MAX as u128) as i64);
+                gone += table.pack_cold(before);
+            }
         }
         gone
     }

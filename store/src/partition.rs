@@ -4,6 +4,7 @@
 //! slice of them rather than all their rows.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
@@ -15,71 +16,187 @@ use crate::schema::{TIME_COLUMN, TableSchema, adapt_batch};
 use crate::writes::{self, WRITE_COLUMN};
 
 /// A batch and the range of its `time` column, so that scans with a time
-/// filter can skip it without reading it.
+/// filter can skip it without reading it. A cold sealed batch is kept
+/// *packed* (Arrow IPC, LZ4-compressed) and decompressed when read, only
+/// the columns a scan asks for.
 #[derive(Debug, Clone)]
 pub struct StoredBatch {
-    pub batch: RecordBatch,
+    data: Data,
     /// Smallest and largest `time`, microseconds since the epoch (UTC).
     pub time_min: i64,
     pub time_max: i64,
     /// Rows are in `time` order (sealed batches), so that a scan reads only
     /// the rows of its time range.
     pub sorted: bool,
+    /// The `[from, to)` still to cut from a packed batch once it is read.
+    window: (Option<i64>, Option<i64>),
+}
+
+#[derive(Debug, Clone)]
+enum Data {
+    Plain(RecordBatch),
+    Packed(Arc<Packed>),
+}
+
+/// A cold batch in LZ4-compressed Arrow IPC, with what the store needs of
+/// it without decompressing it.
+#[derive(Debug)]
+struct Packed {
+    ipc: Vec<u8>,
+    schema: SchemaRef,
+    rows: usize,
+    plain_bytes: usize,
+    ids: HashSet<u64>,
 }
 
 impl StoredBatch {
     /// Wraps a batch whose `time` column is a non-null Timestamp(µs).
     pub fn new(batch: RecordBatch) -> Result<StoredBatch, StoreError> {
-        let time = batch
-            .column_by_name(TIME_COLUMN)
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        let time = time_column(&batch)
             .filter(|c| c.null_count() == 0)
             .ok_or_else(|| {
                 StoreError::Arrow("a stored batch needs a non-null time column".into())
             })?;
         let (time_min, time_max) = (min(time).unwrap_or(i64::MAX), max(time).unwrap_or(i64::MIN));
         Ok(StoredBatch {
-            batch,
+            data: Data::Plain(batch),
             time_min,
             time_max,
             sorted: false,
+            window: (None, None),
         })
     }
 
-    /// The `time` column, which `new` checked is there and typed so.
-    fn times(&self) -> &TimestampMicrosecondArray {
-        self.batch
-            .column_by_name(TIME_COLUMN)
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-            .expect("checked at creation")
+    /// The rows as a plain batch (decompressed if packed).
+    pub fn plain(&self) -> Result<RecordBatch, StoreError> {
+        self.read(None)
+    }
+
+    /// The rows, with at least the named columns (all when None): a packed
+    /// batch decompresses only those.
+    pub fn read(&self, columns: Option<&[&str]>) -> Result<RecordBatch, StoreError> {
+        let packed = match &self.data {
+            Data::Plain(b) => return Ok(b.clone()),
+            Data::Packed(p) => p,
+        };
+        let projection: Option<Vec<usize>> = columns.map(|names| {
+            packed
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.name() == TIME_COLUMN || names.contains(&f.name().as_str()))
+                .map(|(i, _)| i)
+                .collect()
+        });
+        let batch = crate::wal::read_ipc_projected(&packed.ipc, projection)
+            .map_err(|e| StoreError::Arrow(format!("a packed batch cannot be read: {e}")))?;
+        let (from, to) = self.window;
+        if from.is_none() && to.is_none() {
+            return Ok(batch);
+        }
+        let values = time_column(&batch).expect("packed with its time").values();
+        let lo = from.map_or(0, |f| values.partition_point(|&v| v < f));
+        let hi = to.map_or(values.len(), |t| values.partition_point(|&v| v < t));
+        Ok(batch.slice(lo, hi.saturating_sub(lo)))
+    }
+
+    /// The plain batch, if this one is not packed.
+    fn plain_ref(&self) -> Option<&RecordBatch> {
+        match &self.data {
+            Data::Plain(b) => Some(b),
+            Data::Packed(_) => None,
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        match &self.data {
+            Data::Plain(b) => b.schema(),
+            Data::Packed(p) => p.schema.clone(),
+        }
+    }
+
+    pub fn is_packed(&self) -> bool {
+        matches!(self.data, Data::Packed(_))
+    }
+
+    /// The ids of the writes whose rows this batch holds.
+    pub fn write_ids(&self) -> HashSet<u64> {
+        match &self.data {
+            Data::Plain(b) => writes::ids_in(b),
+            Data::Packed(p) => p.ids.clone(),
+        }
+    }
+
+    /// The same rows packed (a sorted, plain batch; others stay as they
+    /// are).
+    pub(crate) fn pack(&self) -> Result<StoredBatch, StoreError> {
+        let Some(batch) = self.plain_ref().filter(|_| self.sorted) else {
+            return Ok(self.clone());
+        };
+        let mut ipc = Vec::new();
+        crate::wal::write_ipc(batch, &mut ipc)
+            .map_err(|e| StoreError::Arrow(format!("cannot pack a batch: {e}")))?;
+        ipc.shrink_to_fit();
+        let packed = Packed {
+            schema: batch.schema(),
+            rows: batch.num_rows(),
+            plain_bytes: batch.get_array_memory_size(),
+            ids: writes::ids_in(batch),
+            ipc,
+        };
+        Ok(StoredBatch {
+            data: Data::Packed(Arc::new(packed)),
+            ..self.clone()
+        })
+    }
+
+    /// The `time` column of a plain batch.
+    fn times(&self) -> Result<TimestampMicrosecondArray, StoreError> {
+        let batch = self.plain()?;
+        Ok(time_column(&batch).expect("checked at creation").clone())
     }
 
     /// The same rows in `time` order.
-    fn sorted_by_time(self) -> Result<StoredBatch, StoreError> {
+    pub(crate) fn sorted_by_time(self) -> Result<StoredBatch, StoreError> {
         if self.sorted {
             return Ok(self);
         }
-        let order = sort_to_indices(self.times(), None, None)?;
+        let order = sort_to_indices(&self.times()?, None, None)?;
         Ok(StoredBatch {
-            batch: take_record_batch(&self.batch, &order)?,
+            data: Data::Plain(take_record_batch(&self.plain()?, &order)?),
             sorted: true,
             ..self
         })
     }
 
     /// The rows in `[from, to)` of a sorted batch (all of an unsorted one),
-    /// without copying.
-    fn within(&self, from: Option<i64>, to: Option<i64>) -> StoredBatch {
+    /// without copying; a packed batch is cut when it is read.
+    pub(crate) fn within(&self, from: Option<i64>, to: Option<i64>) -> StoredBatch {
         let inside =
             from.is_none_or(|f| f <= self.time_min) && to.is_none_or(|t| t > self.time_max);
         if inside || !self.sorted {
             return self.clone();
         }
-        let values = self.times().values();
+        let Some(batch) = self.plain_ref() else {
+            let narrower = |a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64| match (a, b)
+            {
+                (Some(a), Some(b)) => Some(pick(a, b)),
+                (a, b) => a.or(b),
+            };
+            return StoredBatch {
+                window: (
+                    narrower(self.window.0, from, i64::max),
+                    narrower(self.window.1, to, i64::min),
+                ),
+                ..self.clone()
+            };
+        };
+        let values = time_column(batch).expect("checked at creation").values();
         let lo = from.map_or(0, |f| values.partition_point(|&v| v < f));
         let hi = to.map_or(values.len(), |t| values.partition_point(|&v| v < t));
         StoredBatch {
-            batch: self.batch.slice(lo, hi.saturating_sub(lo)),
+            data: Data::Plain(batch.slice(lo, hi.saturating_sub(lo))),
             ..self.clone()
         }
     }
@@ -91,11 +208,11 @@ impl StoredBatch {
             return Ok(self);
         }
         let keep: arrow::array::BooleanArray = self
-            .times()
+            .times()?
             .iter()
             .map(|t| t.map(|t| t >= cutoff))
             .collect();
-        let batch = arrow::compute::filter_record_batch(&self.batch, &keep)?;
+        let batch = arrow::compute::filter_record_batch(&self.plain()?, &keep)?;
         StoredBatch::new(batch)
     }
 
@@ -104,13 +221,35 @@ impl StoredBatch {
         from.is_none_or(|f| self.time_max >= f) && to.is_none_or(|t| self.time_min < t)
     }
 
+    /// Rows held (of a packed batch cut by a window: before the cut).
     pub fn rows(&self) -> usize {
-        self.batch.num_rows()
+        match &self.data {
+            Data::Plain(b) => b.num_rows(),
+            Data::Packed(p) => p.rows,
+        }
     }
 
+    /// Memory held: the compressed bytes of a packed batch.
     pub fn memory_bytes(&self) -> usize {
-        self.batch.get_array_memory_size()
+        match &self.data {
+            Data::Plain(b) => b.get_array_memory_size(),
+            Data::Packed(p) => p.ipc.len(),
+        }
     }
+
+    /// Memory the rows take plain (for a packed batch: before packing).
+    pub fn plain_bytes(&self) -> usize {
+        match &self.data {
+            Data::Plain(b) => b.get_array_memory_size(),
+            Data::Packed(p) => p.plain_bytes,
+        }
+    }
+}
+
+fn time_column(batch: &RecordBatch) -> Option<&TimestampMicrosecondArray> {
+    batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
 }
 
 #[derive(Default)]
@@ -127,10 +266,10 @@ impl Partition {
     /// Appends the rows of `batch` whose write this partition does not
     /// hold yet; returns how many that was.
     pub(crate) fn append(&mut self, batch: StoredBatch) -> Result<usize, StoreError> {
-        let ids = writes::ids_in(&batch.batch);
+        let ids = batch.write_ids();
         let batch = if ids.iter().any(|id| self.writes.contains(id)) {
             let fresh = |id: Option<u64>| id.is_none_or(|id| !self.writes.contains(&id));
-            match writes::rows_where(&batch.batch, fresh)? {
+            match writes::rows_where(&batch.plain()?, fresh)? {
                 Some(fresh) => StoredBatch::new(fresh)?,
                 None => return Ok(0),
             }
@@ -155,19 +294,39 @@ impl Partition {
     pub(crate) fn rows_of(&self, wanted: &HashSet<u64>) -> Result<Vec<RecordBatch>, StoreError> {
         let mut out = Vec::new();
         for b in self.sealed.iter().chain(&self.open) {
-            let wanted = |id: Option<u64>| id.is_some_and(|id| wanted.contains(&id));
-            out.extend(writes::rows_where(&b.batch, wanted)?);
+            if b.write_ids().iter().any(|id| wanted.contains(id)) {
+                let wanted = |id: Option<u64>| id.is_some_and(|id| wanted.contains(&id));
+                out.extend(writes::rows_where(&b.plain()?, wanted)?);
+            }
         }
         Ok(out)
     }
 
     /// Every batch, as a snapshot of the partition.
-    pub(crate) fn all_batches(&self) -> Vec<RecordBatch> {
+    pub(crate) fn all_batches(&self) -> Result<Vec<RecordBatch>, StoreError> {
         self.sealed
             .iter()
             .chain(&self.open)
-            .map(|b| b.batch.clone())
+            .map(StoredBatch::plain)
             .collect()
+    }
+
+    /// Every batch, sealed or not.
+    pub(crate) fn stored(&self) -> impl Iterator<Item = &StoredBatch> {
+        self.sealed.iter().chain(&self.open)
+    }
+
+    /// Packs the plain sealed batches whose rows are all older than
+    /// `before` (µs); returns how many.
+    pub(crate) fn pack_cold(&mut self, before: i64) -> Result<usize, StoreError> {
+        let mut packed = 0;
+        for b in &mut self.sealed {
+            if !b.is_packed() && b.sorted && b.time_max < before {
+                *b = b.pack()?;
+                packed += 1;
+            }
+        }
+        Ok(packed)
     }
 
     pub(crate) fn open_rows(&self) -> usize {
@@ -247,20 +406,22 @@ impl Partition {
         self.sealed = kept;
         // The ids of writes wholly gone are forgotten, or the set would
         // grow for ever (a write's rows share one batch).
-        let mut gone: HashSet<u64> = old.iter().flat_map(|b| writes::ids_in(&b.batch)).collect();
+        let mut gone: HashSet<u64> = old.iter().flat_map(StoredBatch::write_ids).collect();
         let mut changed = before - self.sealed.len();
         for b in &mut self.sealed {
             if !b.sorted || b.time_min >= cutoff {
                 continue;
             }
             let kept = b.within(Some(cutoff), None);
-            if (b.rows() - kept.rows()) * 4 < b.rows() {
+            let kept_rows = kept.plain()?.num_rows();
+            if (b.rows() - kept_rows) * 4 < b.rows() {
                 continue;
             }
             // A slice would keep the old rows' buffers alive: copy.
-            let copied = concat_batches(&kept.batch.schema(), [&kept.batch])?;
+            let kept = kept.plain()?;
+            let copied = concat_batches(&kept.schema(), [&kept])?;
             let left = writes::ids_in(&copied);
-            gone.extend(writes::ids_in(&b.batch).difference(&left));
+            gone.extend(b.write_ids().difference(&left));
             *b = StoredBatch {
                 sorted: true,
                 ..StoredBatch::new(copied)?
@@ -307,16 +468,17 @@ fn merge(batches: &[StoredBatch], schema: &TableSchema) -> Result<StoredBatch, S
     let target = union_schema(batches, schema);
     let adapted = batches
         .iter()
-        .map(|b| adapt_batch(&b.batch, &target))
+        .map(|b| adapt_batch(&b.plain()?, &target))
         .collect::<Result<Vec<_>, _>>()?;
     let (time_min, time_max) = batches.iter().fold((i64::MAX, i64::MIN), |(lo, hi), b| {
         (lo.min(b.time_min), hi.max(b.time_max))
     });
     StoredBatch {
-        batch: concat_batches(&target, &adapted)?,
+        data: Data::Plain(concat_batches(&target, &adapted)?),
         time_min,
         time_max,
         sorted: false,
+        window: (None, None),
     }
     .sorted_by_time()
 }
@@ -329,13 +491,13 @@ fn union_schema(batches: &[StoredBatch], schema: &TableSchema) -> SchemaRef {
         .filter(|f| {
             batches
                 .iter()
-                .any(|b| b.batch.schema().column_with_name(f.name()).is_some())
+                .any(|b| b.schema().column_with_name(f.name()).is_some())
         })
         .cloned()
         .chain(
             batches
                 .iter()
-                .find_map(|b| b.batch.schema().field_with_name(WRITE_COLUMN).ok().cloned())
+                .find_map(|b| b.schema().field_with_name(WRITE_COLUMN).ok().cloned())
                 .map(std::sync::Arc::new),
         )
         .collect::<Vec<_>>();

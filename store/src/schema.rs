@@ -15,6 +15,11 @@ use crate::StoreError;
 
 /// The column every table has: Timestamp(Microsecond, UTC).
 pub const TIME_COLUMN: &str = "time";
+
+/// The column of an event's sample rate (Scuba's and Honeycomb's
+/// `samplerate`): the event stands for that many events. Always Int64, at
+/// least 1; NULL (no rate) counts as 1.
+pub const SAMPLE_RATE_COLUMN: &str = "samplerate";
 /// Longest column name, in bytes.
 pub const MAX_COLUMN_NAME_BYTES: usize = 256;
 /// Most columns a table may have, `time` included.

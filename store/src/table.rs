@@ -42,6 +42,17 @@ pub fn parse_retention(text: &str) -> Option<Duration> {
 /// Open batches in a partition's buffer beyond which a scan seals it.
 const SEAL_ON_READ: usize = 8;
 
+/// A table's memory by form of its batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TableBytes {
+    /// Plain Arrow batches.
+    pub plain: u64,
+    /// Packed (LZ4-compressed) batches, as held.
+    pub compressed: u64,
+    /// What the packed batches take once decompressed.
+    pub compressed_plain: u64,
+}
+
 pub struct Table {
     name: String,
     /// When this incarnation of the table was created here (µs since the
@@ -58,6 +69,8 @@ pub struct Table {
     seal_rows: usize,
     /// The node's retention, for a table without its own.
     default_retention: Option<Duration>,
+    /// Age after which sealed batches are packed (`StoreConfig`).
+    compress_after: Option<Duration>,
 }
 
 impl Table {
@@ -73,6 +86,7 @@ impl Table {
                 .collect(),
             seal_rows: config.seal_rows,
             default_retention: config.retention,
+            compress_after: config.compress_after,
         }
     }
 
@@ -213,6 +227,7 @@ impl Table {
         let rows = p.append(batch)?;
         if p.open_rows() >= self.seal_rows {
             p.seal(&self.schema())?;
+            self.pack_if_eager(&mut p)?;
         }
         Ok(rows)
     }
@@ -249,11 +264,14 @@ impl Table {
     }
 
     /// Every batch of a partition, sealed or not.
-    pub fn partition_batches(&self, partition: u32) -> Vec<arrow::array::RecordBatch> {
-        self.partitions
-            .get(partition as usize)
-            .map(|p| p.lock().all_batches())
-            .unwrap_or_default()
+    pub fn partition_batches(
+        &self,
+        partition: u32,
+    ) -> Result<Vec<arrow::array::RecordBatch>, StoreError> {
+        match self.partitions.get(partition as usize) {
+            Some(p) => p.lock().all_batches(),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Forgets a partition's rows and writes if the writes it holds are
@@ -301,7 +319,9 @@ impl Table {
                 // batches took 58 ms to count, sealed 4 ms): seal them now,
                 // once, rather than make every query pay.
                 if part.open_batches() > SEAL_ON_READ
-                    && let Err(e) = part.seal(&schema)
+                    && let Err(e) = part
+                        .seal(&schema)
+                        .and_then(|()| self.pack_if_eager(&mut part))
                 {
                     tracing::error!(table = %self.name, error = %e, "sealing failed; the buffer stays open");
                 }
@@ -328,11 +348,43 @@ impl Table {
         for part in self.partitions.iter() {
             let mut p = part.lock();
             if p.open_for().is_some_and(|t| t >= age)
-                && let Err(e) = p.seal(&schema)
+                && let Err(e) = p.seal(&schema).and_then(|()| self.pack_if_eager(&mut p))
             {
                 tracing::error!(table = %self.name, error = %e, "sealing failed; the buffer stays open");
             }
         }
+    }
+
+    /// With `compress_after` zero, batches are packed as they are sealed
+    /// (else by the sealing pass once they are old enough).
+    fn pack_if_eager(&self, p: &mut Partition) -> Result<(), StoreError> {
+        if self.compress_after == Some(Duration::ZERO) {
+            p.pack_cold(i64::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// Packs sealed batches whose rows are all older than `before` (µs);
+    /// returns how many.
+    pub(crate) fn pack_cold(&self, before: i64) -> usize {
+        self.each_partition("packing cold batches", |p| p.pack_cold(before))
+    }
+
+    /// Memory of the table's batches: plain ones, packed ones, and what the
+    /// packed ones would take plain.
+    pub fn bytes(&self) -> TableBytes {
+        let mut out = TableBytes::default();
+        for part in self.partitions.iter() {
+            for b in part.lock().stored() {
+                if b.is_packed() {
+                    out.compressed += b.memory_bytes() as u64;
+                    out.compressed_plain += b.plain_bytes() as u64;
+                } else {
+                    out.plain += b.memory_bytes() as u64;
+                }
+            }
+        }
+        out
     }
 
     /// Merges small sealed batches, partition by partition; returns the
@@ -387,6 +439,7 @@ mod tests {
             seal_rows,
             seal_age: Duration::ZERO,
             retention: None,
+            compress_after: None,
         };
         let t = Table::new("t", &config);
         t.evolve(|s| ((), s.accept("t", [("x", ColumnType::Int64)]).unwrap()));
@@ -401,7 +454,8 @@ mod tests {
         let all = t.batches(&[1], None, None);
         assert_eq!(all.len(), 1);
         assert!(all[0].sorted);
-        let x = all[0].batch.column_by_name("x").unwrap();
+        let all0 = all[0].plain().unwrap();
+        let x = all0.column_by_name("x").unwrap();
         let x = x.as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(
             x.values().to_vec(),
@@ -422,7 +476,7 @@ mod tests {
         }
         let batches = t.batches(&[2], None, None);
         assert_eq!(batches.len(), 1, "sealed by the scan");
-        assert_eq!(batches[0].batch.num_rows(), SEAL_ON_READ + 1);
+        assert_eq!(batches[0].plain().unwrap().num_rows(), SEAL_ON_READ + 1);
         assert_eq!(t.rows(), SEAL_ON_READ as u64 + 1);
     }
 
@@ -440,7 +494,7 @@ mod tests {
         let batches = t.batches(&[1], None, None);
         assert_eq!(batches.len(), 1, "sealed into one batch");
         assert_eq!((batches[0].time_min, batches[0].time_max), (1, 4));
-        assert_eq!(batches[0].batch.num_columns(), 2);
+        assert_eq!(batches[0].plain().unwrap().num_columns(), 2);
         assert_eq!(t.rows(), 4);
         assert!(t.batches(&[0, 2, 3], None, None).is_empty());
     }
@@ -476,7 +530,8 @@ mod tests {
             .expect("one batch of 5 rows");
         assert!(merged.sorted);
         assert_eq!((merged.time_min, merged.time_max), (1, 5));
-        let x = merged.batch.column_by_name("x").unwrap();
+        let merged_rows = merged.plain().unwrap();
+        let x = merged_rows.column_by_name("x").unwrap();
         let x = x.as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(
             x.iter().collect::<Vec<_>>(),
@@ -584,7 +639,7 @@ mod tests {
     fn a_write_is_taken_once_and_forgotten_with_its_rows() {
         let t = table(2);
         let marked = |times: &[i64], id| {
-            let b = batch(times, None).batch;
+            let b = batch(times, None).plain().unwrap();
             StoredBatch::new(crate::writes::with_write_id(&b, id).unwrap()).unwrap()
         };
         let now = crate::now_micros();
@@ -618,6 +673,151 @@ mod tests {
         assert_eq!(t.write_ids(0).unwrap(), vec![2]);
         assert!(t.clear_partition_if(0, &wanted));
         assert_eq!(t.rows(), 0);
+    }
+
+    /// A batch with a column of every stored type, some values null.
+    fn every_type(times: &[i64]) -> StoredBatch {
+        use arrow::array::{BooleanArray, Float64Array, ListBuilder, StringArray, StringBuilder};
+        let n = times.len();
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        for i in 0..n {
+            if i % 3 == 0 {
+                tags.append_null();
+            } else {
+                tags.values().append_value(format!("t{i}"));
+                tags.values().append_null();
+                tags.append(true);
+            }
+        }
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")),
+            Arc::new(Int64Array::from_iter(
+                (0..n as i64).map(|i| (i % 4 != 0).then_some(i * 7)),
+            )),
+            Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| (i % 5 != 0).then_some(i as f64 / 3.0)),
+            )),
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 2 == 0).then(|| format!("s{}", i % 11))),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                (0..n).map(|i| (i % 6 != 0).then_some(i % 2 == 0)),
+            )),
+            Arc::new(tags.finish()),
+        ];
+        let fields: Vec<Field> = [
+            ("time", ColumnType::Timestamp),
+            ("i", ColumnType::Int64),
+            ("f", ColumnType::Float64),
+            ("s", ColumnType::Utf8),
+            ("b", ColumnType::Boolean),
+            ("tags", ColumnType::StringList),
+        ]
+        .iter()
+        .map(|(n, t)| Field::new(*n, t.data_type(), *n != "time"))
+        .collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let batch = crate::writes::with_write_id(&batch, 99).unwrap();
+        StoredBatch::new(batch).unwrap().sorted_by_time().unwrap()
+    }
+
+    #[test]
+    fn a_packed_batch_reads_back_as_it_was() {
+        let plain = every_type(&(0..1000).map(|i| i * 10).collect::<Vec<_>>());
+        let packed = plain.pack().unwrap();
+        assert!(packed.is_packed());
+        assert!(
+            packed.memory_bytes() * 2 < plain.memory_bytes(),
+            "{} packed against {} plain",
+            packed.memory_bytes(),
+            plain.memory_bytes()
+        );
+        assert_eq!(packed.plain_bytes(), plain.memory_bytes());
+        assert_eq!(
+            packed.plain().unwrap(),
+            plain.plain().unwrap(),
+            "every column type"
+        );
+        assert_eq!(packed.write_ids(), plain.write_ids());
+        let some = packed.read(Some(&["s"])).unwrap();
+        let names: Vec<String> = some
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["time", "s"],
+            "only the columns asked for, and time"
+        );
+        // A time window cuts a packed batch when it is read, as a plain one.
+        let (a, b) = (
+            plain.within(Some(2_000), Some(5_005)),
+            packed.within(Some(2_000), Some(5_005)),
+        );
+        assert_eq!(a.plain().unwrap(), b.plain().unwrap());
+        assert_eq!(b.plain().unwrap().num_rows(), 301);
+        let narrower = b.within(Some(3_000), None);
+        assert_eq!(narrower.plain().unwrap().num_rows(), 201);
+    }
+
+    #[test]
+    fn a_table_answers_the_same_with_packed_batches() {
+        let eager = Table::new(
+            "t",
+            &StoreConfig {
+                partitions: 1,
+                seal_rows: 64,
+                seal_age: Duration::ZERO,
+                retention: None,
+                compress_after: Some(Duration::ZERO),
+            },
+        );
+        let plain = table(64);
+        for t in [&eager, &plain] {
+            for chunk in 0..10 {
+                let times: Vec<i64> = (0..50).map(|i| (i * 37 + chunk * 11) % 1000).collect();
+                let b = every_type(&times).plain().unwrap();
+                let b = crate::writes::with_write_id(&b, chunk as u64).unwrap();
+                t.absorb_schema(&b.schema());
+                t.append(0, StoredBatch::new(b).unwrap()).unwrap();
+            }
+            t.seal_aged(Duration::ZERO);
+            t.compact();
+        }
+        assert!(
+            eager.bytes().compressed > 0 && eager.bytes().plain == 0,
+            "{:?}",
+            eager.bytes()
+        );
+        assert_eq!(plain.bytes().compressed, 0);
+        let rows = |t: &Table, from, to| -> Vec<RecordBatch> {
+            let mut out: Vec<RecordBatch> = t
+                .batches(&[0], from, to)
+                .iter()
+                .map(|b| b.plain().unwrap())
+                .collect();
+            out.sort_by_key(|b| b.num_rows());
+            out
+        };
+        for (from, to) in [(None, None), (Some(100), Some(400)), (Some(999), None)] {
+            let (a, b) = (rows(&eager, from, to), rows(&plain, from, to));
+            let count = |v: &[RecordBatch]| v.iter().map(|b| b.num_rows()).sum::<usize>();
+            assert_eq!(count(&a), count(&b), "{from:?}..{to:?}");
+        }
+        assert_eq!(eager.write_ids(0).unwrap(), plain.write_ids(0).unwrap());
+        let wanted = std::collections::HashSet::from([3]);
+        let of = |t: &Table| {
+            t.rows_of(0, &wanted)
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        };
+        assert_eq!(of(&eager), 50);
+        assert_eq!(of(&plain), 50);
+        assert_eq!(eager.rows(), 500);
     }
 
     #[test]

@@ -199,7 +199,12 @@ pub fn write_ipc(batch: &RecordBatch, out: &mut Vec<u8>) -> io::Result<()> {
 
 /// The batch of an IPC stream made by `write_ipc`.
 pub fn read_ipc(bytes: &[u8]) -> io::Result<RecordBatch> {
-    StreamReader::try_new(bytes, None)
+    read_ipc_projected(bytes, None)
+}
+
+/// The same, decoding only the columns at `projection` (indexes).
+pub fn read_ipc_projected(bytes: &[u8], projection: Option<Vec<usize>>) -> io::Result<RecordBatch> {
+    StreamReader::try_new(bytes, projection)
         .map_err(io::Error::other)?
         .next()
         .ok_or_else(|| bad("an IPC stream without a batch"))?
@@ -489,7 +494,7 @@ impl Wal {
 
     /// Rotates the log, captures the store with `capture` (no write in
     /// between), writes it as a snapshot and deletes what it replaces.
-    pub fn checkpoint(&self, capture: impl FnOnce() -> Vec<Record>) -> io::Result<u64> {
+    pub fn checkpoint(&self, capture: impl FnOnce() -> io::Result<Vec<Record>>) -> io::Result<u64> {
         let _one = self.checkpointing.lock();
         let (segment, records) = {
             let _gate = self.gate.write();
@@ -500,7 +505,7 @@ impl Wal {
             a.segment += 1;
             a.file = create_segment(&self.dir, a.segment)?;
             a.since_checkpoint = 0;
-            (a.segment, capture())
+            (a.segment, capture()?)
         };
         let tmp = self.dir.join(format!("{segment:020}.tmp"));
         let mut out = io::BufWriter::new(File::create(&tmp)?);
@@ -685,7 +690,7 @@ mod tests {
         let (_, _, wal) = reopen(dir.path());
         log_all(&wal, 1..=3).await;
         // The store as the capture sees it: the three writes merged.
-        wal.checkpoint(|| vec![put(1), put(2), put(3)]).unwrap();
+        wal.checkpoint(|| Ok(vec![put(1), put(2), put(3)])).unwrap();
         assert_eq!(
             numbered(dir.path(), "log").unwrap().len(),
             1,

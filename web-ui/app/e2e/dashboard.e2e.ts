@@ -143,6 +143,20 @@ describe('one node', () => {
     await page.locator('[data-testid=cancelled]').waitFor();
   });
 
+  it('weights counts by the sample rate of sampled events', async () => {
+    const now = Date.now();
+    const rates = [1, 10, 100, null, 5];
+    const body = rates.map((r, i) => JSON.stringify({ time: new Date(now - (i + 1) * 60_000).toISOString(), ms: i, ...(r === null ? {} : { samplerate: r }) })).join('\n');
+    await node.ingest('sampled', body);
+    await page.goto(node.url);
+    await page.locator('[data-testid=table]').selectOption('sampled');
+    await page.locator('[data-testid=range]').selectOption('1h');
+    await page.locator('[data-testid=sampled]').waitFor();
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    expect(await tableCells(page)).toEqual([['117']]);
+  });
+
   it('lists tables with their columns', async () => {
     await page.locator('[data-testid=nav-tables]').click();
     const card = page.locator('[data-testid=table-card]').first();

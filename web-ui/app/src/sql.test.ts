@@ -111,6 +111,22 @@ describe('table query', () => {
       ].join('\n'),
     );
   });
+  it('weights by the sample rate when the table has one', () => {
+    const sampled = [...COLUMNS, { name: 'samplerate', type: 'Int64' }];
+    const sql = tableSql(
+      state((s) => {
+        s.aggs = [{ fn: 'count' }, { fn: 'sum', column: 'duration_ms' }, { fn: 'avg', column: 'duration_ms' }, { fn: 'p99', column: 'duration_ms' }, { fn: 'max', column: 'duration_ms' }];
+      }),
+      sampled,
+      NOW,
+    );
+    const w = 'coalesce("samplerate", 1)';
+    expect(sql.split('\n')[0]).toBe(
+      `SELECT sum(${w}) AS "count", sum("duration_ms" * ${w}) AS "sum(duration_ms)", ` +
+        `CAST(sum("duration_ms" * ${w}) AS DOUBLE) / sum(CASE WHEN "duration_ms" IS NOT NULL THEN ${w} END) AS "avg(duration_ms)", ` +
+        `approx_percentile_cont_with_weight(${w}, 0.99) WITHIN GROUP (ORDER BY "duration_ms") AS "p99(duration_ms)", max("duration_ms") AS "max(duration_ms)"`,
+    );
+  });
   it('uses absolute ranges as given', () => {
     const sql = tableSql(state((s) => (s.range = { kind: 'absolute', from: '2026-01-01T06:00:00Z', to: '2026-01-01T07:00:00Z' })), COLUMNS, NOW);
     expect(sql).toContain(`"time" >= TIMESTAMP '2026-01-01T06:00:00.000Z' AND "time" < TIMESTAMP '2026-01-01T07:00:00.000Z'`);

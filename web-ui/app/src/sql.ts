@@ -76,8 +76,21 @@ export function filterSql(f: Filter, columns: Column[]): string {
   }
 }
 
+/** The column of an event's sample rate: the event stands for that many. */
+export const SAMPLE_RATE = 'samplerate';
+
+/**
+ * The weight of a row when the table has sampled events (NULL: 1), so that
+ * counts, sums, averages and percentiles speak of the events the samples
+ * stand for; null when it has none.
+ */
+export function sampleWeight(columns: Column[]): string | null {
+  return columns.some((c) => c.name === SAMPLE_RATE) ? `coalesce(${quoteIdent(SAMPLE_RATE)}, 1)` : null;
+}
+
 export function aggSql(a: Agg, columns: Column[]): string {
-  if (a.fn === 'count') return 'count(*)';
+  const w = sampleWeight(columns);
+  if (a.fn === 'count') return w ? `sum(${w})` : 'count(*)';
   const col = columnOf(columns, a.column, aggLabel(a));
   const id = quoteIdent(col.name);
   const numeric = isNumeric(col.type);
@@ -86,9 +99,11 @@ export function aggSql(a: Agg, columns: Column[]): string {
   };
   switch (a.fn) {
     case 'sum':
+      needNumber();
+      return w ? `sum(${id} * ${w})` : `sum(${id})`;
     case 'avg':
       needNumber();
-      return `${a.fn}(${id})`;
+      return w ? `CAST(sum(${id} * ${w}) AS DOUBLE) / sum(CASE WHEN ${id} IS NOT NULL THEN ${w} END)` : `avg(${id})`;
     case 'min':
     case 'max':
       return `${a.fn}(${id})`;
@@ -96,7 +111,9 @@ export function aggSql(a: Agg, columns: Column[]): string {
     case 'p90':
     case 'p99':
       needNumber();
-      return `approx_percentile_cont(0.${a.fn.slice(1)}) WITHIN GROUP (ORDER BY ${id})`;
+      return w
+        ? `approx_percentile_cont_with_weight(${w}, 0.${a.fn.slice(1)}) WITHIN GROUP (ORDER BY ${id})`
+        : `approx_percentile_cont(0.${a.fn.slice(1)}) WITHIN GROUP (ORDER BY ${id})`;
     case 'count_distinct':
       return `approx_distinct(${id})`;
   }

@@ -5,7 +5,7 @@
 import * as api from '../api';
 import { h, select } from '../dom';
 import { AGG_FNS, type Agg, type AggFn, type Column, type Filter, OPS, type Op, RELATIVE_RANGES, type Relative, aggLabel } from '../model';
-import { BuilderError, samplesSql, seriesSql, tableSql } from '../sql';
+import { BuilderError, SAMPLE_RATE, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
 import { MAX_SERIES } from '../series';
 import { type App } from '../app';
 import { chartOf } from './chart';
@@ -172,6 +172,7 @@ function builder(app: App): HTMLElement {
       'Aggregates',
       ...q.aggs.map((a, i) => aggRow(app, a, i, columns)),
       h('button', { class: 'add', onclick: () => app.update((s) => s.query.aggs.push({ fn: 'avg', column: '' })) }, '+ aggregate'),
+      sampleWeight(columns) ? h('p', { class: 'hint', 'data-testid': 'sampled' }, `Weighted by ${SAMPLE_RATE}: counts, sums, averages and percentiles stand for the events the samples represent.`) : null,
     ),
     orderSection(app),
     h(
