@@ -60,7 +60,18 @@ struct Args {
     /// The nodes' `--fsync` policy, with `--data-dir`.
     #[arg(long, default_value = "always")]
     fsync: String,
+    /// A flag for every node started (repeatable), e.g.
+    /// `--node-arg=--compress-after=never`.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
 }
+
+/// `--node-arg` of the run.
+static NODE_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Time for the sealing passes after a load (sealing, compaction, packing
+/// of cold batches) before memory is read.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `--data-dir` and `--fsync` of the run, for every node started.
 static PERSISTENCE: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
@@ -68,6 +79,7 @@ static PERSISTENCE: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    NODE_ARGS.get_or_init(|| args.node_args.clone());
     if let Some(dir) = &args.data_dir {
         PERSISTENCE.get_or_init(|| (dir.clone(), args.fsync.clone()));
     }
@@ -95,6 +107,7 @@ async fn main() -> Result<()> {
     let bodies = chunks(&lines, usize::MAX, args.request_events);
     let node = Node::start(&atoll_bin)?;
     let plain = ingest(&node.url, &bodies, args.clients, false).await?;
+    tokio::time::sleep(SETTLE).await;
     let (rss, hwm) = node.memory()?;
     let mut atoll_q = Vec::new();
     for (tag, sql) in &queries {
@@ -104,6 +117,7 @@ async fn main() -> Result<()> {
     let gzipped = bodies.iter().map(|b| gzip(b)).collect::<Result<Vec<_>>>()?;
     let node = Node::start(&atoll_bin)?;
     let gz = ingest(&node.url, &gzipped, args.clients, true).await?;
+    tokio::time::sleep(SETTLE).await;
     let (gz_rss, _) = node.memory()?;
     drop(node);
 
@@ -117,6 +131,7 @@ async fn main() -> Result<()> {
         let cluster = LocalCluster::start(&atoll_bin, args.cluster_nodes, n).await?;
         let url = cluster.nodes[0].url.clone();
         let ingest = ingest(&url, &bodies, args.clients, false).await?;
+        tokio::time::sleep(SETTLE).await;
         let rss: Vec<(u64, u64)> = cluster
             .nodes
             .iter()
@@ -303,6 +318,7 @@ impl Node {
             ])
             .args(["--log", "warn"])
             .args(&persistence)
+            .args(NODE_ARGS.get().map(Vec::as_slice).unwrap_or_default())
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
