@@ -109,9 +109,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_RETENTION", value_parser = retention_arg)]
     pub retention: Option<Duration>,
 
-    /// Sealed batches whose newest event is older than this (e.g. `1h`,
-    /// `30m`) are kept LZ4-compressed in memory and decompressed when a scan
-    /// reads them; `never` keeps every batch plain.
+    /// Sealed batches made (sealed or merged) at least this long ago (e.g.
+    /// `1h`, `30m`) are kept LZ4-compressed in memory and decompressed when
+    /// a scan reads them; `0s` packs them as they are sealed, `never` keeps
+    /// every batch plain.
     #[arg(long, env = "ATOLL_COMPRESS_AFTER", default_value = "1h")]
     pub compress_after: CompressAfter,
 

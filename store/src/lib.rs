@@ -85,8 +85,8 @@ pub struct StoreConfig {
     /// How long events are kept (by their `time`) in tables without a
     /// `retention` setting; None: until dropped.
     pub retention: Option<Duration>,
-    /// Sealed batches whose newest event is older than this are kept
-    /// LZ4-compressed and decompressed when scanned; None: never.
+    /// Sealed batches made (sealed or merged) at least this long ago are
+    /// kept LZ4-compressed and decompressed when scanned; None: never.
     pub compress_after: Option<Duration>,
 }
 
@@ -209,8 +209,7 @@ impl Store {
             gone += table.expire(now);
             gone += table.compact();
             if let Some(age) = self.config.compress_after {
-                let before = now.saturating_sub(age.as_micros().min(i64::MAX as u128) as i64);
-                gone += table.pack_cold(before);
+                gone += table.pack_cold(age);
             }
         }
         gone

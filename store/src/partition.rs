@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{Array, RecordBatch, RecordBatchOptions, TimestampMicrosecondArray};
 use arrow::compute::{concat_batches, max, min, sort_to_indices, take_record_batch};
 use arrow::datatypes::{Schema, SchemaRef};
 
@@ -30,6 +30,9 @@ pub struct StoredBatch {
     pub sorted: bool,
     /// The `[from, to)` still to cut from a packed batch once it is read.
     window: (Option<i64>, Option<i64>),
+    /// When these rows were put together (appended, sealed or merged): a
+    /// batch is cold once this is old enough.
+    made: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +67,7 @@ impl StoredBatch {
             time_max,
             sorted: false,
             window: (None, None),
+            made: Instant::now(),
         })
     }
 
@@ -79,6 +83,16 @@ impl StoredBatch {
             Data::Plain(b) => return Ok(b.clone()),
             Data::Packed(p) => p,
         };
+        if columns.is_some_and(|c| c.is_empty()) && self.window == (None, None) {
+            // count(*) and the like: the row count is known without
+            // decompressing anything.
+            let options = RecordBatchOptions::new().with_row_count(Some(packed.rows));
+            return Ok(RecordBatch::try_new_with_options(
+                Arc::new(Schema::empty()),
+                vec![],
+                &options,
+            )?);
+        }
         let projection: Option<Vec<usize>> = columns.map(|names| {
             packed
                 .schema
@@ -166,6 +180,7 @@ impl StoredBatch {
         Ok(StoredBatch {
             data: Data::Plain(take_record_batch(&self.plain()?, &order)?),
             sorted: true,
+            made: Instant::now(),
             ..self
         })
     }
@@ -316,12 +331,12 @@ impl Partition {
         self.sealed.iter().chain(&self.open)
     }
 
-    /// Packs the plain sealed batches whose rows are all older than
-    /// `before` (µs); returns how many.
-    pub(crate) fn pack_cold(&mut self, before: i64) -> Result<usize, StoreError> {
+    /// Packs the plain sealed batches made at least `age` ago; returns how
+    /// many.
+    pub(crate) fn pack_cold(&mut self, age: Duration) -> Result<usize, StoreError> {
         let mut packed = 0;
         for b in &mut self.sealed {
-            if !b.is_packed() && b.sorted && b.time_max < before {
+            if !b.is_packed() && b.sorted && b.made.elapsed() >= age {
                 *b = b.pack()?;
                 packed += 1;
             }
@@ -479,6 +494,7 @@ fn merge(batches: &[StoredBatch], schema: &TableSchema) -> Result<StoredBatch, S
         time_max,
         sorted: false,
         window: (None, None),
+        made: Instant::now(),
     }
     .sorted_by_time()
 }

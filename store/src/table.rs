@@ -359,15 +359,14 @@ impl Table {
     /// (else by the sealing pass once they are old enough).
     fn pack_if_eager(&self, p: &mut Partition) -> Result<(), StoreError> {
         if self.compress_after == Some(Duration::ZERO) {
-            p.pack_cold(i64::MAX)?;
+            p.pack_cold(Duration::ZERO)?;
         }
         Ok(())
     }
 
-    /// Packs sealed batches whose rows are all older than `before` (µs);
-    /// returns how many.
-    pub(crate) fn pack_cold(&self, before: i64) -> usize {
-        self.each_partition("packing cold batches", |p| p.pack_cold(before))
+    /// Packs sealed batches made at least `age` ago; returns how many.
+    pub(crate) fn pack_cold(&self, age: Duration) -> usize {
+        self.each_partition("packing cold batches", |p| p.pack_cold(age))
     }
 
     /// Memory of the table's batches: plain ones, packed ones, and what the
