@@ -270,6 +270,11 @@ impl Handoff {
         let tables: Vec<String> = self.json_action(addr, ACTION_TABLES, &()).await?;
         let store = &self.replicator.local.store;
         for table in tables {
+            // Dropped here and not created again: the peer has not applied
+            // the drop yet, and its rows must not bring the table back.
+            if store.table(&table).is_none() && store.dropped_at(&table).is_some() {
+                continue;
+            }
             let theirs: Vec<u64> = self
                 .json_action(
                     addr,

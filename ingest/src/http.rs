@@ -426,10 +426,7 @@ async fn delete_table(
 ) -> Result<Response, IngestError> {
     let forwarded = forwarded(&st, &headers)?;
     let when = change_time(&headers, forwarded);
-    let here = st.store.drop_table(&table, Some(when));
-    if here {
-        st.replicator.local.log_drop(&table, when);
-    }
+    let here = st.replicator.local.drop_table(&table, when);
     let elsewhere = if forwarded {
         BTreeMap::new()
     } else {

@@ -136,7 +136,7 @@ impl LocalReplica {
                 batch,
             } => append(&self.target(hint_for.as_deref()), &table, partition, batch).map(|_| ()),
             Record::Drop { table, micros } => {
-                self.store.drop_table(&table, Some(micros));
+                self.drop_unlogged(&table, micros);
                 Ok(())
             }
             Record::Settings {
@@ -168,8 +168,26 @@ impl LocalReplica {
         }
     }
 
+    /// Drops a table here, its hints for other nodes too (handing them
+    /// back would bring it back there), and logs the drop; false when this
+    /// node had no such table.
+    pub fn drop_table(&self, table: &str, micros: i64) -> bool {
+        let found = self.drop_unlogged(table, micros);
+        if found {
+            self.log_drop(table, micros);
+        }
+        found
+    }
+
+    fn drop_unlogged(&self, table: &str, micros: i64) -> bool {
+        for (_, hints) in self.hints.stores() {
+            hints.drop_table(table, Some(micros));
+        }
+        self.store.drop_table(table, Some(micros))
+    }
+
     /// Logs a table drop.
-    pub fn log_drop(&self, table: &str, micros: i64) {
+    fn log_drop(&self, table: &str, micros: i64) {
         let record = Record::Drop {
             table: table.to_string(),
             micros,
@@ -343,8 +361,7 @@ mod tests {
         t.set_settings(retention.clone(), 5).unwrap();
         first.log_settings(&t);
         first.store.get_or_create("gone").unwrap();
-        first.store.drop_table("gone", Some(9));
-        first.log_drop("gone", 9);
+        assert!(first.drop_table("gone", 9));
         first.write(&cmd(2), batch(3), None).await.unwrap();
         let wal = first.wal.clone().unwrap();
         wal.checkpoint(|| first.capture()).unwrap();

@@ -157,9 +157,8 @@ fn apply_drops(local: &LocalReplica, members: &[atoll_ring::Member], seen: &mut 
                 continue;
             }
             if store.table(table).is_some_and(|t| t.created() < heard)
-                && store.drop_table(table, Some(*when))
+                && local.drop_table(table, *when)
             {
-                local.log_drop(table, *when);
                 tracing::info!(table, node = %m.name, "dropped a table another node dropped");
             }
         }
