@@ -72,7 +72,15 @@ pub struct Transfer {
     pub to: String,
     pub bytes_sent: usize,
     pub bytes_total: usize,
+    /// Finished (it stays listed for `RECENT` after it ended, so that
+    /// short transfers are seen too); false while under way.
+    pub done: bool,
+    #[serde(skip)]
+    ended: Option<Instant>,
 }
+
+/// How long a finished transfer stays listed.
+const RECENT: Duration = Duration::from_secs(30);
 
 /// The answers of the three actions, on the serving side.
 pub fn serve_action(store: &Store, action: &Action) -> Result<Vec<bytes::Bytes>, String> {
@@ -152,9 +160,28 @@ impl Handoff {
         })
     }
 
-    /// Transfers under way.
+    /// Transfers under way, and those that ended in the last 30 s.
     pub fn transfers(&self) -> Vec<Transfer> {
-        self.transfers.lock().values().cloned().collect()
+        let mut transfers = self.transfers.lock();
+        transfers.retain(|_, t| t.ended.is_none_or(|e| e.elapsed() < RECENT));
+        transfers.values().cloned().collect()
+    }
+
+    fn start_transfer(&self, key: &(String, u32, String), transfer: Transfer) {
+        self.transfers.lock().insert(key.clone(), transfer);
+    }
+
+    fn progress(&self, key: &(String, u32, String), bytes: usize) {
+        if let Some(t) = self.transfers.lock().get_mut(key) {
+            t.bytes_sent += bytes;
+        }
+    }
+
+    fn end_transfer(&self, key: &(String, u32, String)) {
+        if let Some(t) = self.transfers.lock().get_mut(key) {
+            t.done = true;
+            t.ended = Some(Instant::now());
+        }
     }
 
     /// Runs a round every second until `stop`.
@@ -321,8 +348,8 @@ impl Handoff {
         };
         let me = self.replicator.membership.node_name().to_string();
         let key = (request.table.clone(), request.partition, from.to_string());
-        self.transfers.lock().insert(
-            key.clone(),
+        self.start_transfer(
+            &key,
             Transfer {
                 kind: "catch-up",
                 table: request.table.clone(),
@@ -331,6 +358,8 @@ impl Handoff {
                 to: me,
                 bytes_sent: 0,
                 bytes_total: header.bytes,
+                done: false,
+                ended: None,
             },
         );
         let cmd = PutCommand {
@@ -345,14 +374,12 @@ impl Handoff {
             {
                 let batch = read_ipc(&r.body).map_err(|e| e.to_string())?;
                 self.replicator.local.write(&cmd, batch, None).await?;
-                if let Some(t) = self.transfers.lock().get_mut(&key) {
-                    t.bytes_sent += r.body.len();
-                }
+                self.progress(&key, r.body.len());
             }
             Ok::<(), String>(())
         }
         .await;
-        self.transfers.lock().remove(&key);
+        self.end_transfer(&key);
         outcome?;
         tracing::info!(table = %request.table, partition = request.partition, from, rows = header.rows, bytes = header.bytes, "fetched missing writes");
         Ok(())
@@ -427,8 +454,8 @@ impl Handoff {
         let total: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
         let key = (table.to_string(), p, primary.to_string());
         let me = self.replicator.membership.node_name().to_string();
-        self.transfers.lock().insert(
-            key.clone(),
+        self.start_transfer(
+            &key,
             Transfer {
                 kind: "hint",
                 table: table.to_string(),
@@ -437,6 +464,8 @@ impl Handoff {
                 to: primary.to_string(),
                 bytes_sent: 0,
                 bytes_total: total,
+                done: false,
+                ended: None,
             },
         );
         let mut outcome = Ok(());
@@ -446,11 +475,9 @@ impl Handoff {
             if outcome.is_err() {
                 break;
             }
-            if let Some(t) = self.transfers.lock().get_mut(&key) {
-                t.bytes_sent += size;
-            }
+            self.progress(&key, size);
         }
-        self.transfers.lock().remove(&key);
+        self.end_transfer(&key);
         outcome
     }
 

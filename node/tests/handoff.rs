@@ -154,6 +154,35 @@ async fn ingest_through_a_kill(
     }
 }
 
+/// Waits (at most 60 s: handoff on 2 loaded cores) until `check` holds on
+/// every running node's `/v1/cluster`.
+async fn wait_long(cluster: &Cluster, what: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for s in cluster.running() {
+            views.push(s.cluster().await);
+        }
+        if views.iter().all(&check) {
+            return views;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting until {what}: {:?}",
+            views
+                .iter()
+                .map(|v| (
+                    v["node"].clone(),
+                    v["epoch"].clone(),
+                    v["moving_partitions"].clone(),
+                    v["handoffs"].clone()
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Waits until every node is up and complete, and holds `rows` rows
 /// itself (with N = the node count, each node holds every partition).
 async fn wait_until_whole(cluster: &Cluster, rows: u64) {
@@ -272,18 +301,17 @@ async fn hints_are_handed_back_to_their_primary() {
     }
     assert!(held > 0, "fallbacks hold writes for n3");
     cluster.nodes[3] = Some(launch(&cluster, root.path(), 3));
-    cluster
-        .wait_until("hints handed back and n3 complete", |v| {
-            up_count(v) == 4
-                && hinted(v) == 0
-                && v["nodes"].as_array().unwrap().iter().all(|m| {
-                    m["hint_rows"].as_u64().unwrap_or(0) == 0
-                        && m["incomplete_partitions"]
-                            .as_array()
-                            .is_some_and(Vec::is_empty)
-                })
-        })
-        .await;
+    wait_long(&cluster, "hints handed back and n3 complete", |v| {
+        up_count(v) == 4
+            && hinted(v) == 0
+            && v["nodes"].as_array().unwrap().iter().all(|m| {
+                m["hint_rows"].as_u64().unwrap_or(0) == 0
+                    && m["incomplete_partitions"]
+                        .as_array()
+                        .is_some_and(Vec::is_empty)
+            })
+    })
+    .await;
     let total: u64 = {
         let mut sum = 0;
         for s in cluster.running() {
@@ -323,11 +351,10 @@ async fn a_join_and_a_leave_hand_partitions_over() {
         saw_moving |= v["moving_partitions"].as_u64() > Some(0);
         saw_transfer |= v["handoffs"].as_array().is_some_and(|h| !h.is_empty());
     }
-    let joined = cluster
-        .wait_until("n3 owns its share and nothing moves", |v| {
-            v["moving_partitions"] == 0 && owners(v).iter().filter(|o| *o == "n3").count() == 16
-        })
-        .await;
+    let joined = wait_long(&cluster, "n3 owns its share and nothing moves", |v| {
+        v["moving_partitions"] == 0 && owners(v).iter().filter(|o| *o == "n3").count() == 16
+    })
+    .await;
     assert!(saw_moving, "the join went through pending moves");
     assert_eq!(counts(cluster.node(3)).await, (60_000, 60_000));
     assert_eq!(cluster.node(0).leave("n1", false).await, 202);
@@ -337,13 +364,22 @@ async fn a_join_and_a_leave_hand_partitions_over() {
         saw_transfer |= v["handoffs"].as_array().is_some_and(|h| !h.is_empty());
     }
     let mut leaver = cluster.nodes[1].take().unwrap();
-    let status = leaver.wait_exit("n1 did not stop after its handoff").await;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = leaver.try_wait() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "n1 did not stop after its handoff"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(status.success(), "{status:?}");
-    let views = cluster
-        .wait_until("a ring of n0, n2, n3 with nothing moving", |v| {
-            v["moving_partitions"] == 0 && !owners(v).iter().any(|o| o == "n1")
-        })
-        .await;
+    let views = wait_long(&cluster, "a ring of n0, n2, n3 with nothing moving", |v| {
+        v["moving_partitions"] == 0 && !owners(v).iter().any(|o| o == "n1")
+    })
+    .await;
     assert!(joined[0]["epoch"].as_u64() < views[0]["epoch"].as_u64());
     for s in cluster.running() {
         assert_eq!(counts(s).await, (80_000, 80_000));
