@@ -144,19 +144,30 @@ pub struct Handoff {
     last_full_check: Mutex<Option<Instant>>,
     /// Partitions caught up at once; 0 pauses catch-up and hinted handoff.
     limit: usize,
+    /// Partitions this node held before it restarted: with no other
+    /// replica to ask, what it recovered is all there is. A partition it
+    /// was given (a move, a forced leave) with no replica to ask stays
+    /// incomplete: its data is gone, and queries must say so.
+    restarted: BTreeSet<u32>,
 }
 
 /// How often complete partitions are compared with their peers.
 const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(30);
 
 impl Handoff {
-    pub fn new(replicator: Arc<Replicator>, hints: Arc<Hints>, limit: usize) -> Arc<Handoff> {
+    pub fn new(
+        replicator: Arc<Replicator>,
+        hints: Arc<Hints>,
+        limit: usize,
+        restarted: BTreeSet<u32>,
+    ) -> Arc<Handoff> {
         Arc::new(Handoff {
             replicator,
             hints,
             transfers: Mutex::default(),
             last_full_check: Mutex::default(),
             limit,
+            restarted,
         })
     }
 
@@ -276,6 +287,9 @@ impl Handoff {
             .into_iter()
             .filter(|r| r.as_str() != me)
             .collect();
+        if replicas.is_empty() {
+            return Ok(self.restarted.contains(&p));
+        }
         let peer = |name: &str| members.iter().find(|m| m.name == name);
         let up: Vec<&Member> = replicas
             .iter()

@@ -93,16 +93,17 @@ impl Node {
         })
         .await?;
         wait_for_ring(&membership).await?;
+        let mut restarted = std::collections::BTreeSet::new();
         if membership.rejoined() {
             // Back after a restart: whatever it recovered, it missed the
             // writes made while it was away, so it is not complete for its
             // partitions until it caught up from the other replicas.
             let ring = membership.ring().expect("joined");
             let n = ring.replicas(args.replicas);
-            let mine = ring.held_by(&name, n).into_iter().collect();
-            membership.set_incomplete(&mine).await;
+            restarted = ring.held_by(&name, n).into_iter().collect();
+            membership.set_incomplete(&restarted).await;
             tracing::warn!(
-                partitions = mine.len(),
+                partitions = restarted.len(),
                 "rejoined the ring: partitions marked incomplete until caught up"
             );
         }
@@ -114,7 +115,12 @@ impl Node {
             args.write_quorum,
             secret.clone(),
         ));
-        let handoff = Handoff::new(replicator.clone(), hints.clone(), args.transfer_limit);
+        let handoff = Handoff::new(
+            replicator.clone(),
+            hints.clone(),
+            args.transfer_limit,
+            restarted,
+        );
         let registry = prometheus::Registry::new();
         let ingest = IngestState {
             store: store.clone(),
