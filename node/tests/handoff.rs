@@ -384,8 +384,24 @@ async fn a_join_and_a_leave_hand_partitions_over() {
     })
     .await;
     assert!(joined[0]["epoch"].as_u64() < views[0]["epoch"].as_u64());
+    // A write made while a partition moved can miss a pending replica that
+    // had already caught up (its coordinator had not seen the move yet);
+    // anti-entropy (every 30 s) brings it there. Nothing is lost: every
+    // node ends answering every event, once.
+    let started = Instant::now();
     for s in cluster.running() {
-        assert_eq!(counts(s).await, (80_000, 80_000));
+        loop {
+            let seen = counts(s).await;
+            if seen == (80_000, 80_000) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(75),
+                "{} answers {seen:?}",
+                s.url
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     // Each node holds exactly the partitions the ring gives it (N=2).
     let started = Instant::now();
