@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::replica::{Hints, PutCommand};
-use crate::replicate::{Replicator, SECRET_HEADER};
+use crate::replicate::Replicator;
 
 /// Flight action: the tables of a node.
 pub const ACTION_TABLES: &str = "handoff.tables";
@@ -542,16 +542,10 @@ impl Handoff {
         body: Vec<u8>,
     ) -> Result<tonic::Streaming<arrow_flight::Result>, String> {
         let mut client = self.replicator.client(addr)?;
-        let mut request = tonic::Request::new(Action {
+        let request = self.replicator.request(Action {
             r#type: kind.to_string(),
             body: body.into(),
-        });
-        let secret = self
-            .replicator
-            .secret
-            .parse()
-            .map_err(|_| "the cluster secret is not ASCII".to_string())?;
-        request.metadata_mut().insert(SECRET_HEADER, secret);
+        })?;
         client
             .do_action(request)
             .await

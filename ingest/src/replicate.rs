@@ -168,16 +168,9 @@ impl Replicator {
         hint_for: Option<&str>,
     ) -> Result<(), String> {
         let mut client = self.client(addr)?;
-        let mut request = tonic::Request::new(futures::stream::iter(data));
-        let md = request.metadata_mut();
-        md.insert(
-            SECRET_HEADER,
-            self.secret
-                .parse()
-                .map_err(|_| "the cluster secret is not ASCII".to_string())?,
-        );
+        let mut request = self.request(futures::stream::iter(data))?;
         if let Some(h) = hint_for {
-            md.insert(
+            request.metadata_mut().insert(
                 HINT_HEADER,
                 h.parse().map_err(|_| "bad node name".to_string())?,
             );
@@ -198,12 +191,7 @@ impl Replicator {
     /// when it has no such table.
     pub async fn table_schema(&self, addr: &str, table: &str) -> Result<Option<Schema>, String> {
         let mut client = self.client(addr)?;
-        let mut request = tonic::Request::new(crate::schemas::descriptor(table));
-        let secret = self
-            .secret
-            .parse()
-            .map_err(|_| "the cluster secret is not ASCII")?;
-        request.metadata_mut().insert(SECRET_HEADER, secret);
+        let request = self.request(crate::schemas::descriptor(table))?;
         let result = match client.get_schema(request).await {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
@@ -223,6 +211,17 @@ impl Replicator {
     ) -> Result<(), String> {
         let data = encode(cmd, batch).await?;
         self.put(addr, data, None).await
+    }
+
+    /// An internal call's request, carrying the cluster secret.
+    pub(crate) fn request<T>(&self, message: T) -> Result<tonic::Request<T>, String> {
+        let mut request = tonic::Request::new(message);
+        let secret = self
+            .secret
+            .parse()
+            .map_err(|_| "the cluster secret is not ASCII".to_string())?;
+        request.metadata_mut().insert(SECRET_HEADER, secret);
+        Ok(request)
     }
 
     pub(crate) fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, String> {

@@ -109,10 +109,7 @@ impl StoredBatch {
         if from.is_none() && to.is_none() {
             return Ok(batch);
         }
-        let values = time_column(&batch).expect("packed with its time").values();
-        let lo = from.map_or(0, |f| values.partition_point(|&v| v < f));
-        let hi = to.map_or(values.len(), |t| values.partition_point(|&v| v < t));
-        Ok(batch.slice(lo, hi.saturating_sub(lo)))
+        Ok(time_slice(&batch, from, to))
     }
 
     /// The plain batch, if this one is not packed.
@@ -207,11 +204,8 @@ impl StoredBatch {
                 ..self.clone()
             };
         };
-        let values = time_column(batch).expect("checked at creation").values();
-        let lo = from.map_or(0, |f| values.partition_point(|&v| v < f));
-        let hi = to.map_or(values.len(), |t| values.partition_point(|&v| v < t));
         StoredBatch {
-            data: Data::Plain(batch.slice(lo, hi.saturating_sub(lo))),
+            data: Data::Plain(time_slice(batch, from, to)),
             ..self.clone()
         }
     }
@@ -259,6 +253,17 @@ impl StoredBatch {
             Data::Packed(p) => p.plain_bytes,
         }
     }
+}
+
+/// The rows of a batch sorted by `time` (with its `time` column) that fall
+/// in `[from, to)`, without copying.
+fn time_slice(batch: &RecordBatch, from: Option<i64>, to: Option<i64>) -> RecordBatch {
+    let values = time_column(batch)
+        .expect("sorted batches keep their time")
+        .values();
+    let lo = from.map_or(0, |f| values.partition_point(|&v| v < f));
+    let hi = to.map_or(values.len(), |t| values.partition_point(|&v| v < t));
+    batch.slice(lo, hi.saturating_sub(lo))
 }
 
 fn time_column(batch: &RecordBatch) -> Option<&TimestampMicrosecondArray> {
