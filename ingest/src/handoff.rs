@@ -149,6 +149,8 @@ pub struct Handoff {
     /// was given (a move, a forced leave) with no replica to ask stays
     /// incomplete: its data is gone, and queries must say so.
     restarted: BTreeSet<u32>,
+    /// Set once this node left the ring and handed over all it held.
+    handed_back: std::sync::atomic::AtomicBool,
 }
 
 /// How often complete partitions are compared with their peers.
@@ -168,6 +170,7 @@ impl Handoff {
             last_full_check: Mutex::default(),
             limit,
             restarted,
+            handed_back: Default::default(),
         })
     }
 
@@ -211,18 +214,25 @@ impl Handoff {
 
     async fn round(&self) {
         let membership = &self.replicator.membership;
-        let Some(ring) = membership.ring() else {
-            return;
-        };
         let members = membership.members().await;
         self.gossip_hints().await;
         if self.limit > 0 {
             self.push_hints(&members).await;
         }
+        if let Some(after) = membership.ring_after_leave() {
+            self.leave_round(&after, &members).await;
+            return;
+        }
+        let Some(ring) = membership.ring() else {
+            return;
+        };
         let n = ring.replicas(self.replicator.n);
         let me = membership.node_name().to_string();
         let held: BTreeSet<u32> = ring.held_by(&me, n).into_iter().collect();
-        self.drop_unheld(&ring, &held);
+        if self.limit > 0 {
+            self.hand_back(&ring, n, &held, &members).await;
+        }
+        let routed = all_route_with(&ring, &members);
         let mut incomplete = membership.incomplete();
         let stale: Vec<u32> = incomplete.difference(&held).copied().collect();
         let full = {
@@ -254,7 +264,11 @@ impl Handoff {
             let hints_pending = hints_pending_for(&me, &members);
             for (p, outcome) in outcomes {
                 match outcome {
-                    Ok(true) if incomplete.contains(&p) && !hints_pending => {
+                    Ok(true)
+                        if incomplete.contains(&p)
+                            && !hints_pending
+                            && (routed || !pending_here(&ring, n, p, &me)) =>
+                    {
                         incomplete.remove(&p);
                         changed = true;
                         tracing::info!(partition = p, "caught up: complete again");
@@ -440,7 +454,10 @@ impl Handoff {
                         .iter()
                         .flat_map(atoll_store::writes::ids_in)
                         .collect();
-                    match self.push(&addr, &primary, table.name(), p, batches).await {
+                    match self
+                        .push("hint", &addr, &primary, table.name(), p, batches)
+                        .await
+                    {
                         Ok(()) => {
                             table.clear_partition_if(p, &ids);
                         }
@@ -455,6 +472,7 @@ impl Handoff {
 
     async fn push(
         &self,
+        kind: &'static str,
         addr: &str,
         primary: &str,
         table: &str,
@@ -471,7 +489,7 @@ impl Handoff {
         self.start_transfer(
             &key,
             Transfer {
-                kind: "hint",
+                kind,
                 table: table.to_string(),
                 partition: p,
                 from: me,
@@ -495,27 +513,114 @@ impl Handoff {
         outcome
     }
 
-    /// Drops the rows of partitions this node no longer replicates (their
-    /// claim moved on and was handed off).
-    fn drop_unheld(&self, ring: &Ring, held: &BTreeSet<u32>) {
-        if ring.next().is_some() {
+    /// Once this node left the ring: hands every row it holds to the
+    /// replicas `after` gives them (writes routed with an older ring may
+    /// have reached it after the new replicas caught up from it).
+    async fn leave_round(&self, after: &Ring, members: &[Member]) {
+        if self.limit == 0 {
             return;
         }
+        let n = after.replicas(self.replicator.n);
+        let kept = self.hand_back(after, n, &BTreeSet::new(), members).await;
+        let hints = self.hints.rows().into_iter().any(|(_, rows)| rows > 0);
+        self.handed_back
+            .store(kept == 0 && !hints, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once this node, having left, holds nothing more to hand over.
+    pub fn handed_back(&self) -> bool {
+        self.handed_back.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hands the rows of partitions this node does not replicate (their
+    /// claim moved on) to their up replicas, then forgets them. A write
+    /// routed with the ring before a move can land here after the new
+    /// replicas caught up; this is where it reaches them. Returns how many
+    /// partitions still hold rows (no replica up, or a transfer failed).
+    async fn hand_back(
+        &self,
+        ring: &Ring,
+        n: usize,
+        held: &BTreeSet<u32>,
+        members: &[Member],
+    ) -> usize {
+        let mut kept = 0;
         for table in self.replicator.local.store.tables() {
-            for p in 0..table.partitions() {
-                if !held.contains(&p) {
-                    let rows = table.clear_partition(p);
-                    if rows > 0 {
+            for p in (0..table.partitions()).filter(|p| !held.contains(p)) {
+                let ids: HashSet<u64> = match table.write_ids(p) {
+                    Ok(ids) => ids.into_iter().collect(),
+                    Err(_) => continue,
+                };
+                if ids.is_empty() {
+                    continue;
+                }
+                match self
+                    .hand_back_partition(ring, n, &table, p, &ids, members)
+                    .await
+                {
+                    Ok(()) if table.clear_partition_if(p, &ids) => {
                         tracing::info!(
                             table = table.name(),
                             partition = p,
-                            rows,
-                            "dropped a partition handed off to its new replicas"
+                            writes = ids.len(),
+                            "handed a partition to its replicas and dropped it here"
                         );
+                    }
+                    Ok(()) => kept += 1,
+                    Err(e) => {
+                        tracing::warn!(table = table.name(), partition = p, error = %e, "hand-back failed; retrying");
+                        kept += 1;
                     }
                 }
             }
         }
+        kept
+    }
+
+    /// Pushes to each up replica of `p` the writes of `ids` it lacks.
+    async fn hand_back_partition(
+        &self,
+        ring: &Ring,
+        n: usize,
+        table: &atoll_store::Table,
+        p: u32,
+        ids: &HashSet<u64>,
+        members: &[Member],
+    ) -> Result<(), String> {
+        let me = self.replicator.membership.node_name();
+        let up: Vec<&Member> = ring
+            .primaries(p, n)
+            .into_iter()
+            .filter(|r| r.as_str() != me)
+            .filter_map(|r| {
+                members
+                    .iter()
+                    .find(|m| m.name == *r && m.up && m.flight_addr.is_some())
+            })
+            .collect();
+        if up.is_empty() {
+            return Err("no replica of it is up".into());
+        }
+        for replica in up {
+            let addr = replica.flight_addr.as_deref().expect("filtered");
+            let request = IdsRequest {
+                table: table.name().to_string(),
+                partition: p,
+            };
+            let theirs: HashSet<u64> = self
+                .json_action::<Vec<u64>>(addr, ACTION_IDS, &request)
+                .await?
+                .into_iter()
+                .collect();
+            let missing: HashSet<u64> = ids.difference(&theirs).copied().collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let batches = table.rows_of(p, &missing).map_err(|e| e.to_string())?;
+            self.push("hand-back", addr, &replica.name, table.name(), p, batches)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn json_action<T: serde::de::DeserializeOwned>(
@@ -554,6 +659,21 @@ impl Handoff {
     }
 }
 
+/// True once every up node that routes writes routes them with `ring` or a
+/// later one: from then on, writes reach `ring`'s pending replicas too.
+fn all_route_with(ring: &Ring, members: &[Member]) -> bool {
+    members
+        .iter()
+        .filter(|m| m.up)
+        .all(|m| m.ring_epoch.is_none_or(|e| e >= ring.epoch()))
+}
+
+/// True when `me` is a pending replica of `p`: a replica it will be once
+/// the move is put in force.
+fn pending_here(ring: &Ring, n: usize, p: u32, me: &str) -> bool {
+    ring.pending_replicas(p, n).iter().any(|r| r.as_str() == me)
+}
+
 /// True while some up node gossips hints for `node`.
 fn hints_pending_for(node: &str, members: &[Member]) -> bool {
     members.iter().any(|m| {
@@ -562,4 +682,51 @@ fn hints_pending_for(node: &str, members: &[Member]) -> bool {
             .get(STAT_HINTS_FOR)
             .is_some_and(|list| list.split(',').any(|n| n == node))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, up: bool, ring_epoch: Option<u64>) -> Member {
+        Member {
+            name: name.into(),
+            up,
+            http_addr: None,
+            flight_addr: None,
+            gossip_addr: None,
+            incomplete: Default::default(),
+            stats: Default::default(),
+            schemas: Default::default(),
+            dropped: Default::default(),
+            ring_epoch,
+        }
+    }
+
+    #[test]
+    fn a_pending_claim_is_routed_once_every_up_node_has_it() {
+        let ring = Ring::new(8, &["a".into(), "b".into()]).unwrap();
+        let moving = ring
+            .claim_pending(&["a".into(), "b".into(), "c".into()])
+            .unwrap();
+        let e = moving.epoch();
+        let behind = [member("a", true, Some(e)), member("b", true, Some(e - 1))];
+        assert!(
+            !all_route_with(&moving, &behind),
+            "b still routes without c"
+        );
+        let caught = [
+            member("a", true, Some(e)),
+            member("b", true, Some(e)),
+            member("c", true, None),
+            member("d", false, Some(e - 1)),
+        ];
+        assert!(
+            all_route_with(&moving, &caught),
+            "a node without a ring routes nothing; a down one routes nothing"
+        );
+        let p = (0..8).find(|&p| moving.pending_owner(p).is_some()).unwrap();
+        assert!(pending_here(&moving, 1, p, "c"));
+        assert!(!pending_here(&moving, 1, p, moving.owner(p)));
+    }
 }

@@ -38,6 +38,8 @@ pub struct Node {
     pub generated_secret: Option<String>,
     pub store: Arc<Store>,
     membership: Arc<Membership>,
+    handoff: Arc<Handoff>,
+    transfer_limit: usize,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -212,15 +214,32 @@ impl Node {
             generated_secret,
             store,
             membership,
+            handoff,
+            transfer_limit: args.transfer_limit,
             shutdown,
             server,
         })
     }
 
-    /// Resolves once this node has been taken out of the ring.
+    /// Resolves once this node has been taken out of the ring and has
+    /// handed what it still held to the new replicas (writes routed with
+    /// the ring before the move may have reached it late). It waits at
+    /// most `HAND_BACK_WAIT` for that, and not at all when handoff is
+    /// paused.
     pub async fn left(&self) {
         while !self.membership.has_left() {
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if self.transfer_limit == 0 {
+            return;
+        }
+        let handed = async {
+            while !self.handoff.handed_back() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        if tokio::time::timeout(HAND_BACK_WAIT, handed).await.is_err() {
+            tracing::warn!("left the ring, but could not hand over every row it held");
         }
     }
 
@@ -232,6 +251,9 @@ impl Node {
         Ok(())
     }
 }
+
+/// How long a node that left waits to hand over its last rows.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(30);
 
 /// A gossip address; port 0 picks a free UDP port (gossip must advertise
 /// the real one).

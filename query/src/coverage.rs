@@ -73,6 +73,7 @@ mod tests {
             stats: Default::default(),
             schemas: Default::default(),
             dropped: Default::default(),
+            ring_epoch: None,
         }
     }
 

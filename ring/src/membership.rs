@@ -75,6 +75,10 @@ pub struct Member {
     pub schemas: BTreeMap<String, String>,
     /// Table -> when this node dropped it (µs since the epoch).
     pub dropped: BTreeMap<String, i64>,
+    /// The epoch of the ring this node routes writes with (None before it
+    /// has one): a move's pending replicas wait for every node to route
+    /// with the pending claim before they count as caught up.
+    pub ring_epoch: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,8 @@ pub struct Membership {
     leaving: RwLock<BTreeSet<String>>,
     /// Set once this node was in a ring and a later ring no longer has it.
     left: std::sync::atomic::AtomicBool,
+    /// The ring that took this node out, once it left: where its rows go.
+    after_leave: RwLock<Option<Arc<Ring>>>,
 }
 
 impl Membership {
@@ -151,6 +157,7 @@ impl Membership {
             incomplete: Default::default(),
             leaving: Default::default(),
             left: Default::default(),
+            after_leave: Default::default(),
         });
         if founding {
             let ring = Ring::new(
@@ -305,6 +312,8 @@ impl Membership {
                                 .into_iter()
                                 .filter_map(|(t, v)| Some((t, v.parse().ok()?)))
                                 .collect(),
+                            ring_epoch: get(KEY_RING)
+                                .and_then(|r| r.split(';').next()?.parse().ok()),
                             name,
                         }
                     })
@@ -512,6 +521,7 @@ impl Membership {
                 epoch = ring.epoch(),
                 "this node is no longer in the ring: it left"
             );
+            *self.after_leave.write() = Some(Arc::new(ring));
             self.left.store(true, std::sync::atomic::Ordering::Relaxed);
         } else if self.ring().is_some() {
             // Two claimants that briefly did not see each other live can
@@ -546,6 +556,11 @@ impl Membership {
     /// True once a ring without this node has replaced one with it.
     pub fn has_left(&self) -> bool {
         self.left.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The ring that took this node out, once it left.
+    pub fn ring_after_leave(&self) -> Option<Arc<Ring>> {
+        self.after_leave.read().clone()
     }
 
     pub async fn shutdown(&self) {
