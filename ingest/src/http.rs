@@ -254,6 +254,9 @@ pub fn describe(table: &Table) -> Value {
         "memory_bytes": table.memory_bytes(),
         "bytes": table.bytes(),
         "settings": table.settings(),
+        // Events before this were evicted to stay within memory (null:
+        // none were).
+        "kept_from": table.kept_from().map(atoll_store::rfc3339),
     })
 }
 

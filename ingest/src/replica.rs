@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
@@ -22,6 +23,10 @@ pub struct PutCommand {
     pub table: String,
     pub partition: u32,
 }
+
+/// How long a write waits for eviction to make room before it is stored
+/// anyway (an acknowledged write must not fail for lack of memory).
+const ROOM_WAIT: Duration = Duration::from_secs(10);
 
 /// Writes held by this node for down primaries, kept apart from its own
 /// data (they are not this node's to serve) until handed off.
@@ -95,6 +100,11 @@ impl LocalReplica {
         batch: RecordBatch,
         hint_for: Option<&str>,
     ) -> Result<usize, String> {
+        if !self.store.wait_for_room(ROOM_WAIT).await {
+            tracing::warn!("memory still over budget after waiting; storing anyway");
+        }
+        self.store
+            .added_memory(atoll_store::partition::slice_bytes(&batch) as u64);
         let target = self.target(hint_for);
         let Some(wal) = &self.wal else {
             return append(&target, &cmd.table, cmd.partition, batch);

@@ -134,13 +134,21 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_TRANSFER_LIMIT", default_value_t = 2)]
     pub transfer_limit: usize,
 
-    /// Memory all running queries of this node may hold together.
-    #[arg(long, env = "ATOLL_QUERY_MEMORY", default_value = "4GiB")]
-    pub query_memory: ByteSize,
+    /// Memory this node may use for data and queries (e.g. `8GiB`); near
+    /// it, cold batches are compressed and then the oldest events evicted.
+    /// Default: half of the machine's memory (or of its cgroup's limit).
+    #[arg(long, env = "ATOLL_MEMORY_LIMIT")]
+    pub memory_limit: Option<ByteSize>,
 
-    /// Memory one query may hold (within --query-memory).
-    #[arg(long, env = "ATOLL_QUERY_MEMORY_PER_QUERY", default_value = "2GiB")]
-    pub query_memory_per_query: ByteSize,
+    /// Memory all running queries of this node may hold together, within
+    /// --memory-limit. Default: a quarter of it.
+    #[arg(long, env = "ATOLL_QUERY_MEMORY")]
+    pub query_memory: Option<ByteSize>,
+
+    /// Memory one query may hold (within --query-memory). Default: half of
+    /// --query-memory.
+    #[arg(long, env = "ATOLL_QUERY_MEMORY_PER_QUERY")]
+    pub query_memory_per_query: Option<ByteSize>,
 
     /// Longest a query may run, in milliseconds; a request may ask for less.
     #[arg(long, env = "ATOLL_QUERY_TIMEOUT_MS", default_value_t = 30_000)]
@@ -211,12 +219,12 @@ impl ServeArgs {
         Duration::from_millis(self.seal_interval_ms)
     }
 
-    pub fn query_config(&self) -> QueryConfig {
+    pub fn query_config(&self, budget: &crate::memory::MemoryBudget) -> QueryConfig {
         let defaults = QueryConfig::default();
         QueryConfig {
             target_partitions: self.query_parallelism.unwrap_or(defaults.target_partitions),
-            pool_bytes: self.query_memory.0,
-            query_bytes: self.query_memory_per_query.0.min(self.query_memory.0),
+            pool_bytes: budget.queries,
+            query_bytes: budget.per_query,
             timeout: Duration::from_millis(self.query_timeout_ms),
             max_concurrent: self.max_concurrent_queries,
             queue_wait: Duration::from_millis(self.query_queue_wait_ms),

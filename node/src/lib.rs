@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod durability;
 pub mod flight;
+pub mod memory;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -57,6 +58,13 @@ impl Node {
                 "joining a cluster (--seed) needs its --cluster-secret (or ATOLL_CLUSTER_SECRET)"
             ),
         };
+        let budget = memory::MemoryBudget::from_args(args).map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            limit = %memory::mib(budget.limit),
+            data = %memory::mib(budget.data() as usize),
+            queries = %memory::mib(budget.queries),
+            "memory limit (--memory-limit): data and running queries share it"
+        );
         let listener = TcpListener::bind(&args.http_addr)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
@@ -131,12 +139,14 @@ impl Node {
             max_body_bytes: args.max_body_bytes.0,
         };
         let engine = Arc::new(
-            QueryEngine::new(store.clone(), args.query_config()).with_cluster(ClusterHandle {
-                membership: membership.clone(),
-                replicas: args.replicas,
-                secret: secret.clone(),
-                store: store.clone(),
-            }),
+            QueryEngine::new(store.clone(), args.query_config(&budget)).with_cluster(
+                ClusterHandle {
+                    membership: membership.clone(),
+                    replicas: args.replicas,
+                    secret: secret.clone(),
+                    store: store.clone(),
+                },
+            ),
         );
         let engine_for_flight = engine.clone();
         let query_metrics = QueryMetrics::new(&registry)?;
@@ -144,7 +154,8 @@ impl Node {
             engine: engine.clone(),
             metrics: query_metrics.clone(),
         };
-        let node_metrics = NodeMetrics::new(registry, store.clone(), engine)?;
+        let eviction = memory::EvictionMetrics::new(&registry)?;
+        let node_metrics = NodeMetrics::new(registry, store.clone(), engine, budget)?;
         let cluster = cluster::ClusterState {
             membership: membership.clone(),
             replicator,
@@ -167,6 +178,14 @@ impl Node {
         spawn_sealer(store.clone(), shutdown.subscribe());
         durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
         handoff.spawn(shutdown.subscribe());
+        memory::Evictor::new(
+            store.clone(),
+            hints.clone(),
+            membership.clone(),
+            budget,
+            eviction,
+        )
+        .spawn(shutdown.subscribe());
         atoll_ingest::schemas::spawn(
             cluster.replicator.clone(),
             store.clone(),
@@ -293,7 +312,7 @@ async fn wait_for_ring(membership: &Membership) -> anyhow::Result<()> {
 /// allocator keeps freed pages of its arenas, so without this the batches
 /// merged away stayed resident: 5M events took 838 MB after compaction
 /// against 713 MB without it.
-fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages to the kernel.
     unsafe {

@@ -20,7 +20,9 @@ pub struct NodeMetrics {
     table_rows: IntGaugeVec,
     table_memory: IntGaugeVec,
     table_bytes: IntGaugeVec,
+    table_kept_from: IntGaugeVec,
     query_memory: IntGauge,
+    data_memory: IntGauge,
 }
 
 impl NodeMetrics {
@@ -28,6 +30,7 @@ impl NodeMetrics {
         registry: Registry,
         store: Arc<Store>,
         engine: Arc<QueryEngine>,
+        budget: crate::memory::MemoryBudget,
     ) -> prometheus::Result<NodeMetrics> {
         let table_rows = IntGaugeVec::new(
             Opts::new("atoll_table_rows", "Rows held, per table"),
@@ -50,6 +53,36 @@ impl NodeMetrics {
         )?;
         registry.register(Box::new(table_bytes.clone()))?;
         registry.register(Box::new(query_memory.clone()))?;
+        let table_kept_from = IntGaugeVec::new(
+            Opts::new(
+                "atoll_table_kept_from_seconds",
+                "The oldest event time kept after evictions for memory (seconds since the epoch), per table that had some",
+            ),
+            &["table"],
+        )?;
+        registry.register(Box::new(table_kept_from.clone()))?;
+        let data_memory = IntGauge::new(
+            "atoll_data_memory_bytes",
+            "Memory held by the batches of this node's tables",
+        )?;
+        registry.register(Box::new(data_memory.clone()))?;
+        for (name, help, value) in [
+            ("atoll_memory_limit_bytes", "--memory-limit", budget.limit),
+            (
+                "atoll_memory_data_budget_bytes",
+                "What data may take: the limit less the query pool",
+                budget.data() as usize,
+            ),
+            (
+                "atoll_query_memory_limit_bytes",
+                "The pool of running queries (--query-memory)",
+                budget.queries,
+            ),
+        ] {
+            let gauge = IntGauge::new(name, help)?;
+            gauge.set(value as i64);
+            registry.register(Box::new(gauge))?;
+        }
         Ok(NodeMetrics {
             registry,
             store,
@@ -57,7 +90,9 @@ impl NodeMetrics {
             table_rows,
             table_memory,
             table_bytes,
+            table_kept_from,
             query_memory,
+            data_memory,
         })
     }
 
@@ -65,7 +100,14 @@ impl NodeMetrics {
         self.table_rows.reset();
         self.table_memory.reset();
         self.table_bytes.reset();
+        self.table_kept_from.reset();
+        self.data_memory.set(self.store.memory_bytes() as i64);
         for t in self.store.tables() {
+            if let Some(k) = t.kept_from() {
+                self.table_kept_from
+                    .with_label_values(&[t.name()])
+                    .set(k / 1_000_000);
+            }
             let bytes = t.bytes();
             for (form, value) in [
                 ("plain", bytes.plain),

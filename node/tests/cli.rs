@@ -16,6 +16,7 @@ fn help_names_every_flag_and_its_variable() {
         ("--http-addr", "ATOLL_HTTP_ADDR"),
         ("--partitions", "ATOLL_PARTITIONS"),
         ("--max-body-bytes", "ATOLL_MAX_BODY_BYTES"),
+        ("--memory-limit", "ATOLL_MEMORY_LIMIT"),
         ("--query-memory", "ATOLL_QUERY_MEMORY"),
         ("--query-memory-per-query", "ATOLL_QUERY_MEMORY_PER_QUERY"),
         ("--query-timeout-ms", "ATOLL_QUERY_TIMEOUT_MS"),
@@ -46,6 +47,14 @@ fn bad_flags_fail_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"lots\" is not a size"));
+    let out = atoll()
+        .args(["serve", "--http-addr", "127.0.0.1:0"])
+        .args(["--memory-limit", "64MiB", "--query-memory", "1GiB"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must be less than --memory-limit"), "{err}");
 }
 
 #[test]

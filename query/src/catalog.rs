@@ -113,14 +113,17 @@ impl TableProvider for AtollTable {
             .and_then(|(k, ty)| key_partitions(filters, k, *ty, all));
         let partitions: Vec<u32> = keyed.unwrap_or_else(|| (0..all).collect());
         let streams = state.config().target_partitions();
-        Ok(Arc::new(PartitionScanExec::new(
-            self.store.clone(),
-            &self.name,
-            schema,
-            &partitions,
-            streams,
-            time_range(filters, TIME_COLUMN),
-            limit,
-        )))
+        Ok(Arc::new(
+            PartitionScanExec::new(
+                self.store.clone(),
+                &self.name,
+                schema,
+                &partitions,
+                streams,
+                time_range(filters, TIME_COLUMN),
+                limit,
+            )
+            .with_kept_from(self.store.table(&self.name).and_then(|t| t.kept_from())),
+        ))
     }
 }

@@ -72,15 +72,18 @@ impl PhysicalExtensionCodec for AtollCodec {
             from: desc.time_from,
             to: desc.time_to,
         };
-        Ok(Arc::new(PartitionScanExec::new(
-            self.store.clone(),
-            &desc.table,
-            schema,
-            &desc.partitions,
-            self.streams,
-            time,
-            desc.limit,
-        )))
+        Ok(Arc::new(
+            PartitionScanExec::new(
+                self.store.clone(),
+                &desc.table,
+                schema,
+                &desc.partitions,
+                self.streams,
+                time,
+                desc.limit,
+            )
+            .with_kept_from(desc.kept_from),
+        ))
     }
 
     fn try_encode(

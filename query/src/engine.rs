@@ -1,7 +1,7 @@
 //! Runs one SQL query: admission, the read-only sandbox, per-query memory
 //! and time limits, and the statistics of what it read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +87,10 @@ pub struct QueryStats {
     /// Per node, when the query ran on more than the coordinator.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeStats>,
+    /// Per table read, the oldest event time kept after evictions for
+    /// memory (RFC 3339), when some were made: older events are gone.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept_from: BTreeMap<String, String>,
 }
 
 /// What the engine needs to know of the cluster.
@@ -506,8 +510,12 @@ impl Execution {
     pub fn stats(&self, truncated: bool) -> QueryStats {
         let (mut rows_scanned, mut partitions_scanned) = scan_totals(&self.plan);
         let mut partitions_total = 0;
+        let mut kept_from = BTreeMap::new();
         visit_scans(&self.plan, &mut |s| {
-            partitions_total += s.partition_count() as u64
+            partitions_total += s.partition_count() as u64;
+            if let Some(k) = s.kept_from() {
+                kept_from.insert(s.table().to_string(), atoll_store::rfc3339(k));
+            }
         });
         let (mut coverage, mut missing_partitions, mut nodes) = (1.0, Vec::new(), Vec::new());
         if let Some(info) = &self.coverage {
@@ -528,6 +536,7 @@ impl Execution {
             coverage: (coverage * 1000.0).round() / 1000.0,
             missing_partitions,
             nodes,
+            kept_from,
         }
     }
 

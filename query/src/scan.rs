@@ -34,6 +34,9 @@ pub struct ScanDescription {
     pub time_from: Option<i64>,
     pub time_to: Option<i64>,
     pub limit: Option<usize>,
+    /// The coordinator's eviction cut-off of the table (see `kept_from`).
+    #[serde(default)]
+    pub kept_from: Option<i64>,
 }
 
 /// What a scan read, for the query's `stats`.
@@ -56,6 +59,10 @@ pub struct PartitionScanExec {
     store: Arc<Store>,
     counters: Arc<ScanCounters>,
     properties: Arc<PlanProperties>,
+    /// The table's eviction cut-off as the coordinator knew it when it
+    /// planned: an owner that has not heard of it yet applies it before
+    /// reading, so that every replica answers alike.
+    kept_from: Option<i64>,
 }
 
 impl PartitionScanExec {
@@ -89,7 +96,22 @@ impl PartitionScanExec {
             store,
             counters: Arc::default(),
             properties: Arc::new(properties),
+            kept_from: None,
         }
+    }
+
+    /// The scan, applying at least this eviction cut-off (µs).
+    pub fn with_kept_from(mut self, kept_from: Option<i64>) -> PartitionScanExec {
+        self.kept_from = kept_from;
+        self
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn kept_from(&self) -> Option<i64> {
+        self.kept_from
     }
 
     /// The same scan over other partitions (a node's share of a query).
@@ -113,7 +135,7 @@ impl PartitionScanExec {
             self.limit,
         );
         scan.counters = self.counters.clone();
-        scan
+        scan.with_kept_from(self.kept_from)
     }
 
     /// The partitions this scan reads, sorted.
@@ -131,6 +153,7 @@ impl PartitionScanExec {
             time_from: self.time.from,
             time_to: self.time.to,
             limit: self.limit,
+            kept_from: self.kept_from,
         }
     }
 
@@ -146,6 +169,9 @@ impl PartitionScanExec {
         let Some(table) = self.store.table(&self.table) else {
             return Vec::new();
         };
+        if let Some(k) = self.kept_from {
+            table.keep_from(k);
+        }
         let group = &self.groups[partition];
         self.counters
             .partitions

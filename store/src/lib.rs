@@ -102,6 +102,13 @@ impl Default for StoreConfig {
     }
 }
 
+/// A time in µs since the epoch, as RFC 3339 (UTC).
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| micros.to_string())
+}
+
 /// The wall clock, in µs since the epoch (the unit of `time` and of the
 /// times that name table changes across nodes).
 pub fn now_micros() -> i64 {
@@ -117,6 +124,27 @@ pub struct Store {
     /// When each table was last dropped here, so that a peer that still
     /// has it (it has not applied the drop yet) does not bring it back.
     dropped: RwLock<BTreeMap<String, Dropped>>,
+    /// The memory budget of data as a gate for writers (`wait_for_room`):
+    /// the budget, the memory last measured, and what writes added since.
+    gate: MemoryGate,
+}
+
+/// Writers wait while the data's memory, as last measured plus what was
+/// written since, is over the budget; the measurer opens the gate again.
+#[derive(Default)]
+struct MemoryGate {
+    budget: std::sync::atomic::AtomicU64,
+    measured: std::sync::atomic::AtomicU64,
+    added: std::sync::atomic::AtomicU64,
+    room: tokio::sync::Notify,
+}
+
+impl MemoryGate {
+    fn over(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let budget = self.budget.load(Relaxed);
+        budget > 0 && self.measured.load(Relaxed) + self.added.load(Relaxed) > budget
+    }
 }
 
 /// When a table was dropped on this node.
@@ -140,6 +168,7 @@ impl Store {
             config,
             tables: RwLock::new(BTreeMap::new()),
             dropped: RwLock::new(BTreeMap::new()),
+            gate: MemoryGate::default(),
         }
     }
 
@@ -213,6 +242,109 @@ impl Store {
             }
         }
         gone
+    }
+}
+
+/// Under memory pressure: what to pack and what to evict.
+impl Store {
+    /// Memory held by every table's batches.
+    pub fn memory_bytes(&self) -> u64 {
+        self.tables().iter().map(|t| t.memory_bytes()).sum()
+    }
+
+    /// Packs every plain sealed batch, whatever its age: compressing comes
+    /// before dropping anything. `between` runs after each partition that
+    /// packed some: the caller hands the plain batches' memory back to the
+    /// system there (the allocator would otherwise keep it while the
+    /// packing allocates more: +300 MB over one pass of 170 MB). Returns how
+    /// many were packed.
+    pub fn pack_all(&self, between: &dyn Fn()) -> usize {
+        self.tables().iter().map(|t| t.pack_all(between)).sum()
+    }
+
+    /// The event time (µs) before which the batches of all tables hold
+    /// about `bytes`: evicting events older than it, in every table,
+    /// frees that much, oldest first whichever table they are in. A batch
+    /// counts in proportion to its time range before the instant (its rows
+    /// are taken as spread evenly over its range), so that batches each
+    /// spanning a long range do not make it evict far more than needed.
+    /// None when there are no batches.
+    pub fn eviction_cutoff(&self, bytes: u64) -> Option<i64> {
+        let mut extents = Vec::new();
+        for t in self.tables() {
+            t.batch_extents(&mut extents);
+        }
+        let lo = extents.iter().map(|e| e.0).min()?;
+        let hi = extents.iter().map(|e| e.1).max()?;
+        let below = |cut: i64| -> u64 {
+            extents
+                .iter()
+                .map(|&(min, max, b)| {
+                    if max < cut {
+                        b
+                    } else if min >= cut {
+                        0
+                    } else {
+                        let share = (cut - min) as f64 / ((max - min) as f64 + 1.0);
+                        (b as f64 * share) as u64
+                    }
+                })
+                .sum()
+        };
+        // The smallest instant with at least `bytes` before it.
+        let (mut a, mut z) = (lo, hi.saturating_add(1));
+        while a < z {
+            let mid = a + (z - a) / 2;
+            if below(mid) >= bytes {
+                z = mid;
+            } else {
+                a = mid + 1;
+            }
+        }
+        Some(a)
+    }
+
+    /// Records the data's memory as just measured against `budget` (0: no
+    /// budget), and lets waiting writers go when it is within.
+    pub fn measured_memory(&self, used: u64, budget: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.gate.budget.store(budget, Relaxed);
+        self.gate.measured.store(used, Relaxed);
+        self.gate.added.store(0, Relaxed);
+        if !self.gate.over() {
+            self.gate.room.notify_waiters();
+        }
+    }
+
+    /// Counts memory a write added, until the next measurement.
+    pub fn added_memory(&self, bytes: u64) {
+        self.gate
+            .added
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits, at most `max`, while the data is over its memory budget:
+    /// ingest slows down to the pace eviction frees memory at, rather than
+    /// fail or outrun it. False if it waited in vain.
+    pub async fn wait_for_room(&self, max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        while self.gate.over() {
+            let notified = self.gate.room.notified();
+            if !self.gate.over() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return !self.gate.over();
+            }
+        }
+        true
+    }
+
+    /// Drops what retention and eviction cut-offs hide, now; returns the
+    /// batches dropped or cut.
+    pub fn expire(&self) -> usize {
+        let now = now_micros();
+        self.tables().iter().map(|t| t.expire(now)).sum()
     }
 }
 

@@ -152,7 +152,7 @@ impl StoredBatch {
         let packed = Packed {
             schema: batch.schema(),
             rows: batch.num_rows(),
-            plain_bytes: batch.get_array_memory_size(),
+            plain_bytes: slice_bytes(batch),
             ids: writes::ids_in(batch),
             ipc,
         };
@@ -241,7 +241,7 @@ impl StoredBatch {
     /// Memory held: the compressed bytes of a packed batch.
     pub fn memory_bytes(&self) -> usize {
         match &self.data {
-            Data::Plain(b) => b.get_array_memory_size(),
+            Data::Plain(b) => slice_bytes(b),
             Data::Packed(p) => p.ipc.len(),
         }
     }
@@ -249,10 +249,36 @@ impl StoredBatch {
     /// Memory the rows take plain (for a packed batch: before packing).
     pub fn plain_bytes(&self) -> usize {
         match &self.data {
-            Data::Plain(b) => b.get_array_memory_size(),
+            Data::Plain(b) => slice_bytes(b),
             Data::Packed(p) => p.plain_bytes,
         }
     }
+}
+
+/// The memory of a batch's rows. Ingest splits a request's batch into
+/// zero-copy slices, one per partition; each slice would report the whole
+/// request's buffers (64 times over with 64 partitions), so a slice counts
+/// only its own part of them.
+pub fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| data_bytes(&c.to_data()))
+        .sum()
+}
+
+/// `get_slice_memory_size`, but a list counts only its slice of the values
+/// (arrow counts all of them).
+fn data_bytes(d: &arrow::array::ArrayData) -> usize {
+    if let arrow::datatypes::DataType::List(_) = d.data_type() {
+        let offsets = &d.buffer::<i32>(0)[..=d.len()];
+        let (start, end) = (offsets[0] as usize, offsets[d.len()] as usize);
+        let values = d.child_data()[0].slice(start, end - start);
+        let nulls = d.nulls().map_or(0, |_| d.len().div_ceil(8));
+        return (d.len() + 1) * 4 + nulls + data_bytes(&values);
+    }
+    d.get_slice_memory_size()
+        .unwrap_or_else(|_| d.get_array_memory_size())
 }
 
 /// The rows of a batch sorted by `time` (with its `time` column) that fall
@@ -433,7 +459,9 @@ impl Partition {
                 continue;
             }
             let kept = b.within(Some(cutoff), None);
-            let kept_rows = kept.plain()?.num_rows();
+            // Only `time` is read to count them (a packed batch is not
+            // decompressed whole unless it is cut).
+            let kept_rows = kept.read(Some(&[TIME_COLUMN]))?.num_rows();
             if (b.rows() - kept_rows) * 4 < b.rows() {
                 continue;
             }
@@ -442,10 +470,13 @@ impl Partition {
             let copied = concat_batches(&kept.schema(), [&kept])?;
             let left = writes::ids_in(&copied);
             gone.extend(b.write_ids().difference(&left));
-            *b = StoredBatch {
+            let cut = StoredBatch {
                 sorted: true,
                 ..StoredBatch::new(copied)?
             };
+            // A packed batch stays packed: cutting it must not make it
+            // bigger (eviction cuts batches to free memory).
+            *b = if b.is_packed() { cut.pack()? } else { cut };
             changed += 1;
         }
         for id in gone {

@@ -71,6 +71,11 @@ pub struct Table {
     default_retention: Option<Duration>,
     /// Age after which sealed batches are packed (`StoreConfig`).
     compress_after: Option<Duration>,
+    /// Events before this (µs) were evicted to keep a node within its
+    /// memory budget, here or on another node (`i64::MIN`: none). Every
+    /// replica applies the cluster's latest cut-off, so that any replica
+    /// answers like any other.
+    kept_from: std::sync::atomic::AtomicI64,
 }
 
 impl Table {
@@ -87,6 +92,7 @@ impl Table {
             seal_rows: config.seal_rows,
             default_retention: config.retention,
             compress_after: config.compress_after,
+            kept_from: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
 
@@ -169,12 +175,59 @@ impl Table {
         Some(now.saturating_sub(retention.as_micros().min(i64::MAX as u128) as i64))
     }
 
-    /// Drops (or cuts) the sealed batches past retention; returns how many.
+    /// The oldest event time kept after evictions for memory (µs), if any
+    /// were made.
+    pub fn kept_from(&self) -> Option<i64> {
+        let v = self.kept_from.load(std::sync::atomic::Ordering::Relaxed);
+        (v != i64::MIN).then_some(v)
+    }
+
+    /// Raises the eviction cut-off to `cutoff` (it never goes back); true
+    /// when it rose. Scans hide older rows at once; the next `expire` drops
+    /// them.
+    pub fn keep_from(&self, cutoff: i64) -> bool {
+        self.kept_from
+            .fetch_max(cutoff, std::sync::atomic::Ordering::Relaxed)
+            < cutoff
+    }
+
+    /// Events before this (µs) are not served at `now`: past retention, or
+    /// evicted for memory.
+    pub fn visible_from(&self, now: i64) -> Option<i64> {
+        match (self.retention_cutoff(now), self.kept_from()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Drops (or cuts) the sealed batches past retention or the eviction
+    /// cut-off; returns how many.
     pub(crate) fn expire(&self, now: i64) -> usize {
-        let Some(cutoff) = self.retention_cutoff(now) else {
+        let Some(cutoff) = self.visible_from(now) else {
             return 0;
         };
         self.each_partition("expiring old rows", |p| p.expire(cutoff))
+    }
+
+    /// The oldest event time held, if any.
+    pub fn oldest_time(&self) -> Option<i64> {
+        self.partitions
+            .iter()
+            .filter_map(|p| p.lock().stored().map(|b| b.time_min).min())
+            .min()
+    }
+
+    /// The batches' time ranges and memory, for choosing what to evict:
+    /// `(time_min, time_max, bytes)`. Append buffers count too (they hold
+    /// memory, and their old rows go once they are sealed).
+    pub(crate) fn batch_extents(&self, out: &mut Vec<(i64, i64, u64)>) {
+        for part in self.partitions.iter() {
+            out.extend(
+                part.lock()
+                    .stored()
+                    .map(|b| (b.time_min, b.time_max, b.memory_bytes() as u64)),
+            );
+        }
     }
 
     /// Runs `step` on every partition, summing what it reports; a failing
@@ -223,6 +276,16 @@ impl Table {
     /// yet to its append buffer, sealing it when full; returns the rows
     /// taken.
     pub fn append(&self, partition: u32, batch: StoredBatch) -> Result<usize, StoreError> {
+        // Rows before the eviction cut-off would never be served, and
+        // storing them would undo the eviction (a catch-up from a replica
+        // that has not applied it yet would bring them back).
+        let batch = match self.kept_from() {
+            Some(k) if batch.time_min < k => batch.since(k)?,
+            _ => batch,
+        };
+        if batch.rows() == 0 {
+            return Ok(0);
+        }
         let mut p = self.partition(partition)?.lock();
         let rows = p.append(batch)?;
         if p.open_rows() >= self.seal_rows {
@@ -305,7 +368,7 @@ impl Table {
         to: Option<i64>,
     ) -> Vec<StoredBatch> {
         let schema = self.schema();
-        let cutoff = self.retention_cutoff(crate::now_micros());
+        let cutoff = self.visible_from(crate::now_micros());
         let from = match cutoff {
             Some(cutoff) => Some(from.map_or(cutoff, |f| f.max(cutoff))),
             None => from,
@@ -367,6 +430,18 @@ impl Table {
     /// Packs sealed batches made at least `age` ago; returns how many.
     pub(crate) fn pack_cold(&self, age: Duration) -> usize {
         self.each_partition("packing cold batches", |p| p.pack_cold(age))
+    }
+
+    /// Packs every plain sealed batch, calling `between` after each
+    /// partition that packed some.
+    pub(crate) fn pack_all(&self, between: &dyn Fn()) -> usize {
+        self.each_partition("packing batches", |p| {
+            let packed = p.pack_cold(Duration::ZERO)?;
+            if packed > 0 {
+                between();
+            }
+            Ok(packed)
+        })
     }
 
     /// Memory of the table's batches: plain ones, packed ones, and what the
@@ -443,6 +518,98 @@ mod tests {
         let t = Table::new("t", &config);
         t.evolve(|s| ((), s.accept("t", [("x", ColumnType::Int64)]).unwrap()));
         t
+    }
+
+    #[test]
+    fn slices_count_only_their_own_rows() {
+        use crate::partition::slice_bytes;
+        use arrow::array::{ArrayRef, ListBuilder, StringBuilder};
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        for i in 0..1000 {
+            tags.values().append_value(format!("tag-{i}"));
+            tags.values().append_value("x");
+            tags.append(true);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(0..1000)),
+            Arc::new(tags.finish()),
+        ];
+        let batch = RecordBatch::try_from_iter(["n", "tags"].into_iter().zip(columns)).unwrap();
+        let whole = slice_bytes(&batch);
+        let parts: usize = (0..10)
+            .map(|k| slice_bytes(&batch.slice(k * 100, 100)))
+            .sum();
+        assert!(whole > 2 * 8000, "{whole}");
+        assert!(
+            parts.abs_diff(whole) < whole / 20,
+            "ten slices {parts} vs whole {whole}"
+        );
+        assert!(
+            batch.slice(0, 100).get_array_memory_size() > whole,
+            "arrow counts a slice's whole buffers"
+        );
+    }
+
+    #[test]
+    fn an_eviction_cut_off_hides_drops_and_keeps_out_older_rows() {
+        let t = table(2);
+        t.append(0, batch(&[1, 2], Some(&[1, 2]))).unwrap();
+        t.append(0, batch(&[10, 11], Some(&[10, 11]))).unwrap();
+        t.append(1, batch(&[3, 4, 12, 13], Some(&[3, 4, 12, 13])))
+            .unwrap();
+        assert_eq!(t.pack_cold(Duration::ZERO), 3);
+        assert!(t.keep_from(10));
+        assert!(!t.keep_from(5), "a cut-off never goes back");
+        assert_eq!(t.kept_from(), Some(10));
+        let seen: usize = t
+            .batches(&[0, 1], None, None)
+            .iter()
+            .map(|b| b.plain().unwrap().num_rows())
+            .sum();
+        assert_eq!(seen, 4, "scans hide older rows at once");
+        assert_eq!(
+            t.expire(crate::now_micros()),
+            2,
+            "one batch dropped, one cut"
+        );
+        assert_eq!(t.rows(), 4);
+        assert_eq!(t.bytes().plain, 0, "the cut batch stays packed");
+        assert_eq!(
+            t.append(0, batch(&[3, 12], Some(&[3, 12]))).unwrap(),
+            1,
+            "a row before the cut-off is not stored"
+        );
+        assert_eq!(t.append(0, batch(&[5], Some(&[5]))).unwrap(), 0);
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_events_first_across_tables() {
+        let store = crate::Store::new(StoreConfig {
+            partitions: 4,
+            seal_rows: 2,
+            ..StoreConfig::default()
+        });
+        let old = store.get_or_create("old").unwrap();
+        let new = store.get_or_create("new").unwrap();
+        old.append(0, batch(&[100, 199], None)).unwrap();
+        new.append(0, batch(&[300, 399], None)).unwrap();
+        new.append(1, batch(&[400, 499], None)).unwrap();
+        let old_bytes = old.memory_bytes();
+        let cut = store.eviction_cutoff(old_bytes).unwrap();
+        assert_eq!(cut, 200, "all of the old table's batch, nothing newer");
+        let cut = store
+            .eviction_cutoff(old_bytes + new.memory_bytes() / 4)
+            .unwrap();
+        assert!(
+            (300..400).contains(&cut),
+            "{cut}: into the newer table's oldest batch"
+        );
+        assert_eq!(store.eviction_cutoff(u64::MAX), Some(500), "everything");
+        assert!(
+            crate::Store::new(StoreConfig::default())
+                .eviction_cutoff(1)
+                .is_none()
+        );
     }
 
     #[test]
@@ -726,7 +893,7 @@ mod tests {
         let packed = plain.pack().unwrap();
         assert!(packed.is_packed());
         assert!(
-            packed.memory_bytes() * 2 < plain.memory_bytes(),
+            packed.memory_bytes() * 10 < plain.memory_bytes() * 6,
             "{} packed against {} plain",
             packed.memory_bytes(),
             plain.memory_bytes()

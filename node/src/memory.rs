@@ -1,0 +1,359 @@
+//! The node's memory budget (`--memory-limit`): running queries get a
+//! pool within it, data the rest. Near the data budget, cold batches are
+//! packed first; if that is not enough the oldest events are evicted,
+//! across tables, by raising each table's "oldest kept" cut-off. The
+//! cut-offs are gossiped and every node applies the latest one it hears
+//! of, so that replicas stay interchangeable for coverage plans.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_ingest::replica::Hints;
+use atoll_ring::Membership;
+use atoll_store::Store;
+
+use crate::config::{ByteSize, ServeArgs};
+
+/// What a node may hold in memory, split between data and queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub limit: usize,
+    /// The node-wide pool of running queries.
+    pub queries: usize,
+    /// One query's cap, within `queries`.
+    pub per_query: usize,
+}
+
+impl MemoryBudget {
+    /// From the flags: the limit defaults to half of the machine's memory
+    /// (or of its cgroup's limit), the query pool to a quarter of the
+    /// limit, one query's cap to half of the pool.
+    pub fn from_args(args: &ServeArgs) -> Result<MemoryBudget, String> {
+        let limit = match args.memory_limit {
+            Some(ByteSize(l)) => l,
+            None => machine_memory()
+                .map(|m| m / 2)
+                .ok_or("cannot read the machine's memory size: give --memory-limit")?,
+        };
+        let queries = args.query_memory.map_or(limit / 4, |q| q.0);
+        if queries >= limit {
+            return Err(format!(
+                "--query-memory ({}) must be less than --memory-limit ({}): queries count within it",
+                mib(queries),
+                mib(limit)
+            ));
+        }
+        let per_query = args
+            .query_memory_per_query
+            .map_or(queries / 2, |q| q.0)
+            .min(queries);
+        Ok(MemoryBudget {
+            limit,
+            queries,
+            per_query,
+        })
+    }
+
+    /// What the data may take.
+    pub fn data(&self) -> u64 {
+        (self.limit - self.queries) as u64
+    }
+
+    /// Above this, batches are packed and then the oldest evicted...
+    fn high(&self) -> u64 {
+        self.data() / 10 * 9
+    }
+
+    /// ...down to this.
+    fn low(&self) -> u64 {
+        self.data() / 4 * 3
+    }
+
+    /// Resident memory above which free memory is handed back at once.
+    fn high_resident(&self) -> u64 {
+        self.limit as u64 / 10 * 9
+    }
+}
+
+/// This process's resident memory, from `/proc/self/statm`.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+pub fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// The machine's memory, or its cgroup's limit when lower.
+fn machine_memory() -> Option<usize> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })?;
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(f).ok())
+    .filter_map(|v| v.trim().parse::<usize>().ok())
+    .min();
+    Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
+/// The gossiped stat of a table's cut-off: `kept_from.TABLE` =
+/// `CUTOFF,SET_AT` (µs since the epoch both). `SET_AT` lets a node ignore
+/// a cut-off of a table that was dropped since.
+const STAT_KEPT_FROM: &str = "kept_from.";
+
+/// Evictions made by this node.
+#[derive(Clone)]
+pub struct EvictionMetrics {
+    pub evictions: prometheus::IntCounter,
+}
+
+impl EvictionMetrics {
+    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<EvictionMetrics> {
+        let evictions = prometheus::IntCounter::new(
+            "atoll_evictions_total",
+            "Times this node evicted its oldest events to stay within --memory-limit",
+        )?;
+        registry.register(Box::new(evictions.clone()))?;
+        Ok(EvictionMetrics { evictions })
+    }
+}
+
+/// Keeps the node's data within its budget, and applies the cluster's
+/// cut-offs; checks every 200 ms.
+pub struct Evictor {
+    pub store: Arc<Store>,
+    pub hints: Arc<Hints>,
+    pub membership: Arc<Membership>,
+    pub budget: MemoryBudget,
+    pub metrics: EvictionMetrics,
+    /// The cut-offs this node gossips, with when it set them.
+    gossiped: BTreeMap<String, (i64, i64)>,
+}
+
+impl Evictor {
+    pub fn new(
+        store: Arc<Store>,
+        hints: Arc<Hints>,
+        membership: Arc<Membership>,
+        budget: MemoryBudget,
+        metrics: EvictionMetrics,
+    ) -> Evictor {
+        Evictor {
+            store,
+            hints,
+            membership,
+            budget,
+            metrics,
+            gossiped: BTreeMap::new(),
+        }
+    }
+
+    pub fn spawn(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.round().await,
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Data held: this node's tables and the hints it keeps for others.
+    fn used(&self) -> u64 {
+        let hints: u64 = self
+            .hints
+            .stores()
+            .iter()
+            .map(|(_, s)| s.memory_bytes())
+            .sum();
+        self.store.memory_bytes() + hints
+    }
+
+    /// The data's memory as far as the budget is concerned: what its
+    /// batches hold, plus how far the whole process is over 90% of the
+    /// limit (buffers of requests in flight and the allocator's slack count
+    /// against the data too) — unless the data is down to a quarter of its
+    /// budget: what the process holds beyond that is not the data's to
+    /// give back, and evicting more would empty the tables for nothing.
+    fn pressure(&self) -> u64 {
+        let used = self.used();
+        let floor = self.budget.data() / 4;
+        let over = resident_bytes().map_or(0, |r| r.saturating_sub(self.budget.high_resident()));
+        if used > floor {
+            used + over.min(used - floor)
+        } else {
+            used
+        }
+    }
+
+    async fn round(&mut self) {
+        // Ingest churns through buffers that the allocator keeps once
+        // freed; near the limit they go back to the system at every check
+        // rather than only when batches are sealed.
+        if resident_bytes().is_some_and(|r| r > self.budget.high_resident()) {
+            let _ = tokio::task::spawn_blocking(crate::release_free_memory).await;
+        }
+        let mut raised = false;
+        let pressure = self.pressure();
+        self.store.measured_memory(pressure, self.budget.data());
+        if pressure > self.budget.high() {
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.pack_all(&crate::release_free_memory);
+            })
+            .await;
+            let pressure = self.pressure();
+            if pressure > self.budget.high() {
+                let floor = self.budget.data() / 4;
+                let excess = pressure - self.budget.low();
+                raised |= self.evict(excess.min(self.used().saturating_sub(floor)));
+            }
+        }
+        raised |= self.apply_cluster_cutoffs().await;
+        if raised {
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.expire();
+                crate::release_free_memory();
+            })
+            .await;
+        }
+        self.store
+            .measured_memory(self.pressure(), self.budget.data());
+        self.gossip().await;
+    }
+
+    /// Raises the cut-off of every table holding events older than the
+    /// instant that frees `bytes`; true if one rose.
+    fn evict(&self, bytes: u64) -> bool {
+        let Some(cut) = self.store.eviction_cutoff(bytes) else {
+            return false;
+        };
+        let mut raised = false;
+        for t in self.store.tables() {
+            if t.oldest_time().is_some_and(|oldest| oldest < cut) && t.keep_from(cut) {
+                raised = true;
+                tracing::info!(
+                    table = t.name(),
+                    kept_from = %atoll_store::rfc3339(cut),
+                    budget = %mib(self.budget.data() as usize),
+                    "evicted the oldest events to stay within the memory limit"
+                );
+            }
+        }
+        if raised {
+            self.metrics.evictions.inc();
+        }
+        raised
+    }
+
+    /// Applies the latest cut-off any node gossips for each table; true if
+    /// one rose here.
+    async fn apply_cluster_cutoffs(&self) -> bool {
+        let mut raised = false;
+        for m in self.membership.members().await {
+            for (key, value) in &m.stats {
+                let Some(table) = key.strip_prefix(STAT_KEPT_FROM) else {
+                    continue;
+                };
+                let Some((cut, at)) = parse_cutoff(value) else {
+                    continue;
+                };
+                let dropped_since = self.store.dropped_at(table).is_some_and(|d| d.micros >= at);
+                if let Some(t) = self.store.table(table).filter(|_| !dropped_since) {
+                    raised |= t.keep_from(cut);
+                }
+            }
+        }
+        raised
+    }
+
+    /// Gossips the cut-off of every table that has one, and withdraws those
+    /// of tables dropped here.
+    async fn gossip(&mut self) {
+        let now = atoll_store::now_micros();
+        let mut current = BTreeMap::new();
+        for t in self.store.tables() {
+            if let Some(cut) = t.kept_from() {
+                let at = match self.gossiped.get(t.name()) {
+                    Some(&(c, at)) if c == cut => at,
+                    _ => now,
+                };
+                current.insert(t.name().to_string(), (cut, at));
+            }
+        }
+        for (table, &(cut, at)) in &current {
+            if self.gossiped.get(table) != Some(&(cut, at)) {
+                let key = format!("{STAT_KEPT_FROM}{table}");
+                self.membership.set_stat(&key, format!("{cut},{at}")).await;
+            }
+        }
+        for table in self.gossiped.keys().filter(|t| !current.contains_key(*t)) {
+            let key = format!("{STAT_KEPT_FROM}{table}");
+            self.membership.set_stat(&key, "").await;
+        }
+        self.gossiped = current;
+    }
+}
+
+fn parse_cutoff(value: &str) -> Option<(i64, i64)> {
+    let (cut, at) = value.split_once(',')?;
+    Some((cut.parse().ok()?, at.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn budget(flags: &[&str]) -> Result<MemoryBudget, String> {
+        let cli = Cli::try_parse_from(std::iter::once("atoll").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        MemoryBudget::from_args(&cli.serve)
+    }
+
+    #[test]
+    fn queries_count_within_the_limit() {
+        let b = budget(&["--memory-limit", "256MiB"]).unwrap();
+        assert_eq!(b.limit, 256 << 20);
+        assert_eq!(b.queries, 64 << 20);
+        assert_eq!(b.per_query, 32 << 20);
+        assert_eq!(b.data(), 192 << 20);
+        let b = budget(&["--memory-limit", "1GiB", "--query-memory", "100MiB"]).unwrap();
+        assert_eq!((b.queries, b.per_query), (100 << 20, 50 << 20));
+        let err = budget(&["--memory-limit", "100MiB", "--query-memory", "1GiB"]).unwrap_err();
+        assert!(
+            err.contains("--query-memory") && err.contains("--memory-limit"),
+            "{err}"
+        );
+        let machine = budget(&[]).unwrap();
+        assert!(machine.limit > 0 && machine.queries == machine.limit / 4);
+    }
+
+    #[test]
+    fn cutoffs_read_back() {
+        assert_eq!(parse_cutoff("12,34"), Some((12, 34)));
+        assert_eq!(parse_cutoff(""), None);
+        assert_eq!(parse_cutoff("x,1"), None);
+    }
+}
