@@ -285,6 +285,15 @@ impl Handoff {
         }
     }
 
+    /// The replicas of `p` other than this node.
+    fn other_replicas<'r>(&self, ring: &'r Ring, n: usize, p: u32) -> Vec<&'r String> {
+        let me = self.replicator.membership.node_name();
+        ring.primaries(p, n)
+            .into_iter()
+            .filter(|r| r.as_str() != me)
+            .collect()
+    }
+
     /// Fetches the writes of partition `p` this node misses from its other
     /// up replicas; true when that makes it complete (every replica was
     /// asked and one of them was complete, or all replicas are up).
@@ -295,20 +304,11 @@ impl Handoff {
         p: u32,
         members: &[Member],
     ) -> Result<bool, String> {
-        let me = self.replicator.membership.node_name();
-        let replicas: Vec<&String> = ring
-            .primaries(p, n)
-            .into_iter()
-            .filter(|r| r.as_str() != me)
-            .collect();
+        let replicas = self.other_replicas(ring, n, p);
         if replicas.is_empty() {
             return Ok(self.restarted.contains(&p));
         }
-        let peer = |name: &str| members.iter().find(|m| m.name == name);
-        let up: Vec<&Member> = replicas
-            .iter()
-            .filter_map(|r| peer(r).filter(|m| m.up && m.flight_addr.is_some()))
-            .collect();
+        let up = reachable(&replicas, members);
         let any_complete = up.iter().any(|m| !m.incomplete.contains(&p));
         let all_up = up.len() == replicas.len();
         if !any_complete && !all_up {
@@ -587,17 +587,7 @@ impl Handoff {
         ids: &HashSet<u64>,
         members: &[Member],
     ) -> Result<(), String> {
-        let me = self.replicator.membership.node_name();
-        let up: Vec<&Member> = ring
-            .primaries(p, n)
-            .into_iter()
-            .filter(|r| r.as_str() != me)
-            .filter_map(|r| {
-                members
-                    .iter()
-                    .find(|m| m.name == *r && m.up && m.flight_addr.is_some())
-            })
-            .collect();
+        let up = reachable(&self.other_replicas(ring, n, p), members);
         if up.is_empty() {
             return Err("no replica of it is up".into());
         }
@@ -674,6 +664,18 @@ fn pending_here(ring: &Ring, n: usize, p: u32, me: &str) -> bool {
     ring.pending_replicas(p, n).iter().any(|r| r.as_str() == me)
 }
 
+/// The nodes of `names` that are up and can be reached over Flight.
+fn reachable<'m>(names: &[&String], members: &'m [Member]) -> Vec<&'m Member> {
+    names
+        .iter()
+        .filter_map(|name| {
+            members
+                .iter()
+                .find(|m| m.name == **name && m.up && m.flight_addr.is_some())
+        })
+        .collect()
+}
+
 /// True while some up node gossips hints for `node`.
 fn hints_pending_for(node: &str, members: &[Member]) -> bool {
     members.iter().any(|m| {
@@ -692,14 +694,8 @@ mod tests {
         Member {
             name: name.into(),
             up,
-            http_addr: None,
-            flight_addr: None,
-            gossip_addr: None,
-            incomplete: Default::default(),
-            stats: Default::default(),
-            schemas: Default::default(),
-            dropped: Default::default(),
             ring_epoch,
+            ..Default::default()
         }
     }
 

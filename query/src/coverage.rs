@@ -66,14 +66,8 @@ mod tests {
         Member {
             name: name.into(),
             up,
-            http_addr: None,
-            flight_addr: None,
-            gossip_addr: None,
             incomplete: incomplete.iter().copied().collect(),
-            stats: Default::default(),
-            schemas: Default::default(),
-            dropped: Default::default(),
-            ring_epoch: None,
+            ..Default::default()
         }
     }
 

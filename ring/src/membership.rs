@@ -61,7 +61,7 @@ pub struct MembershipConfig {
 }
 
 /// What the cluster knows of one node.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Member {
     pub name: NodeId,
     pub up: bool,
