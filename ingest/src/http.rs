@@ -247,12 +247,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, IngestError> {
 /// What `GET /v1/tables` says of a table.
 pub fn describe(table: &Table) -> Value {
     let schema = table.schema();
+    let bytes = table.bytes();
     json!({
         "name": table.name(),
         "columns": schema.columns().iter().map(|(n, t)| json!({"name": n, "type": t.to_string()})).collect::<Vec<_>>(),
         "rows": table.rows(),
-        "memory_bytes": table.memory_bytes(),
-        "bytes": table.bytes(),
+        "memory_bytes": bytes.held(),
+        "bytes": bytes,
         "settings": table.settings(),
         // Events before this were evicted to stay within memory (null:
         // none were).

@@ -101,7 +101,7 @@ impl NodeMetrics {
         self.table_memory.reset();
         self.table_bytes.reset();
         self.table_kept_from.reset();
-        self.data_memory.set(self.store.memory_bytes() as i64);
+        let mut data = 0;
         for t in self.store.tables() {
             if let Some(k) = t.kept_from() {
                 self.table_kept_from
@@ -123,8 +123,10 @@ impl NodeMetrics {
                 .set(t.rows() as i64);
             self.table_memory
                 .with_label_values(&[t.name()])
-                .set(t.memory_bytes() as i64);
+                .set(bytes.held() as i64);
+            data += bytes.held();
         }
+        self.data_memory.set(data as i64);
         self.query_memory.set(self.engine.memory_in_use() as i64);
         let mut out = Vec::new();
         TextEncoder::new()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use arrow::array::AsArray;
 use arrow::array::{Array, RecordBatch, RecordBatchOptions, TimestampMicrosecondArray};
 use arrow::compute::{concat_batches, max, min, sort_to_indices, take_record_batch};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::StoreError;
 use crate::schema::{TIME_COLUMN, TableSchema, adapt_batch};
@@ -87,12 +87,7 @@ impl StoredBatch {
         if columns.is_some_and(|c| c.is_empty()) && self.window == (None, None) {
             // count(*) and the like: the row count is known without
             // decompressing anything.
-            let options = RecordBatchOptions::new().with_row_count(Some(packed.rows));
-            return Ok(RecordBatch::try_new_with_options(
-                Arc::new(Schema::empty()),
-                vec![],
-                &options,
-            )?);
+            return rebuilt(vec![], vec![], packed.rows);
         }
         let projection: Option<Vec<usize>> = columns.map(|names| {
             packed
@@ -285,7 +280,7 @@ pub(crate) fn dictionary_encoded(batch: &RecordBatch) -> Result<RecordBatch, Sto
 
 /// A batch of these columns (keeping its row count when there are none).
 fn rebuilt(
-    fields: Vec<arrow::datatypes::Field>,
+    fields: Vec<Field>,
     columns: Vec<arrow::array::ArrayRef>,
     rows: usize,
 ) -> Result<RecordBatch, StoreError> {
@@ -304,27 +299,26 @@ const DICTIONARY_ROWS: usize = 10;
 /// A packed batch as read back, with its dictionary-encoded columns
 /// decoded to the types of `schema` (scans see the table's types).
 fn undictionary(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch, StoreError> {
-    if !batch
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| f.name() != WRITE_COLUMN && matches!(f.data_type(), DataType::Dictionary(..)))
-    {
+    let wanted = |f: &Field| {
+        schema
+            .field_with_name(f.name())
+            .map_or(f.data_type(), |w| w.data_type())
+            .clone()
+    };
+    let read = batch.schema();
+    if read.fields().iter().all(|f| &wanted(f) == f.data_type()) {
         return Ok(batch);
     }
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let wanted = schema
-            .field_with_name(field.name())
-            .map_or(field.data_type(), |f| f.data_type());
-        if wanted == field.data_type() {
-            fields.push(field.as_ref().clone());
-            columns.push(column.clone());
+    for (field, column) in read.fields().iter().zip(batch.columns()) {
+        let wanted = wanted(field);
+        columns.push(if &wanted == field.data_type() {
+            column.clone()
         } else {
-            fields.push(field.as_ref().clone().with_data_type(wanted.clone()));
-            columns.push(arrow::compute::cast(column, wanted)?);
-        }
+            arrow::compute::cast(column, &wanted)?
+        });
+        fields.push(field.as_ref().clone().with_data_type(wanted));
     }
     rebuilt(fields, columns, batch.num_rows())
 }
@@ -344,7 +338,7 @@ pub fn slice_bytes(batch: &RecordBatch) -> usize {
 /// `get_slice_memory_size`, but a list counts only its slice of the values
 /// (arrow counts all of them).
 fn data_bytes(d: &arrow::array::ArrayData) -> usize {
-    if let arrow::datatypes::DataType::List(_) = d.data_type() {
+    if let DataType::List(_) = d.data_type() {
         let offsets = &d.buffer::<i32>(0)[..=d.len()];
         let (start, end) = (offsets[0] as usize, offsets[d.len()] as usize);
         let values = d.child_data()[0].slice(start, end - start);
@@ -573,14 +567,6 @@ impl Partition {
 
     pub(crate) fn rows(&self) -> usize {
         self.sealed.iter().map(StoredBatch::rows).sum::<usize>() + self.open_rows
-    }
-
-    pub(crate) fn memory_bytes(&self) -> usize {
-        self.sealed
-            .iter()
-            .chain(&self.open)
-            .map(StoredBatch::memory_bytes)
-            .sum()
     }
 }
 

@@ -53,6 +53,13 @@ pub struct TableBytes {
     pub compressed_plain: u64,
 }
 
+impl TableBytes {
+    /// Memory held, in either form.
+    pub fn held(&self) -> u64 {
+        self.plain + self.compressed
+    }
+}
+
 pub struct Table {
     name: String,
     /// When this incarnation of the table was created here (µs since the
@@ -194,10 +201,8 @@ impl Table {
     /// Events before this (µs) are not served at `now`: past retention, or
     /// evicted for memory.
     pub fn visible_from(&self, now: i64) -> Option<i64> {
-        match (self.retention_cutoff(now), self.kept_from()) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        // None orders below any Some.
+        self.retention_cutoff(now).max(self.kept_from())
     }
 
     /// Drops (or cuts) the sealed batches past retention or the eviction
@@ -481,10 +486,7 @@ impl Table {
     }
 
     pub fn memory_bytes(&self) -> u64 {
-        self.partitions
-            .iter()
-            .map(|p| p.lock().memory_bytes() as u64)
-            .sum()
+        self.bytes().held()
     }
 }
 
