@@ -70,6 +70,11 @@ impl MemoryBudget {
         self.data() / 4 * 3
     }
 
+    /// Data is never evicted below this, whatever the process holds.
+    fn floor(&self) -> u64 {
+        self.data() / 4
+    }
+
     /// Resident memory above which free memory is handed back at once.
     fn high_resident(&self) -> u64 {
         self.limit as u64 / 10 * 9
@@ -189,15 +194,17 @@ impl Evictor {
     /// against the data too) — unless the data is down to a quarter of its
     /// budget: what the process holds beyond that is not the data's to
     /// give back, and evicting more would empty the tables for nothing.
-    fn pressure(&self) -> u64 {
+    /// Returns it with what the batches hold.
+    fn pressure(&self) -> (u64, u64) {
         let used = self.used();
-        let floor = self.budget.data() / 4;
+        let floor = self.budget.floor();
         let over = resident_bytes().map_or(0, |r| r.saturating_sub(self.budget.high_resident()));
-        if used > floor {
+        let pressure = if used > floor {
             used + over.min(used - floor)
         } else {
             used
-        }
+        };
+        (pressure, used)
     }
 
     async fn round(&mut self) {
@@ -208,19 +215,19 @@ impl Evictor {
             let _ = tokio::task::spawn_blocking(crate::release_free_memory).await;
         }
         let mut raised = false;
-        let pressure = self.pressure();
+        let (pressure, _) = self.pressure();
         self.store.measured_memory(pressure, self.budget.data());
-        if pressure > self.budget.high() {
+        let packed = pressure > self.budget.high();
+        if packed {
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 store.pack_all(&crate::release_free_memory);
             })
             .await;
-            let pressure = self.pressure();
+            let (pressure, used) = self.pressure();
             if pressure > self.budget.high() {
-                let floor = self.budget.data() / 4;
                 let excess = pressure - self.budget.low();
-                raised |= self.evict(excess.min(self.used().saturating_sub(floor)));
+                raised |= self.evict(excess.min(used.saturating_sub(self.budget.floor())));
             }
         }
         raised |= self.apply_cluster_cutoffs().await;
@@ -232,8 +239,13 @@ impl Evictor {
             })
             .await;
         }
-        self.store
-            .measured_memory(self.pressure(), self.budget.data());
+        // Writers waiting for room go once this round's work shows; with
+        // nothing packed or dropped, the first measurement (and what was
+        // written since) still holds.
+        if packed || raised {
+            self.store
+                .measured_memory(self.pressure().0, self.budget.data());
+        }
         self.gossip().await;
     }
 
