@@ -218,6 +218,26 @@ async fn wait_until_whole(cluster: &Cluster, rows: u64) {
     }
 }
 
+/// Waits (at most 15 s: a few handoff rounds, well under anti-entropy's
+/// 30 s) until every running node answers `sql` with `expected`.
+async fn every_node_answers(cluster: &Cluster, sql: &str, expected: &[Value]) {
+    let started = Instant::now();
+    for s in cluster.running() {
+        loop {
+            let rows = s.rows(sql).await;
+            if rows[0] == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{} answers {rows:?}",
+                s.url
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
 async fn counts(s: &Server) -> (i64, i64) {
     let rows = s.rows("SELECT count(*), count(DISTINCT id) FROM ev").await;
     (rows[0][0].as_i64().unwrap(), rows[0][1].as_i64().unwrap())
@@ -389,21 +409,12 @@ async fn a_join_and_a_leave_hand_partitions_over() {
     // writes to it, and former replicas hand late writes on before they
     // drop a partition: every node answers every event, once, within a
     // few handoff rounds (well before anti-entropy's 30 s).
-    let started = Instant::now();
-    for s in cluster.running() {
-        loop {
-            let seen = counts(s).await;
-            if seen == (80_000, 80_000) {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "{} answers {seen:?}",
-                s.url
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    every_node_answers(
+        &cluster,
+        "SELECT count(*), count(DISTINCT id) FROM ev",
+        &[json!(80_000), json!(80_000)],
+    )
+    .await;
     // Each node holds exactly the partitions the ring gives it (N=2).
     let started = Instant::now();
     loop {
@@ -525,21 +536,12 @@ async fn a_late_write_to_a_former_replica_is_handed_on() {
     assert_eq!(acks.len(), 1, "n0 acknowledged the write");
     // Anti-entropy cannot bring it (N=1: the partition has no other
     // replica); only the hand-back can, within a few 1 s rounds.
-    let started = Instant::now();
-    for s in cluster.running() {
-        loop {
-            let rows = s.rows("SELECT count(*), sum(i) FROM late").await;
-            if rows[0] == vec![json!(2003), json!(1_999_000 + 21_003)] {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "{} answers {rows:?}",
-                s.url
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
+    every_node_answers(
+        &cluster,
+        "SELECT count(*), sum(i) FROM late",
+        &[json!(2003), json!(1_999_000 + 21_003)],
+    )
+    .await;
     cluster
         .wait_until("n0 no longer holds the partition", |v| {
             v["node"] != "n0"
