@@ -85,10 +85,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let node = Node::start(&args).await?;
-        tracing::info!(
-            partitions = args.partitions,
-            "data is kept in memory only: it is lost when the node stops"
-        );
+        tracing::info!(partitions = args.partitions, "started");
         if let Some(secret) = &node.generated_secret {
             eprintln!("atoll: generated cluster secret {secret} (pass it to joining nodes as --cluster-secret)");
         }
