@@ -25,8 +25,11 @@ pub struct PutCommand {
 }
 
 /// How long a write waits for eviction to make room before it is stored
-/// anyway (an acknowledged write must not fail for lack of memory).
-const ROOM_WAIT: Duration = Duration::from_secs(10);
+/// anyway (an acknowledged write must not fail for lack of memory). Well
+/// under the coordinator's timeout: a held replica write that answered late
+/// would fail the request it was holding back.
+const ROOM_WAIT: Duration = Duration::from_secs(3);
+const _: () = assert!(ROOM_WAIT.as_secs() * 3 <= crate::replicate::REPLICA_TIMEOUT.as_secs());
 
 /// Writes held by this node for down primaries, kept apart from its own
 /// data (they are not this node's to serve) until handed off.

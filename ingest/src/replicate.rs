@@ -21,6 +21,10 @@ use tonic::transport::Channel;
 use crate::IngestError;
 use crate::replica::{LocalReplica, PutCommand};
 
+/// How long a coordinator waits for one node's answer before it counts that
+/// replica as failed.
+pub(crate) const REPLICA_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// gRPC metadata carrying the cluster secret on every internal call.
 pub const SECRET_HEADER: &str = "x-atoll-secret";
 /// gRPC metadata naming the down primary a fallback holds a write for.
@@ -232,7 +236,7 @@ impl Replicator {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10))
+            .timeout(REPLICA_TIMEOUT)
             .connect_lazy();
         let client = FlightServiceClient::new(channel)
             .max_decoding_message_size(256 << 20)

@@ -137,46 +137,25 @@ impl EvictionMetrics {
 /// Keeps the node's data within its budget, and applies the cluster's
 /// cut-offs; checks every 200 ms.
 pub struct Evictor {
-    pub store: Arc<Store>,
-    pub hints: Arc<Hints>,
-    pub membership: Arc<Membership>,
-    pub budget: MemoryBudget,
-    pub metrics: EvictionMetrics,
+    gauge: Gauge,
+    store: Arc<Store>,
+    membership: Arc<Membership>,
+    budget: MemoryBudget,
+    metrics: EvictionMetrics,
     /// The cut-offs this node gossips, with when it set them.
     gossiped: BTreeMap<String, (i64, i64)>,
 }
 
-impl Evictor {
-    pub fn new(
-        store: Arc<Store>,
-        hints: Arc<Hints>,
-        membership: Arc<Membership>,
-        budget: MemoryBudget,
-        metrics: EvictionMetrics,
-    ) -> Evictor {
-        Evictor {
-            store,
-            hints,
-            membership,
-            budget,
-            metrics,
-            gossiped: BTreeMap::new(),
-        }
-    }
+/// Measures the data against the budget, and tells writers waiting for
+/// room (`Store::wait_for_room`) what it found.
+#[derive(Clone)]
+struct Gauge {
+    store: Arc<Store>,
+    hints: Arc<Hints>,
+    budget: MemoryBudget,
+}
 
-    pub fn spawn(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => self.round().await,
-                    _ = stop.changed() => return,
-                }
-            }
-        });
-    }
-
+impl Gauge {
     /// Data held: this node's tables and the hints it keeps for others.
     fn used(&self) -> u64 {
         let hints: u64 = self
@@ -207,6 +186,50 @@ impl Evictor {
         (pressure, used)
     }
 
+    /// Measures, and lets writers through if there is room; returns the
+    /// pressure and what the batches hold.
+    fn measure(&self) -> (u64, u64) {
+        let (pressure, used) = self.pressure();
+        self.store.measured_memory(pressure, self.budget.data());
+        (pressure, used)
+    }
+}
+
+impl Evictor {
+    pub fn new(
+        store: Arc<Store>,
+        hints: Arc<Hints>,
+        membership: Arc<Membership>,
+        budget: MemoryBudget,
+        metrics: EvictionMetrics,
+    ) -> Evictor {
+        Evictor {
+            gauge: Gauge {
+                store: store.clone(),
+                hints,
+                budget,
+            },
+            store,
+            membership,
+            budget,
+            metrics,
+            gossiped: BTreeMap::new(),
+        }
+    }
+
+    pub fn spawn(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.round().await,
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
     async fn round(&mut self) {
         // Ingest churns through buffers that the allocator keeps once
         // freed; near the limit they go back to the system at every check
@@ -214,23 +237,48 @@ impl Evictor {
         if resident_bytes().is_some_and(|r| r > self.budget.high_resident()) {
             let _ = tokio::task::spawn_blocking(crate::release_free_memory).await;
         }
-        let mut raised = false;
-        let (pressure, _) = self.pressure();
-        self.store.measured_memory(pressure, self.budget.data());
-        let packed = pressure > self.budget.high();
-        if packed {
-            let store = self.store.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                store.pack_all(&crate::release_free_memory);
-            })
-            .await;
-            let (pressure, used) = self.pressure();
-            if pressure > self.budget.high() {
-                let excess = pressure - self.budget.low();
-                raised |= self.evict(excess.min(used.saturating_sub(self.budget.floor())));
-            }
+        // Over the budget itself, writers are held: the excess goes at
+        // once, because packing takes seconds and a held replica write must
+        // answer its coordinator well within its timeout.
+        let (pressure, used) = self.gauge.measure();
+        if pressure > self.budget.data() {
+            let raised = self.evict(self.evictable(pressure - self.budget.high(), used));
+            self.expire_and_measure(raised).await;
         }
-        raised |= self.apply_cluster_cutoffs().await;
+        if self.gauge.pressure().0 > self.budget.high() {
+            self.pack().await;
+            let (pressure, used) = self.gauge.pressure();
+            let mut raised = pressure > self.budget.high()
+                && self.evict(self.evictable(pressure - self.budget.low(), used));
+            raised |= self.apply_cluster_cutoffs().await;
+            self.expire_and_measure(raised).await;
+        } else if self.apply_cluster_cutoffs().await {
+            self.expire_and_measure(true).await;
+        }
+        self.gossip().await;
+    }
+
+    /// Packs sealed batches until all are packed or writes have pushed the
+    /// data over its budget again (the next round evicts then).
+    async fn pack(&self) {
+        let gauge = self.gauge.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            gauge.store.pack_all(&|| {
+                crate::release_free_memory();
+                gauge.measure().0 <= gauge.budget.data()
+            });
+        })
+        .await;
+    }
+
+    /// Of `excess` bytes, what may be evicted without going under the floor.
+    fn evictable(&self, excess: u64, used: u64) -> u64 {
+        excess.min(used.saturating_sub(self.budget.floor()))
+    }
+
+    /// Drops what raised cut-offs hide (if any rose), then measures again,
+    /// so that writers waiting for room go once the work shows.
+    async fn expire_and_measure(&self, raised: bool) {
         if raised {
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -239,14 +287,7 @@ impl Evictor {
             })
             .await;
         }
-        // Writers waiting for room go once this round's work shows; with
-        // nothing packed or dropped, the first measurement (and what was
-        // written since) still holds.
-        if packed || raised {
-            self.store
-                .measured_memory(self.pressure().0, self.budget.data());
-        }
-        self.gossip().await;
+        self.gauge.measure();
     }
 
     /// Raises the cut-off of every table holding events older than the

@@ -261,21 +261,29 @@ pub(crate) fn dictionary_encoded(batch: &RecordBatch) -> Result<RecordBatch, Sto
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if field.data_type() == &DataType::Utf8 {
-            let encoded = arrow::compute::cast(column, &dictionary)?;
-            let distinct = encoded
-                .as_any_dictionary_opt()
-                .map_or(usize::MAX, |d| d.values().len());
-            if distinct.saturating_mul(DICTIONARY_ROWS) <= batch.num_rows() {
-                fields.push(field.as_ref().clone().with_data_type(dictionary.clone()));
-                columns.push(encoded);
-                continue;
-            }
+        let few = column
+            .as_string_opt::<i32>()
+            .is_some_and(|c| at_most_distinct(c, batch.num_rows() / DICTIONARY_ROWS));
+        if few {
+            fields.push(field.as_ref().clone().with_data_type(dictionary.clone()));
+            columns.push(arrow::compute::cast(column, &dictionary)?);
+            continue;
         }
         fields.push(field.as_ref().clone());
         columns.push(column.clone());
     }
     rebuilt(fields, columns, batch.num_rows())
+}
+
+/// Whether a string column holds at most `limit` distinct values; stops at
+/// the first one over, so that a column of unique strings costs a tenth of
+/// a full dictionary build.
+fn at_most_distinct(column: &arrow::array::StringArray, limit: usize) -> bool {
+    let mut seen = HashSet::with_capacity(limit.min(1024));
+    column.iter().flatten().all(|v| {
+        seen.insert(v);
+        seen.len() <= limit
+    })
 }
 
 /// A batch of these columns (keeping its row count when there are none).
@@ -614,4 +622,32 @@ fn union_schema(batches: &[StoredBatch], schema: &TableSchema) -> SchemaRef {
         )
         .collect::<Vec<_>>();
     std::sync::Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenth_distinct_is_the_dictionary_line() {
+        let column = |distinct: usize| {
+            let values = (0..1000).map(|i| (i % 7 != 0).then(|| format!("v{}", i % distinct)));
+            let batch = RecordBatch::try_from_iter([(
+                "s",
+                Arc::new(arrow::array::StringArray::from_iter(values)) as arrow::array::ArrayRef,
+            )])
+            .unwrap();
+            dictionary_encoded(&batch)
+                .unwrap()
+                .schema()
+                .field(0)
+                .data_type()
+                .clone()
+        };
+        assert!(
+            matches!(column(100), DataType::Dictionary(..)),
+            "100 in 1,000 rows"
+        );
+        assert_eq!(column(101), DataType::Utf8, "101 in 1,000 rows");
+    }
 }

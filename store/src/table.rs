@@ -244,14 +244,17 @@ impl Table {
     ) -> usize {
         let mut total = 0;
         for part in self.partitions.iter() {
-            match step(&mut part.lock()) {
-                Ok(n) => total += n,
-                Err(e) => {
-                    tracing::error!(table = %self.name, error = %e, "{what} failed; the batches stay as they were")
-                }
-            }
+            total += self.logged(what, step(&mut part.lock()));
         }
         total
+    }
+
+    /// A count, or 0 with the failure logged.
+    fn logged(&self, what: &str, done: Result<usize, StoreError>) -> usize {
+        done.unwrap_or_else(|e| {
+            tracing::error!(table = %self.name, error = %e, "{what} failed; the batches stay as they were");
+            0
+        })
     }
 
     /// Whether the settings fit the table's columns.
@@ -437,16 +440,19 @@ impl Table {
         self.each_partition("packing cold batches", |p| p.pack_cold(age))
     }
 
-    /// Packs every plain sealed batch, calling `between` after each
-    /// partition that packed some.
-    pub(crate) fn pack_all(&self, between: &dyn Fn()) -> usize {
-        self.each_partition("packing batches", |p| {
-            let packed = p.pack_cold(Duration::ZERO)?;
-            if packed > 0 {
-                between();
+    /// Packs every plain sealed batch, calling `go_on` (with no partition
+    /// locked: it may measure the table) after each partition that packed
+    /// some, and stopping when it answers false.
+    pub(crate) fn pack_all(&self, go_on: &dyn Fn() -> bool) -> usize {
+        let mut total = 0;
+        for part in self.partitions.iter() {
+            let packed = self.logged("packing batches", part.lock().pack_cold(Duration::ZERO));
+            total += packed;
+            if packed > 0 && !go_on() {
+                break;
             }
-            Ok(packed)
-        })
+        }
+        total
     }
 
     /// Memory of the table's batches: plain ones, packed ones, and what the
