@@ -60,13 +60,18 @@ struct Args {
     /// The nodes' `--fsync` policy, with `--data-dir`.
     #[arg(long, default_value = "always")]
     fsync: String,
+    /// Every node's `--memory-limit`: stated, so that figures do not
+    /// depend on the machine's memory (the node's default is half of it),
+    /// and large enough that no benchmark evicts.
+    #[arg(long, default_value = "4GiB")]
+    memory_limit: String,
     /// A flag for every node started (repeatable), e.g.
     /// `--node-arg=--compress-after=never`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
 }
 
-/// `--node-arg` of the run.
+/// `--memory-limit` and `--node-arg` of the run.
 static NODE_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 /// Time for the sealing passes after a load (sealing, compaction, packing
@@ -79,7 +84,10 @@ static PERSISTENCE: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    NODE_ARGS.get_or_init(|| args.node_args.clone());
+    NODE_ARGS.get_or_init(|| {
+        let limit = ["--memory-limit".to_string(), args.memory_limit.clone()];
+        limit.into_iter().chain(args.node_args.clone()).collect()
+    });
     if let Some(dir) = &args.data_dir {
         PERSISTENCE.get_or_init(|| (dir.clone(), args.fsync.clone()));
     }

@@ -63,9 +63,22 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Vec<ParsedEvent>, IngestError>
     }
 }
 
+/// The lines of a body, as `split` at `\n` gives them, found with memchr
+/// (a byte-by-byte split was 4% of ingest).
+pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body)
+        .chain(std::iter::once(body.len()))
+        .map(move |end| {
+            let line = &body[start..end];
+            start = end + 1;
+            line
+        })
+}
+
 /// NDJSON events; `first_line` numbers the body's first line in messages.
 pub fn parse_ndjson(body: &[u8], first_line: usize) -> Vec<ParsedEvent> {
-    body.split(|&b| b == b'\n')
+    lines(body)
         .enumerate()
         .map(|(n, line)| (n + first_line, line))
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
@@ -84,9 +97,7 @@ pub fn is_ndjson(body: &[u8], hint: bool) -> bool {
     if hint {
         return true;
     }
-    let mut lines = body
-        .split(|&b| b == b'\n')
-        .skip_while(|l| l.iter().all(u8::is_ascii_whitespace));
+    let mut lines = lines(body).skip_while(|l| l.iter().all(u8::is_ascii_whitespace));
     let first_is_object = lines
         .next()
         .is_some_and(|l| matches!(serde_json::from_slice::<Value>(l), Ok(Value::Object(_))));
@@ -99,13 +110,11 @@ pub fn is_ndjson(body: &[u8], hint: bool) -> bool {
 pub fn ndjson_pieces(body: &[u8], lines: usize) -> Vec<(usize, std::ops::Range<usize>)> {
     let mut pieces = Vec::new();
     let (mut start, mut first, mut count) = (0, 0, 0);
-    for (i, &b) in body.iter().enumerate() {
-        if b == b'\n' {
-            count += 1;
-            if count == lines {
-                pieces.push((first, start..i + 1));
-                (start, first, count) = (i + 1, first + lines, 0);
-            }
+    for i in memchr::memchr_iter(b'\n', body) {
+        count += 1;
+        if count == lines {
+            pieces.push((first, start..i + 1));
+            (start, first, count) = (i + 1, first + lines, 0);
         }
     }
     if start < body.len() {
@@ -139,6 +148,15 @@ fn kind(v: &Value) -> &'static str {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn lines_are_what_split_gives() {
+        for body in ["", "\n", "a", "a\n", "a\nb", "\n\na\n\n", "{}\r\n{}"] {
+            let ours: Vec<&[u8]> = lines(body.as_bytes()).collect();
+            let split: Vec<&[u8]> = body.as_bytes().split(|&b| b == b'\n').collect();
+            assert_eq!(ours, split, "{body:?}");
+        }
+    }
 
     #[test]
     fn object_array_and_ndjson() {

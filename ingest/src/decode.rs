@@ -31,7 +31,7 @@ pub fn ndjson_events(
     first_line: usize,
     arrival: i64,
 ) -> Vec<Result<FlatEvent<'_>, String>> {
-    body.split(|&b| b == b'\n')
+    body::lines(body)
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .enumerate()

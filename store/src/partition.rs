@@ -38,8 +38,16 @@ pub struct StoredBatch {
 
 #[derive(Debug, Clone)]
 enum Data {
-    Plain(RecordBatch),
+    /// With its memory, measured once when first asked: the budget's
+    /// measure walks every batch five times a second.
+    Plain(RecordBatch, std::sync::OnceLock<usize>),
     Packed(Arc<Packed>),
+}
+
+impl Data {
+    fn plain(batch: RecordBatch) -> Data {
+        Data::Plain(batch, std::sync::OnceLock::new())
+    }
 }
 
 /// A cold batch in LZ4-compressed Arrow IPC, with what the store needs of
@@ -63,7 +71,7 @@ impl StoredBatch {
             })?;
         let (time_min, time_max) = (min(time).unwrap_or(i64::MAX), max(time).unwrap_or(i64::MIN));
         Ok(StoredBatch {
-            data: Data::Plain(batch),
+            data: Data::plain(batch),
             time_min,
             time_max,
             sorted: false,
@@ -81,7 +89,7 @@ impl StoredBatch {
     /// batch decompresses only those.
     pub fn read(&self, columns: Option<&[&str]>) -> Result<RecordBatch, StoreError> {
         let packed = match &self.data {
-            Data::Plain(b) => return Ok(b.clone()),
+            Data::Plain(b, _) => return Ok(b.clone()),
             Data::Packed(p) => p,
         };
         if columns.is_some_and(|c| c.is_empty()) && self.window == (None, None) {
@@ -112,14 +120,14 @@ impl StoredBatch {
     /// The plain batch, if this one is not packed.
     fn plain_ref(&self) -> Option<&RecordBatch> {
         match &self.data {
-            Data::Plain(b) => Some(b),
+            Data::Plain(b, _) => Some(b),
             Data::Packed(_) => None,
         }
     }
 
     pub fn schema(&self) -> SchemaRef {
         match &self.data {
-            Data::Plain(b) => b.schema(),
+            Data::Plain(b, _) => b.schema(),
             Data::Packed(p) => p.schema.clone(),
         }
     }
@@ -131,7 +139,7 @@ impl StoredBatch {
     /// The ids of the writes whose rows this batch holds.
     pub fn write_ids(&self) -> HashSet<u64> {
         match &self.data {
-            Data::Plain(b) => writes::ids_in(b),
+            Data::Plain(b, _) => writes::ids_in(b),
             Data::Packed(p) => p.ids.clone(),
         }
     }
@@ -149,7 +157,7 @@ impl StoredBatch {
         let packed = Packed {
             schema: batch.schema(),
             rows: batch.num_rows(),
-            plain_bytes: slice_bytes(batch),
+            plain_bytes: self.plain_bytes(),
             ids: writes::ids_in(batch),
             ipc,
         };
@@ -172,7 +180,7 @@ impl StoredBatch {
         }
         let order = sort_to_indices(&self.times()?, None, None)?;
         Ok(StoredBatch {
-            data: Data::Plain(take_record_batch(&self.plain()?, &order)?),
+            data: Data::plain(take_record_batch(&self.plain()?, &order)?),
             sorted: true,
             made: Instant::now(),
             ..self
@@ -202,7 +210,7 @@ impl StoredBatch {
             };
         };
         StoredBatch {
-            data: Data::Plain(time_slice(batch, from, to)),
+            data: Data::plain(time_slice(batch, from, to)),
             ..self.clone()
         }
     }
@@ -230,7 +238,7 @@ impl StoredBatch {
     /// Rows held (of a packed batch cut by a window: before the cut).
     pub fn rows(&self) -> usize {
         match &self.data {
-            Data::Plain(b) => b.num_rows(),
+            Data::Plain(b, _) => b.num_rows(),
             Data::Packed(p) => p.rows,
         }
     }
@@ -238,7 +246,7 @@ impl StoredBatch {
     /// Memory held: the compressed bytes of a packed batch.
     pub fn memory_bytes(&self) -> usize {
         match &self.data {
-            Data::Plain(b) => slice_bytes(b),
+            Data::Plain(b, bytes) => *bytes.get_or_init(|| slice_bytes(b)),
             Data::Packed(p) => p.ipc.len(),
         }
     }
@@ -246,7 +254,7 @@ impl StoredBatch {
     /// Memory the rows take plain (for a packed batch: before packing).
     pub fn plain_bytes(&self) -> usize {
         match &self.data {
-            Data::Plain(b) => slice_bytes(b),
+            Data::Plain(b, bytes) => *bytes.get_or_init(|| slice_bytes(b)),
             Data::Packed(p) => p.plain_bytes,
         }
     }
@@ -593,7 +601,7 @@ fn merge(batches: &[StoredBatch], schema: &TableSchema) -> Result<StoredBatch, S
         (lo.min(b.time_min), hi.max(b.time_max))
     });
     StoredBatch {
-        data: Data::Plain(concat_batches(&target, &adapted)?),
+        data: Data::plain(concat_batches(&target, &adapted)?),
         time_min,
         time_max,
         sorted: false,
