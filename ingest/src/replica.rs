@@ -24,6 +24,31 @@ pub struct PutCommand {
     pub partition: u32,
 }
 
+/// Several partitions' writes to one node in one `do_put`: the stream's
+/// rows are the parts' rows, in order. A coordinator sends each replica
+/// node one per request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutMany {
+    pub table: String,
+    pub parts: Vec<PutPart>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutPart {
+    pub partition: u32,
+    pub rows: usize,
+    /// The down primary this node holds the part for, if it is a fallback.
+    pub hint_for: Option<String>,
+}
+
+/// What a `do_put` names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PutDescriptor {
+    Many(PutMany),
+    One(PutCommand),
+}
+
 /// How long a write waits for eviction to make room before it is stored
 /// anyway (an acknowledged write must not fail for lack of memory). Well
 /// under the coordinator's timeout: a held replica write that answered late
@@ -90,6 +115,38 @@ pub struct LocalReplica {
 impl LocalReplica {
     pub fn new(store: Arc<Store>, hints: Arc<Hints>, wal: Option<Arc<Wal>>) -> LocalReplica {
         LocalReplica { store, hints, wal }
+    }
+
+    /// Stores each part of `batch` (the parts' rows, in order), all at
+    /// once so that they share the log's fsyncs; answers the parts that
+    /// failed, with why.
+    pub async fn write_many(
+        &self,
+        many: &PutMany,
+        batch: &RecordBatch,
+    ) -> Result<Vec<(u32, String)>, String> {
+        let rows: usize = many.parts.iter().map(|p| p.rows).sum();
+        if rows != batch.num_rows() {
+            return Err(format!(
+                "the parts name {rows} rows, the stream holds {}",
+                batch.num_rows()
+            ));
+        }
+        let mut offset = 0;
+        let writes = many.parts.iter().map(|part| {
+            let slice = batch.slice(offset, part.rows);
+            offset += part.rows;
+            let cmd = PutCommand {
+                table: many.table.clone(),
+                partition: part.partition,
+            };
+            async move {
+                let stored = self.write(&cmd, slice, part.hint_for.as_deref()).await;
+                stored.err().map(|e| (part.partition, e))
+            }
+        });
+        let failed = futures::future::join_all(writes.collect::<Vec<_>>()).await;
+        Ok(failed.into_iter().flatten().collect())
     }
 
     /// Stores one partition's batch, as this node's own rows or as a hint
@@ -275,7 +332,7 @@ fn append(store: &Store, table: &str, partition: u32, batch: RecordBatch) -> Res
 /// Reads a `do_put` stream: its command and its batches.
 pub async fn read_put(
     stream: impl futures::Stream<Item = Result<FlightData, tonic::Status>> + Send + Unpin + 'static,
-) -> Result<(PutCommand, Vec<RecordBatch>), tonic::Status> {
+) -> Result<(PutDescriptor, Vec<RecordBatch>), tonic::Status> {
     let mut stream = stream.peekable();
     let first = std::pin::Pin::new(&mut stream)
         .peek()
@@ -283,12 +340,14 @@ pub async fn read_put(
         .ok_or_else(|| tonic::Status::invalid_argument("empty do_put"))?
         .as_ref()
         .map_err(|s| s.clone())?;
-    let cmd = first
+    let descriptor = first
         .flight_descriptor
         .as_ref()
-        .and_then(|d| serde_json::from_slice::<PutCommand>(&d.cmd).ok())
+        .and_then(|d| serde_json::from_slice::<PutDescriptor>(&d.cmd).ok())
         .ok_or_else(|| {
-            tonic::Status::invalid_argument("do_put needs a descriptor with table and partition")
+            tonic::Status::invalid_argument(
+                "do_put needs a descriptor with table and partition (or parts)",
+            )
         })?;
     let batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
@@ -296,7 +355,7 @@ pub async fn read_put(
     .try_collect::<Vec<_>>()
     .await
     .map_err(|e| tonic::Status::invalid_argument(format!("bad Arrow data: {e}")))?;
-    Ok((cmd, batches))
+    Ok((descriptor, batches))
 }
 
 #[cfg(test)]
@@ -347,6 +406,42 @@ mod tests {
             2,
             "a hint is not the same write as own data"
         );
+    }
+
+    #[tokio::test]
+    async fn one_put_stores_each_part_where_it_names() {
+        let replica = replica(None);
+        let parts = [batch(7), batch(8), batch(9)];
+        let rows = arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
+        let part = |partition, hint_for: Option<&str>| PutPart {
+            partition,
+            rows: 2,
+            hint_for: hint_for.map(str::to_string),
+        };
+        let many = PutMany {
+            table: "t".into(),
+            parts: vec![part(1, None), part(4, None), part(1, Some("n2"))],
+        };
+        let descriptor: PutDescriptor =
+            serde_json::from_slice(&serde_json::to_vec(&many).unwrap()).unwrap();
+        assert!(matches!(descriptor, PutDescriptor::Many(_)));
+        assert_eq!(replica.write_many(&many, &rows).await, Ok(vec![]));
+        let t = replica.store.table("t").unwrap();
+        assert_eq!(t.write_ids(1).unwrap(), vec![7]);
+        assert_eq!(t.write_ids(4).unwrap(), vec![8]);
+        assert_eq!(replica.hints.rows()["n2"], 2, "the third part is a hint");
+        let short = PutMany {
+            parts: vec![part(2, None)],
+            ..many
+        };
+        let err = replica.write_many(&short, &rows).await.unwrap_err();
+        assert!(err.contains("2 rows") && err.contains("6"), "{err}");
+        let one: PutDescriptor =
+            serde_json::from_slice(&serde_json::to_vec(&cmd(3)).unwrap()).unwrap();
+        assert!(matches!(
+            one,
+            PutDescriptor::One(PutCommand { partition: 3, .. })
+        ));
     }
 
     #[tokio::test]

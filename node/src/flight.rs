@@ -11,7 +11,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use atoll_ingest::replica::{LocalReplica, read_put};
+use atoll_ingest::replica::{LocalReplica, PutDescriptor, read_put};
 use atoll_ingest::replicate::{HINT_HEADER, SECRET_HEADER};
 use atoll_query::QueryEngine;
 use atoll_query::distributed::FragmentStats;
@@ -199,7 +199,9 @@ impl FlightService for AtollFlight {
     }
 
     /// A replica write: one partition's rows, as this node's own data or,
-    /// with the hint header, held for a down primary.
+    /// with the hint header, held for a down primary; or several
+    /// partitions' rows at once (`PutMany`), whose answer names the parts
+    /// that failed.
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
@@ -209,21 +211,39 @@ impl FlightService for AtollFlight {
             .get(HINT_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let (cmd, batches) = read_put(request.into_inner()).await?;
+        let (descriptor, mut batches) = read_put(request.into_inner()).await?;
         // The sender's encoder may split one write into several messages:
         // they are one write (one id), stored together or not at all.
-        let Some(first) = batches.first() else {
-            return Err(Status::invalid_argument("a do_put without rows"));
+        let batch = match batches.len() {
+            0 => return Err(Status::invalid_argument("a do_put without rows")),
+            1 => batches.pop().expect("one batch"),
+            _ => arrow::compute::concat_batches(&batches[0].schema(), &batches).map_err(|e| {
+                Status::invalid_argument(format!("the batches of one write differ: {e}"))
+            })?,
         };
-        let batch = arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| {
-            Status::invalid_argument(format!("the batches of one write differ: {e}"))
-        })?;
-        self.local
-            .write(&cmd, batch, hint_for.as_deref())
-            .await
-            .map_err(Status::internal)?;
+        let answer = match descriptor {
+            PutDescriptor::One(cmd) => {
+                self.local
+                    .write(&cmd, batch, hint_for.as_deref())
+                    .await
+                    .map_err(Status::internal)?;
+                PutResult::default()
+            }
+            PutDescriptor::Many(many) => {
+                let failed = self
+                    .local
+                    .write_many(&many, &batch)
+                    .await
+                    .map_err(Status::invalid_argument)?;
+                PutResult {
+                    app_metadata: serde_json::to_vec(&failed)
+                        .map_err(|e| Status::internal(e.to_string()))?
+                        .into(),
+                }
+            }
+        };
         let done: BoxStream<'static, Result<PutResult, Status>> =
-            Box::pin(stream::iter([Ok(PutResult::default())]));
+            Box::pin(stream::iter([Ok(answer)]));
         Ok(Response::new(done))
     }
 
