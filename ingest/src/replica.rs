@@ -117,9 +117,8 @@ impl LocalReplica {
         LocalReplica { store, hints, wal }
     }
 
-    /// Stores each part of `batch` (the parts' rows, in order), all at
-    /// once so that they share the log's fsyncs; answers the parts that
-    /// failed, with why.
+    /// Stores each part of `batch` (the parts' rows, in order); answers
+    /// the parts that failed, with why.
     pub async fn write_many(
         &self,
         many: &PutMany,
@@ -133,20 +132,34 @@ impl LocalReplica {
             ));
         }
         let mut offset = 0;
-        let writes = many.parts.iter().map(|part| {
+        let parts = many.parts.iter().map(|part| {
             let slice = batch.slice(offset, part.rows);
             offset += part.rows;
+            (part.partition, slice, part.hint_for.as_deref())
+        });
+        Ok(self.write_parts(&many.table, parts.collect()).await)
+    }
+
+    /// Stores several partitions' batches of one table, each as `write`
+    /// does, all at once so that they share the log's fsyncs; answers the
+    /// partitions that failed, with why.
+    pub async fn write_parts(
+        &self,
+        table: &str,
+        parts: Vec<(u32, RecordBatch, Option<&str>)>,
+    ) -> Vec<(u32, String)> {
+        let writes = parts.into_iter().map(|(partition, batch, hint_for)| {
             let cmd = PutCommand {
-                table: many.table.clone(),
-                partition: part.partition,
+                table: table.to_string(),
+                partition,
             };
             async move {
-                let stored = self.write(&cmd, slice, part.hint_for.as_deref()).await;
-                stored.err().map(|e| (part.partition, e))
+                let stored = self.write(&cmd, batch, hint_for).await;
+                stored.err().map(|e| (partition, e))
             }
         });
-        let failed = futures::future::join_all(writes.collect::<Vec<_>>()).await;
-        Ok(failed.into_iter().flatten().collect())
+        let failed = futures::future::join_all(writes).await;
+        failed.into_iter().flatten().collect()
     }
 
     /// Stores one partition's batch, as this node's own rows or as a hint

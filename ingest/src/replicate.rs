@@ -52,6 +52,14 @@ struct Write {
     targets: Vec<Target>,
 }
 
+/// One replica's share of one write: which write, where it goes, its rows.
+struct Part<'a> {
+    write: usize,
+    partition: u32,
+    target: &'a Target,
+    batch: &'a RecordBatch,
+}
+
 pub struct Delivery {
     pub events: Vec<usize>,
     pub acks: usize,
@@ -122,31 +130,44 @@ impl Replicator {
             })
             .collect();
         let me = self.membership.node_name();
-        let mut by_node: BTreeMap<&str, Vec<(usize, &Target)>> = BTreeMap::new();
-        for (i, write) in writes.iter().enumerate() {
-            for t in write.targets.iter().filter(|_| write.batch.is_some()) {
-                by_node.entry(t.node.as_str()).or_default().push((i, t));
+        let mut by_node: BTreeMap<&str, Vec<Part>> = BTreeMap::new();
+        for (write, w) in writes.iter().enumerate() {
+            let Some(batch) = &w.batch else { continue };
+            for target in &w.targets {
+                by_node.entry(target.node.as_str()).or_default().push(Part {
+                    write,
+                    partition: w.partition,
+                    target,
+                    batch,
+                });
             }
         }
         let sends = by_node.into_iter().map(|(node, parts)| {
-            let (writes, flight) = (&writes, &flight);
+            let flight = &flight;
             async move {
-                let failed = if node == me {
-                    self.write_here(table, writes, &parts).await
+                let failed: BTreeMap<u32, String> = if node == me {
+                    let here = parts.iter().map(|p| {
+                        (p.partition, p.batch.clone(), p.target.hint_for.as_deref())
+                    });
+                    self.local
+                        .write_parts(table, here.collect())
+                        .await
+                        .into_iter()
+                        .collect()
                 } else {
                     let sent = match flight.get(node) {
-                        Some(addr) => self.put_many(addr, table, writes, &parts).await,
+                        Some(addr) => self.put_many(addr, table, &parts).await,
                         None => Err(format!("no Flight address for {node}")),
                     };
-                    sent.unwrap_or_else(|e| parts.iter().map(|&(i, _)| (writes[i].partition, e.clone())).collect())
+                    sent.unwrap_or_else(|e| parts.iter().map(|p| (p.partition, e.clone())).collect())
                 };
                 if let Some((partition, error)) = failed.iter().next() {
                     tracing::warn!(node, table, partitions = failed.len(), partition, error = %error, "replica write failed");
                 }
                 parts
                     .into_iter()
-                    .filter(|(i, t)| !t.pending && !failed.contains_key(&writes[*i].partition))
-                    .map(|(i, _)| i)
+                    .filter(|p| !p.target.pending && !failed.contains_key(&p.partition))
+                    .map(|p| p.write)
                     .collect::<Vec<_>>()
             }
         });
@@ -165,31 +186,6 @@ impl Replicator {
             .collect())
     }
 
-    /// This node's share of a request's writes; answers the partitions
-    /// that failed, with why.
-    async fn write_here(
-        &self,
-        table: &str,
-        writes: &[Write],
-        parts: &[(usize, &Target)],
-    ) -> BTreeMap<u32, String> {
-        let stores = parts.iter().map(|&(i, t)| async move {
-            let write = &writes[i];
-            let cmd = PutCommand {
-                table: table.to_string(),
-                partition: write.partition,
-            };
-            let batch = write.batch.clone().expect("only marked writes are sent");
-            let stored = self.local.write(&cmd, batch, t.hint_for.as_deref()).await;
-            stored.err().map(|e| (write.partition, e))
-        });
-        futures::future::join_all(stores)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
     /// Another node's share of a request's writes, in one call (a call per
     /// partition made the calls, not the rows, the cost of replication:
     /// 128 per 5,000-event request with 64 partitions and N=3). Answers the
@@ -198,26 +194,22 @@ impl Replicator {
         &self,
         addr: &str,
         table: &str,
-        writes: &[Write],
-        parts: &[(usize, &Target)],
+        parts: &[Part<'_>],
     ) -> Result<BTreeMap<u32, String>, String> {
-        let batches: Vec<&RecordBatch> = parts
-            .iter()
-            .filter_map(|&(i, _)| writes[i].batch.as_ref())
-            .collect();
-        let Some(first) = batches.first() else {
+        let Some(first) = parts.first() else {
             return Ok(BTreeMap::new());
         };
-        let batch = arrow::compute::concat_batches(&first.schema(), batches.iter().copied())
-            .map_err(|e| format!("cannot put the writes together: {e}"))?;
+        let batch =
+            arrow::compute::concat_batches(&first.batch.schema(), parts.iter().map(|p| p.batch))
+                .map_err(|e| format!("cannot put the writes together: {e}"))?;
         let many = PutMany {
             table: table.to_string(),
             parts: parts
                 .iter()
-                .map(|&(i, t)| PutPart {
-                    partition: writes[i].partition,
-                    rows: writes[i].batch.as_ref().map_or(0, RecordBatch::num_rows),
-                    hint_for: t.hint_for.clone(),
+                .map(|p| PutPart {
+                    partition: p.partition,
+                    rows: p.batch.num_rows(),
+                    hint_for: p.target.hint_for.clone(),
                 })
                 .collect(),
         };
