@@ -27,8 +27,6 @@ pub(crate) const REPLICA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// gRPC metadata carrying the cluster secret on every internal call.
 pub const SECRET_HEADER: &str = "x-atoll-secret";
-/// gRPC metadata naming the down primary a fallback holds a write for.
-pub const HINT_HEADER: &str = "x-atoll-hint-for";
 
 /// Replication settings and the connections to other nodes.
 pub struct Replicator {
@@ -215,7 +213,7 @@ impl Replicator {
         };
         let descriptor = serde_json::to_vec(&many).map_err(|e| e.to_string())?;
         let data = encode_with(descriptor, &batch).await?;
-        let results = self.call_put(addr, data, None).await?;
+        let results = self.put(addr, data).await?;
         let failed: Vec<(u32, String)> = match results.first() {
             Some(r) if !r.app_metadata.is_empty() => serde_json::from_slice(&r.app_metadata)
                 .map_err(|e| format!("an unreadable answer: {e}"))?,
@@ -224,29 +222,9 @@ impl Replicator {
         Ok(failed.into_iter().collect())
     }
 
-    async fn put(
-        &self,
-        addr: &str,
-        data: Vec<FlightData>,
-        hint_for: Option<&str>,
-    ) -> Result<(), String> {
-        self.call_put(addr, data, hint_for).await.map(|_| ())
-    }
-
-    async fn call_put(
-        &self,
-        addr: &str,
-        data: Vec<FlightData>,
-        hint_for: Option<&str>,
-    ) -> Result<Vec<PutResult>, String> {
+    async fn put(&self, addr: &str, data: Vec<FlightData>) -> Result<Vec<PutResult>, String> {
         let mut client = self.client(addr)?;
-        let mut request = self.request(futures::stream::iter(data))?;
-        if let Some(h) = hint_for {
-            request.metadata_mut().insert(
-                HINT_HEADER,
-                h.parse().map_err(|_| "bad node name".to_string())?,
-            );
-        }
+        let request = self.request(futures::stream::iter(data))?;
         let response = client
             .do_put(request)
             .await
@@ -281,7 +259,7 @@ impl Replicator {
         batch: &RecordBatch,
     ) -> Result<(), String> {
         let data = encode(cmd, batch).await?;
-        self.put(addr, data, None).await
+        self.put(addr, data).await.map(|_| ())
     }
 
     /// An internal call's request, carrying the cluster secret.

@@ -12,7 +12,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use atoll_ingest::replica::{LocalReplica, PutDescriptor, read_put};
-use atoll_ingest::replicate::{HINT_HEADER, SECRET_HEADER};
+use atoll_ingest::replicate::SECRET_HEADER;
 use atoll_query::QueryEngine;
 use atoll_query::distributed::FragmentStats;
 use atoll_query::scan::scan_totals;
@@ -198,19 +198,14 @@ impl FlightService for AtollFlight {
         Ok(Response::new(Box::pin(out)))
     }
 
-    /// A replica write: one partition's rows, as this node's own data or,
-    /// with the hint header, held for a down primary; or several
-    /// partitions' rows at once (`PutMany`), whose answer names the parts
-    /// that failed.
+    /// A replica write: one partition's rows as this node's own data (what
+    /// handoff sends), or several partitions' rows at once, each as own
+    /// data or as a hint for a down primary (`PutMany`, what a coordinator
+    /// sends), whose answer names the parts that failed.
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let hint_for = request
-            .metadata()
-            .get(HINT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let (descriptor, mut batches) = read_put(request.into_inner()).await?;
         // The sender's encoder may split one write into several messages:
         // they are one write (one id), stored together or not at all.
@@ -224,7 +219,7 @@ impl FlightService for AtollFlight {
         let answer = match descriptor {
             PutDescriptor::One(cmd) => {
                 self.local
-                    .write(&cmd, batch, hint_for.as_deref())
+                    .write(&cmd, batch, None)
                     .await
                     .map_err(Status::internal)?;
                 PutResult::default()
