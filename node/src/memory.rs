@@ -138,9 +138,7 @@ impl EvictionMetrics {
 /// cut-offs; checks every 200 ms.
 pub struct Evictor {
     gauge: Gauge,
-    store: Arc<Store>,
     membership: Arc<Membership>,
-    budget: MemoryBudget,
     metrics: EvictionMetrics,
     /// The cut-offs this node gossips, with when it set them.
     gossiped: BTreeMap<String, (i64, i64)>,
@@ -205,13 +203,11 @@ impl Evictor {
     ) -> Evictor {
         Evictor {
             gauge: Gauge {
-                store: store.clone(),
+                store,
                 hints,
                 budget,
             },
-            store,
             membership,
-            budget,
             metrics,
             gossiped: BTreeMap::new(),
         }
@@ -234,22 +230,23 @@ impl Evictor {
         // Ingest churns through buffers that the allocator keeps once
         // freed; near the limit they go back to the system at every check
         // rather than only when batches are sealed.
-        if resident_bytes().is_some_and(|r| r > self.budget.high_resident()) {
+        if resident_bytes().is_some_and(|r| r > self.gauge.budget.high_resident()) {
             let _ = tokio::task::spawn_blocking(crate::release_free_memory).await;
         }
         // Over the budget itself, writers are held: the excess goes at
         // once, because packing takes seconds and a held replica write must
         // answer its coordinator well within its timeout.
-        let (pressure, used) = self.gauge.measure();
-        if pressure > self.budget.data() {
-            let raised = self.evict(self.evictable(pressure - self.budget.high(), used));
-            self.expire_and_measure(raised).await;
+        let (mut pressure, used) = self.gauge.measure();
+        if pressure > self.gauge.budget.data()
+            && self.evict(self.evictable(pressure - self.gauge.budget.high(), used))
+        {
+            pressure = self.expire_and_measure(true).await;
         }
-        if self.gauge.pressure().0 > self.budget.high() {
+        if pressure > self.gauge.budget.high() {
             self.pack().await;
             let (pressure, used) = self.gauge.pressure();
-            let mut raised = pressure > self.budget.high()
-                && self.evict(self.evictable(pressure - self.budget.low(), used));
+            let mut raised = pressure > self.gauge.budget.high()
+                && self.evict(self.evictable(pressure - self.gauge.budget.low(), used));
             raised |= self.apply_cluster_cutoffs().await;
             self.expire_and_measure(raised).await;
         } else if self.apply_cluster_cutoffs().await {
@@ -273,37 +270,38 @@ impl Evictor {
 
     /// Of `excess` bytes, what may be evicted without going under the floor.
     fn evictable(&self, excess: u64, used: u64) -> u64 {
-        excess.min(used.saturating_sub(self.budget.floor()))
+        excess.min(used.saturating_sub(self.gauge.budget.floor()))
     }
 
     /// Drops what raised cut-offs hide (if any rose), then measures again,
-    /// so that writers waiting for room go once the work shows.
-    async fn expire_and_measure(&self, raised: bool) {
+    /// so that writers waiting for room go once the work shows; answers the
+    /// pressure measured.
+    async fn expire_and_measure(&self, raised: bool) -> u64 {
         if raised {
-            let store = self.store.clone();
+            let store = self.gauge.store.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 store.expire();
                 crate::release_free_memory();
             })
             .await;
         }
-        self.gauge.measure();
+        self.gauge.measure().0
     }
 
     /// Raises the cut-off of every table holding events older than the
     /// instant that frees `bytes`; true if one rose.
     fn evict(&self, bytes: u64) -> bool {
-        let Some(cut) = self.store.eviction_cutoff(bytes) else {
+        let Some(cut) = self.gauge.store.eviction_cutoff(bytes) else {
             return false;
         };
         let mut raised = false;
-        for t in self.store.tables() {
+        for t in self.gauge.store.tables() {
             if t.oldest_time().is_some_and(|oldest| oldest < cut) && t.keep_from(cut) {
                 raised = true;
                 tracing::info!(
                     table = t.name(),
                     kept_from = %atoll_store::rfc3339(cut),
-                    budget = %mib(self.budget.data() as usize),
+                    budget = %mib(self.gauge.budget.data() as usize),
                     "evicted the oldest events to stay within the memory limit"
                 );
             }
@@ -326,8 +324,12 @@ impl Evictor {
                 let Some((cut, at)) = parse_cutoff(value) else {
                     continue;
                 };
-                let dropped_since = self.store.dropped_at(table).is_some_and(|d| d.micros >= at);
-                if let Some(t) = self.store.table(table).filter(|_| !dropped_since) {
+                let dropped_since = self
+                    .gauge
+                    .store
+                    .dropped_at(table)
+                    .is_some_and(|d| d.micros >= at);
+                if let Some(t) = self.gauge.store.table(table).filter(|_| !dropped_since) {
                     raised |= t.keep_from(cut);
                 }
             }
@@ -340,7 +342,7 @@ impl Evictor {
     async fn gossip(&mut self) {
         let now = atoll_store::now_micros();
         let mut current = BTreeMap::new();
-        for t in self.store.tables() {
+        for t in self.gauge.store.tables() {
             if let Some(cut) = t.kept_from() {
                 let at = match self.gossiped.get(t.name()) {
                     Some(&(c, at)) if c == cut => at,
