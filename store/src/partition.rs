@@ -246,7 +246,7 @@ impl StoredBatch {
     /// Memory held: the compressed bytes of a packed batch.
     pub fn memory_bytes(&self) -> usize {
         match &self.data {
-            Data::Plain(b, bytes) => *bytes.get_or_init(|| slice_bytes(b)),
+            Data::Plain(..) => self.plain_bytes(),
             Data::Packed(p) => p.ipc.len(),
         }
     }
