@@ -524,18 +524,24 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// A client that gives up on a slow query (a nested-loop join) cancels
 /// it: the node stops working on it, counts it as cancelled, and answers
-/// the next query.
+/// the next query. The join compares 200-byte strings and matches nothing,
+/// so it never hands a batch up by itself: only the node's yields between
+/// pieces of its probe side let the cancellation in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_query_stops_running() {
     let s = Server::start(&[]);
-    load_numbers(&s, "x", 20_000).await;
+    let pad = "x".repeat(200);
+    let body: String = (0..20_000)
+        .map(|i| format!("{{\"i\":{i},\"s\":\"{pad}\"}}\n"))
+        .collect();
+    assert_eq!(s.ingest("x", body).await.0, 200);
     let impatient = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(1000))
         .build()
         .unwrap();
     let abandoned = impatient
         .post(format!("{}/v1/query", s.url))
-        .json(&json!({"sql": "SELECT count(*) FROM x a, x b WHERE a.i + b.i < 0"}))
+        .json(&json!({"sql": "SELECT count(*) FROM x a JOIN x b ON a.i < b.i AND a.s <> b.s WHERE a.i < 5000"}))
         .send()
         .await;
     assert!(abandoned.is_err_and(|e| e.is_timeout()));

@@ -157,6 +157,11 @@ impl QueryEngine {
             .build();
         let exec = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.target_partitions.max(1))
+            // New queries and cancellations arrive from other threads, so
+            // through the global queue: look at it every other task (tokio
+            // tunes the default of 61 down only after 61 long polls, which
+            // kept a cancelled join running for seconds).
+            .global_queue_interval(2)
             .thread_name("atoll-query")
             .enable_all()
             .build()
@@ -221,7 +226,8 @@ impl QueryEngine {
             .await
             .map_err(|_| QueryError::Timeout(timeout_ms))??;
         let allow_partial = allow_partial.unwrap_or(self.config.allow_partial);
-        let (mut plan, coverage) = self.spread(plan, timeout, allow_partial).await?;
+        let (plan, coverage) = self.spread(plan, timeout, allow_partial).await?;
+        let mut plan = crate::slice::slice_joins(plan)?;
         if let Some(logical) = explain {
             plan = explain_plan(&logical, &plan)?;
         }
