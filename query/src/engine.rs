@@ -12,13 +12,14 @@ use atoll_store::Store;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
 };
+use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SQLOptions, SessionConfig};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -222,7 +223,7 @@ impl QueryEngine {
         let timeout_ms = timeout.as_millis() as u64;
         let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
         let cap_hit = pool.cap_hit();
-        let (plan, ctx, explain) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
+        let (plan, task_ctx, explain) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
             .await
             .map_err(|_| QueryError::Timeout(timeout_ms))??;
         let allow_partial = allow_partial.unwrap_or(self.config.allow_partial);
@@ -231,7 +232,7 @@ impl QueryEngine {
         if let Some(logical) = explain {
             plan = explain_plan(&logical, &plan)?;
         }
-        let (batches, task) = self.spawn_stream(plan.clone(), ctx.task_ctx());
+        let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
         Ok(Execution {
             coverage,
             schema: plan.schema(),
@@ -355,14 +356,14 @@ impl QueryEngine {
             ));
         };
         let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
-        let ctx = SessionContext::new_with_state(self.session(pool)?);
+        let task_ctx = self.task_context(&self.base, pool)?;
         let codec = AtollCodec {
             store: cluster.store.clone(),
             streams: self.config.target_partitions.max(1),
         };
-        let (header, plan) = decode_fragment(ticket, &ctx.task_ctx(), &codec)
+        let (header, plan) = decode_fragment(ticket, &task_ctx, &codec)
             .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
-        let (batches, task) = self.spawn_stream(plan.clone(), ctx.task_ctx());
+        let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
         Ok((
             plan,
             batches,
@@ -375,9 +376,14 @@ impl QueryEngine {
         &self,
         sql: &str,
         pool: QueryPool,
-    ) -> Result<(Arc<dyn ExecutionPlan>, SessionContext, Option<String>), QueryError> {
-        let ctx = SessionContext::new_with_state(self.session(pool)?);
-        let state = ctx.state();
+    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>, Option<String>), QueryError> {
+        // One copy of the node's session per query, with its clock (`now()`)
+        // set; the query's memory pool goes into the task that runs it.
+        // (Rebuilding the session through a builder re-registered every
+        // function on every query and fragment.)
+        let mut state = self.base.clone();
+        state.mark_start_execution();
+        let task_ctx = self.task_context(&state, pool)?;
         let logical = state
             .create_logical_plan(sql)
             .await
@@ -397,13 +403,23 @@ impl QueryEngine {
         {
             let optimized = state.optimize(&e.plan)?;
             let physical = state.create_physical_plan(&optimized).await?;
-            return Ok((physical, ctx, Some(optimized.display_indent().to_string())));
+            return Ok((
+                physical,
+                task_ctx,
+                Some(optimized.display_indent().to_string()),
+            ));
         }
         let physical = state.create_physical_plan(&logical).await?;
-        Ok((physical, ctx, None))
+        Ok((physical, task_ctx, None))
     }
 
-    fn session(&self, pool: QueryPool) -> Result<SessionState, QueryError> {
+    /// What runs a query's plan: the session's functions and settings,
+    /// and the query's own memory pool within the node's.
+    fn task_context(
+        &self,
+        state: &SessionState,
+        pool: QueryPool,
+    ) -> Result<Arc<TaskContext>, QueryError> {
         let pool = TrackConsumersPool::new(pool, NonZeroUsize::new(3).expect("non-zero"));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(pool))
@@ -411,9 +427,7 @@ impl QueryEngine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        Ok(SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_runtime_env(runtime)
-            .build())
+        Ok(Arc::new(TaskContext::from(state).with_runtime(runtime)))
     }
 }
 
