@@ -15,8 +15,8 @@
 //! 0, and a probe batch against a million build rows would take minutes
 //! in any build), so a cancelled join query kept both query threads and
 //! the next queries waited for it. A nested-loop join's probe side is
-//! therefore cut into pieces of about a million pairs against its build
-//! side, and yields between pieces once a slice has passed; every join
+//! therefore cut into pieces of at most [`PAIRS_PER_STEP`] pairs against
+//! its build side, and yields between pieces once a slice has passed; every join
 //! also yields between its output batches (a cross join makes them
 //! without asking its input).
 
@@ -29,11 +29,14 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::joins::NestedLoopJoinExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, replace_children_if_necessary,
+};
 use futures::{Stream, StreamExt, TryStreamExt};
 
 /// How long a query task runs between chances to cancel or switch it.
@@ -76,30 +79,24 @@ pub const PAIRS_PER_STEP: usize = 1 << 16;
 /// Puts a [`TimeSliceExec`] above every join, and around a nested-loop
 /// join's inputs.
 pub fn slice_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut children: Vec<Arc<dyn ExecutionPlan>> = plan
-        .children()
-        .into_iter()
-        .map(|c| slice_joins(c.clone()))
-        .collect::<Result<_>>()?;
-    if plan.name() == "NestedLoopJoinExec" && children.len() == 2 {
-        let build_rows = Arc::new(AtomicUsize::new(0));
-        let probe = children.pop().expect("two children");
-        let build = children.pop().expect("two children");
-        children = vec![
-            TimeSliceExec::wrap(build, Role::Build(build_rows.clone())),
-            TimeSliceExec::wrap(probe, Role::Probe(build_rows)),
-        ];
-    }
-    let plan = if children.is_empty() {
-        plan
-    } else {
-        #[allow(deprecated)]
-        plan.with_new_children(children)?
-    };
-    if plan.name().ends_with("JoinExec") {
-        return Ok(TimeSliceExec::wrap(plan, Role::Output));
-    }
-    Ok(plan)
+    plan.transform_up(|node| {
+        if !node.name().ends_with("JoinExec") {
+            return Ok(Transformed::no(node));
+        }
+        let node = match node.downcast_ref::<NestedLoopJoinExec>() {
+            Some(join) => {
+                let build_rows = Arc::new(AtomicUsize::new(0));
+                let inputs = vec![
+                    TimeSliceExec::wrap(join.left().clone(), Role::Build(build_rows.clone())),
+                    TimeSliceExec::wrap(join.right().clone(), Role::Probe(build_rows)),
+                ];
+                replace_children_if_necessary(node, inputs)?
+            }
+            None => node,
+        };
+        Ok(Transformed::yes(TimeSliceExec::wrap(node, Role::Output)))
+    })
+    .map(|t| t.data)
 }
 
 #[derive(Debug, Clone)]
