@@ -236,14 +236,15 @@ impl Evictor {
         // Ingest churns through buffers that the allocator keeps once
         // freed; near the limit they go back to the system at every check
         // rather than only when batches are sealed.
-        if resident_bytes().is_some_and(|r| r > self.gauge.budget.high_resident()) {
+        let near_limit = resident_bytes().is_some_and(|r| r > self.gauge.budget.high_resident());
+        if near_limit {
             let _ = tokio::task::spawn_blocking(crate::release_free_memory).await;
         }
         // Over the budget itself, writers are held: the excess goes at
         // once, because packing takes seconds and a held replica write must
         // answer its coordinator well within its timeout.
         let (mut pressure, used) = self.gauge.measure();
-        self.trim_when_quiet(used).await;
+        self.trim_when_quiet(used, near_limit).await;
         if pressure > self.gauge.budget.data()
             && self.evict(self.evictable(pressure - self.gauge.budget.high(), used))
         {
@@ -266,11 +267,13 @@ impl Evictor {
     /// while requests are still freeing their buffers, and glibc kept
     /// those (5M events: 787 MB resident against 660 MB after a trim).
     /// A round whose data is the same as the last one's is quiet; one trim
-    /// per quiet spell.
-    async fn trim_when_quiet(&mut self, used: u64) {
+    /// per quiet spell (none if this round has just trimmed).
+    async fn trim_when_quiet(&mut self, used: u64, trimmed: bool) {
         if used == self.last_used && used != self.trimmed_at {
             self.trimmed_at = used;
-            let _ = tokio::task::spawn_blocking(crate::release_free_memory).await;
+            if !trimmed {
+                let _ = tokio::task::spawn_blocking(crate::release_free_memory).await;
+            }
         }
         self.last_used = used;
     }
