@@ -10,29 +10,34 @@ use crate::IngestError;
 /// One event of a request: its object, or why it could not be read.
 pub type ParsedEvent = Result<Map<String, Value>, String>;
 
+/// Whether a body with this `Content-Encoding` is its own content.
+pub fn is_identity(encoding: Option<&str>) -> bool {
+    encoding.is_none_or(|e| {
+        let e = e.trim();
+        e.is_empty() || e.eq_ignore_ascii_case("identity")
+    })
+}
+
 /// Undoes `Content-Encoding`, refusing output larger than `limit` bytes so
 /// that a small compressed body cannot expand without bound.
 pub fn decode(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
-    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
-    let reader: Box<dyn Read + '_> = match encoding.as_deref() {
-        None | Some("") | Some("identity") => return Ok(body.to_vec()),
-        Some("gzip") | Some("x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        Some("zstd") => Box::new(
+    if is_identity(encoding) {
+        return Ok(body.to_vec());
+    }
+    let encoding = encoding.unwrap_or_default().trim().to_ascii_lowercase();
+    let reader: Box<dyn Read + '_> = match encoding.as_str() {
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        "zstd" => Box::new(
             zstd::stream::read::Decoder::new(body)
                 .map_err(|e| IngestError::BadBody(format!("zstd body cannot be decoded: {e}")))?,
         ),
-        Some(other) => return Err(IngestError::UnsupportedEncoding(other.to_string())),
+        other => return Err(IngestError::UnsupportedEncoding(other.to_string())),
     };
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| {
-            IngestError::BadBody(format!(
-                "{} body cannot be decoded: {e}",
-                encoding.unwrap_or_default()
-            ))
-        })?;
+        .map_err(|e| IngestError::BadBody(format!("{encoding} body cannot be decoded: {e}")))?;
     if out.len() > limit {
         return Err(IngestError::TooLarge {
             limit,

@@ -391,7 +391,7 @@ pub fn build_batch(
 }
 
 /// A column being built; values were checked against its type already.
-enum Column {
+pub(crate) enum Column {
     Int(Int64Builder),
     Float(Float64Builder),
     Bool(BooleanBuilder),
@@ -402,7 +402,7 @@ enum Column {
 impl Column {
     /// A builder for `capacity` rows, with `nulls` leading nulls for the
     /// rows before the column first appeared.
-    fn new(ty: ColumnType, capacity: usize, nulls: usize) -> Column {
+    pub(crate) fn new(ty: ColumnType, capacity: usize, nulls: usize) -> Column {
         let mut c = match ty {
             ColumnType::Int64 => Column::Int(Int64Builder::with_capacity(capacity)),
             ColumnType::Float64 => Column::Float(Float64Builder::with_capacity(capacity)),
@@ -428,7 +428,7 @@ impl Column {
         }
     }
 
-    fn append(&mut self, v: &Scalar<'_>) {
+    pub(crate) fn append(&mut self, v: &Scalar<'_>) {
         match (self, v) {
             (Column::Int(b), Scalar::Int(i)) => b.append_value(*i),
             (Column::Float(b), Scalar::Float(f)) => b.append_value(*f),
@@ -449,7 +449,7 @@ impl Column {
         }
     }
 
-    fn finish(self) -> ArrayRef {
+    pub(crate) fn finish(self) -> ArrayRef {
         match self {
             Column::Int(mut b) => Arc::new(b.finish()),
             Column::Float(mut b) => Arc::new(b.finish()),

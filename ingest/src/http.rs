@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::replicate::Replicator;
-use crate::{IngestError, IngestMetrics, body, convert, decode, route};
+use crate::{IngestError, IngestMetrics, body, convert, decode, route, typed};
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -106,11 +106,15 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
     let idempotency_key = idempotency_key(headers)?;
-    let decoded =
-        tokio::task::spawn_blocking(move || body::decode(encoding.as_deref(), &raw, limit))
-            .await
-            .map_err(|e| IngestError::BadBody(format!("ingest task failed: {e}")))??;
-    let decoded = Bytes::from(decoded);
+    let decoded = if body::is_identity(encoding.as_deref()) {
+        raw
+    } else {
+        let decoded =
+            tokio::task::spawn_blocking(move || body::decode(encoding.as_deref(), &raw, limit))
+                .await
+                .map_err(|e| IngestError::BadBody(format!("ingest task failed: {e}")))??;
+        Bytes::from(decoded)
+    };
     let pieces = if body::is_ndjson(&decoded, ndjson) {
         body::ndjson_pieces(&decoded, PIECE_EVENTS)
             .into_iter()
@@ -185,6 +189,15 @@ fn convert_piece(
     key: Option<&str>,
 ) -> Result<(convert::Converted, Groups, usize), IngestError> {
     let arrival = now_micros();
+    if first_line.is_some()
+        && let Some(t) = store.table(table)
+        && let Some(converted) = typed::convert_ndjson(&t, piece, arrival, key)
+    {
+        // The typed path takes a piece whole: every event accepted.
+        let count = converted.events.len();
+        let (converted, groups) = grouped(converted)?;
+        return Ok((converted, groups, count));
+    }
     match first_line {
         Some(first) => convert_flat(
             store,
@@ -222,11 +235,17 @@ fn convert_flat(
     }
     let t = store.get_or_create(table)?;
     let converted = convert::convert_flat(&t, events, key)?;
+    let (converted, groups) = grouped(converted)?;
+    Ok((converted, groups, count))
+}
+
+/// A converted piece with its rows grouped by partition.
+fn grouped(converted: convert::Converted) -> Result<(convert::Converted, Groups), IngestError> {
     let groups = match &converted.batch {
         Some(batch) => route::group_by_partition(batch, &converted.partitions)?,
         None => Vec::new(),
     };
-    Ok((converted, groups, count))
+    Ok((converted, groups))
 }
 
 /// The optional `Idempotency-Key` header: up to 256 visible ASCII chars.

@@ -13,6 +13,7 @@ pub mod replicate;
 pub mod route;
 pub mod schemas;
 pub mod time;
+pub mod typed;
 
 pub use convert::{IngestOutcome, Rejection, ingest_events};
 pub use error::IngestError;

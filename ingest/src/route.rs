@@ -1,5 +1,7 @@
 //! Which partition each event goes to, and splitting a batch accordingly.
 
+use std::borrow::Cow;
+
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use atoll_ring::hash::partition_for_hash;
@@ -18,21 +20,49 @@ pub fn assign(
     events: &[FlatEvent<'_>],
     idempotency_key: Option<&str>,
 ) -> Vec<u32> {
+    let key = settings.partition_key.as_deref();
+    assign_each(
+        settings,
+        partitions,
+        events.iter().map(|e| e.index),
+        idempotency_key,
+        |n| {
+            let value = key.and_then(|k| events[n].get(k));
+            value.unwrap_or(&Scalar::Null).key_bytes()
+        },
+    )
+}
+
+/// The same for rows `0..rows` that are the events of those indexes;
+/// `key_bytes(row)` is the row's partition key value as `key_bytes` gives
+/// it.
+pub fn assign_rows<'k>(
+    settings: &TableSettings,
+    partitions: u32,
+    rows: usize,
+    idempotency_key: Option<&str>,
+    key_bytes: impl Fn(usize) -> Cow<'k, [u8]>,
+) -> Vec<u32> {
+    assign_each(settings, partitions, 0..rows, idempotency_key, key_bytes)
+}
+
+fn assign_each<K: AsRef<[u8]>>(
+    settings: &TableSettings,
+    partitions: u32,
+    indexes: impl ExactSizeIterator<Item = usize>,
+    idempotency_key: Option<&str>,
+    key_bytes: impl Fn(usize) -> K,
+) -> Vec<u32> {
     match (&settings.partition_key, idempotency_key) {
-        (Some(key), _) => events
-            .iter()
-            .map(|e| {
-                partition_for_key(&e.get(key).unwrap_or(&Scalar::Null).key_bytes(), partitions)
-            })
+        (Some(_), _) => (0..indexes.len())
+            .map(|n| partition_for_key(key_bytes(n).as_ref(), partitions))
             .collect(),
         // A retried request must route each event where it went the first
         // time: keys derive from (Idempotency-Key, event index).
-        (None, Some(k)) => events
-            .iter()
-            .map(|e| partition_for_key(format!("{k}\u{0}{}", e.index).as_bytes(), partitions))
+        (None, Some(k)) => indexes
+            .map(|i| partition_for_key(format!("{k}\u{0}{i}").as_bytes(), partitions))
             .collect(),
-        (None, None) => events
-            .iter()
+        (None, None) => indexes
             .map(|_| partition_for_hash(rand::random(), partitions))
             .collect(),
     }

@@ -24,7 +24,7 @@ pub fn parse_time(v: &Value) -> Result<Option<i64>, String> {
     }
 }
 
-fn parse_time_str(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_time_str(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp_micros());
@@ -51,7 +51,7 @@ fn parse_time_str(s: &str) -> Result<i64, String> {
 
 /// Seconds below 10^11 (until year 5138), then milliseconds below 10^14,
 /// microseconds below 10^17, nanoseconds beyond.
-fn epoch_int_to_micros(i: i64) -> Option<i64> {
+pub(crate) fn epoch_int_to_micros(i: i64) -> Option<i64> {
     let a = i.unsigned_abs();
     if a < 100_000_000_000 {
         i.checked_mul(1_000_000)
@@ -64,7 +64,7 @@ fn epoch_int_to_micros(i: i64) -> Option<i64> {
     }
 }
 
-fn epoch_float_to_micros(f: f64) -> Option<i64> {
+pub(crate) fn epoch_float_to_micros(f: f64) -> Option<i64> {
     if !f.is_finite() {
         return None;
     }

@@ -139,6 +139,11 @@ impl TableSchema {
         &self.columns
     }
 
+    /// Where `name` is in `columns()`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     pub fn column_type(&self, name: &str) -> Option<ColumnType> {
         self.index.get(name).map(|&i| self.columns[i].1)
     }
