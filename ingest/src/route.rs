@@ -75,8 +75,7 @@ pub fn group_by_partition(
     batch: &RecordBatch,
     partitions: &[u32],
 ) -> Result<Vec<(u32, RecordBatch, Vec<usize>)>, IngestError> {
-    let mut order: Vec<u32> = (0..partitions.len() as u32).collect();
-    order.sort_by_key(|&i| partitions[i as usize]);
+    let order = by_partition(partitions);
     let grouped = take_record_batch(batch, &UInt32Array::from(order.clone()))
         .map_err(atoll_store::StoreError::from)?;
     let mut out = Vec::new();
@@ -93,6 +92,25 @@ pub fn group_by_partition(
         start = end;
     }
     Ok(out)
+}
+
+/// Row positions ordered by partition, in row order within a partition (a
+/// counting sort: partitions are few).
+fn by_partition(partitions: &[u32]) -> Vec<u32> {
+    let buckets = partitions.iter().max().map_or(0, |&p| p as usize + 1);
+    let mut starts = vec![0usize; buckets + 1];
+    for &p in partitions {
+        starts[p as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut order = vec![0u32; partitions.len()];
+    for (row, &p) in partitions.iter().enumerate() {
+        order[starts[p as usize]] = row as u32;
+        starts[p as usize] += 1;
+    }
+    order
 }
 
 /// Appends to each partition of this node's table the rows routed to it.
@@ -131,6 +149,27 @@ mod tests {
         for (i, p) in parts.iter().enumerate() {
             assert_eq!(*p, parts[i % 5]);
         }
+    }
+
+    #[test]
+    fn rows_are_ordered_by_partition_then_row() {
+        let partitions = [3, 0, 3, 1, 0, 3];
+        assert_eq!(by_partition(&partitions), [1, 4, 3, 0, 2, 5]);
+        assert!(by_partition(&[]).is_empty());
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![0, 1, 2, 3, 4, 5])) as _,
+        )])
+        .unwrap();
+        let groups = group_by_partition(&batch, &partitions).unwrap();
+        let summary: Vec<_> = groups
+            .iter()
+            .map(|(p, b, rows)| (*p, b.num_rows(), rows.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            [(0, 2, vec![1, 4]), (1, 1, vec![3]), (3, 3, vec![0, 2, 5])]
+        );
     }
 
     #[test]

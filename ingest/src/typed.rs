@@ -27,6 +27,7 @@ use arrow::datatypes::{Field, Schema};
 use atoll_store::{ColumnType, SAMPLE_RATE_COLUMN, TIME_COLUMN, Table, TableSchema};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::body;
 use crate::convert::{Column, Converted, Scalar};
 use crate::decode::Text;
 use crate::route;
@@ -52,7 +53,8 @@ pub fn convert_ndjson(
     // One check of the piece's UTF-8, instead of one per string as
     // parsing from bytes does; a piece that is not UTF-8 has bad lines.
     let text = std::str::from_utf8(piece).ok()?;
-    for line in text.split('\n') {
+    for range in body::line_ranges(piece) {
+        let line = &text[range];
         if line.bytes().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
