@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::replicate::Replicator;
@@ -88,16 +89,7 @@ async fn receive(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large);
     }
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if e.into_inner()
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            IngestError::TooLarge { limit, after: "" }
-        } else {
-            IngestError::BadBody("the request body could not be read".into())
-        }
-    })?;
+    let raw = read_body(body, declared.unwrap_or(0), limit).await?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("(not text)").to_string());
@@ -170,6 +162,23 @@ async fn receive(
     }
     outcome.rejected.sort_by_key(|r| r.index);
     Ok((outcome, quorum_failed))
+}
+
+/// The whole body, into one buffer of its declared length (up to 16 MiB
+/// ahead of the bytes: a length is only a claim): collecting its chunks
+/// into a growing buffer copied a large body about twice more.
+async fn read_body(body: Body, declared: usize, limit: usize) -> Result<Bytes, IngestError> {
+    let mut buf = Vec::with_capacity(declared.min(16 << 20));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk =
+            chunk.map_err(|_| IngestError::BadBody("the request body could not be read".into()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(IngestError::TooLarge { limit, after: "" });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// NDJSON bodies are converted this many events at a time, so that a large

@@ -173,12 +173,20 @@ impl StoredBatch {
         Ok(time_column(&batch).expect("checked at creation").clone())
     }
 
-    /// The same rows in `time` order.
+    /// The same rows in `time` order; no copy when they already are (events
+    /// of one in-order stream).
     pub(crate) fn sorted_by_time(self) -> Result<StoredBatch, StoreError> {
         if self.sorted {
             return Ok(self);
         }
-        let order = sort_to_indices(&self.times()?, None, None)?;
+        let times = self.times()?;
+        if times.nulls().is_none() && times.values().is_sorted() {
+            return Ok(StoredBatch {
+                sorted: true,
+                ..self
+            });
+        }
+        let order = sort_to_indices(&times, None, None)?;
         Ok(StoredBatch {
             data: Data::plain(take_record_batch(&self.plain()?, &order)?),
             sorted: true,
@@ -657,5 +665,36 @@ mod tests {
             "100 in 1,000 rows"
         );
         assert_eq!(column(101), DataType::Utf8, "101 in 1,000 rows");
+    }
+
+    #[test]
+    fn rows_already_in_time_order_are_not_copied() {
+        let stored = |times: Vec<i64>| {
+            let time = arrow::array::TimestampMicrosecondArray::from(times).with_timezone("UTC");
+            let n = arrow::array::Int64Array::from_iter_values(0..time.len() as i64);
+            let batch = RecordBatch::try_from_iter([
+                ("time", Arc::new(time) as arrow::array::ArrayRef),
+                ("n", Arc::new(n) as arrow::array::ArrayRef),
+            ])
+            .unwrap();
+            StoredBatch::new(batch).unwrap()
+        };
+        let values_ptr =
+            |b: &StoredBatch| b.plain().unwrap().column(1).to_data().buffers()[0].as_ptr();
+        let in_order = stored(vec![1, 2, 2, 5]);
+        let before = values_ptr(&in_order);
+        let sorted = in_order.sorted_by_time().unwrap();
+        assert!(sorted.sorted);
+        assert_eq!(values_ptr(&sorted), before, "the same buffers");
+        let shuffled = stored(vec![5, 1, 3, 2]).sorted_by_time().unwrap();
+        let n = shuffled
+            .plain()
+            .unwrap()
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(n, [1, 3, 2, 0]);
+        assert!(shuffled.sorted);
     }
 }
