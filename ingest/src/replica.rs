@@ -176,11 +176,12 @@ impl LocalReplica {
         if !self.store.wait_for_room(ROOM_WAIT).await {
             tracing::warn!("memory still over budget after waiting; storing anyway");
         }
-        self.store
-            .added_memory(atoll_store::partition::slice_bytes(&batch) as u64);
+        // Measured once: the stored batch keeps the measure.
+        let stored = stored(batch.clone())?;
+        self.store.added_memory(stored.plain_bytes() as u64);
         let target = self.target(hint_for);
         let Some(wal) = &self.wal else {
-            return append(&target, &cmd.table, cmd.partition, batch);
+            return append(&target, &cmd.table, cmd.partition, stored);
         };
         let record = Record::Batch {
             table: cmd.table.clone(),
@@ -188,12 +189,9 @@ impl LocalReplica {
             hint_for: hint_for.map(str::to_string),
             batch,
         };
-        let Record::Batch { batch, .. } = &record else {
-            unreachable!()
-        };
         let (lsn, rows) = wal
             .log(&record, || {
-                append(&target, &cmd.table, cmd.partition, batch.clone())
+                append(&target, &cmd.table, cmd.partition, stored.clone())
             })
             .map_err(|e| format!("cannot log the write: {e}"))?;
         let rows = rows?;
@@ -217,7 +215,9 @@ impl LocalReplica {
                 partition,
                 hint_for,
                 batch,
-            } => append(&self.target(hint_for.as_deref()), &table, partition, batch).map(|_| ()),
+            } => stored(batch)
+                .and_then(|b| append(&self.target(hint_for.as_deref()), &table, partition, b))
+                .map(|_| ()),
             Record::Drop { table, micros } => {
                 self.drop_unlogged(&table, micros);
                 Ok(())
@@ -326,7 +326,11 @@ fn capture_store(
     Ok(())
 }
 
-fn append(store: &Store, table: &str, partition: u32, batch: RecordBatch) -> Result<usize, String> {
+fn stored(batch: RecordBatch) -> Result<StoredBatch, String> {
+    StoredBatch::new(batch).map_err(|e| e.to_string())
+}
+
+fn append(store: &Store, table: &str, partition: u32, batch: StoredBatch) -> Result<usize, String> {
     if partition >= store.partitions() {
         return Err(format!(
             "partition {partition} is outside this node's ring of {}",
@@ -335,11 +339,7 @@ fn append(store: &Store, table: &str, partition: u32, batch: RecordBatch) -> Res
     }
     let t = store.get_or_create(table).map_err(|e| e.to_string())?;
     t.absorb_schema(&batch.schema());
-    t.append(
-        partition,
-        StoredBatch::new(batch).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())
+    t.append(partition, batch).map_err(|e| e.to_string())
 }
 
 /// Reads a `do_put` stream: its command and its batches.
