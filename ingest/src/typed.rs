@@ -535,6 +535,14 @@ mod tests {
         assert_eq!(fields, table_order);
     }
 
+    fn keyed_by(t: &Table, column: &str, version: i64) {
+        let settings = TableSettings {
+            partition_key: Some(column.into()),
+            ..TableSettings::default()
+        };
+        t.set_settings(settings, version).unwrap();
+    }
+
     #[test]
     fn both_paths_route_alike() {
         let t = table(SEED);
@@ -544,27 +552,13 @@ mod tests {
             typed.partitions, general_keyed.partitions,
             "a retry routes as the first try"
         );
-        t.set_settings(
-            TableSettings {
-                partition_key: Some("user".into()),
-                ..TableSettings::default()
-            },
-            1,
-        )
-        .unwrap();
+        keyed_by(&t, "user", 1);
         let typed = convert_ndjson(&t, PIECE.as_bytes(), ARRIVAL, None).unwrap();
         assert_eq!(typed.partitions, general(&t, PIECE, None).partitions);
         let u1 = typed.partitions[0];
         assert_eq!(typed.partitions[4], u1, "equal keys together");
         // A key column not in the schema yet: every row hashes as missing.
-        t.set_settings(
-            TableSettings {
-                partition_key: Some("tenant".into()),
-                ..TableSettings::default()
-            },
-            2,
-        )
-        .unwrap();
+        keyed_by(&t, "tenant", 2);
         let typed = convert_ndjson(&t, PIECE.as_bytes(), ARRIVAL, None).unwrap();
         assert_eq!(typed.partitions, general(&t, PIECE, None).partitions);
     }
