@@ -144,6 +144,18 @@ impl Table {
     /// Float64 give Float64, anything else Utf8), so any node reads any
     /// replica's batches.
     pub fn absorb_schema(&self, schema: &arrow::datatypes::Schema) {
+        // Nearly always nothing changes (a node's own writes, a replica's
+        // writes of known columns): checked without copying the schema.
+        let current = self.schema();
+        let known = schema.fields().iter().all(|f| {
+            let incoming = ColumnType::from_data_type(f.data_type());
+            f.name() == crate::writes::WRITE_COLUMN
+                || incoming.is_none()
+                || current.column_type(f.name()) == incoming
+        });
+        if known {
+            return;
+        }
         let fields: Vec<(String, ColumnType)> = schema
             .fields()
             .iter()

@@ -84,7 +84,22 @@ pub fn row_ids(batch: &RecordBatch) -> Vec<Option<u64>> {
 
 /// The distinct write ids of a batch's rows.
 pub fn ids_in(batch: &RecordBatch) -> HashSet<u64> {
-    row_ids(batch).into_iter().flatten().collect()
+    let Some(ids) = ids_of(batch) else {
+        return HashSet::new();
+    };
+    let Some(values) = ids.values().as_any().downcast_ref::<UInt64Array>() else {
+        return HashSet::new();
+    };
+    // Which dictionary entries some row uses (a sliced or filtered batch
+    // keeps entries no row uses any more), without a per-row hash.
+    let mut used = vec![false; values.len()];
+    for k in ids.keys().iter().flatten() {
+        used[k as usize] = true;
+    }
+    used.iter()
+        .zip(values.iter())
+        .filter_map(|(&u, id)| if u { id } else { None })
+        .collect()
 }
 
 /// The rows of `batch` whose write id (None: the row has none) passes
@@ -130,6 +145,8 @@ mod tests {
         let without_7 = rows_where(&both, |id| id != Some(7)).unwrap().unwrap();
         assert_eq!(without_7.num_rows(), 1);
         assert_eq!(row_ids(&without_7), vec![Some(9)]);
+        assert_eq!(ids_in(&without_7), HashSet::from([9]), "7 is no row's");
+        assert_eq!(ids_in(&both.slice(0, 2)), HashSet::from([7]));
         assert!(rows_where(&both, |_| false).unwrap().is_none());
         let marked_again = with_write_id(&both, 1).unwrap();
         assert_eq!(marked_again.num_columns(), 2, "the mark is replaced");
