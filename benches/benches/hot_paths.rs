@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the hot paths, on the shared generator's
-//! events: parsing and converting JSON to Arrow (ingest), routing events to
-//! partitions (ring), appending and sealing batches (store), and a grouped
+//! events: parsing and converting JSON to Arrow (ingest, both paths),
+//! routing events to partitions (ring), appending and sealing batches
+//! (store), and a grouped
 //! query whose partial aggregates are merged (query). Run with
 //! `cargo bench -p atoll-benches`; `cargo test` runs each once as a check.
 
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_ingest::{body, convert, route};
+use atoll_ingest::{body, convert, route, typed};
 use atoll_query::{QueryConfig, QueryEngine};
 use atoll_store::{Store, StoreConfig, TableSettings};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -45,6 +46,11 @@ fn ingest(c: &mut Criterion) {
     g.bench_function("convert_16k", |b| {
         b.iter(|| convert::convert_events(&table, &events, 0, None).unwrap())
     });
+    // Once the table has the events' columns, the typed path takes them.
+    convert::ingest_events(&table, &events, 0).unwrap();
+    g.bench_function("typed_16k", |b| {
+        b.iter(|| typed::convert_ndjson(&table, &body, 0, None).expect("typed"))
+    });
     g.finish();
 }
 
@@ -79,6 +85,25 @@ fn ring_and_store(c: &mut Criterion) {
                 let t = fresh.get_or_create("events").unwrap();
                 t.absorb_schema(batch.schema().as_ref());
                 route::store_by_partition(&t, &batch, &converted.partitions).unwrap();
+                fresh.seal_aged();
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // As a node gets them: 32 requests' rows in each partition's buffer,
+    // nearly in time order each, merged when the buffer seals.
+    let requests = EVENTS / 512;
+    g.bench_function("append_and_seal_16k_in_32_requests", |b| {
+        b.iter_batched(
+            || Store::new(StoreConfig::default()),
+            |fresh| {
+                let t = fresh.get_or_create("events").unwrap();
+                t.absorb_schema(batch.schema().as_ref());
+                for r in 0..requests {
+                    let rows = batch.slice(r * 512, 512);
+                    let partitions = &converted.partitions[r * 512..(r + 1) * 512];
+                    route::store_by_partition(&t, &rows, partitions).unwrap();
+                }
                 fresh.seal_aged();
             },
             BatchSize::LargeInput,
