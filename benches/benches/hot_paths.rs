@@ -1,9 +1,9 @@
 //! Criterion micro-benchmarks of the hot paths, on the shared generator's
 //! events: parsing and converting JSON to Arrow (ingest, both paths),
 //! routing events to partitions (ring), appending and sealing batches
-//! (store), and a grouped
-//! query whose partial aggregates are merged (query). Run with
-//! `cargo bench -p atoll-benches`; `cargo test` runs each once as a check.
+//! (store), and a grouped query whose partial aggregates are merged
+//! (query). Run with `cargo bench -p atoll-benches`; `cargo test` runs
+//! each once as a check.
 
 use std::path::PathBuf;
 use std::sync::Arc;
