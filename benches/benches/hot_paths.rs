@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use atoll_ingest::{body, convert, route, typed};
 use atoll_query::{QueryConfig, QueryEngine};
 use atoll_store::{Store, StoreConfig, TableSettings};
@@ -78,38 +79,33 @@ fn ring_and_store(c: &mut Criterion) {
     g.bench_function("assign_by_key_16k", |b| {
         b.iter(|| route::assign(&keyed, 64, &flat, None))
     });
-    g.bench_function("append_and_seal_16k", |b| {
-        b.iter_batched(
-            || Store::new(StoreConfig::default()),
-            |fresh| {
-                let t = fresh.get_or_create("events").unwrap();
-                t.absorb_schema(batch.schema().as_ref());
-                route::store_by_partition(&t, &batch, &converted.partitions).unwrap();
-                fresh.seal_aged();
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    // As a node gets them: 32 requests' rows in each partition's buffer,
-    // nearly in time order each, merged when the buffer seals.
-    let requests = EVENTS / 512;
-    g.bench_function("append_and_seal_16k_in_32_requests", |b| {
-        b.iter_batched(
-            || Store::new(StoreConfig::default()),
-            |fresh| {
-                let t = fresh.get_or_create("events").unwrap();
-                t.absorb_schema(batch.schema().as_ref());
-                for r in 0..requests {
-                    let rows = batch.slice(r * 512, 512);
-                    let partitions = &converted.partitions[r * 512..(r + 1) * 512];
-                    route::store_by_partition(&t, &rows, partitions).unwrap();
-                }
-                fresh.seal_aged();
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    for (name, requests) in [
+        ("append_and_seal_16k", 1),
+        ("append_and_seal_16k_in_32_requests", 32),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || Store::new(StoreConfig::default()),
+                |fresh| append_and_seal(&fresh, &batch, &converted.partitions, requests),
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
+}
+
+/// Appends `batch` to a fresh store's table as `requests` requests, then
+/// seals: with many, each partition's buffer holds many requests' rows,
+/// nearly in time order each, as a node gets them.
+fn append_and_seal(fresh: &Store, batch: &RecordBatch, partitions: &[u32], requests: usize) {
+    let t = fresh.get_or_create("events").unwrap();
+    t.absorb_schema(batch.schema().as_ref());
+    let size = batch.num_rows() / requests;
+    for r in 0..requests {
+        let rows = batch.slice(r * size, size);
+        route::store_by_partition(&t, &rows, &partitions[r * size..(r + 1) * size]).unwrap();
+    }
+    fresh.seal_aged();
 }
 
 fn query(c: &mut Criterion) {
