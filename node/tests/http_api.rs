@@ -485,7 +485,9 @@ async fn time_limit_and_admission() {
         "--query-queue-wait-ms",
         "200",
     ]));
-    load_numbers(&s, "x", 5000).await;
+    // 400M pairs: many seconds of work on any machine, so that the time
+    // limit ends it (5,000 rows once finished inside the limit).
+    load_numbers(&s, "x", 20_000).await;
     let slow = "SELECT count(*) FROM x a, x b WHERE a.i + b.i < 0";
     // One slow query holds the only slot: the next one waits, then gets 503.
     let holder = {
