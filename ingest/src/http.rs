@@ -82,14 +82,10 @@ async fn receive(
 ) -> Result<(convert::IngestOutcome, bool), IngestError> {
     validate_table_name(table)?;
     let limit = st.max_body_bytes;
-    let too_large = IngestError::TooLarge { limit, after: "" };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large);
-    }
-    let raw = read_body(body, declared.unwrap_or(0), limit).await?;
+    let raw = read_body(body, declared, limit).await?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("(not text)").to_string());
@@ -166,15 +162,25 @@ async fn receive(
 
 /// The whole body, into one buffer of its declared length (up to 16 MiB
 /// ahead of the bytes: a length is only a claim): collecting its chunks
-/// into a growing buffer copied a large body about twice more.
-async fn read_body(body: Body, declared: usize, limit: usize) -> Result<Bytes, IngestError> {
+/// into a growing buffer copied a large body about twice more. A body
+/// declared or found over `limit` is refused.
+async fn read_body(
+    body: Body,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<Bytes, IngestError> {
+    let too_large = || IngestError::TooLarge { limit, after: "" };
+    let declared = declared.unwrap_or(0);
+    if declared > limit {
+        return Err(too_large());
+    }
     let mut buf = Vec::with_capacity(declared.min(16 << 20));
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk =
             chunk.map_err(|_| IngestError::BadBody("the request body could not be read".into()))?;
         if buf.len() + chunk.len() > limit {
-            return Err(IngestError::TooLarge { limit, after: "" });
+            return Err(too_large());
         }
         buf.extend_from_slice(&chunk);
     }
