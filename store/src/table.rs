@@ -144,24 +144,21 @@ impl Table {
     /// Float64 give Float64, anything else Utf8), so any node reads any
     /// replica's batches.
     pub fn absorb_schema(&self, schema: &arrow::datatypes::Schema) {
+        let incoming = || {
+            schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() != crate::writes::WRITE_COLUMN)
+                .filter_map(|f| Some((f.name(), ColumnType::from_data_type(f.data_type())?)))
+        };
         // Nearly always nothing changes (a node's own writes, a replica's
         // writes of known columns): checked without copying the schema.
         let current = self.schema();
-        let known = schema.fields().iter().all(|f| {
-            let incoming = ColumnType::from_data_type(f.data_type());
-            f.name() == crate::writes::WRITE_COLUMN
-                || incoming.is_none()
-                || current.column_type(f.name()) == incoming
-        });
-        if known {
+        if incoming().all(|(name, ty)| current.column_type(name) == Some(ty)) {
             return;
         }
-        let fields: Vec<(String, ColumnType)> = schema
-            .fields()
-            .iter()
-            .filter(|f| f.name() != crate::writes::WRITE_COLUMN)
-            .filter_map(|f| Some((f.name().clone(), ColumnType::from_data_type(f.data_type())?)))
-            .collect();
+        let fields: Vec<(String, ColumnType)> =
+            incoming().map(|(name, ty)| (name.clone(), ty)).collect();
         self.evolve(|s| ((), s.reconcile(&self.name, &fields)));
     }
 

@@ -60,20 +60,19 @@ pub fn with_write_id(batch: &RecordBatch, id: u64) -> Result<RecordBatch, StoreE
     )?)
 }
 
-/// The write id of each row, when the batch carries them.
-fn ids_of(batch: &RecordBatch) -> Option<&DictionaryArray<UInt32Type>> {
-    batch
+/// The batch's write-id column: a key per row into the batch's ids.
+fn ids_of(batch: &RecordBatch) -> Option<(&DictionaryArray<UInt32Type>, &UInt64Array)> {
+    let ids = batch
         .column_by_name(WRITE_COLUMN)?
         .as_any()
-        .downcast_ref::<DictionaryArray<UInt32Type>>()
+        .downcast_ref::<DictionaryArray<UInt32Type>>()?;
+    let values = ids.values().as_any().downcast_ref::<UInt64Array>()?;
+    Some((ids, values))
 }
 
 /// Each row's write id (None for a row without one).
 pub fn row_ids(batch: &RecordBatch) -> Vec<Option<u64>> {
-    let Some(ids) = ids_of(batch) else {
-        return vec![None; batch.num_rows()];
-    };
-    let Some(values) = ids.values().as_any().downcast_ref::<UInt64Array>() else {
+    let Some((ids, values)) = ids_of(batch) else {
         return vec![None; batch.num_rows()];
     };
     ids.keys()
@@ -84,10 +83,7 @@ pub fn row_ids(batch: &RecordBatch) -> Vec<Option<u64>> {
 
 /// The distinct write ids of a batch's rows.
 pub fn ids_in(batch: &RecordBatch) -> HashSet<u64> {
-    let Some(ids) = ids_of(batch) else {
-        return HashSet::new();
-    };
-    let Some(values) = ids.values().as_any().downcast_ref::<UInt64Array>() else {
+    let Some((ids, values)) = ids_of(batch) else {
         return HashSet::new();
     };
     // Which dictionary entries some row uses (a sliced or filtered batch
