@@ -1,6 +1,5 @@
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use atoll_cluster::ClusterError;
+use atoll_errors::{Classified, ErrorKind};
 
 /// Whole-request failures of ingest and table management; per-event
 /// problems are not errors but entries of `rejected`.
@@ -15,38 +14,35 @@ pub enum IngestError {
     #[error("{0}")]
     BadSettings(String),
     #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
     Conflict(String),
+    /// A bug: a conversion task panicked or was lost. Logged where made.
+    #[error("internal error while {0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] atoll_store::StoreError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
-impl IngestError {
-    pub fn status(&self) -> StatusCode {
-        use atoll_store::StoreError;
+impl Classified for IngestError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            IngestError::BadBody(_) | IngestError::BadSettings(_) => StatusCode::BAD_REQUEST,
-            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
-            IngestError::Conflict(_) => StatusCode::CONFLICT,
-            IngestError::Store(StoreError::NoSuchTable(_)) => StatusCode::NOT_FOUND,
-            IngestError::Store(StoreError::Arrow(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            IngestError::Store(_) => StatusCode::BAD_REQUEST,
+            IngestError::BadBody(_) | IngestError::BadSettings(_) => ErrorKind::BadInput,
+            IngestError::TooLarge { .. } => ErrorKind::TooLarge,
+            IngestError::UnsupportedEncoding(_) => ErrorKind::UnsupportedMedia,
+            IngestError::Conflict(_) => ErrorKind::Conflict,
+            IngestError::Internal(_) => ErrorKind::Internal,
+            IngestError::Store(e) => e.kind(),
+            IngestError::Cluster(e) => e.kind(),
         }
     }
 }
 
-impl IntoResponse for IngestError {
-    fn into_response(self) -> Response {
-        (
-            self.status(),
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+impl IngestError {
+    /// A conversion task that did not finish (it panicked): a bug, so it
+    /// is logged here and answered as an internal error.
+    pub fn task_failed(what: &str, e: impl std::fmt::Display) -> IngestError {
+        tracing::error!(error = %e, "ingest task failed while {what}");
+        IngestError::Internal(what.to_string())
     }
 }

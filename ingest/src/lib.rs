@@ -1,21 +1,26 @@
-//! Ingest: HTTP bodies of JSON events become Arrow batches in the owning
-//! partitions of their table.
+//! Ingest: bodies of events (JSON, NDJSON, compressed or not) become Arrow
+//! batches of their table, grouped by partition, and are handed to the
+//! cluster's replication.
+//!
+//! Owns: reading bodies (`body`, `decode`), schema-on-write conversion with
+//! type inference, widening and time (`convert`, `typed`, `time`), routing
+//! rows to partitions (`route`), and the typed API every door calls
+//! (`api`).
+//!
+//! Must not know: HTTP (the doors are `atoll-node`'s), or how a batch
+//! reaches the other nodes (`atoll-cluster`'s replicator does that).
 
+pub mod api;
 pub mod body;
 pub mod convert;
 pub mod decode;
 pub mod error;
-pub mod handoff;
-pub mod http;
 pub mod metrics;
-pub mod replica;
-pub mod replicate;
 pub mod route;
-pub mod schemas;
 pub mod time;
 pub mod typed;
 
+pub use api::{EventsBody, Ingest, Ingested, idempotency_key};
 pub use convert::{IngestOutcome, Rejection, ingest_events};
 pub use error::IngestError;
-pub use http::{IngestState, router};
 pub use metrics::IngestMetrics;

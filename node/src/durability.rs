@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use atoll_ingest::replica::{Hints, LocalReplica};
+use atoll_cluster::{Hints, LocalReplica};
 use atoll_store::Store;
 use atoll_store::wal::Wal;
 
@@ -41,10 +41,7 @@ pub fn open(
         fsync = ?args.fsync,
         "recovered the data directory"
     );
-    Ok(LocalReplica {
-        wal: Some(wal),
-        ..local
-    })
+    Ok(local.with_wal(wal))
 }
 
 /// Takes a checkpoint whenever the log has outgrown the last snapshot.

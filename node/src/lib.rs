@@ -1,11 +1,18 @@
-//! One Atoll node: configuration, and the wiring of gossip membership,
-//! store, ingest, query, dashboard and metrics behind the HTTP listener and
-//! the internal Flight service.
+//! One Atoll node, as the `atoll` binary and as a library.
+//!
+//! Owns: configuration and the CLI (`config`), the wiring of store,
+//! cluster, ingest, query and dashboard behind the listeners (`Node`), the
+//! doors (every HTTP handler in `http`, with the one mapping of error
+//! kinds to HTTP statuses), the write-ahead log's start-up
+//! (`durability`), the memory budget (`memory`) and metrics (`metrics`).
+//!
+//! Must not know: how events become Arrow (`atoll-ingest`), how SQL is
+//! planned and split (`atoll-query`), or what travels between nodes
+//! (`atoll-cluster`): it calls their typed APIs.
 
-pub mod cluster;
 pub mod config;
 pub mod durability;
-pub mod flight;
+pub mod http;
 pub mod memory;
 pub mod metrics;
 
@@ -14,13 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use atoll_ingest::handoff::Handoff;
-use atoll_ingest::replica::Hints;
-use atoll_ingest::replicate::Replicator;
-use atoll_ingest::{IngestMetrics, IngestState};
-use atoll_query::engine::ClusterHandle;
-use atoll_query::{QueryEngine, QueryMetrics, QueryState};
-use atoll_ring::{Membership, MembershipConfig};
+use atoll_cluster::handoff::Handoff;
+use atoll_cluster::service::{InternalService, service};
+use atoll_cluster::{Hints, Membership, MembershipConfig, PeerClient, Replicator};
+use atoll_ingest::{Ingest, IngestMetrics};
+use atoll_query::engine::{ClusterHandle, Fragments};
+use atoll_query::{QueryEngine, QueryMetrics};
 use atoll_store::{Store, StoreConfig};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -103,6 +109,7 @@ impl Node {
         })
         .await?;
         wait_for_ring(&membership).await?;
+        local.publish_to(membership.clone()).await;
         let mut restarted = std::collections::BTreeSet::new();
         if membership.rejoined() {
             // Back after a restart: whatever it recovered, it missed the
@@ -118,12 +125,13 @@ impl Node {
             );
         }
 
+        let peers = Arc::new(PeerClient::new(secret.clone()));
         let replicator = Arc::new(Replicator::new(
             membership.clone(),
             local.clone(),
             args.replicas,
             args.write_quorum,
-            secret.clone(),
+            peers.clone(),
         ));
         let handoff = Handoff::new(
             replicator.clone(),
@@ -132,31 +140,33 @@ impl Node {
             restarted,
         );
         let registry = prometheus::Registry::new();
-        let ingest = IngestState {
-            store: store.clone(),
-            replicator: replicator.clone(),
+        let ingest = http::ingest::IngestState {
+            ingest: Ingest {
+                store: store.clone(),
+                replicator: replicator.clone(),
+                max_body_bytes: args.max_body_bytes.0,
+            },
             metrics: IngestMetrics::new(&registry)?,
-            max_body_bytes: args.max_body_bytes.0,
         };
         let engine = Arc::new(
             QueryEngine::new(store.clone(), args.query_config(&budget)).with_cluster(
                 ClusterHandle {
                     membership: membership.clone(),
                     replicas: args.replicas,
-                    secret: secret.clone(),
+                    peers,
                     store: store.clone(),
                 },
             ),
         );
         let engine_for_flight = engine.clone();
         let query_metrics = QueryMetrics::new(&registry)?;
-        let query = QueryState {
+        let query = http::query::QueryState {
             engine: engine.clone(),
             metrics: query_metrics.clone(),
         };
         let eviction = memory::EvictionMetrics::new(&registry)?;
         let node_metrics = NodeMetrics::new(registry, store.clone(), engine, budget)?;
-        let cluster = cluster::ClusterState {
+        let cluster = http::cluster::ClusterState {
             membership: membership.clone(),
             replicator,
             store: store.clone(),
@@ -169,9 +179,9 @@ impl Node {
                 get(|| async { Json(serde_json::json!({"status": "ok"})) }),
             )
             .merge(metrics::router(node_metrics))
-            .merge(cluster::router(cluster.clone()))
-            .merge(atoll_ingest::router(ingest))
-            .merge(atoll_query::router(query))
+            .merge(http::cluster::router(cluster.clone()))
+            .merge(http::ingest::router(ingest))
+            .merge(http::query::router(query))
             .merge(atoll_web_ui::router());
 
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
@@ -186,17 +196,23 @@ impl Node {
             eviction,
         )
         .spawn(shutdown.subscribe());
-        atoll_ingest::schemas::spawn(
+        atoll_cluster::schemas::spawn(
             cluster.replicator.clone(),
             store.clone(),
             shutdown.subscribe(),
         );
-        cluster::spawn_stats(cluster, shutdown.subscribe());
-        let flight = flight::service(
-            flight::AtollFlight {
+        atoll_cluster::stats::spawn(
+            membership.clone(),
+            store.clone(),
+            hints.clone(),
+            handoff.clone(),
+            shutdown.subscribe(),
+        );
+        let flight = service(
+            InternalService {
                 local,
-                engine: engine_for_flight,
-                metrics: query_metrics,
+                fragments: Arc::new(Fragments(engine_for_flight)),
+                fragment_outcomes: query_metrics.fragments.clone(),
             },
             secret,
         );

@@ -60,13 +60,13 @@ fn main() -> anyhow::Result<()> {
             let text = runtime.block_on(async {
                 match command {
                     ClusterCommand::Status { http_addr } => {
-                        atoll_node::cluster::status_text(&http_addr).await
+                        atoll_node::http::cluster::status_text(&http_addr).await
                     }
                     ClusterCommand::Leave {
                         node,
                         http_addr,
                         force,
-                    } => atoll_node::cluster::leave_text(&http_addr, &node, force).await,
+                    } => atoll_node::http::cluster::leave_text(&http_addr, &node, force).await,
                 }
             })?;
             print!("{text}");

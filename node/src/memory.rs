@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_ingest::replica::Hints;
-use atoll_ring::Membership;
+use atoll_cluster::Hints;
+use atoll_cluster::Membership;
 use atoll_store::Store;
 
 use crate::config::{ByteSize, ServeArgs};
@@ -111,11 +111,6 @@ fn machine_memory() -> Option<usize> {
     .min();
     Some(cgroup.map_or(total, |c| c.min(total)))
 }
-
-/// The gossiped stat of a table's cut-off: `kept_from.TABLE` =
-/// `CUTOFF,SET_AT` (µs since the epoch both). `SET_AT` lets a node ignore
-/// a cut-off of a table that was dropped since.
-const STAT_KEPT_FROM: &str = "kept_from.";
 
 /// Evictions made by this node.
 #[derive(Clone)]
@@ -340,13 +335,7 @@ impl Evictor {
     async fn apply_cluster_cutoffs(&self) -> bool {
         let mut raised = false;
         for m in self.membership.members().await {
-            for (key, value) in &m.stats {
-                let Some(table) = key.strip_prefix(STAT_KEPT_FROM) else {
-                    continue;
-                };
-                let Some((cut, at)) = parse_cutoff(value) else {
-                    continue;
-                };
+            for (table, &(cut, at)) in &m.cutoffs {
                 let dropped_since = self
                     .gauge
                     .store
@@ -376,21 +365,14 @@ impl Evictor {
         }
         for (table, &(cut, at)) in &current {
             if self.gossiped.get(table) != Some(&(cut, at)) {
-                let key = format!("{STAT_KEPT_FROM}{table}");
-                self.membership.set_stat(&key, format!("{cut},{at}")).await;
+                self.membership.set_cutoff(table, Some((cut, at))).await;
             }
         }
         for table in self.gossiped.keys().filter(|t| !current.contains_key(*t)) {
-            let key = format!("{STAT_KEPT_FROM}{table}");
-            self.membership.set_stat(&key, "").await;
+            self.membership.set_cutoff(table, None).await;
         }
         self.gossiped = current;
     }
-}
-
-fn parse_cutoff(value: &str) -> Option<(i64, i64)> {
-    let (cut, at) = value.split_once(',')?;
-    Some((cut.parse().ok()?, at.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -426,12 +408,5 @@ mod tests {
         );
         let machine = budget(&[]).unwrap();
         assert!(machine.limit > 0 && machine.queries == machine.limit / 4);
-    }
-
-    #[test]
-    fn cutoffs_read_back() {
-        assert_eq!(parse_cutoff("12,34"), Some((12, 34)));
-        assert_eq!(parse_cutoff(""), None);
-        assert_eq!(parse_cutoff("x,1"), None);
     }
 }

@@ -534,16 +534,34 @@ async fn table_settings_and_drops_apply_on_every_node() {
     for s in cluster.running() {
         assert_eq!(s.get("/v1/tables/s").await.0, 404, "dropped everywhere");
     }
-    let forged = cluster
-        .node(0)
-        .client
-        .put(format!("{}/v1/tables/s", cluster.node(0).url))
-        .header("x-atoll-forwarded", "guess")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status().as_u16(), 403);
+    // Table changes travel between nodes as internal Flight actions: one
+    // without the cluster secret, or of another protocol version, is
+    // refused before it is read.
+    let flight = cluster.node(0).cluster().await["nodes"][0]["flight_addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut client = support::flight_client(&flight).await;
+    let change = serde_json::to_vec(
+        &serde_json::json!({"table": "s", "version": i64::MAX, "change": "drop"}),
+    )
+    .unwrap();
+    let action = || arrow_flight::Action::new("table.change", change.clone());
+    let mut forged = tonic::Request::new(action());
+    support::speak_protocol(&mut forged);
+    forged
+        .metadata_mut()
+        .insert("x-atoll-secret", "guess".parse().unwrap());
+    let err = client.do_action(forged).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let mut old = tonic::Request::new(action());
+    old.metadata_mut()
+        .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    old.metadata_mut()
+        .insert("x-atoll-protocol", "0".parse().unwrap());
+    let err = client.do_action(old).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("protocol 0"), "{err}");
 }
 
 /// A retention set through one node applies on every node: rows older
@@ -820,6 +838,7 @@ async fn fragments_are_refused_without_the_secret_or_with_foreign_plan_nodes() {
     request
         .metadata_mut()
         .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    support::speak_protocol(&mut request);
     let err = client.do_get(request).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(
@@ -1021,6 +1040,7 @@ async fn a_dropped_fragment_stream_is_cancelled_on_the_owner() {
     request
         .metadata_mut()
         .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    support::speak_protocol(&mut request);
     let mut stream = client.do_get(request).await.unwrap().into_inner();
     assert!(
         stream.next().await.unwrap().is_ok(),

@@ -512,11 +512,13 @@ async fn a_late_write_to_a_former_replica_is_handed_on() {
     ];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
     let batch = atoll_store::writes::with_write_id(&batch, 0x1a7e).unwrap();
-    let cmd = atoll_ingest::replica::PutCommand {
+    let cmd = atoll_cluster::messages::PutCommand {
         table: "late".into(),
         partition,
     };
-    let data = atoll_ingest::replicate::encode(&cmd, &batch).await.unwrap();
+    let data = atoll_cluster::replicate::encode(&cmd, &batch)
+        .await
+        .unwrap();
     let n0 = views[0]["nodes"]
         .as_array()
         .unwrap()
@@ -531,6 +533,7 @@ async fn a_late_write_to_a_former_replica_is_handed_on() {
     request
         .metadata_mut()
         .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    support::speak_protocol(&mut request);
     let response = client.do_put(request).await.unwrap().into_inner();
     let acks: Vec<_> = futures::TryStreamExt::try_collect(response).await.unwrap();
     assert_eq!(acks.len(), 1, "n0 acknowledged the write");

@@ -352,6 +352,34 @@ async fn query_request_errors() {
     assert_eq!(s.rows("SELECT 1 + 1").await, vec![vec![json!(2)]]);
 }
 
+/// Per-request limits outside 1..=the node's are refused at the edge,
+/// naming the field and the range: not clamped, and 0 is not "no limit"
+/// (a zero timeout once reached the owners' timers as a zero period).
+#[tokio::test]
+async fn per_request_limits_out_of_range_are_refused() {
+    let s = Server::start(&[]);
+    for bad in [json!(0), json!(u64::MAX), json!(10_000_000_000_u64)] {
+        let (status, v) = s
+            .query_with(json!({"sql": "SELECT 1", "timeout_ms": bad}))
+            .await;
+        assert_eq!(status, 400, "timeout_ms {bad}: {v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.contains("timeout_ms") && error.contains("1..="),
+            "{error}"
+        );
+    }
+    let (status, v) = s
+        .query_with(json!({"sql": "SELECT 1", "max_rows": 0}))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("max_rows"), "{v}");
+    let (status, v) = s
+        .query_with(json!({"sql": "SELECT 1", "timeout_ms": 1000, "max_rows": 1}))
+        .await;
+    assert_eq!(status, 200, "in range: {v}");
+}
+
 async fn load_numbers(s: &Server, table: &str, rows: usize) {
     for chunk in 0..rows.div_ceil(5000) {
         let body: String = (chunk * 5000..((chunk + 1) * 5000).min(rows))

@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use atoll_ring::{Member, Ring};
+use atoll_cluster::Member;
+use atoll_ring::Ring;
 
 /// Partitions per node, and the partitions no replica could cover.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow_flight::Ticket;
 use arrow_flight::decode::{DecodedPayload, FlightRecordBatchStream};
-use arrow_flight::flight_service_client::FlightServiceClient;
 use atoll_store::Store;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
@@ -35,14 +33,13 @@ use datafusion::physical_plan::{
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 
 use crate::scan::{PartitionScanExec, ScanDescription};
+use atoll_cluster::messages::FragmentStats;
+use atoll_cluster::{ClusterError, PeerClient};
 
 /// Nodes of one Atoll version plan alike; others are refused.
 pub const ENGINE_VERSION: &str = concat!("atoll-", env!("CARGO_PKG_VERSION"), "-datafusion-55");
-/// gRPC metadata carrying the cluster secret (same as replication's).
-pub const SECRET_HEADER: &str = "x-atoll-secret";
 
 /// Encodes Atoll's own scan; nothing else is an extension.
 #[derive(Debug)]
@@ -207,7 +204,6 @@ pub struct Placement {
 #[derive(Clone)]
 pub struct FanoutContext {
     pub me: String,
-    pub secret: String,
     pub placements: Vec<Placement>,
     pub codec: Arc<AtollCodec>,
     pub timeout: Duration,
@@ -217,39 +213,9 @@ pub struct FanoutContext {
     pub alternates: std::collections::BTreeMap<u32, Vec<String>>,
     /// Flight address of each node.
     pub addresses: std::collections::BTreeMap<String, String>,
-    pub channels: Arc<Channels>,
+    /// The one client of the cluster's internal service.
+    pub peers: Arc<PeerClient>,
     pub counters: Arc<FanoutCounters>,
-}
-
-/// One HTTP/2 connection per peer, shared by every fragment sent to it
-/// (a connection per fragment cost a TCP and HTTP/2 handshake per node on
-/// every query). The connection window is large so that fragments whose
-/// reader is slow (a join working through its input) cannot starve the
-/// others sharing the connection; each stream keeps its own 2 MB window.
-#[derive(Default)]
-pub struct Channels(parking_lot::Mutex<std::collections::HashMap<String, Channel>>);
-
-impl Channels {
-    fn get(&self, addr: &str) -> std::result::Result<Channel, String> {
-        let mut channels = self.0.lock();
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .initial_stream_window_size(2 << 20)
-            .initial_connection_window_size(256 << 20)
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// Drops a peer's connection after a failed call, so that the next
-    /// query connects afresh.
-    fn forget(&self, addr: &str) {
-        self.0.lock().remove(addr);
-    }
 }
 
 /// Figures from the fragments run on other nodes.
@@ -379,17 +345,15 @@ async fn run_share(
     subtree: &Arc<dyn ExecutionPlan>,
     place: &Placement,
     task: Arc<TaskContext>,
-) -> Result<BatchStream, String> {
-    let plan =
-        fragment(subtree, &place.partitions, ctx.codec.streams).map_err(|e| e.to_string())?;
+) -> Result<BatchStream> {
+    let plan = fragment(subtree, &place.partitions, ctx.codec.streams)?;
     if place.node == ctx.me {
-        return Ok(plan.execute(0, task).map_err(|e| e.to_string())?.boxed());
+        return Ok(plan.execute(0, task)?.boxed());
     }
     let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
         plan,
         ctx.codec.as_ref(),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     remote(ctx, place, bytes.to_vec(), subtree.schema()).await
 }
 
@@ -437,12 +401,17 @@ async fn run_with_retry(
     if !unreached.is_empty() {
         if !ctx.allow_partial {
             unreached.sort_unstable();
-            let msg = format!(
-                "no replica could run partitions {unreached:?} (node {}: {first})",
-                place.node
+            // Unavailable, not a bad query: the same query may succeed
+            // once a replica is back.
+            let lost = ClusterError::unreachable(
+                &place.node,
+                format!(
+                    "no replica could run partitions {unreached:?} ({})",
+                    first.strip_backtrace()
+                ),
             );
-            return futures::stream::once(async move { Err(DataFusionError::Execution(msg)) })
-                .boxed();
+            let error = DataFusionError::External(Box::new(lost));
+            return futures::stream::once(async move { Err(error) }).boxed();
         }
         ctx.counters.failed_partitions.lock().extend(unreached);
     }
@@ -535,33 +504,31 @@ async fn remote(
     place: &Placement,
     plan: Vec<u8>,
     expected: SchemaRef,
-) -> Result<BatchStream, String> {
-    let addr = place.flight_addr.clone().ok_or("no Flight address known")?;
+) -> Result<BatchStream> {
+    let lost = |e: ClusterError| DataFusionError::External(Box::new(e));
+    let addr = place.flight_addr.clone().ok_or_else(|| {
+        lost(ClusterError::unreachable(
+            &place.node,
+            "no Flight address known",
+        ))
+    })?;
     let header = serde_json::to_vec(&FragmentHeader {
         version: ENGINE_VERSION.into(),
         timeout_ms: ctx.timeout.as_millis() as u64,
     })
-    .map_err(|e| e.to_string())?;
-    let channel = ctx.channels.get(&addr)?;
-    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(256 << 20);
-    let mut request = tonic::Request::new(Ticket::new(frame(&header, &plan)));
-    request.metadata_mut().insert(
-        SECRET_HEADER,
-        ctx.secret.parse().map_err(|_| "bad secret".to_string())?,
-    );
-    let response = client.do_get(request).await.map_err(|s| {
-        ctx.channels.forget(&addr);
-        s.message().to_string()
-    })?;
+    .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    let response = ctx
+        .peers
+        .do_get(&addr, frame(&header, &plan))
+        .await
+        .map_err(lost)?;
     ctx.counters
         .remote_partitions
         .fetch_add(place.partitions.len() as u64, Ordering::Relaxed);
     let counters = ctx.counters.clone();
     let (node, partitions) = (place.node.clone(), place.partitions.len() as u64);
     let decoded = FlightRecordBatchStream::new_from_flight_data(
-        response
-            .into_inner()
-            .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+        response.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
     )
     .into_inner();
     Ok(decoded
@@ -589,7 +556,10 @@ async fn remote(
                             None
                         }
                     },
-                    Err(e) => Some(Err(DataFusionError::Execution(e.to_string()))),
+                    // A replica lost in the middle of its answer.
+                    Err(e) => Some(Err(DataFusionError::External(Box::new(
+                        ClusterError::unreachable(&node, e.to_string()),
+                    )))),
                 }
             }
         })
@@ -618,14 +588,6 @@ fn conform(batch: RecordBatch, expected: &SchemaRef) -> Result<RecordBatch> {
     )?)
 }
 
-/// Sent after a fragment's last batch.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct FragmentStats {
-    pub rows_scanned: u64,
-    #[serde(default)]
-    pub elapsed_ms: f64,
-}
-
 /// A fragment received from another node: its header and plan, checked.
 pub fn decode_fragment(
     ticket: &[u8],
@@ -635,6 +597,11 @@ pub fn decode_fragment(
     let (header, plan) = split_frame(ticket)?;
     let header: FragmentHeader = serde_json::from_slice(header)
         .map_err(|e| DataFusionError::Plan(format!("bad fragment header: {e}")))?;
+    if header.timeout_ms == 0 {
+        return Err(DataFusionError::Plan(
+            "a fragment's timeout_ms must be at least 1".into(),
+        ));
+    }
     if header.version != ENGINE_VERSION {
         return Err(DataFusionError::Plan(format!(
             "this node runs {ENGINE_VERSION}, the fragment was planned by {}: upgrade the cluster to one version",

@@ -28,8 +28,7 @@ use crate::QueryError;
 use crate::catalog::AtollSchema;
 use crate::coverage::Coverage;
 use crate::distributed::{
-    AtollCodec, Channels, FanoutContext, FanoutCounters, NodeStats, Placement, decode_fragment,
-    distribute,
+    AtollCodec, FanoutContext, FanoutCounters, NodeStats, Placement, decode_fragment, distribute,
 };
 use crate::pool::QueryPool;
 use crate::scan::{scan_totals, visit_scans};
@@ -96,9 +95,10 @@ pub struct QueryStats {
 
 /// What the engine needs to know of the cluster.
 pub struct ClusterHandle {
-    pub membership: Arc<atoll_ring::Membership>,
+    pub membership: Arc<atoll_cluster::Membership>,
     pub replicas: usize,
-    pub secret: String,
+    /// The one client of the cluster's internal service.
+    pub peers: Arc<atoll_cluster::PeerClient>,
     pub store: Arc<Store>,
 }
 
@@ -132,7 +132,6 @@ pub struct QueryEngine {
     base: SessionState,
     node_pool: Arc<dyn MemoryPool>,
     admission: Arc<Semaphore>,
-    channels: Arc<Channels>,
 }
 
 impl QueryEngine {
@@ -172,7 +171,6 @@ impl QueryEngine {
             exec: Some(exec),
             node_pool: Arc::new(GreedyMemoryPool::new(config.pool_bytes)),
             admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
-            channels: Default::default(),
             config,
             base,
         }
@@ -208,7 +206,7 @@ impl QueryEngine {
         allow_partial: Option<bool>,
     ) -> Result<Execution, QueryError> {
         let started = Instant::now();
-        let timeout = timeout.map_or(self.config.timeout, |t| t.min(self.config.timeout));
+        let timeout = self.timeout(timeout)?;
         let deadline = tokio::time::Instant::from_std(started + timeout);
         if sql.trim().is_empty() {
             return Err(QueryError::BadRequest("sql is empty".into()));
@@ -246,6 +244,22 @@ impl QueryEngine {
             cap_hit,
             _permit: permit,
         })
+    }
+
+    /// A query's time limit: the node's, or a shorter one the request
+    /// asked for. One outside 1 ms ..= the node's limit is refused (not
+    /// clamped: a client asking for more than it can get should know).
+    fn timeout(&self, asked: Option<Duration>) -> Result<Duration, QueryError> {
+        let limit = self.config.timeout;
+        match asked {
+            None => Ok(limit),
+            Some(t) if t >= Duration::from_millis(1) && t <= limit => Ok(t),
+            Some(t) => Err(QueryError::BadRequest(format!(
+                "timeout_ms {} is outside the allowed range 1..={} (this node's query time limit)",
+                t.as_millis(),
+                limit.as_millis()
+            ))),
+        }
     }
 
     /// Operators run on the query runtime: a CPU-bound one that seldom
@@ -324,7 +338,6 @@ impl QueryEngine {
             .collect();
         let ctx = FanoutContext {
             me,
-            secret: cluster.secret.clone(),
             placements,
             codec: Arc::new(AtollCodec {
                 store: cluster.store.clone(),
@@ -338,7 +351,7 @@ impl QueryEngine {
                 .iter()
                 .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
                 .collect(),
-            channels: self.channels.clone(),
+            peers: cluster.peers.clone(),
         };
         Ok((distribute(plan, &ctx)?, Some(info)))
     }
@@ -364,12 +377,9 @@ impl QueryEngine {
         let (header, plan) = decode_fragment(ticket, &task_ctx, &codec)
             .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
         let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
-        Ok((
-            plan,
-            batches,
-            FragmentGuard(task),
-            Duration::from_millis(header.timeout_ms),
-        ))
+        // The coordinator's limit, within this node's own.
+        let timeout = Duration::from_millis(header.timeout_ms).min(self.config.timeout);
+        Ok((plan, batches, FragmentGuard(task), timeout))
     }
 
     async fn plan(
@@ -578,5 +588,36 @@ impl Execution {
             );
         }
         nodes.into_values().collect()
+    }
+}
+
+/// The query engine runs the fragments the cluster's service receives.
+pub struct Fragments(pub Arc<QueryEngine>);
+
+impl atoll_cluster::service::FragmentRunner for Fragments {
+    fn start(
+        &self,
+        ticket: &[u8],
+    ) -> Result<
+        atoll_cluster::service::RunningFragment,
+        Box<dyn atoll_errors::Classified + Send + Sync>,
+    > {
+        let (plan, batches, guard, timeout) = self
+            .0
+            .run_fragment(ticket)
+            .map_err(|e| Box::new(e) as Box<dyn atoll_errors::Classified + Send + Sync>)?;
+        let batches = tokio_stream::wrappers::ReceiverStream::new(batches)
+            .map(|b| b.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>))
+            .boxed();
+        let schema = plan.schema();
+        Ok(atoll_cluster::service::RunningFragment {
+            schema,
+            batches,
+            timeout,
+            finish: Box::new(move || {
+                let _running = guard;
+                scan_totals(&plan).0
+            }),
+        })
     }
 }

@@ -1,10 +1,8 @@
-use axum::Json;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use atoll_cluster::ClusterError;
+use atoll_errors::{Classified, ErrorKind};
 use datafusion::common::DataFusionError;
 
 use crate::pool::QUERY_CAP_EXCEEDED;
-
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The SQL asks for something Atoll SQL does not allow.
@@ -26,25 +24,41 @@ pub enum QueryError {
     DataFusion(#[from] DataFusionError),
 }
 
-impl QueryError {
-    pub fn status(&self) -> StatusCode {
+impl Classified for QueryError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            QueryError::Refused(_) | QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            QueryError::Busy(_) | QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            QueryError::MemoryCap { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            QueryError::DataFusion(e) => match e.find_root() {
-                DataFusionError::ResourcesExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
-                DataFusionError::Internal(_)
-                | DataFusionError::IoError(_)
-                | DataFusionError::External(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            },
+            QueryError::Refused(_) | QueryError::BadRequest(_) => ErrorKind::BadInput,
+            QueryError::Busy(_) | QueryError::Unavailable(_) => ErrorKind::Unavailable,
+            QueryError::Timeout(_) => ErrorKind::Timeout,
+            QueryError::MemoryCap { .. } => ErrorKind::LimitHit,
+            QueryError::DataFusion(e) => datafusion_kind(e),
         }
     }
+}
 
+/// What went wrong inside DataFusion, as a kind: an error of Atoll's own
+/// carried through it (a replica lost mid-query, a store error) keeps its
+/// kind; a planning or execution error of the query itself is bad input.
+fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::Unavailable,
+        DataFusionError::External(inner) => {
+            if let Some(c) = inner.downcast_ref::<ClusterError>() {
+                c.kind()
+            } else if let Some(s) = inner.downcast_ref::<atoll_store::StoreError>() {
+                s.kind()
+            } else {
+                ErrorKind::Internal
+            }
+        }
+        DataFusionError::Internal(_) | DataFusionError::IoError(_) => ErrorKind::Internal,
+        _ => ErrorKind::BadInput,
+    }
+}
+
+impl QueryError {
     /// A label for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             QueryError::Refused(_) => "refused",
             QueryError::BadRequest(_) => "bad_request",
@@ -54,22 +68,5 @@ impl QueryError {
             QueryError::MemoryCap { .. } => "memory",
             QueryError::DataFusion(_) => "error",
         }
-    }
-}
-
-impl IntoResponse for QueryError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        }
-        response
     }
 }

@@ -68,6 +68,24 @@ pub enum StoreError {
     Arrow(String),
 }
 
+impl atoll_errors::Classified for StoreError {
+    fn kind(&self) -> atoll_errors::ErrorKind {
+        use atoll_errors::ErrorKind;
+        match self {
+            StoreError::NoSuchTable(_) => ErrorKind::NotFound,
+            StoreError::SchemaAhead { .. } => ErrorKind::Unavailable,
+            StoreError::Arrow(_) => ErrorKind::Internal,
+            StoreError::InvalidTableName(_)
+            | StoreError::TypeConflict { .. }
+            | StoreError::ColumnNameTooLong { .. }
+            | StoreError::TooManyColumns { .. }
+            | StoreError::BadPartitionKey { .. }
+            | StoreError::BadRetention(_)
+            | StoreError::ReservedColumn(_) => ErrorKind::BadInput,
+        }
+    }
+}
+
 impl From<arrow::error::ArrowError> for StoreError {
     fn from(e: arrow::error::ArrowError) -> Self {
         StoreError::Arrow(e.to_string())
@@ -75,6 +93,10 @@ impl From<arrow::error::ArrowError> for StoreError {
 }
 
 /// How the store seals its append buffers.
+/// Partitions of a store unless configured otherwise (the cluster's ring
+/// decides the real count and configures the store with it).
+pub const DEFAULT_PARTITIONS: u32 = 64;
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub partitions: u32,
@@ -93,7 +115,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            partitions: atoll_ring::DEFAULT_PARTITIONS,
+            partitions: DEFAULT_PARTITIONS,
             seal_rows: 32 * 1024,
             seal_age: Duration::from_secs(1),
             retention: None,

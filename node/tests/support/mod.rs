@@ -50,6 +50,16 @@ pub async fn flight_client(
     arrow_flight::flight_service_client::FlightServiceClient::new(channel)
 }
 
+/// Marks an internal call as speaking this build's protocol version (as
+/// Atoll's own client does); the cluster secret is added by the caller.
+#[allow(dead_code)]
+pub fn speak_protocol<T>(request: &mut tonic::Request<T>) {
+    use atoll_cluster::messages::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+    request
+        .metadata_mut()
+        .insert(PROTOCOL_HEADER, PROTOCOL_VERSION.into());
+}
+
 /// A UDP port free right now on 127.0.0.1 (for gossip addresses that
 /// peers must know before the node starts).
 pub fn free_udp_port() -> u16 {

@@ -14,47 +14,17 @@ use atoll_store::wal::{Record, Wal};
 use atoll_store::{Store, StoredBatch, Table};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
-/// What a replica write names: its table and partition (the write's id
-/// travels in the batch, see `atoll_store::writes`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PutCommand {
-    pub table: String,
-    pub partition: u32,
-}
-
-/// Several partitions' writes to one node in one `do_put`: the stream's
-/// rows are the parts' rows, in order. A coordinator sends each replica
-/// node one per request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PutMany {
-    pub table: String,
-    pub parts: Vec<PutPart>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PutPart {
-    pub partition: u32,
-    pub rows: usize,
-    /// The down primary this node holds the part for, if it is a fallback.
-    pub hint_for: Option<String>,
-}
-
-/// What a `do_put` names.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PutDescriptor {
-    Many(PutMany),
-    One(PutCommand),
-}
+use crate::error::ClusterError;
+use crate::membership::Membership;
+use crate::messages::{PutCommand, PutDescriptor, PutMany};
 
 /// How long a write waits for eviction to make room before it is stored
 /// anyway (an acknowledged write must not fail for lack of memory). Well
 /// under the coordinator's timeout: a held replica write that answered late
 /// would fail the request it was holding back.
 const ROOM_WAIT: Duration = Duration::from_secs(3);
-const _: () = assert!(ROOM_WAIT.as_secs() * 3 <= crate::replicate::REPLICA_TIMEOUT.as_secs());
+const _: () = assert!(ROOM_WAIT.as_secs() * 3 <= crate::client::CALL_TIMEOUT.as_secs());
 
 /// Writes held by this node for down primaries, kept apart from its own
 /// data (they are not this node's to serve) until handed off.
@@ -110,11 +80,46 @@ pub struct LocalReplica {
     pub hints: Arc<Hints>,
     /// The write-ahead log, with `--data-dir`.
     pub wal: Option<Arc<Wal>>,
+    /// Where this node says that it holds data, once it is gossiping.
+    membership: std::sync::OnceLock<Arc<Membership>>,
 }
 
 impl LocalReplica {
     pub fn new(store: Arc<Store>, hints: Arc<Hints>, wal: Option<Arc<Wal>>) -> LocalReplica {
-        LocalReplica { store, hints, wal }
+        LocalReplica {
+            store,
+            hints,
+            wal,
+            membership: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The same replica writing to `wal` from now on (once its records
+    /// were recovered into the stores).
+    pub fn with_wal(self, wal: Arc<Wal>) -> LocalReplica {
+        LocalReplica {
+            wal: Some(wal),
+            ..self
+        }
+    }
+
+    /// Starts telling the cluster whether this node holds data: at once
+    /// if it recovered some, else with its first stored write.
+    pub async fn publish_to(&self, membership: Arc<Membership>) {
+        let recovered = self.store.tables().iter().any(|t| t.rows() > 0)
+            || self.hints.rows().values().any(|r| *r > 0);
+        if recovered {
+            membership.mark_holds_data().await;
+        }
+        let _ = self.membership.set(membership);
+    }
+
+    /// Before a write is acknowledged: a node joining from now on must get
+    /// this node's partitions by handoff.
+    async fn mark_holds_data(&self) {
+        if let Some(m) = self.membership.get() {
+            m.mark_holds_data().await;
+        }
     }
 
     /// Stores each part of `batch` (the parts' rows, in order); answers
@@ -123,13 +128,19 @@ impl LocalReplica {
         &self,
         many: &PutMany,
         batch: &RecordBatch,
-    ) -> Result<Vec<(u32, String)>, String> {
-        let rows: usize = many.parts.iter().map(|p| p.rows).sum();
-        if rows != batch.num_rows() {
-            return Err(format!(
-                "the parts name {rows} rows, the stream holds {}",
+    ) -> Result<Vec<(u32, String)>, ClusterError> {
+        // The counts come from a peer: checked, so that a wrong one is an
+        // error and not an overflow or a slice past the batch's end.
+        let rows = many
+            .parts
+            .iter()
+            .try_fold(0usize, |sum, p| sum.checked_add(p.rows));
+        if rows != Some(batch.num_rows()) {
+            let named = rows.map_or("more than 2^64".to_string(), |r| r.to_string());
+            return Err(ClusterError::BadMessage(format!(
+                "the parts name {named} rows, the stream holds {}",
                 batch.num_rows()
-            ));
+            )));
         }
         let mut offset = 0;
         let parts = many.parts.iter().map(|part| {
@@ -155,7 +166,7 @@ impl LocalReplica {
             };
             async move {
                 let stored = self.write(&cmd, batch, hint_for).await;
-                stored.err().map(|e| (partition, e))
+                stored.err().map(|e| (partition, e.to_string()))
             }
         });
         let failed = futures::future::join_all(writes).await;
@@ -172,7 +183,7 @@ impl LocalReplica {
         cmd: &PutCommand,
         batch: RecordBatch,
         hint_for: Option<&str>,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, ClusterError> {
         if !self.store.wait_for_room(ROOM_WAIT).await {
             tracing::warn!("memory still over budget after waiting; storing anyway");
         }
@@ -180,6 +191,7 @@ impl LocalReplica {
         let stored = stored(batch.clone())?;
         self.store.added_memory(stored.plain_bytes() as u64);
         let target = self.target(hint_for);
+        self.mark_holds_data().await;
         let Some(wal) = &self.wal else {
             return append(&target, &cmd.table, cmd.partition, stored);
         };
@@ -193,9 +205,11 @@ impl LocalReplica {
             .log(&record, || {
                 append(&target, &cmd.table, cmd.partition, stored.clone())
             })
-            .map_err(|e| format!("cannot log the write: {e}"))?;
+            .map_err(ClusterError::Wal)?;
         let rows = rows?;
-        wal.wait(lsn).await?;
+        wal.wait(lsn)
+            .await
+            .map_err(|e| ClusterError::Wal(std::io::Error::other(e)))?;
         Ok(rows)
     }
 
@@ -233,12 +247,17 @@ impl LocalReplica {
         }
     }
 
-    fn recover_settings(&self, table: &str, settings: &str, version: i64) -> Result<(), String> {
-        let settings = serde_json::from_str(settings).map_err(|e| e.to_string())?;
-        let t = self.store.get_or_create(table).map_err(|e| e.to_string())?;
-        t.set_settings(settings, version)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn recover_settings(
+        &self,
+        table: &str,
+        settings: &str,
+        version: i64,
+    ) -> Result<(), ClusterError> {
+        let settings = serde_json::from_str(settings)
+            .map_err(|e| ClusterError::BadMessage(format!("logged settings: {e}")))?;
+        let t = self.store.get_or_create(table)?;
+        t.set_settings(settings, version)?;
+        Ok(())
     }
 
     /// Logs a table's settings as they now are (a table `PUT`, or settings
@@ -326,20 +345,25 @@ fn capture_store(
     Ok(())
 }
 
-fn stored(batch: RecordBatch) -> Result<StoredBatch, String> {
-    StoredBatch::new(batch).map_err(|e| e.to_string())
+fn stored(batch: RecordBatch) -> Result<StoredBatch, ClusterError> {
+    Ok(StoredBatch::new(batch)?)
 }
 
-fn append(store: &Store, table: &str, partition: u32, batch: StoredBatch) -> Result<usize, String> {
+fn append(
+    store: &Store,
+    table: &str,
+    partition: u32,
+    batch: StoredBatch,
+) -> Result<usize, ClusterError> {
     if partition >= store.partitions() {
-        return Err(format!(
-            "partition {partition} is outside this node's ring of {}",
-            store.partitions()
-        ));
+        return Err(ClusterError::BadPartition {
+            partition,
+            partitions: store.partitions(),
+        });
     }
-    let t = store.get_or_create(table).map_err(|e| e.to_string())?;
+    let t = store.get_or_create(table)?;
     t.absorb_schema(&batch.schema());
-    t.append(partition, batch).map_err(|e| e.to_string())
+    Ok(t.append(partition, batch)?)
 }
 
 /// Reads a `do_put` stream: its command and its batches.
@@ -374,6 +398,7 @@ pub async fn read_put(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::PutPart;
     use arrow::array::TimestampMicrosecondArray;
     use arrow::datatypes::{Field, Schema};
 
@@ -403,10 +428,10 @@ mod tests {
     #[tokio::test]
     async fn a_write_is_stored_once_per_partition() {
         let replica = replica(None);
-        assert_eq!(replica.write(&cmd(1), batch(7), None).await, Ok(2));
-        assert_eq!(replica.write(&cmd(1), batch(7), None).await, Ok(0));
-        assert_eq!(replica.write(&cmd(2), batch(7), None).await, Ok(2));
-        assert_eq!(replica.write(&cmd(1), batch(8), None).await, Ok(2));
+        assert_eq!(replica.write(&cmd(1), batch(7), None).await.unwrap(), 2);
+        assert_eq!(replica.write(&cmd(1), batch(7), None).await.unwrap(), 0);
+        assert_eq!(replica.write(&cmd(2), batch(7), None).await.unwrap(), 2);
+        assert_eq!(replica.write(&cmd(1), batch(8), None).await.unwrap(), 2);
         let t = replica.store.table("t").unwrap();
         assert_eq!(t.partition_rows()[1], 4);
         assert_eq!(t.write_ids(1).unwrap(), vec![7, 8]);
@@ -438,7 +463,7 @@ mod tests {
         let descriptor: PutDescriptor =
             serde_json::from_slice(&serde_json::to_vec(&many).unwrap()).unwrap();
         assert!(matches!(descriptor, PutDescriptor::Many(_)));
-        assert_eq!(replica.write_many(&many, &rows).await, Ok(vec![]));
+        assert_eq!(replica.write_many(&many, &rows).await.unwrap(), vec![]);
         let t = replica.store.table("t").unwrap();
         assert_eq!(t.write_ids(1).unwrap(), vec![7]);
         assert_eq!(t.write_ids(4).unwrap(), vec![8]);
@@ -448,7 +473,18 @@ mod tests {
             ..many
         };
         let err = replica.write_many(&short, &rows).await.unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("2 rows") && err.contains("6"), "{err}");
+        // Counts whose sum overflows (a wrapped sum could match the rows
+        // and slice past the batch) are refused, not a panic.
+        let mut huge = part(2, None);
+        huge.rows = usize::MAX;
+        let overflowing = PutMany {
+            parts: vec![part(2, None), huge],
+            ..short
+        };
+        let err = replica.write_many(&overflowing, &rows).await.unwrap_err();
+        assert!(err.to_string().contains("more than 2^64"), "{err}");
         let one: PutDescriptor =
             serde_json::from_slice(&serde_json::to_vec(&cmd(3)).unwrap()).unwrap();
         assert!(matches!(
@@ -498,8 +534,8 @@ mod tests {
         assert_eq!(again.hints.rows()["n2"], 2);
         assert!(again.store.table("gone").is_none());
         assert_eq!(
-            again.write(&cmd(2), batch(4), None).await,
-            Ok(0),
+            again.write(&cmd(2), batch(4), None).await.unwrap(),
+            0,
             "still known"
         );
     }

@@ -5,28 +5,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightData, FlightDescriptor, PutResult};
-use atoll_ring::{Membership, Ring, Target, write_targets};
+use arrow_flight::{FlightData, FlightDescriptor};
+use atoll_ring::{Ring, Target, write_targets};
 use atoll_store::writes::with_write_id;
 use futures::TryStreamExt;
-use parking_lot::Mutex;
-use tonic::transport::Channel;
 
-use crate::IngestError;
-use crate::replica::{LocalReplica, PutCommand, PutMany, PutPart};
-
-/// How long a coordinator waits for one node's answer before it counts that
-/// replica as failed.
-pub(crate) const REPLICA_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// gRPC metadata carrying the cluster secret on every internal call.
-pub const SECRET_HEADER: &str = "x-atoll-secret";
+use crate::client::PeerClient;
+use crate::error::ClusterError;
+use crate::membership::Membership;
+use crate::messages::{PutCommand, PutFailures, PutMany, PutPart};
+use crate::replica::LocalReplica;
 
 /// Replication settings and the connections to other nodes.
 pub struct Replicator {
@@ -36,8 +28,7 @@ pub struct Replicator {
     pub n: usize,
     /// Acknowledgements needed; None: a majority of the replicas.
     pub w: Option<usize>,
-    pub secret: String,
-    channels: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
+    pub peers: Arc<PeerClient>,
 }
 
 /// The outcome for one partition's events.
@@ -70,15 +61,14 @@ impl Replicator {
         local: Arc<LocalReplica>,
         n: usize,
         w: Option<usize>,
-        secret: String,
+        peers: Arc<PeerClient>,
     ) -> Replicator {
         Replicator {
             membership,
             local,
             n,
             w,
-            secret,
-            channels: Mutex::default(),
+            peers,
         }
     }
 
@@ -96,10 +86,8 @@ impl Replicator {
         table: &str,
         groups: Vec<(u32, RecordBatch, Vec<usize>)>,
         idempotency_key: Option<&str>,
-    ) -> Result<Vec<Delivery>, IngestError> {
-        let ring = self.membership.ring().ok_or_else(|| {
-            IngestError::Unavailable("this node has not joined a ring yet".into())
-        })?;
+    ) -> Result<Vec<Delivery>, ClusterError> {
+        let ring = self.membership.ring().ok_or(ClusterError::NotJoined)?;
         let members = self.membership.members().await;
         let up: HashSet<String> = members
             .iter()
@@ -155,9 +143,9 @@ impl Replicator {
                 } else {
                     let sent = match flight.get(node) {
                         Some(addr) => self.put_many(addr, table, &parts).await,
-                        None => Err(format!("no Flight address for {node}")),
+                        None => Err(ClusterError::unreachable(node, "no Flight address known")),
                     };
-                    sent.unwrap_or_else(|e| parts.iter().map(|p| (p.partition, e.clone())).collect())
+                    sent.unwrap_or_else(|e| parts.iter().map(|p| (p.partition, e.to_string())).collect())
                 };
                 if let Some((partition, error)) = failed.iter().next() {
                     tracing::warn!(node, table, partitions = failed.len(), partition, error = %error, "replica write failed");
@@ -193,13 +181,15 @@ impl Replicator {
         addr: &str,
         table: &str,
         parts: &[Part<'_>],
-    ) -> Result<BTreeMap<u32, String>, String> {
+    ) -> Result<PutFailures, ClusterError> {
         let Some(first) = parts.first() else {
             return Ok(BTreeMap::new());
         };
         let batch =
             arrow::compute::concat_batches(&first.batch.schema(), parts.iter().map(|p| p.batch))
-                .map_err(|e| format!("cannot put the writes together: {e}"))?;
+                .map_err(|e| {
+                    ClusterError::Internal(format!("cannot put the writes together: {e}"))
+                })?;
         let many = PutMany {
             table: table.to_string(),
             parts: parts
@@ -211,44 +201,33 @@ impl Replicator {
                 })
                 .collect(),
         };
-        let descriptor = serde_json::to_vec(&many).map_err(|e| e.to_string())?;
+        let descriptor = serde_json::to_vec(&many).map_err(internal)?;
         let data = encode_with(descriptor, &batch).await?;
-        let results = self.put(addr, data).await?;
-        let failed: Vec<(u32, String)> = match results.first() {
+        let results = self.peers.do_put(addr, data).await?;
+        match results.first() {
             Some(r) if !r.app_metadata.is_empty() => serde_json::from_slice(&r.app_metadata)
-                .map_err(|e| format!("an unreadable answer: {e}"))?,
-            _ => Vec::new(),
-        };
-        Ok(failed.into_iter().collect())
-    }
-
-    async fn put(&self, addr: &str, data: Vec<FlightData>) -> Result<Vec<PutResult>, String> {
-        let mut client = self.client(addr)?;
-        let request = self.request(futures::stream::iter(data))?;
-        let response = client
-            .do_put(request)
-            .await
-            .map_err(|s| s.message().to_string())?;
-        response
-            .into_inner()
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|s| s.message().to_string())
+                .map_err(|e| ClusterError::BadMessage(format!("an unreadable answer: {e}"))),
+            _ => Ok(PutFailures::new()),
+        }
     }
 
     /// A table's schema and settings as another node knows them; None
     /// when it has no such table.
-    pub async fn table_schema(&self, addr: &str, table: &str) -> Result<Option<Schema>, String> {
-        let mut client = self.client(addr)?;
-        let request = self.request(crate::schemas::descriptor(table))?;
-        let result = match client.get_schema(request).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-            Err(s) => return Err(s.message().to_string()),
+    pub async fn table_schema(
+        &self,
+        addr: &str,
+        table: &str,
+    ) -> Result<Option<Schema>, ClusterError> {
+        let Some(result) = self
+            .peers
+            .get_schema(addr, crate::schemas::descriptor(table))
+            .await?
+        else {
+            return Ok(None);
         };
         Schema::try_from(&result)
             .map(Some)
-            .map_err(|e| e.to_string())
+            .map_err(|e| ClusterError::BadMessage(format!("an unreadable schema: {e}")))
     }
 
     /// Sends one batch to a node as its own rows of a partition.
@@ -257,38 +236,14 @@ impl Replicator {
         addr: &str,
         cmd: &PutCommand,
         batch: &RecordBatch,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let data = encode(cmd, batch).await?;
-        self.put(addr, data).await.map(|_| ())
+        self.peers.do_put(addr, data).await.map(|_| ())
     }
+}
 
-    /// An internal call's request, carrying the cluster secret.
-    pub(crate) fn request<T>(&self, message: T) -> Result<tonic::Request<T>, String> {
-        let mut request = tonic::Request::new(message);
-        let secret = self
-            .secret
-            .parse()
-            .map_err(|_| "the cluster secret is not ASCII".to_string())?;
-        request.metadata_mut().insert(SECRET_HEADER, secret);
-        Ok(request)
-    }
-
-    pub(crate) fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, String> {
-        let mut channels = self.channels.lock();
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(REPLICA_TIMEOUT)
-            .connect_lazy();
-        let client = FlightServiceClient::new(channel)
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
-        channels.insert(addr.to_string(), client.clone());
-        Ok(client)
-    }
+fn internal(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Internal(e.to_string())
 }
 
 /// The id of one partition's share of a request: derived from the
@@ -311,16 +266,19 @@ fn write_id(idempotency_key: Option<&str>, table: &str, partition: u32) -> u64 {
 /// The frames of a `do_put` of one batch. Dictionaries are sent as such
 /// (the default would expand them), so that the write-id column arrives
 /// with the type every replica stores.
-pub async fn encode(cmd: &PutCommand, batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
-    encode_with(serde_json::to_vec(cmd).map_err(|e| e.to_string())?, batch).await
+pub async fn encode(
+    cmd: &PutCommand,
+    batch: &RecordBatch,
+) -> Result<Vec<FlightData>, ClusterError> {
+    encode_with(serde_json::to_vec(cmd).map_err(internal)?, batch).await
 }
 
-async fn encode_with(cmd: Vec<u8>, batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
+async fn encode_with(cmd: Vec<u8>, batch: &RecordBatch) -> Result<Vec<FlightData>, ClusterError> {
     FlightDataEncoderBuilder::new()
         .with_dictionary_handling(DictionaryHandling::Resend)
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
         .build(futures::stream::iter([Ok(batch.clone())]))
-        .map_err(|e| e.to_string())
+        .map_err(internal)
         .try_collect()
         .await
 }

@@ -1,9 +1,15 @@
-//! The internal Arrow Flight service: replicas receive writes with
-//! `do_put`. Every call must carry the cluster secret.
+//! The internal Arrow Flight service, the one way into a node from its
+//! peers: replica writes (`do_put`), query fragments (`do_get`), table
+//! schemas (`get_schema`), and handoff and table changes (`do_action`).
+//! Every call must carry the cluster secret and this node's protocol
+//! version; everything it refuses is answered through `error::status`.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -11,20 +17,43 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use atoll_ingest::replica::{LocalReplica, PutDescriptor, read_put};
-use atoll_ingest::replicate::SECRET_HEADER;
-use atoll_query::QueryEngine;
-use atoll_query::distributed::FragmentStats;
-use atoll_query::scan::scan_totals;
+use atoll_errors::Classified;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-pub struct AtollFlight {
+use crate::client::MAX_MESSAGE_BYTES;
+use crate::error::{ClusterError, status};
+use crate::messages::{
+    ACTION_TABLE_CHANGE, ACTION_TABLE_ROWS, ChangeApplied, FragmentStats, PROTOCOL_HEADER,
+    PROTOCOL_VERSION, PutDescriptor, SECRET_HEADER, TableChange, TableRows, decode, encode,
+};
+use crate::replica::{LocalReplica, read_put};
+
+/// Runs the query fragments peers send. The query engine implements it;
+/// the cluster only carries the bytes of a fragment and its answer.
+pub trait FragmentRunner: Send + Sync + 'static {
+    /// Decodes, checks and starts a fragment.
+    fn start(&self, ticket: &[u8]) -> Result<RunningFragment, Box<dyn Classified + Send + Sync>>;
+}
+
+/// A fragment under way on this node.
+pub struct RunningFragment {
+    pub schema: SchemaRef,
+    pub batches: BoxStream<'static, Result<RecordBatch, Box<dyn std::error::Error + Send + Sync>>>,
+    /// The coordinator's time limit for it.
+    pub timeout: Duration,
+    /// Called after its last batch: what it read. Dropping it unrun (the
+    /// coordinator went away) stops the fragment.
+    pub finish: Box<dyn FnOnce() -> u64 + Send>,
+}
+
+pub struct InternalService {
     pub local: Arc<LocalReplica>,
-    pub engine: Arc<QueryEngine>,
-    pub metrics: atoll_query::QueryMetrics,
+    pub fragments: Arc<dyn FragmentRunner>,
+    /// `atoll_fragments_total{outcome}`.
+    pub fragment_outcomes: prometheus::IntCounterVec,
 }
 
 /// Counts a fragment as completed once its last message is made, and as
@@ -45,25 +74,37 @@ impl Drop for FragmentOutcome {
     }
 }
 
-/// The service behind a check of the cluster secret.
+/// The service behind a check of the cluster secret and the protocol
+/// version.
 pub fn service(
-    flight: AtollFlight,
+    flight: InternalService,
     secret: String,
-) -> InterceptedService<FlightServiceServer<AtollFlight>, impl tonic::service::Interceptor + Clone>
-{
+) -> InterceptedService<
+    FlightServiceServer<InternalService>,
+    impl tonic::service::Interceptor + Clone,
+> {
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
-        match req
-            .metadata()
-            .get(SECRET_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(s) if s == secret => Ok(req),
-            _ => Err(Status::unauthenticated("missing or wrong cluster secret")),
+        let metadata = req.metadata();
+        match metadata.get(SECRET_HEADER).and_then(|v| v.to_str().ok()) {
+            Some(s) if s == secret => {}
+            _ => return Err(Status::unauthenticated("missing or wrong cluster secret")),
         }
+        let theirs = metadata
+            .get(PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(none)");
+        if theirs != PROTOCOL_VERSION.to_string() {
+            let refused = ClusterError::Protocol {
+                theirs: theirs.to_string(),
+                ours: PROTOCOL_VERSION,
+            };
+            return Err(status(&refused));
+        }
+        Ok(req)
     };
     let server = FlightServiceServer::new(flight)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     InterceptedService::new(server, check)
 }
 
@@ -76,7 +117,7 @@ fn unsupported<T>(what: &str) -> Result<T, Status> {
 }
 
 #[tonic::async_trait]
-impl FlightService for AtollFlight {
+impl FlightService for InternalService {
     type HandshakeStream = Stream<HandshakeResponse>;
     type ListFlightsStream = Stream<FlightInfo>;
     type DoGetStream = Stream<FlightData>;
@@ -131,9 +172,7 @@ impl FlightService for AtollFlight {
             .store
             .table(name)
             .ok_or_else(|| Status::not_found(format!("no table {name:?}")))?;
-        atoll_ingest::schemas::schema_result(&table)
-            .map(Response::new)
-            .map_err(Status::internal)
+        Ok(Response::new(crate::schemas::schema_result(&table)?))
     }
     /// A query fragment from a coordinator: Atoll's own plan nodes only,
     /// run over this node's partitions, answered as Arrow, then a last
@@ -144,18 +183,18 @@ impl FlightService for AtollFlight {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = request.into_inner().ticket;
         let started = std::time::Instant::now();
-        let fragments = self.metrics.fragments.clone();
-        let (plan, batches, guard, timeout) = self.engine.run_fragment(&ticket).map_err(|e| {
-            fragments.with_label_values(&["refused"]).inc();
-            Status::invalid_argument(e.to_string())
+        let outcomes = self.fragment_outcomes.clone();
+        let running = self.fragments.start(&ticket).map_err(|e| {
+            outcomes.with_label_values(&["refused"]).inc();
+            status(e.as_ref())
         })?;
         let outcome = FragmentOutcome {
-            counter: fragments,
+            counter: outcomes,
             completed: false,
         };
+        let timeout = running.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let batches = tokio_stream::wrappers::ReceiverStream::new(batches)
-            .map(|b| b.map_err(|e| FlightError::ExternalError(Box::new(e))));
+        let batches = running.batches.map_err(FlightError::ExternalError);
         let batches = tokio_stream::StreamExt::timeout_repeating(
             batches,
             tokio::time::interval_at(deadline, timeout),
@@ -167,33 +206,32 @@ impl FlightService for AtollFlight {
                 ))
             })
         });
-        let schema = plan.schema();
+        let schema = running.schema;
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema.clone())
             .build(batches);
         // The figures ride on a repeated schema message: a message without
         // an IPC header is not valid Flight data.
+        let finish = running.finish;
         let tail = stream::once(async move {
-            let _running = guard;
             let mut outcome = outcome;
             outcome.completed = true;
-            let (rows_scanned, _) = scan_totals(&plan);
+            let rows_scanned = finish();
             let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
             let stats = FragmentStats {
                 rows_scanned,
                 elapsed_ms,
             };
-            let stats = serde_json::to_vec(&stats).unwrap_or_default();
             let mut message: FlightData = arrow_flight::SchemaAsIpc::new(
                 &schema,
                 &arrow::ipc::writer::IpcWriteOptions::default(),
             )
             .into();
-            message.app_metadata = stats.into();
+            message.app_metadata = encode(&stats)?.into();
             Ok(message)
         });
         let out = encoded
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(|e| status(&ClusterError::Internal(e.to_string())))
             .chain(tail);
         Ok(Response::new(Box::pin(out)))
     }
@@ -218,22 +256,14 @@ impl FlightService for AtollFlight {
         };
         let answer = match descriptor {
             PutDescriptor::One(cmd) => {
-                self.local
-                    .write(&cmd, batch, None)
-                    .await
-                    .map_err(Status::internal)?;
+                self.local.write(&cmd, batch, None).await?;
                 PutResult::default()
             }
             PutDescriptor::Many(many) => {
-                let failed = self
-                    .local
-                    .write_many(&many, &batch)
-                    .await
-                    .map_err(Status::invalid_argument)?;
+                let failed = self.local.write_many(&many, &batch).await?;
+                let failed: crate::messages::PutFailures = failed.into_iter().collect();
                 PutResult {
-                    app_metadata: serde_json::to_vec(&failed)
-                        .map_err(|e| Status::internal(e.to_string()))?
-                        .into(),
+                    app_metadata: encode(&failed)?.into(),
                 }
             }
         };
@@ -248,20 +278,31 @@ impl FlightService for AtollFlight {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         unsupported("do_exchange")
     }
-    /// Handoff between replicas: which tables and writes this node holds,
-    /// and the rows of some writes (see `atoll_ingest::handoff`).
+    /// Handoff between replicas (which tables and writes this node holds,
+    /// the rows of some writes: see `handoff`), and table changes made
+    /// through another node (see `tables`).
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let store = self.local.store.clone();
         let action = request.into_inner();
-        let bodies = tokio::task::spawn_blocking(move || {
-            atoll_ingest::handoff::serve_action(&store, &action)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::invalid_argument)?;
+        let bodies = match action.r#type.as_str() {
+            ACTION_TABLE_CHANGE => {
+                let change: TableChange = decode(&action.body)?;
+                let applied = crate::tables::apply(&self.local, &change)?;
+                vec![encode(&ChangeApplied { applied })?.into()]
+            }
+            ACTION_TABLE_ROWS => {
+                let request: TableRows = decode(&action.body)?;
+                vec![encode(&crate::tables::rows_here(&self.local, &request))?.into()]
+            }
+            _ => {
+                let store = self.local.store.clone();
+                tokio::task::spawn_blocking(move || crate::handoff::serve_action(&store, &action))
+                    .await
+                    .map_err(|e| status(&ClusterError::Internal(e.to_string())))??
+            }
+        };
         let results = bodies
             .into_iter()
             .map(|body| Ok(arrow_flight::Result { body }));

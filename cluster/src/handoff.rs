@@ -22,45 +22,22 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow_flight::Action;
-use atoll_ring::{Member, Ring};
+use atoll_ring::Ring;
 use atoll_store::Store;
 use atoll_store::wal::{read_ipc, write_ipc};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::replica::{Hints, PutCommand};
+use crate::error::ClusterError;
+use crate::keys::Stat;
+use crate::membership::Member;
+use crate::messages::{
+    ACTION_FETCH, ACTION_IDS, ACTION_TABLES, FetchHeader, FetchRequest, IdsRequest, PutCommand,
+    decode, encode,
+};
+use crate::replica::Hints;
 use crate::replicate::Replicator;
-
-/// Flight action: the tables of a node.
-pub const ACTION_TABLES: &str = "handoff.tables";
-/// Flight action: the write ids a node holds of a (table, partition).
-pub const ACTION_IDS: &str = "handoff.ids";
-/// Flight action: the rows of some writes of a (table, partition); the
-/// first result is a `FetchHeader`, each further one a batch.
-pub const ACTION_FETCH: &str = "handoff.fetch";
-
-/// The gossiped stat naming the primaries this node holds hints for.
-pub const STAT_HINTS_FOR: &str = "hints_for";
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IdsRequest {
-    pub table: String,
-    pub partition: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FetchRequest {
-    pub table: String,
-    pub partition: u32,
-    pub ids: Vec<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FetchHeader {
-    pub rows: usize,
-    pub bytes: usize,
-}
 
 /// One transfer under way, as `/v1/cluster` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -83,7 +60,7 @@ pub struct Transfer {
 const RECENT: Duration = Duration::from_secs(30);
 
 /// The answers of the three actions, on the serving side.
-pub fn serve_action(store: &Store, action: &Action) -> Result<Vec<bytes::Bytes>, String> {
+pub fn serve_action(store: &Store, action: &Action) -> Result<Vec<bytes::Bytes>, ClusterError> {
     match action.r#type.as_str() {
         ACTION_TABLES => {
             let names: Vec<String> = store
@@ -94,27 +71,25 @@ pub fn serve_action(store: &Store, action: &Action) -> Result<Vec<bytes::Bytes>,
             Ok(vec![to_json(&names)?])
         }
         ACTION_IDS => {
-            let req: IdsRequest = parse(&action.body)?;
+            let req: IdsRequest = decode(&action.body)?;
             let ids = match store.table(&req.table) {
-                Some(t) => t.write_ids(req.partition).map_err(|e| e.to_string())?,
+                Some(t) => t.write_ids(req.partition)?,
                 None => Vec::new(),
             };
             Ok(vec![to_json(&ids)?])
         }
         ACTION_FETCH => {
-            let req: FetchRequest = parse(&action.body)?;
+            let req: FetchRequest = decode(&action.body)?;
             let wanted: HashSet<u64> = req.ids.into_iter().collect();
             let batches = match store.table(&req.table) {
-                Some(t) => t
-                    .rows_of(req.partition, &wanted)
-                    .map_err(|e| e.to_string())?,
+                Some(t) => t.rows_of(req.partition, &wanted)?,
                 None => Vec::new(),
             };
             let mut out = vec![bytes::Bytes::new()];
             let mut header = FetchHeader { rows: 0, bytes: 0 };
             for b in &batches {
                 let mut ipc = Vec::new();
-                write_ipc(b, &mut ipc).map_err(|e| e.to_string())?;
+                write_ipc(b, &mut ipc).map_err(|e| ClusterError::Internal(e.to_string()))?;
                 header.rows += b.num_rows();
                 header.bytes += ipc.len();
                 out.push(ipc.into());
@@ -122,18 +97,14 @@ pub fn serve_action(store: &Store, action: &Action) -> Result<Vec<bytes::Bytes>,
             out[0] = to_json(&header)?;
             Ok(out)
         }
-        other => Err(format!("unknown action {other:?}")),
+        other => Err(ClusterError::BadMessage(format!(
+            "unknown action {other:?}"
+        ))),
     }
 }
 
-fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<bytes::Bytes, String> {
-    serde_json::to_vec(value)
-        .map(Into::into)
-        .map_err(|e| e.to_string())
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("bad action body: {e}"))
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<bytes::Bytes, ClusterError> {
+    encode(value).map(Into::into)
 }
 
 /// Catch-up, anti-entropy and hinted handoff of one node.
@@ -253,7 +224,7 @@ impl Handoff {
                 .copied()
                 .filter(|p| full || incomplete.contains(p))
                 .collect();
-            let outcomes: Vec<(u32, Result<bool, String>)> = futures::stream::iter(due)
+            let outcomes: Vec<(u32, Result<bool, ClusterError>)> = futures::stream::iter(due)
                 .map(|p| {
                     let (ring, members) = (&ring, &members);
                     async move { (p, self.catch_up(ring, n, p, members).await) }
@@ -303,7 +274,7 @@ impl Handoff {
         n: usize,
         p: u32,
         members: &[Member],
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ClusterError> {
         let replicas = self.other_replicas(ring, n, p);
         if replicas.is_empty() {
             return Ok(self.restarted.contains(&p));
@@ -320,9 +291,9 @@ impl Handoff {
         Ok(true)
     }
 
-    async fn fetch_missing(&self, source: &Member, p: u32) -> Result<(), String> {
+    async fn fetch_missing(&self, source: &Member, p: u32) -> Result<(), ClusterError> {
         let addr = source.flight_addr.as_deref().expect("filtered");
-        let tables: Vec<String> = self.json_action(addr, ACTION_TABLES, &()).await?;
+        let tables: Vec<String> = self.ask(addr, ACTION_TABLES, &()).await?;
         let store = &self.replicator.local.store;
         for table in tables {
             // Dropped here and not created again: the peer has not applied
@@ -331,7 +302,7 @@ impl Handoff {
                 continue;
             }
             let theirs: Vec<u64> = self
-                .json_action(
+                .ask(
                     addr,
                     ACTION_IDS,
                     &IdsRequest {
@@ -341,11 +312,7 @@ impl Handoff {
                 )
                 .await?;
             let mine: HashSet<u64> = match store.table(&table) {
-                Some(t) => t
-                    .write_ids(p)
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .collect(),
+                Some(t) => t.write_ids(p)?.into_iter().collect(),
                 None => HashSet::new(),
             };
             let missing: Vec<u64> = theirs.into_iter().filter(|id| !mine.contains(id)).collect();
@@ -363,16 +330,19 @@ impl Handoff {
     }
 
     /// Streams the rows of `request` from `from` into this node's store.
-    async fn fetch(&self, addr: &str, from: &str, request: &FetchRequest) -> Result<(), String> {
-        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-        let mut results = self.action(addr, ACTION_FETCH, body).await?;
-        let header: FetchHeader = match results
-            .try_next()
-            .await
-            .map_err(|s| s.message().to_string())?
-        {
-            Some(first) => parse(&first.body)?,
-            None => return Err("an empty fetch answer".into()),
+    async fn fetch(
+        &self,
+        addr: &str,
+        from: &str,
+        request: &FetchRequest,
+    ) -> Result<(), ClusterError> {
+        let body = encode(request)?;
+        let peers = &self.replicator.peers;
+        let mut results = peers.do_action(addr, ACTION_FETCH, body).await?;
+        let failed = |s: tonic::Status| ClusterError::from_status(addr, &s);
+        let header: FetchHeader = match results.try_next().await.map_err(failed)? {
+            Some(first) => decode(&first.body)?,
+            None => return Err(ClusterError::BadMessage("an empty fetch answer".into())),
         };
         let me = self.replicator.membership.node_name().to_string();
         let key = (request.table.clone(), request.partition, from.to_string());
@@ -395,16 +365,13 @@ impl Handoff {
             partition: request.partition,
         };
         let outcome = async {
-            while let Some(r) = results
-                .try_next()
-                .await
-                .map_err(|s| s.message().to_string())?
-            {
-                let batch = read_ipc(&r.body).map_err(|e| e.to_string())?;
+            while let Some(r) = results.try_next().await.map_err(failed)? {
+                let batch = read_ipc(&r.body)
+                    .map_err(|e| ClusterError::BadMessage(format!("fetched rows: {e}")))?;
                 self.replicator.local.write(&cmd, batch, None).await?;
                 self.progress(&key, r.body.len());
             }
-            Ok::<(), String>(())
+            Ok::<(), ClusterError>(())
         }
         .await;
         self.end_transfer(&key);
@@ -424,7 +391,7 @@ impl Handoff {
             .collect();
         self.replicator
             .membership
-            .set_stat(STAT_HINTS_FOR, names.join(","))
+            .set_stat(Stat::HintsFor, names.join(","))
             .await;
     }
 
@@ -478,7 +445,7 @@ impl Handoff {
         table: &str,
         p: u32,
         batches: Vec<RecordBatch>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let cmd = PutCommand {
             table: table.to_string(),
             partition: p,
@@ -586,10 +553,13 @@ impl Handoff {
         p: u32,
         ids: &HashSet<u64>,
         members: &[Member],
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let up = reachable(&self.other_replicas(ring, n, p), members);
         if up.is_empty() {
-            return Err("no replica of it is up".into());
+            return Err(ClusterError::unreachable(
+                "(none)",
+                format!("no replica of partition {p} is up"),
+            ));
         }
         for replica in up {
             let addr = replica.flight_addr.as_deref().expect("filtered");
@@ -598,7 +568,7 @@ impl Handoff {
                 partition: p,
             };
             let theirs: HashSet<u64> = self
-                .json_action::<Vec<u64>>(addr, ACTION_IDS, &request)
+                .ask::<Vec<u64>>(addr, ACTION_IDS, &request)
                 .await?
                 .into_iter()
                 .collect();
@@ -606,46 +576,22 @@ impl Handoff {
             if missing.is_empty() {
                 continue;
             }
-            let batches = table.rows_of(p, &missing).map_err(|e| e.to_string())?;
+            let batches = table.rows_of(p, &missing)?;
             self.push("hand-back", addr, &replica.name, table.name(), p, batches)
                 .await?;
         }
         Ok(())
     }
+}
 
-    async fn json_action<T: serde::de::DeserializeOwned>(
+impl Handoff {
+    async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         addr: &str,
         kind: &str,
         body: &impl Serialize,
-    ) -> Result<T, String> {
-        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let first = self
-            .action(addr, kind, body)
-            .await?
-            .try_next()
-            .await
-            .map_err(|s| s.message().to_string())?
-            .ok_or_else(|| format!("no answer to {kind}"))?;
-        parse(&first.body)
-    }
-
-    async fn action(
-        &self,
-        addr: &str,
-        kind: &str,
-        body: Vec<u8>,
-    ) -> Result<tonic::Streaming<arrow_flight::Result>, String> {
-        let mut client = self.replicator.client(addr)?;
-        let request = self.replicator.request(Action {
-            r#type: kind.to_string(),
-            body: body.into(),
-        })?;
-        client
-            .do_action(request)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_string())
+    ) -> Result<T, ClusterError> {
+        self.replicator.peers.ask(addr, kind, encode(body)?).await
     }
 }
 
@@ -681,7 +627,7 @@ fn hints_pending_for(node: &str, members: &[Member]) -> bool {
     members.iter().any(|m| {
         m.up && m
             .stats
-            .get(STAT_HINTS_FOR)
+            .get(Stat::HintsFor.name())
             .is_some_and(|list| list.split(',').any(|n| n == node))
     })
 }

@@ -1,19 +1,21 @@
 //! `GET /v1/cluster`: members, the ring, N and W, and what this node holds;
-//! and the figures each node gossips about itself.
+//! `POST /v1/cluster/leave`; and the `atoll cluster` commands' clients.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use atoll_ingest::handoff::Handoff;
-use atoll_ingest::replica::Hints;
-use atoll_ingest::replicate::Replicator;
-use atoll_ring::Membership;
+use atoll_cluster::handoff::Handoff;
+use atoll_cluster::keys::{Stat, parse_counts};
+use atoll_cluster::stats::partition_rows;
+use atoll_cluster::{Hints, Membership, Replicator};
+use atoll_errors::ErrorKind;
 use atoll_store::Store;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+
+use super::{ApiError, DoorError};
 
 #[derive(Clone)]
 pub struct ClusterState {
@@ -38,26 +40,26 @@ pub fn router(state: ClusterState) -> Router {
 async fn leave(
     State(st): State<ClusterState>,
     body: axum::body::Bytes,
-) -> axum::response::Response {
+) -> Result<axum::response::Response, ApiError> {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     let body = serde_json::from_slice::<Value>(&body).unwrap_or_default();
     let force = body["force"].as_bool().unwrap_or(false);
     let Some(node) = body["node"].as_str().map(str::to_string) else {
-        let error = json!({"error": "the body must be {\"node\": \"NAME\", \"force\": false}"});
-        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        let usage = "the body must be {\"node\": \"NAME\", \"force\": false}";
+        return Err(DoorError::new(ErrorKind::BadInput, usage).into());
     };
     if !st
         .membership
         .ring()
         .is_some_and(|r| r.members().contains(&node))
     {
-        let error = json!({"error": format!("node {node:?} is not in the ring")});
-        return (StatusCode::NOT_FOUND, Json(error)).into_response();
+        let missing = format!("node {node:?} is not in the ring");
+        return Err(DoorError::new(ErrorKind::NotFound, missing).into());
     }
     st.membership.request_leave(&node, force).await;
     let reply = json!({"leaving": node, "force": force});
-    (StatusCode::ACCEPTED, Json(reply)).into_response()
+    Ok((StatusCode::ACCEPTED, Json(reply)).into_response())
 }
 
 async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
@@ -70,7 +72,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
     let nodes: Vec<Value> = members
         .iter()
         .map(|m| {
-            let stat = |k: &str| m.stats.get(k).and_then(|v| v.parse::<u64>().ok());
+            let stat = |k: Stat| m.stats.get(k.name()).and_then(|v| v.parse::<u64>().ok());
             json!({
                 "name": m.name,
                 "status": match (m.up, leaving.contains(&m.name), ring.members().contains(&m.name)) {
@@ -85,7 +87,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
                 "pending_partitions": (0..ring.partitions()).filter(|&p| ring.pending_owner(p) == Some(&m.name)).count(),
                 "primary_partitions": ring.partitions_of(&m.name, n).len(),
                 "incomplete_partitions": m.incomplete,
-                "rows": stat("rows"), "memory_bytes": stat("memory_bytes"), "hint_rows": stat("hint_rows"),
+                "rows": stat(Stat::Rows), "memory_bytes": stat(Stat::MemoryBytes), "hint_rows": stat(Stat::HintRows),
             })
         })
         .collect();
@@ -94,9 +96,10 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
     let rows_of: BTreeMap<&str, Vec<u64>> = members
         .iter()
         .map(|m| {
-            let rows = m.stats.get(STAT_PARTITION_ROWS).map_or_else(Vec::new, |v| {
-                v.split(',').map(|r| r.parse().unwrap_or(0)).collect()
-            });
+            let rows = m
+                .stats
+                .get(Stat::PartitionRows.name())
+                .map_or_else(Vec::new, |v| parse_counts(v));
             (m.name.as_str(), rows)
         })
         .collect();
@@ -126,7 +129,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
         .collect();
     let handoffs: Vec<Value> = members
         .iter()
-        .filter_map(|m| m.stats.get(STAT_HANDOFFS))
+        .filter_map(|m| m.stats.get(Stat::Handoffs.name()))
         .filter_map(|v| serde_json::from_str::<Vec<Value>>(v).ok())
         .flatten()
         .collect();
@@ -158,51 +161,6 @@ fn local(st: &ClusterState) -> Value {
         "partition_rows": per_partition,
         "hint_rows": st.hints.rows(),
     })
-}
-
-/// Gossiped: rows per partition (all tables), comma-separated.
-const STAT_PARTITION_ROWS: &str = "partition_rows";
-/// Gossiped: the handoff transfers under way, as JSON.
-const STAT_HANDOFFS: &str = "handoffs";
-
-/// Rows per partition, all tables together.
-fn partition_rows(store: &Store) -> Vec<u64> {
-    let mut total = vec![0u64; store.partitions() as usize];
-    for t in store.tables() {
-        for (p, rows) in t.partition_rows().into_iter().enumerate() {
-            total[p] += rows;
-        }
-    }
-    total
-}
-
-/// Gossips this node's figures every second.
-pub fn spawn_stats(st: ClusterState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let tables = st.store.tables();
-                    let rows: u64 = tables.iter().map(|t| t.rows()).sum();
-                    let memory: u64 = tables.iter().map(|t| t.memory_bytes()).sum();
-                    let hints: u64 = st.hints.rows().values().sum();
-                    st.membership.set_stat("rows", rows).await;
-                    st.membership.set_stat("memory_bytes", memory).await;
-                    st.membership.set_stat("hint_rows", hints).await;
-                    let per_partition = partition_rows(&st.store)
-                        .iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    st.membership.set_stat(STAT_PARTITION_ROWS, per_partition).await;
-                    let transfers = serde_json::to_string(&st.handoff.transfers()).unwrap_or_default();
-                    st.membership.set_stat(STAT_HANDOFFS, transfers).await;
-                }
-                _ = stop.changed() => return,
-            }
-        }
-    });
 }
 
 /// `atoll cluster status`: the cluster as one node sees it, for a person.

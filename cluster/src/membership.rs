@@ -21,25 +21,9 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::claim::{NodeId, Ring};
+use atoll_ring::{NodeId, Ring};
 
-const KEY_HTTP: &str = "http";
-const KEY_FLIGHT: &str = "flight";
-const KEY_PARTITIONS: &str = "partitions";
-const KEY_RING: &str = "ring";
-const KEY_INCOMPLETE: &str = "incomplete";
-/// `leave.NODE`: a request, made through any node, that NODE leave the ring.
-const LEAVE_PREFIX: &str = "leave.";
-/// The value of a `leave.NODE` key that does not wait for handoff.
-const LEAVE_FORCED: &str = "forced";
-/// Keys under this prefix are figures a node reports about itself.
-const STAT_PREFIX: &str = "stat.";
-/// `schema.TABLE`: a digest of a table's columns and settings on a node, so
-/// that nodes notice a table or a column they do not know yet.
-const SCHEMA_PREFIX: &str = "schema.";
-/// `dropped.TABLE`: when (µs since the epoch) a node dropped a table, so
-/// that nodes that missed the drop apply it to what they created before.
-const DROPPED_PREFIX: &str = "dropped.";
+use crate::keys::*;
 
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
@@ -75,6 +59,8 @@ pub struct Member {
     pub schemas: BTreeMap<String, String>,
     /// Table -> when this node dropped it (µs since the epoch).
     pub dropped: BTreeMap<String, i64>,
+    /// Table -> (cut-off, when it was set): see `keys::CUTOFF_PREFIX`.
+    pub cutoffs: BTreeMap<String, (i64, i64)>,
     /// The epoch of the ring this node routes writes with (None before it
     /// has one): a move's pending replicas wait for every node to route
     /// with the pending claim before they count as caught up.
@@ -108,6 +94,8 @@ pub struct Membership {
     left: std::sync::atomic::AtomicBool,
     /// The ring that took this node out, once it left: where its rows go.
     after_leave: RwLock<Option<Arc<Ring>>>,
+    /// Set once `KEY_HOLDS_DATA` is published.
+    holds_data: std::sync::atomic::AtomicBool,
 }
 
 impl Membership {
@@ -158,6 +146,7 @@ impl Membership {
             leaving: Default::default(),
             left: Default::default(),
             after_leave: Default::default(),
+            holds_data: Default::default(),
         });
         if founding {
             let ring = Ring::new(
@@ -198,11 +187,33 @@ impl Membership {
     }
 
     /// Publishes a figure about this node (rows, memory...).
-    pub async fn set_stat(&self, key: &str, value: impl ToString) {
-        let key = format!("{STAT_PREFIX}{key}");
+    pub async fn set_stat(&self, stat: Stat, value: impl ToString) {
+        let key = format!("{STAT_PREFIX}{}", stat.name());
         let value = value.to_string();
         self.handle
             .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
+            .await;
+    }
+
+    /// Publishes a table's memory cut-off, or withdraws it (None).
+    pub async fn set_cutoff(&self, table: &str, cutoff: Option<(i64, i64)>) {
+        let key = format!("{CUTOFF_PREFIX}{table}");
+        let value = cutoff.map_or(String::new(), |(cut, at)| format_cutoff(cut, at));
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
+            .await;
+    }
+
+    /// Says, from now on, that this node holds data (see `KEY_HOLDS_DATA`).
+    pub async fn mark_holds_data(&self) {
+        if self
+            .holds_data
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(KEY_HOLDS_DATA, "1"))
             .await;
     }
 
@@ -312,6 +323,12 @@ impl Membership {
                                 .into_iter()
                                 .filter_map(|(t, v)| Some((t, v.parse().ok()?)))
                                 .collect(),
+                            cutoffs: found
+                                .map(|(_, s)| prefixed(s, CUTOFF_PREFIX))
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter_map(|(t, v)| Some((t, parse_cutoff(&v)?)))
+                                .collect(),
                             ring_epoch: get(KEY_RING)
                                 .and_then(|r| r.split(';').next()?.parse().ok()),
                             name,
@@ -349,8 +366,7 @@ impl Membership {
                             }
                         }
                     }
-                    let rows = state.get(&format!("{STAT_PREFIX}rows")).and_then(|r| r.parse::<u64>().ok());
-                    any_data |= rows.is_some_and(|r| r > 0);
+                    any_data |= state.get(KEY_HOLDS_DATA) == Some("1");
                     if let Some(r) = state.get(KEY_RING).and_then(decode_ring)
                         && best.as_ref().is_none_or(|b| ring_order(&r) > ring_order(b))
                     {
@@ -588,18 +604,6 @@ fn handed_off(
     })
 }
 
-fn parse_partitions(text: &str) -> BTreeSet<u32> {
-    text.split(',').filter_map(|p| p.parse().ok()).collect()
-}
-
-/// A node's keys under `prefix`, without it.
-fn prefixed(state: &chitchat::NodeState, prefix: &str) -> BTreeMap<String, String> {
-    state
-        .key_values()
-        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.to_string())))
-        .collect()
-}
-
 fn cluster_id(name: &str, secret: &str) -> String {
     format!(
         "{name}-{:016x}",
@@ -611,45 +615,6 @@ fn cluster_id(name: &str, secret: &str) -> String {
 /// that every node picks the same.
 fn ring_order(r: &Ring) -> (u64, String) {
     (r.epoch(), encode_ring(r))
-}
-
-/// `epoch;member,member,...;i,i,...[;i,i,...]`: owners (and the claim
-/// partitions are moving to) as indexes into members.
-fn encode_ring(r: &Ring) -> String {
-    let members: Vec<&NodeId> = r.members().into_iter().collect();
-    let indexes = |owners: &[NodeId]| {
-        owners
-            .iter()
-            .map(|o| {
-                let i = members.iter().position(|m| *m == o);
-                i.expect("owner is a member").to_string()
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let names: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
-    let mut text = format!("{};{};{}", r.epoch(), names.join(","), indexes(r.owners()));
-    if let Some(next) = r.next() {
-        text = format!("{text};{}", indexes(next));
-    }
-    text
-}
-
-fn decode_ring(s: &str) -> Option<Ring> {
-    let mut parts = s.split(';');
-    let epoch = parts.next()?.parse().ok()?;
-    let members: Vec<&str> = parts.next()?.split(',').collect();
-    let owners = |text: &str| {
-        text.split(',')
-            .map(|i| members.get(i.parse::<usize>().ok()?).map(|m| m.to_string()))
-            .collect::<Option<Vec<_>>>()
-    };
-    let current = owners(parts.next()?)?;
-    let next = match parts.next() {
-        Some(text) => Some(owners(text)?),
-        None => None,
-    };
-    Ring::from_parts(epoch, current, next)
 }
 
 #[cfg(test)]

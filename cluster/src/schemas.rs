@@ -21,6 +21,8 @@ use arrow_flight::{FlightDescriptor, SchemaAsIpc, SchemaResult};
 use atoll_store::{Store, Table, TableSettings};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::error::ClusterError;
+use crate::membership::Member;
 use crate::replica::LocalReplica;
 use crate::replicate::Replicator;
 
@@ -61,11 +63,11 @@ pub fn arrow_schema(table: &Table) -> Schema {
 }
 
 /// The answer to a Flight `get_schema` for a table.
-pub fn schema_result(table: &Table) -> Result<SchemaResult, String> {
+pub fn schema_result(table: &Table) -> Result<SchemaResult, ClusterError> {
     let schema = arrow_schema(table);
     SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: arrow::error::ArrowError| e.to_string())
+        .map_err(|e: arrow::error::ArrowError| ClusterError::Internal(e.to_string()))
 }
 
 /// Takes in a table's schema from another node. A table dropped here is
@@ -74,7 +76,7 @@ pub fn schema_result(table: &Table) -> Result<SchemaResult, String> {
 /// created again within the clocks' skew of its drop is learnt here only
 /// from the writes this node takes, not by gossip. True when the settings
 /// changed.
-pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<bool, String> {
+pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<bool, ClusterError> {
     let created = schema
         .metadata()
         .get(CREATED_KEY)
@@ -86,7 +88,7 @@ pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<bool, String
     {
         return Ok(false);
     }
-    let table = store.get_or_create(name).map_err(|e| e.to_string())?;
+    let table = store.get_or_create(name)?;
     table.absorb_schema(schema);
     let settings = schema
         .metadata()
@@ -99,9 +101,7 @@ pub fn absorb(store: &Store, name: &str, schema: &Schema) -> Result<bool, String
     if let (Some(settings), Some(version)) = (settings, version)
         && version > table.settings_version()
     {
-        return table
-            .set_settings(settings, version)
-            .map_err(|e| e.to_string());
+        return Ok(table.set_settings(settings, version)?);
     }
     Ok(false)
 }
@@ -145,7 +145,7 @@ struct Seen {
 /// a drop it missed, a table that existed before this node first heard of
 /// the drop is the dropped one, and goes too: only this node's clock is
 /// compared, so clock skew between nodes cannot drop a newer table.
-fn apply_drops(local: &LocalReplica, members: &[atoll_ring::Member], seen: &mut Seen) {
+fn apply_drops(local: &LocalReplica, members: &[Member], seen: &mut Seen) {
     let store = &local.store;
     let now = atoll_store::now_micros();
     for m in members {

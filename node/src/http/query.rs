@@ -1,4 +1,5 @@
-//! `POST /v1/query`: JSON rows (capped), or an Arrow IPC stream.
+//! `POST /v1/query`: JSON rows (capped), or an Arrow IPC stream, over the
+//! query engine's typed API.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +14,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::QueryError;
-use crate::engine::{Execution, QueryEngine};
-use crate::metrics::QueryMetrics;
-use crate::render::append_rows;
+use atoll_query::QueryError;
+use atoll_query::engine::{Execution, QueryEngine};
+use atoll_query::metrics::QueryMetrics;
+use atoll_query::render::append_rows;
+
+use super::ApiError;
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -53,9 +56,9 @@ async fn query(State(st): State<QueryState>, headers: HeaderMap, body: Bytes) ->
     let result = run(&st, &body, arrow).await;
     request.end(match &result {
         Ok(_) => "ok",
-        Err(e) => e.kind(),
+        Err(e) => e.label(),
     });
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(|e| ApiError::from(e).into_response())
 }
 
 /// One query request in the metrics: counted as running until it ends,
@@ -101,6 +104,7 @@ async fn run(st: &QueryState, body: &[u8], arrow: bool) -> Result<Response, Quer
         ))
     })?;
     let timeout = request.timeout_ms.map(Duration::from_millis);
+    let cap = max_rows(request.max_rows, st.engine.config().max_json_rows)?;
     let execution = st
         .engine
         .start(&request.sql, timeout, request.allow_partial)
@@ -108,11 +112,19 @@ async fn run(st: &QueryState, body: &[u8], arrow: bool) -> Result<Response, Quer
     if arrow {
         return arrow_response(execution).await;
     }
-    let cap = request
-        .max_rows
-        .unwrap_or(usize::MAX)
-        .min(st.engine.config().max_json_rows);
     json_response(execution, cap).await
+}
+
+/// The JSON rows a request may get: the node's cap, or fewer if asked.
+/// A count outside 1..=the cap is refused, naming the range.
+fn max_rows(asked: Option<usize>, cap: usize) -> Result<usize, QueryError> {
+    match asked {
+        None => Ok(cap),
+        Some(n) if (1..=cap).contains(&n) => Ok(n),
+        Some(n) => Err(QueryError::BadRequest(format!(
+            "max_rows {n} is outside the allowed range 1..={cap} (this node's row cap)"
+        ))),
+    }
 }
 
 async fn json_response(mut execution: Execution, cap: usize) -> Result<Response, QueryError> {

@@ -1,0 +1,34 @@
+//! Everything between the nodes of an Atoll cluster.
+//!
+//! Owns: membership over gossip (`membership`, with every gossiped key in
+//! `keys`), the internal Flight service (`service`) and its one client
+//! (`client`), the messages they carry (`messages`), replication of writes
+//! from the coordinator's side (`replicate`) and the replica's
+//! (`replica`), hinted and ownership handoff and catch-up (`handoff`),
+//! cluster-wide table schemas (`schemas`) and table changes (`tables`),
+//! and the figures each node gossips about itself (`stats`).
+//!
+//! Must not know: HTTP (the doors live in `atoll-node`), SQL and DataFusion
+//! (query fragments reach it as bytes and run behind
+//! `service::FragmentRunner`), or how JSON events become Arrow (ingest
+//! hands it batches already grouped by partition). Placement rules come
+//! from `atoll-ring`, storage from `atoll-store`.
+
+pub mod client;
+pub mod error;
+pub mod handoff;
+pub mod keys;
+pub mod membership;
+pub mod messages;
+pub mod replica;
+pub mod replicate;
+pub mod schemas;
+pub mod service;
+pub mod stats;
+pub mod tables;
+
+pub use client::PeerClient;
+pub use error::ClusterError;
+pub use membership::{Member, Membership, MembershipConfig, MembershipError};
+pub use replica::{Hints, LocalReplica};
+pub use replicate::{Delivery, Replicator};

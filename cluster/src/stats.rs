@@ -1,0 +1,59 @@
+//! The figures each node gossips about itself every second (rows, memory,
+//! hints, rows per partition, transfers under way), for `/v1/cluster` and
+//! `atoll cluster status`. No decision rests on them: they lag.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_store::Store;
+
+use crate::handoff::Handoff;
+use crate::keys::Stat;
+use crate::membership::Membership;
+use crate::replica::Hints;
+
+/// Rows per partition, all tables together.
+pub fn partition_rows(store: &Store) -> Vec<u64> {
+    let mut total = vec![0u64; store.partitions() as usize];
+    for t in store.tables() {
+        for (p, rows) in t.partition_rows().into_iter().enumerate() {
+            total[p] += rows;
+        }
+    }
+    total
+}
+
+/// Gossips this node's figures every second.
+pub fn spawn(
+    membership: Arc<Membership>,
+    store: Arc<Store>,
+    hints: Arc<Hints>,
+    handoff: Arc<Handoff>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let tables = store.tables();
+                    let rows: u64 = tables.iter().map(|t| t.rows()).sum();
+                    let memory: u64 = tables.iter().map(|t| t.memory_bytes()).sum();
+                    let hint_rows: u64 = hints.rows().values().sum();
+                    membership.set_stat(Stat::Rows, rows).await;
+                    membership.set_stat(Stat::MemoryBytes, memory).await;
+                    membership.set_stat(Stat::HintRows, hint_rows).await;
+                    let per_partition = partition_rows(&store)
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    membership.set_stat(Stat::PartitionRows, per_partition).await;
+                    let transfers = serde_json::to_string(&handoff.transfers()).unwrap_or_default();
+                    membership.set_stat(Stat::Handoffs, transfers).await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}

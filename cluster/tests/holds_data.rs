@@ -1,0 +1,95 @@
+//! A node that joins a cluster holding data must get its partitions by
+//! handoff (as a pending owner), even when it joins right after the first
+//! write: whether a member holds data is gossiped as its own key, set
+//! before that write is acknowledged, not read from the once-a-second
+//! figures (no figures are gossiped here at all).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{Field, Schema};
+use atoll_cluster::messages::PutCommand;
+use atoll_cluster::{Hints, LocalReplica, Membership, MembershipConfig};
+use atoll_store::Store;
+
+const PARTITIONS: u32 = 8;
+
+fn free_udp() -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+async fn member(name: &str, seeds: Vec<String>) -> (Arc<Membership>, std::net::SocketAddr) {
+    let gossip_addr = free_udp();
+    let m = Membership::start(MembershipConfig {
+        node_name: name.into(),
+        cluster_name: "test".into(),
+        secret: "s".into(),
+        gossip_addr,
+        seeds,
+        partitions: PARTITIONS,
+        http_addr: "127.0.0.1:1".parse().unwrap(),
+        flight_addr: "127.0.0.1:2".parse().unwrap(),
+        gossip_interval: Duration::from_millis(50),
+        replicas: 1,
+        down_after: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    (m, gossip_addr)
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn batch() -> RecordBatch {
+    let schema = Schema::new(vec![Field::new(
+        "time",
+        atoll_store::ColumnType::Timestamp.data_type(),
+        false,
+    )]);
+    let time = TimestampMicrosecondArray::from(vec![1, 2]).with_timezone("UTC");
+    let b = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(time)]).unwrap();
+    atoll_store::writes::with_write_id(&b, 7).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_right_after_the_first_write_moves_partitions_by_handoff() {
+    let (a, a_addr) = member("a", vec![]).await;
+    wait_until("a founds its ring", async || a.ring().is_some()).await;
+    let store = Arc::new(Store::new(atoll_store::StoreConfig {
+        partitions: PARTITIONS,
+        ..Default::default()
+    }));
+    let local = LocalReplica::new(store, Arc::new(Hints::new(PARTITIONS)), None);
+    local.publish_to(a.clone()).await;
+    let cmd = PutCommand {
+        table: "t".into(),
+        partition: 0,
+    };
+    assert_eq!(local.write(&cmd, batch(), None).await.unwrap(), 2);
+
+    let (b, _) = member("b", vec![a_addr.to_string()]).await;
+    wait_until("b is put in the ring", async || {
+        a.ring()
+            .is_some_and(|r| r.members().iter().any(|m| m.as_str() == "b"))
+    })
+    .await;
+    let ring = a.ring().unwrap();
+    let pending = (0..PARTITIONS)
+        .filter(|&p| ring.pending_owner(p).is_some_and(|o| o == "b"))
+        .count();
+    let owned = (0..PARTITIONS).filter(|&p| ring.owner(p) == "b").count();
+    assert!(
+        pending > 0 && owned == 0,
+        "b must take partitions as a pending owner (pending {pending}, owned {owned})"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -1,0 +1,216 @@
+//! The typed ingest API every door calls: a body of events for a table
+//! becomes Arrow batches, grouped by partition and handed to the cluster's
+//! replication, piece by piece. Doors (HTTP, the embedded API) only read
+//! their request into an [`EventsBody`].
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use atoll_cluster::Replicator;
+use atoll_store::{Store, now_micros, validate_table_name};
+use bytes::Bytes;
+
+use crate::convert::{self, IngestOutcome, Rejection};
+use crate::{IngestError, body, decode, route, typed};
+
+/// NDJSON bodies are converted this many events at a time, so that a large
+/// request never holds more than a piece's parsed JSON in memory.
+const PIECE_EVENTS: usize = 16_384;
+
+/// One request's events, as its door read them.
+pub struct EventsBody {
+    /// The body as received (compressed or not).
+    pub raw: Bytes,
+    /// `Content-Encoding`, when one was named.
+    pub encoding: Option<String>,
+    /// The request said it is NDJSON (its content type).
+    pub ndjson: bool,
+    /// Makes a retried request land once (see `idempotency_key`).
+    pub idempotency_key: Option<String>,
+}
+
+/// What became of a request's events.
+pub struct Ingested {
+    pub outcome: IngestOutcome,
+    /// Some events were not held by W replicas (they are in `rejected`).
+    pub quorum_failed: bool,
+}
+
+/// The ingest side of a node.
+#[derive(Clone)]
+pub struct Ingest {
+    pub store: Arc<Store>,
+    pub replicator: Arc<Replicator>,
+    /// Largest request body, before and after decompression.
+    pub max_body_bytes: usize,
+}
+
+type Groups = Vec<(u32, RecordBatch, Vec<usize>)>;
+
+impl Ingest {
+    /// Stores a body of events in `table` (created by its first event).
+    /// An event counts as accepted once W replicas hold it; every other
+    /// event is in `rejected` with why.
+    pub async fn events(&self, table: &str, body: EventsBody) -> Result<Ingested, IngestError> {
+        validate_table_name(table)?;
+        let limit = self.max_body_bytes;
+        if body.raw.len() > limit {
+            return Err(IngestError::TooLarge { limit, after: "" });
+        }
+        let decoded = if body::is_identity(body.encoding.as_deref()) {
+            body.raw
+        } else {
+            let (encoding, raw) = (body.encoding, body.raw);
+            let decoded =
+                tokio::task::spawn_blocking(move || body::decode(encoding.as_deref(), &raw, limit))
+                    .await
+                    .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
+            Bytes::from(decoded)
+        };
+        let pieces = if body::is_ndjson(&decoded, body.ndjson) {
+            body::ndjson_pieces(&decoded, PIECE_EVENTS)
+                .into_iter()
+                .map(|(first, r)| (Some(first), r))
+                .collect()
+        } else {
+            vec![(None, 0..decoded.len())]
+        };
+        let mut outcome = IngestOutcome {
+            accepted: 0,
+            rejected: Vec::new(),
+        };
+        let mut quorum_failed = false;
+        let mut offset = 0;
+        for (first_line, range) in pieces {
+            let piece = decoded.slice(range);
+            // Each piece is its own idempotent unit: a replica remembers
+            // (key, table, partition), and two pieces may share a partition.
+            let piece_key = body
+                .idempotency_key
+                .as_ref()
+                .map(|k| format!("{k}\u{0}{offset}"));
+            let (store, name, key) = (self.store.clone(), table.to_string(), piece_key.clone());
+            let (converted, groups, events) = tokio::task::spawn_blocking(move || {
+                convert_piece(&store, &name, &piece, first_line, key.as_deref())
+            })
+            .await
+            .map_err(|e| IngestError::task_failed("converting events", e))??;
+            outcome
+                .rejected
+                .extend(converted.rejected.into_iter().map(|r| Rejection {
+                    index: r.index + offset,
+                    ..r
+                }));
+            for d in self
+                .replicator
+                .deliver(table, groups, piece_key.as_deref())
+                .await?
+            {
+                if d.acks >= d.needed {
+                    outcome.accepted += d.events.len();
+                } else {
+                    quorum_failed = true;
+                    let error = format!("quorum not reached: {} of {} replicas", d.acks, d.needed);
+                    outcome
+                        .rejected
+                        .extend(d.events.iter().map(|&row| Rejection {
+                            index: converted.events[row] + offset,
+                            error: error.clone(),
+                        }));
+                }
+            }
+            offset += events;
+        }
+        outcome.rejected.sort_by_key(|r| r.index);
+        Ok(Ingested {
+            outcome,
+            quorum_failed,
+        })
+    }
+}
+
+/// The optional idempotency key of a request: up to 256 visible ASCII
+/// characters.
+pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, IngestError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    match std::str::from_utf8(v) {
+        Ok(k) if !k.is_empty() && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(IngestError::BadBody(
+            "Idempotency-Key must be 1 to 256 visible ASCII characters".into(),
+        )),
+    }
+}
+
+/// Parses and converts one piece of a body; answers the conversion, the
+/// rows grouped by partition, and how many events the piece held. Event
+/// indexes of the answer are relative to the piece.
+fn convert_piece(
+    store: &Store,
+    table: &str,
+    piece: &[u8],
+    first_line: Option<usize>,
+    key: Option<&str>,
+) -> Result<(convert::Converted, Groups, usize), IngestError> {
+    let arrival = now_micros();
+    if first_line.is_some()
+        && let Some(t) = store.table(table)
+        && let Some(converted) = typed::convert_ndjson(&t, piece, arrival, key)
+    {
+        // The typed path takes a piece whole: every event accepted.
+        let count = converted.events.len();
+        let (converted, groups) = grouped(converted)?;
+        return Ok((converted, groups, count));
+    }
+    match first_line {
+        Some(first) => convert_flat(
+            store,
+            table,
+            decode::ndjson_events(piece, first, arrival),
+            key,
+        ),
+        None => {
+            let parsed = body::parse(piece, false)?;
+            convert_flat(store, table, convert::prepare_all(&parsed, arrival), key)
+        }
+    }
+}
+
+fn convert_flat(
+    store: &Store,
+    table: &str,
+    events: Vec<Result<convert::FlatEvent<'_>, String>>,
+    key: Option<&str>,
+) -> Result<(convert::Converted, Groups, usize), IngestError> {
+    let count = events.len();
+    if events.iter().all(Result::is_err) && store.table(table).is_none() {
+        let rejected = events
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, e)| e.err().map(|error| Rejection { index, error }))
+            .collect();
+        let nothing = convert::Converted {
+            batch: None,
+            partitions: vec![],
+            events: vec![],
+            rejected,
+        };
+        return Ok((nothing, Vec::new(), count));
+    }
+    let t = store.get_or_create(table)?;
+    let converted = convert::convert_flat(&t, events, key)?;
+    let (converted, groups) = grouped(converted)?;
+    Ok((converted, groups, count))
+}
+
+/// A converted piece with its rows grouped by partition.
+fn grouped(converted: convert::Converted) -> Result<(convert::Converted, Groups), IngestError> {
+    let groups = match &converted.batch {
+        Some(batch) => route::group_by_partition(batch, &converted.partitions)?,
+        None => Vec::new(),
+    };
+    Ok((converted, groups))
+}
