@@ -582,9 +582,7 @@ impl Handoff {
         }
         Ok(())
     }
-}
 
-impl Handoff {
     async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         addr: &str,

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use crate::error::ClusterError;
 use crate::membership::Membership;
-use crate::messages::{PutCommand, PutDescriptor, PutMany};
+use crate::messages::{PutCommand, PutDescriptor, PutFailures, PutMany};
 
 /// How long a write waits for eviction to make room before it is stored
 /// anyway (an acknowledged write must not fail for lack of memory). Well
@@ -128,7 +128,7 @@ impl LocalReplica {
         &self,
         many: &PutMany,
         batch: &RecordBatch,
-    ) -> Result<Vec<(u32, String)>, ClusterError> {
+    ) -> Result<PutFailures, ClusterError> {
         // The counts come from a peer: checked, so that a wrong one is an
         // error and not an overflow or a slice past the batch's end.
         let rows = many
@@ -158,7 +158,7 @@ impl LocalReplica {
         &self,
         table: &str,
         parts: Vec<(u32, RecordBatch, Option<&str>)>,
-    ) -> Vec<(u32, String)> {
+    ) -> PutFailures {
         let writes = parts.into_iter().map(|(partition, batch, hint_for)| {
             let cmd = PutCommand {
                 table: table.to_string(),
@@ -463,7 +463,10 @@ mod tests {
         let descriptor: PutDescriptor =
             serde_json::from_slice(&serde_json::to_vec(&many).unwrap()).unwrap();
         assert!(matches!(descriptor, PutDescriptor::Many(_)));
-        assert_eq!(replica.write_many(&many, &rows).await.unwrap(), vec![]);
+        assert_eq!(
+            replica.write_many(&many, &rows).await.unwrap(),
+            PutFailures::new()
+        );
         let t = replica.store.table("t").unwrap();
         assert_eq!(t.write_ids(1).unwrap(), vec![7]);
         assert_eq!(t.write_ids(4).unwrap(), vec![8]);

@@ -131,15 +131,11 @@ impl Replicator {
         let sends = by_node.into_iter().map(|(node, parts)| {
             let flight = &flight;
             async move {
-                let failed: BTreeMap<u32, String> = if node == me {
+                let failed: PutFailures = if node == me {
                     let here = parts.iter().map(|p| {
                         (p.partition, p.batch.clone(), p.target.hint_for.as_deref())
                     });
-                    self.local
-                        .write_parts(table, here.collect())
-                        .await
-                        .into_iter()
-                        .collect()
+                    self.local.write_parts(table, here.collect()).await
                 } else {
                     let sent = match flight.get(node) {
                         Some(addr) => self.put_many(addr, table, &parts).await,

@@ -156,17 +156,14 @@ impl FlightService for InternalService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let path = &request.get_ref().path;
-        let [kind, name] = path.as_slice() else {
-            return Err(Status::invalid_argument(
-                "expected the path [\"table\", NAME]",
-            ));
+        let name = match request.get_ref().path.as_slice() {
+            [kind, name] if kind == "table" => name,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "expected the path [\"table\", NAME]",
+                ));
+            }
         };
-        if kind != "table" {
-            return Err(Status::invalid_argument(
-                "expected the path [\"table\", NAME]",
-            ));
-        }
         let table = self
             .local
             .store
@@ -261,7 +258,6 @@ impl FlightService for InternalService {
             }
             PutDescriptor::Many(many) => {
                 let failed = self.local.write_many(&many, &batch).await?;
-                let failed: crate::messages::PutFailures = failed.into_iter().collect();
                 PutResult {
                     app_metadata: encode(&failed)?.into(),
                 }

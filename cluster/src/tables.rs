@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 
+use atoll_store::TableSettings;
+
 use crate::error::ClusterError;
 use crate::messages::{
     ACTION_TABLE_CHANGE, ACTION_TABLE_ROWS, Change, ChangeApplied, RowCount, TableChange, TableRows,
 };
 use crate::replica::LocalReplica;
 use crate::replicate::Replicator;
-use atoll_store::TableSettings;
 
 /// Applies a change on this node; true when it changed something (a drop
 /// of a table this node never had changes nothing).
