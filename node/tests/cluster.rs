@@ -774,6 +774,18 @@ async fn queries_span_the_ring_and_say_when_they_are_partial() {
         .find("SortExec: TopK")
         .unwrap_or_else(|| panic!("{top}"));
     assert!(fanout < topk, "the top-K sort runs on the owners: {top}");
+    // The split is a rule of DataFusion's own planning: EXPLAIN VERBOSE
+    // shows the plan after it, rule by rule.
+    let verbose = explain(
+        cluster
+            .node(0)
+            .rows("EXPLAIN VERBOSE SELECT count(*) FROM q")
+            .await,
+    );
+    let after = verbose
+        .find("physical_plan after atoll_distribute")
+        .unwrap_or_else(|| panic!("{verbose}"));
+    assert!(verbose[after..].contains("FanoutExec"), "{verbose}");
 
     cluster.nodes[2].as_mut().unwrap().signal("KILL");
     cluster.nodes[2] = None;
@@ -821,14 +833,12 @@ async fn fragments_are_refused_without_the_secret_or_with_foreign_plan_nodes() {
         .unwrap();
     let plan = df.create_physical_plan().await.unwrap();
     let bytes = datafusion_proto::bytes::physical_plan_to_bytes(plan).unwrap();
-    let header = serde_json::to_vec(&atoll_query::distributed::FragmentHeader {
-        version: atoll_query::distributed::ENGINE_VERSION.into(),
+    let header = serde_json::to_vec(&atoll_query::codec::FragmentHeader {
+        version: atoll_query::codec::ENGINE_VERSION.into(),
         timeout_ms: 1000,
     })
     .unwrap();
-    let mut ticket = (header.len() as u32).to_le_bytes().to_vec();
-    ticket.extend(header);
-    ticket.extend_from_slice(&bytes);
+    let ticket = atoll_query::codec::frame(&header, &bytes);
     let err = client
         .do_get(arrow_flight::Ticket::new(ticket.clone()))
         .await
@@ -989,7 +999,7 @@ async fn a_node_asked_to_leave_is_taken_out_of_the_ring_and_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_fragment_stream_is_cancelled_on_the_owner() {
     use arrow::datatypes::{DataType, Field, Schema};
-    use atoll_query::distributed::{AtollCodec, ENGINE_VERSION, FragmentHeader};
+    use atoll_query::codec::{AtollCodec, encode_fragment};
     use atoll_query::scan::PartitionScanExec;
     use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
     use futures::StreamExt;
@@ -1018,19 +1028,7 @@ async fn a_dropped_fragment_stream_is_cancelled_on_the_owner() {
         None,
     );
     let plan = std::sync::Arc::new(CoalescePartitionsExec::new(std::sync::Arc::new(scan)));
-    let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
-        plan,
-        &AtollCodec { store, streams: 1 },
-    )
-    .unwrap();
-    let header = serde_json::to_vec(&FragmentHeader {
-        version: ENGINE_VERSION.into(),
-        timeout_ms: 10_000,
-    })
-    .unwrap();
-    let mut ticket = (header.len() as u32).to_le_bytes().to_vec();
-    ticket.extend(header);
-    ticket.extend_from_slice(&bytes);
+    let ticket = encode_fragment(plan, &AtollCodec { store, streams: 1 }, 10_000).unwrap();
     let flight = cluster.node(0).cluster().await["nodes"][0]["flight_addr"]
         .as_str()
         .unwrap()

@@ -17,7 +17,6 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig};
 use futures::StreamExt;
@@ -26,10 +25,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::QueryError;
 use crate::catalog::AtollSchema;
-use crate::coverage::Coverage;
-use crate::distributed::{
-    AtollCodec, FanoutContext, FanoutCounters, NodeStats, Placement, decode_fragment, distribute,
-};
+use crate::codec::{AtollCodec, decode_fragment};
+use crate::physical_optimizer::distribute::{CoverageInfo, Distribute, QuerySpread, Spread};
+use crate::physical_optimizer::slice_joins::SliceJoins;
+use crate::physical_plan::fanout::NodeStats;
 use crate::pool::QueryPool;
 use crate::scan::{scan_totals, visit_scans};
 
@@ -113,17 +112,6 @@ impl Drop for FragmentGuard {
     }
 }
 
-/// The coverage of a query in a cluster.
-pub struct CoverageInfo {
-    /// Partitions the query needed (its scans read).
-    pub total: u32,
-    pub missing: Vec<u32>,
-    /// The coordinator's name and its share of partitions, when the query
-    /// fanned out.
-    pub local: Option<(String, u64)>,
-    pub counters: Arc<FanoutCounters>,
-}
-
 pub struct QueryEngine {
     cluster: Option<ClusterHandle>,
     /// Where query operators run, apart from the HTTP runtime.
@@ -154,6 +142,8 @@ impl QueryEngine {
             .with_catalog_list(Arc::new(catalogs))
             .with_default_features()
             .with_table_functions(HashMap::new())
+            .with_physical_optimizer_rule(Arc::new(Distribute))
+            .with_physical_optimizer_rule(Arc::new(SliceJoins))
             .build();
         let exec = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.target_partitions.max(1))
@@ -221,15 +211,13 @@ impl QueryEngine {
         let timeout_ms = timeout.as_millis() as u64;
         let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
         let cap_hit = pool.cap_hit();
-        let (plan, task_ctx, explain) = tokio::time::timeout_at(deadline, self.plan(sql, pool))
-            .await
-            .map_err(|_| QueryError::Timeout(timeout_ms))??;
         let allow_partial = allow_partial.unwrap_or(self.config.allow_partial);
-        let (plan, coverage) = self.spread(plan, timeout, allow_partial).await?;
-        let mut plan = crate::slice::slice_joins(plan)?;
-        if let Some(logical) = explain {
-            plan = explain_plan(&logical, &plan)?;
-        }
+        let spread = self.spread(timeout, allow_partial).await?;
+        let (plan, task_ctx) =
+            tokio::time::timeout_at(deadline, self.plan(sql, pool, spread.clone()))
+                .await
+                .map_err(|_| QueryError::Timeout(timeout_ms))??;
+        let coverage = spread.and_then(|s| s.planned.lock().take());
         let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
         Ok(Execution {
             coverage,
@@ -284,76 +272,34 @@ impl QueryEngine {
         (batches, task)
     }
 
-    /// In a cluster: the coverage plan, and the plan split so that each
-    /// node runs its share. Unchanged when this node covers everything.
+    /// In a cluster: the ring and members as this query sees them, for
+    /// the split (`physical_optimizer::distribute`).
     async fn spread(
         &self,
-        plan: Arc<dyn ExecutionPlan>,
         timeout: Duration,
         allow_partial: bool,
-    ) -> Result<(Arc<dyn ExecutionPlan>, Option<CoverageInfo>), QueryError> {
+    ) -> Result<Option<Arc<Spread>>, QueryError> {
         let Some(cluster) = &self.cluster else {
-            return Ok((plan, None));
+            return Ok(None);
         };
         let ring = cluster
             .membership
             .ring()
             .ok_or_else(|| QueryError::Unavailable("this node has not joined a ring yet".into()))?;
-        let members = cluster.membership.members().await;
-        let n = ring.replicas(cluster.replicas);
-        let me = cluster.membership.node_name().to_string();
-        // Only the partitions the scans read (all, unless a partition key
-        // filter narrowed them) are planned: the rest are not asked at all.
-        let mut needed = std::collections::BTreeSet::new();
-        visit_scans(&plan, &mut |s| needed.extend(s.partitions()));
-        let coverage = Coverage::plan(&ring, n, &members, &me, &needed);
-        if !coverage.missing.is_empty() && !allow_partial {
-            return Err(QueryError::Unavailable(format!(
-                "no complete replica of partitions {:?} is reachable; ask with \"allow_partial\": true for the rest",
-                coverage.missing
-            )));
-        }
-        let mut info = CoverageInfo {
-            total: needed.len() as u32,
-            missing: coverage.missing.clone(),
-            local: None,
-            counters: Default::default(),
-        };
-        if coverage.is_local(&me) {
-            return Ok((plan, Some(info)));
-        }
-        let mine = coverage.by_node.get(&me).map_or(0, Vec::len);
-        info.local = Some((me.clone(), mine as u64));
-        let placements = coverage
-            .by_node
-            .iter()
-            .map(|(node, partitions)| Placement {
-                node: node.clone(),
-                flight_addr: members
-                    .iter()
-                    .find(|m| &m.name == node)
-                    .and_then(|m| m.flight_addr.clone()),
-                partitions: partitions.clone(),
-            })
-            .collect();
-        let ctx = FanoutContext {
-            me,
-            placements,
+        Ok(Some(Arc::new(Spread {
+            n: ring.replicas(cluster.replicas),
+            ring,
+            members: cluster.membership.members().await,
+            me: cluster.membership.node_name().to_string(),
+            timeout,
+            allow_partial,
             codec: Arc::new(AtollCodec {
                 store: cluster.store.clone(),
                 streams: self.config.target_partitions.max(1),
             }),
-            timeout,
-            allow_partial,
-            counters: info.counters.clone(),
-            alternates: coverage.alternates.clone(),
-            addresses: members
-                .iter()
-                .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
-                .collect(),
             peers: cluster.peers.clone(),
-        };
-        Ok((distribute(plan, &ctx)?, Some(info)))
+            planned: Default::default(),
+        })))
     }
 
     /// Runs a fragment another node sent: decoded with Atoll's codec,
@@ -386,13 +332,19 @@ impl QueryEngine {
         &self,
         sql: &str,
         pool: QueryPool,
-    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>, Option<String>), QueryError> {
+        spread: Option<Arc<Spread>>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
         // One copy of the node's session per query, with its clock (`now()`)
-        // set; the query's memory pool goes into the task that runs it.
-        // (Rebuilding the session through a builder re-registered every
-        // function on every query and fragment.)
+        // and its view of the cluster set; the query's memory pool goes into
+        // the task that runs it. (Rebuilding the session through a builder
+        // re-registered every function on every query and fragment.)
         let mut state = self.base.clone();
         state.mark_start_execution();
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(QuerySpread(spread));
         let task_ctx = self.task_context(&state, pool)?;
         let logical = state
             .create_logical_plan(sql)
@@ -406,21 +358,11 @@ impl QueryEngine {
             .map_err(|e| {
                 QueryError::Refused(format!("Atoll SQL is read-only: {}", e.strip_backtrace()))
             })?;
-        // A plain EXPLAIN is answered after the split, so that it shows
-        // what runs where: plan the explained query itself.
-        if let LogicalPlan::Explain(e) = &logical
-            && !e.verbose
-        {
-            let optimized = state.optimize(&e.plan)?;
-            let physical = state.create_physical_plan(&optimized).await?;
-            return Ok((
-                physical,
-                task_ctx,
-                Some(optimized.display_indent().to_string()),
-            ));
-        }
-        let physical = state.create_physical_plan(&logical).await?;
-        Ok((physical, task_ctx, None))
+        let physical = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(QueryError::from_planning)?;
+        Ok((physical, task_ctx))
     }
 
     /// What runs a query's plan: the session's functions and settings,
@@ -439,38 +381,6 @@ impl QueryEngine {
             .build_arc()?;
         Ok(Arc::new(TaskContext::from(state).with_runtime(runtime)))
     }
-}
-
-/// EXPLAIN's answer: the optimized logical plan and the physical plan as
-/// it will run, split included.
-fn explain_plan(
-    logical: &str,
-    physical: &Arc<dyn ExecutionPlan>,
-) -> Result<Arc<dyn ExecutionPlan>, QueryError> {
-    use arrow::array::StringArray;
-    use arrow::datatypes::{DataType, Field, Schema};
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("plan_type", DataType::Utf8, false),
-        Field::new("plan", DataType::Utf8, false),
-    ]));
-    let text = datafusion::physical_plan::displayable(physical.as_ref())
-        .indent(true)
-        .to_string();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from(vec!["logical_plan", "physical_plan"])),
-            Arc::new(StringArray::from(vec![logical.to_string(), text])),
-        ],
-    )
-    .map_err(datafusion::common::DataFusionError::from)?;
-    Ok(
-        datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            schema,
-            None,
-        )?,
-    )
 }
 
 fn refine_plan_error(e: datafusion::common::DataFusionError) -> QueryError {

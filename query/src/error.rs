@@ -57,6 +57,20 @@ fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
 }
 
 impl QueryError {
+    /// A planning error; one of Atoll's own raised inside DataFusion's
+    /// planning (the split refusing a query no replica can answer) comes
+    /// back as itself.
+    pub fn from_planning(e: DataFusionError) -> QueryError {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<QueryError>() {
+                Ok(own) => *own,
+                Err(inner) => QueryError::DataFusion(DataFusionError::External(inner)),
+            },
+            DataFusionError::Context(_, inner) => QueryError::from_planning(*inner),
+            e => QueryError::DataFusion(e),
+        }
+    }
+
     /// A label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -3,9 +3,12 @@
 //! Owns: the DataFusion catalog over the store (`catalog`), the partition
 //! scan (`scan`, with time pruning in `prune`), the read-only sandbox and
 //! the per-query memory and time limits (`engine`, `pool`), the coverage
-//! plan (`coverage`), the distributed split and its fan-out
-//! (`distributed`), the join slicing (`slice`), and rendering results as
-//! JSON values (`render`). `QueryEngine::start` is the one typed query API
+//! plan (`coverage`), the plan rewrites registered on the session
+//! (`physical_optimizer`: the distributed split, the join slicing), Atoll's
+//! plan nodes (`physical_plan`: the fan-out, the remote fragment, the
+//! time-sliced wrapper), what a fragment may hold (`fragment`) and its
+//! bytes on the wire (`codec`), and rendering results as JSON values
+//! (`render`). `QueryEngine::start` is the one typed query API
 //! that every SQL door calls.
 //!
 //! Must not know: HTTP or any wire protocol of the doors (`atoll-node`),
@@ -13,16 +16,18 @@
 //! fragments; its service hands received ones to `engine::Fragments`).
 
 pub mod catalog;
+pub mod codec;
 pub mod coverage;
-pub mod distributed;
 pub mod engine;
 pub mod error;
+pub mod fragment;
 pub mod metrics;
+pub mod physical_optimizer;
+pub mod physical_plan;
 pub mod pool;
 pub mod prune;
 pub mod render;
 pub mod scan;
-pub mod slice;
 
 pub use engine::{QueryConfig, QueryEngine, QueryStats};
 pub use error::QueryError;

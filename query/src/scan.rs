@@ -22,8 +22,8 @@ use datafusion::physical_plan::{
 };
 use futures::stream;
 
+use crate::physical_plan::time_slice::time_sliced;
 use crate::prune::TimeRange;
-use crate::slice::time_sliced;
 
 /// A scan as shipped to another node (the schema travels apart, as Arrow
 /// IPC).

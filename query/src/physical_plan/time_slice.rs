@@ -18,7 +18,8 @@
 //! therefore cut into pieces of at most [`PAIRS_PER_STEP`] pairs against
 //! its build side, and yields between pieces once a slice has passed; every join
 //! also yields between its output batches (a cross join makes them
-//! without asking its input).
+//! without asking its input). The rule that places these nodes is
+//! `physical_optimizer::slice_joins`.
 
 use std::fmt;
 use std::pin::Pin;
@@ -29,14 +30,11 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::joins::NestedLoopJoinExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, replace_children_if_necessary,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{Stream, StreamExt, TryStreamExt};
 
 /// How long a query task runs between chances to cancel or switch it.
@@ -76,31 +74,8 @@ impl<S: Stream + Unpin> Stream for TimeSliced<S> {
 /// at opt-level 0, so this is ~30 ms there).
 pub const PAIRS_PER_STEP: usize = 1 << 16;
 
-/// Puts a [`TimeSliceExec`] above every join, and around a nested-loop
-/// join's inputs.
-pub fn slice_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        if !node.name().ends_with("JoinExec") {
-            return Ok(Transformed::no(node));
-        }
-        let node = match node.downcast_ref::<NestedLoopJoinExec>() {
-            Some(join) => {
-                let build_rows = Arc::new(AtomicUsize::new(0));
-                let inputs = vec![
-                    TimeSliceExec::wrap(join.left().clone(), Role::Build(build_rows.clone())),
-                    TimeSliceExec::wrap(join.right().clone(), Role::Probe(build_rows)),
-                ];
-                replace_children_if_necessary(node, inputs)?
-            }
-            None => node,
-        };
-        Ok(Transformed::yes(TimeSliceExec::wrap(node, Role::Output)))
-    })
-    .map(|t| t.data)
-}
-
 #[derive(Debug, Clone)]
-enum Role {
+pub enum Role {
     /// Above a join: yields between its output batches.
     Output,
     /// A nested-loop join's build side: counts its rows, which are all in
@@ -119,7 +94,7 @@ pub struct TimeSliceExec {
 }
 
 impl TimeSliceExec {
-    fn wrap(input: Arc<dyn ExecutionPlan>, role: Role) -> Arc<dyn ExecutionPlan> {
+    pub fn wrap(input: Arc<dyn ExecutionPlan>, role: Role) -> Arc<dyn ExecutionPlan> {
         Arc::new(TimeSliceExec { input, role })
     }
 }

@@ -1,0 +1,5 @@
+//! Atoll's plan rewrites, registered on the session after DataFusion's
+//! own, in this order.
+
+pub mod distribute;
+pub mod slice_joins;
