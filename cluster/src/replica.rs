@@ -27,31 +27,27 @@ const ROOM_WAIT: Duration = Duration::from_secs(3);
 const _: () = assert!(ROOM_WAIT.as_secs() * 3 <= crate::client::CALL_TIMEOUT.as_secs());
 
 /// Writes held by this node for down primaries, kept apart from its own
-/// data (they are not this node's to serve) until handed off.
+/// data (they are not this node's to serve) until handed off. Their stores
+/// are made like the node's own (sealing, packing, retention), and the
+/// node's sealer and memory evictor treat them as data like its own.
 pub struct Hints {
     by_primary: Mutex<BTreeMap<String, Arc<Store>>>,
-    partitions: u32,
+    config: atoll_store::StoreConfig,
 }
 
 impl Hints {
-    pub fn new(partitions: u32) -> Hints {
+    pub fn new(config: atoll_store::StoreConfig) -> Hints {
         Hints {
             by_primary: Mutex::default(),
-            partitions,
+            config,
         }
     }
 
     pub fn store_for(&self, primary: &str) -> Arc<Store> {
-        let partitions = self.partitions;
         self.by_primary
             .lock()
             .entry(primary.to_string())
-            .or_insert_with(|| {
-                Arc::new(Store::new(atoll_store::StoreConfig {
-                    partitions,
-                    ..Default::default()
-                }))
-            })
+            .or_insert_with(|| Arc::new(Store::new(self.config.clone())))
             .clone()
     }
 
@@ -66,10 +62,19 @@ impl Hints {
 
     /// Rows held as hints, per primary.
     pub fn rows(&self) -> BTreeMap<String, u64> {
+        self.per_primary(|t| t.rows())
+    }
+
+    /// Memory the hints' batches hold, per primary.
+    pub fn memory_bytes(&self) -> BTreeMap<String, u64> {
+        self.per_primary(|t| t.memory_bytes())
+    }
+
+    fn per_primary(&self, figure: impl Fn(&Table) -> u64) -> BTreeMap<String, u64> {
         self.by_primary
             .lock()
             .iter()
-            .map(|(p, s)| (p.clone(), s.tables().iter().map(|t| t.rows()).sum()))
+            .map(|(p, s)| (p.clone(), s.tables().iter().map(|t| figure(t)).sum()))
             .collect()
     }
 }
@@ -422,7 +427,7 @@ mod tests {
 
     fn replica(wal: Option<Arc<Wal>>) -> LocalReplica {
         let store = Arc::new(Store::new(Default::default()));
-        LocalReplica::new(store, Arc::new(Hints::new(64)), wal)
+        LocalReplica::new(store, Arc::new(Hints::new(Default::default())), wal)
     }
 
     #[tokio::test]

@@ -38,7 +38,9 @@ pub fn spawn(
                 _ = tick.tick() => {
                     let tables = store.tables();
                     let rows: u64 = tables.iter().map(|t| t.rows()).sum();
-                    let memory: u64 = tables.iter().map(|t| t.memory_bytes()).sum();
+                    // Hints are data this node holds: they count in its memory.
+                    let memory: u64 = tables.iter().map(|t| t.memory_bytes()).sum::<u64>()
+                        + hints.memory_bytes().values().sum::<u64>();
                     let hint_rows: u64 = hints.rows().values().sum();
                     membership.set_stat(Stat::Rows, rows).await;
                     membership.set_stat(Stat::MemoryBytes, memory).await;

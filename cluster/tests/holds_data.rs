@@ -63,11 +63,12 @@ fn batch() -> RecordBatch {
 async fn a_join_right_after_the_first_write_moves_partitions_by_handoff() {
     let (a, a_addr) = member("a", vec![]).await;
     wait_until("a founds its ring", async || a.ring().is_some()).await;
-    let store = Arc::new(Store::new(atoll_store::StoreConfig {
+    let config = atoll_store::StoreConfig {
         partitions: PARTITIONS,
         ..Default::default()
-    }));
-    let local = LocalReplica::new(store, Arc::new(Hints::new(PARTITIONS)), None);
+    };
+    let store = Arc::new(Store::new(config.clone()));
+    let local = LocalReplica::new(store, Arc::new(Hints::new(config)), None);
     local.publish_to(a.clone()).await;
     let cmd = PutCommand {
         table: "t".into(),

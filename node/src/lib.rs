@@ -85,14 +85,16 @@ impl Node {
             .clone()
             .unwrap_or_else(|| http_addr.to_string());
 
-        let store = Arc::new(Store::new(StoreConfig {
+        let store_config = StoreConfig {
             partitions: args.partitions,
             seal_rows: args.seal_rows,
             seal_age: args.seal_interval(),
             retention: args.retention,
             compress_after: args.compress_after.0,
-        }));
-        let hints = Arc::new(Hints::new(args.partitions));
+        };
+        let store = Arc::new(Store::new(store_config.clone()));
+        let hints = Arc::new(Hints::new(store_config));
+        let holdings = memory::Holdings::new(store.clone(), hints.clone());
         let local = Arc::new(durability::open(args, store.clone(), hints.clone())?);
         let membership = Membership::start(MembershipConfig {
             node_name: name.clone(),
@@ -185,17 +187,11 @@ impl Node {
             .merge(atoll_web_ui::router());
 
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
-        spawn_sealer(store.clone(), shutdown.subscribe());
+        spawn_sealer(holdings.clone(), shutdown.subscribe());
         durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
         handoff.spawn(shutdown.subscribe());
-        memory::Evictor::new(
-            store.clone(),
-            hints.clone(),
-            membership.clone(),
-            budget,
-            eviction,
-        )
-        .spawn(shutdown.subscribe());
+        memory::Evictor::new(holdings, membership.clone(), budget, eviction)
+            .spawn(shutdown.subscribe());
         atoll_cluster::schemas::spawn(
             cluster.replicator.clone(),
             store.clone(),
@@ -338,16 +334,20 @@ pub(crate) fn release_free_memory() {
 
 /// Seals append buffers that waited long enough, so that data arriving in
 /// small requests still ends up in large batches.
-fn spawn_sealer(store: Arc<Store>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let period = store.config().seal_age.max(Duration::from_millis(50));
+fn spawn_sealer(holdings: memory::Holdings, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let period = holdings
+        .own()
+        .config()
+        .seal_age
+        .max(Duration::from_millis(50));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let s = store.clone();
+                    let h = holdings.clone();
                     let _ = tokio::task::spawn_blocking(move || {
-                        if s.seal_aged() > 0 {
+                        if h.seal_aged() > 0 {
                             release_free_memory();
                         }
                     })

@@ -1,9 +1,12 @@
 //! The node's memory budget (`--memory-limit`): running queries get a
 //! pool within it, data the rest. Near the data budget, cold batches are
 //! packed first; if that is not enough the oldest events are evicted,
-//! across tables, by raising each table's "oldest kept" cut-off. The
-//! cut-offs are gossiped and every node applies the latest one it hears
-//! of, so that replicas stay interchangeable for coverage plans.
+//! across tables, by raising each table's "oldest kept" cut-off. The data
+//! is all the node holds: its own tables and the hints it keeps for down
+//! primaries ([`Holdings`]), which are sealed, packed and evicted by the
+//! same oldest-first rule. The cut-offs are gossiped and every node
+//! applies the latest one it hears of, so that replicas stay
+//! interchangeable for coverage plans.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use atoll_cluster::Hints;
 use atoll_cluster::Membership;
-use atoll_store::Store;
+use atoll_store::{Store, Table};
 
 use crate::config::{ByteSize, ServeArgs};
 
@@ -112,6 +115,121 @@ fn machine_memory() -> Option<usize> {
     Some(cgroup.map_or(total, |c| c.min(total)))
 }
 
+/// Whose data a store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Own,
+    /// Hints kept for this primary.
+    HintsFor(String),
+}
+
+/// All the data this node holds: its own tables and the hints it keeps
+/// for down primaries. Hints are data: during a long outage of a primary
+/// they grow like any table, so they are sealed, measured, packed, cut by
+/// the cluster's cut-offs and evicted oldest first like the node's own
+/// (otherwise a node would evict its own events to keep others' older
+/// ones).
+#[derive(Clone)]
+pub struct Holdings {
+    store: Arc<Store>,
+    hints: Arc<Hints>,
+}
+
+impl Holdings {
+    pub fn new(store: Arc<Store>, hints: Arc<Hints>) -> Holdings {
+        Holdings { store, hints }
+    }
+
+    /// The node's own store (the one writers wait on for room).
+    pub fn own(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn stores(&self) -> Vec<(Holder, Arc<Store>)> {
+        let hints = self.hints.stores().into_iter();
+        std::iter::once((Holder::Own, self.store.clone()))
+            .chain(hints.map(|(primary, s)| (Holder::HintsFor(primary), s)))
+            .collect()
+    }
+
+    fn tables(&self) -> Vec<(Holder, Arc<Table>)> {
+        self.stores()
+            .into_iter()
+            .flat_map(|(holder, s)| s.tables().into_iter().map(move |t| (holder.clone(), t)))
+            .collect()
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.stores().iter().map(|(_, s)| s.memory_bytes()).sum()
+    }
+
+    /// Seals, expires, merges and packs every store (`Store::seal_aged`).
+    pub fn seal_aged(&self) -> usize {
+        self.stores().iter().map(|(_, s)| s.seal_aged()).sum()
+    }
+
+    /// Packs store after store while `go_on` says so (`Store::pack_all`).
+    fn pack_all(&self, go_on: &dyn Fn() -> bool) {
+        let stopped = std::cell::Cell::new(false);
+        let go_on = || {
+            let go = go_on();
+            stopped.set(!go);
+            go
+        };
+        for (_, s) in self.stores() {
+            if stopped.get() {
+                return;
+            }
+            s.pack_all(&go_on);
+        }
+    }
+
+    fn expire(&self) {
+        for (_, s) in self.stores() {
+            s.expire();
+        }
+    }
+
+    /// Raises cut-offs so that about `bytes` of the oldest events go,
+    /// whoever's they are; answers the tables whose cut-off rose.
+    pub fn evict_oldest(&self, bytes: u64) -> Vec<(Holder, String, i64)> {
+        let tables = self.tables();
+        let Some(cut) = atoll_store::eviction_cutoff(tables.iter().map(|(_, t)| &**t), bytes)
+        else {
+            return Vec::new();
+        };
+        tables
+            .into_iter()
+            .filter(|(_, t)| t.oldest_time().is_some_and(|oldest| oldest < cut) && t.keep_from(cut))
+            .map(|(holder, t)| (holder, t.name().to_string(), cut))
+            .collect()
+    }
+
+    /// Each table's cut-off, the highest of its own and its hints'.
+    fn cutoffs(&self) -> BTreeMap<String, i64> {
+        let mut cutoffs = BTreeMap::new();
+        for (_, t) in self.tables() {
+            if let Some(cut) = t.kept_from() {
+                let at = cutoffs.entry(t.name().to_string()).or_insert(cut);
+                *at = (*at).max(cut);
+            }
+        }
+        cutoffs
+    }
+
+    /// Applies a cut-off to the table of that name, own and hints; true if
+    /// one rose.
+    fn keep_from(&self, table: &str, cut: i64) -> bool {
+        let mut raised = false;
+        for (_, s) in self.stores() {
+            if let Some(t) = s.table(table) {
+                raised |= t.keep_from(cut);
+            }
+        }
+        raised
+    }
+}
+
 /// Evictions made by this node.
 #[derive(Clone)]
 pub struct EvictionMetrics {
@@ -147,21 +265,14 @@ pub struct Evictor {
 /// room (`Store::wait_for_room`) what it found.
 #[derive(Clone)]
 struct Gauge {
-    store: Arc<Store>,
-    hints: Arc<Hints>,
+    holdings: Holdings,
     budget: MemoryBudget,
 }
 
 impl Gauge {
     /// Data held: this node's tables and the hints it keeps for others.
     fn used(&self) -> u64 {
-        let hints: u64 = self
-            .hints
-            .stores()
-            .iter()
-            .map(|(_, s)| s.memory_bytes())
-            .sum();
-        self.store.memory_bytes() + hints
+        self.holdings.memory_bytes()
     }
 
     /// The data's memory as far as the budget is concerned: what its
@@ -187,25 +298,22 @@ impl Gauge {
     /// pressure and what the batches hold.
     fn measure(&self) -> (u64, u64) {
         let (pressure, used) = self.pressure();
-        self.store.measured_memory(pressure, self.budget.data());
+        self.holdings
+            .own()
+            .measured_memory(pressure, self.budget.data());
         (pressure, used)
     }
 }
 
 impl Evictor {
     pub fn new(
-        store: Arc<Store>,
-        hints: Arc<Hints>,
+        holdings: Holdings,
         membership: Arc<Membership>,
         budget: MemoryBudget,
         metrics: EvictionMetrics,
     ) -> Evictor {
         Evictor {
-            gauge: Gauge {
-                store,
-                hints,
-                budget,
-            },
+            gauge: Gauge { holdings, budget },
             membership,
             metrics,
             gossiped: BTreeMap::new(),
@@ -278,7 +386,7 @@ impl Evictor {
     async fn pack(&self) {
         let gauge = self.gauge.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            gauge.store.pack_all(&|| {
+            gauge.holdings.pack_all(&|| {
                 crate::release_free_memory();
                 gauge.measure().0 <= gauge.budget.data()
             });
@@ -296,9 +404,9 @@ impl Evictor {
     /// pressure measured.
     async fn expire_and_measure(&self, raised: bool) -> u64 {
         if raised {
-            let store = self.gauge.store.clone();
+            let holdings = self.gauge.holdings.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                store.expire();
+                holdings.expire();
                 crate::release_free_memory();
             })
             .await;
@@ -306,28 +414,23 @@ impl Evictor {
         self.gauge.measure().0
     }
 
-    /// Raises the cut-off of every table holding events older than the
-    /// instant that frees `bytes`; true if one rose.
+    /// Evicts the oldest events, own or hints, that free `bytes`; true if
+    /// a cut-off rose.
     fn evict(&self, bytes: u64) -> bool {
-        let Some(cut) = self.gauge.store.eviction_cutoff(bytes) else {
-            return false;
-        };
-        let mut raised = false;
-        for t in self.gauge.store.tables() {
-            if t.oldest_time().is_some_and(|oldest| oldest < cut) && t.keep_from(cut) {
-                raised = true;
-                tracing::info!(
-                    table = t.name(),
-                    kept_from = %atoll_store::rfc3339(cut),
-                    budget = %mib(self.gauge.budget.data() as usize),
-                    "evicted the oldest events to stay within the memory limit"
-                );
-            }
+        let raised = self.gauge.holdings.evict_oldest(bytes);
+        for (holder, table, cut) in &raised {
+            tracing::info!(
+                table,
+                of = ?holder,
+                kept_from = %atoll_store::rfc3339(*cut),
+                budget = %mib(self.gauge.budget.data() as usize),
+                "evicted the oldest events to stay within the memory limit"
+            );
         }
-        if raised {
+        if !raised.is_empty() {
             self.metrics.evictions.inc();
         }
-        raised
+        !raised.is_empty()
     }
 
     /// Applies the latest cut-off any node gossips for each table; true if
@@ -338,11 +441,12 @@ impl Evictor {
             for (table, &(cut, at)) in &m.cutoffs {
                 let dropped_since = self
                     .gauge
-                    .store
+                    .holdings
+                    .own()
                     .dropped_at(table)
                     .is_some_and(|d| d.micros >= at);
-                if let Some(t) = self.gauge.store.table(table).filter(|_| !dropped_since) {
-                    raised |= t.keep_from(cut);
+                if !dropped_since {
+                    raised |= self.gauge.holdings.keep_from(table, cut);
                 }
             }
         }
@@ -354,14 +458,12 @@ impl Evictor {
     async fn gossip(&mut self) {
         let now = atoll_store::now_micros();
         let mut current = BTreeMap::new();
-        for t in self.gauge.store.tables() {
-            if let Some(cut) = t.kept_from() {
-                let at = match self.gossiped.get(t.name()) {
-                    Some(&(c, at)) if c == cut => at,
-                    _ => now,
-                };
-                current.insert(t.name().to_string(), (cut, at));
-            }
+        for (table, cut) in self.gauge.holdings.cutoffs() {
+            let at = match self.gossiped.get(&table) {
+                Some(&(c, at)) if c == cut => at,
+                _ => now,
+            };
+            current.insert(table, (cut, at));
         }
         for (table, &(cut, at)) in &current {
             if self.gossiped.get(table) != Some(&(cut, at)) {
@@ -408,5 +510,105 @@ mod tests {
         );
         let machine = budget(&[]).unwrap();
         assert!(machine.limit > 0 && machine.queries == machine.limit / 4);
+    }
+}
+
+#[cfg(test)]
+mod holdings_tests {
+    use super::*;
+    use arrow::array::{RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+    use atoll_store::{ColumnType, StoreConfig, StoredBatch};
+
+    fn config() -> StoreConfig {
+        StoreConfig {
+            partitions: 4,
+            seal_rows: 2,
+            seal_age: Duration::ZERO,
+            ..StoreConfig::default()
+        }
+    }
+
+    fn holdings() -> Holdings {
+        let store = Arc::new(Store::new(config()));
+        Holdings::new(store, Arc::new(Hints::new(config())))
+    }
+
+    /// Events of table `t` at `times` (µs), in partition 0 of `store`.
+    fn put(store: &Store, times: &[i64]) -> Arc<Table> {
+        let t = store.get_or_create("t").unwrap();
+        t.evolve(|s| ((), s.accept("t", []).unwrap()));
+        let time = TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC");
+        let schema = Schema::new(vec![Field::new(
+            "time",
+            ColumnType::Timestamp.data_type(),
+            false,
+        )]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(time)]).unwrap();
+        t.append(0, StoredBatch::new(batch).unwrap()).unwrap();
+        t
+    }
+
+    #[test]
+    fn the_oldest_events_go_first_hints_included() {
+        let h = holdings();
+        let own = put(h.own(), &[300, 399]);
+        let hinted = put(&h.hints.store_for("n2"), &[100, 199]);
+        let raised = h.evict_oldest(hinted.memory_bytes());
+        assert_eq!(
+            raised,
+            vec![(Holder::HintsFor("n2".into()), "t".into(), 200)],
+            "the older hints go, the node's own newer events stay"
+        );
+        assert_eq!(own.kept_from(), None);
+        assert_eq!(h.cutoffs(), BTreeMap::from([("t".to_string(), 200)]));
+        h.expire();
+        assert_eq!((hinted.rows(), own.rows()), (0, 2));
+    }
+
+    #[test]
+    fn own_events_go_first_when_they_are_the_oldest() {
+        let h = holdings();
+        let own = put(h.own(), &[100, 199]);
+        let hinted = put(&h.hints.store_for("n2"), &[300, 399]);
+        let raised = h.evict_oldest(own.memory_bytes());
+        assert_eq!(raised, vec![(Holder::Own, "t".into(), 200)]);
+        assert_eq!(hinted.kept_from(), None);
+        // More than the oldest store holds: into the next one's oldest.
+        let raised = h.evict_oldest(own.memory_bytes() + hinted.memory_bytes() / 4);
+        assert!(
+            raised
+                .iter()
+                .any(|(who, _, cut)| *who == Holder::HintsFor("n2".into()) && *cut > 300),
+            "{raised:?}"
+        );
+    }
+
+    #[test]
+    fn hints_are_sealed_measured_and_cut_like_own_data() {
+        // Buffers seal by age only, then pack at once.
+        let packing = StoreConfig {
+            seal_rows: 1000,
+            compress_after: Some(Duration::ZERO),
+            ..config()
+        };
+        let h = Holdings::new(
+            Arc::new(Store::new(packing.clone())),
+            Arc::new(Hints::new(packing)),
+        );
+        let hinted = put(&h.hints.store_for("n2"), &[100, 199]);
+        let own = put(h.own(), &[300, 399]);
+        assert_eq!(h.memory_bytes(), hinted.memory_bytes() + own.memory_bytes());
+        assert_eq!(hinted.bytes().compressed, 0);
+        h.seal_aged();
+        assert!(
+            hinted.bytes().compressed > 0,
+            "the hints were sealed and packed"
+        );
+        assert!(h.keep_from("t", 250), "a cluster cut-off reaches the hints");
+        assert_eq!(
+            (hinted.kept_from(), own.kept_from()),
+            (Some(250), Some(250))
+        );
     }
 }

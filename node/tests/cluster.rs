@@ -434,6 +434,11 @@ async fn a_fallback_holds_hints_for_a_down_primary() {
         for (primary, rows) in local["hint_rows"].as_object().unwrap() {
             assert_eq!(primary, "n3", "hints are only held for the down node");
             hinted += rows.as_u64().unwrap();
+            let bytes = local["hint_bytes"][primary].as_u64().unwrap();
+            assert!(
+                bytes > 0 || rows == 0,
+                "hints are measured as data: {local}"
+            );
         }
     }
     assert!(hinted > 0, "n3 is a primary of 3/4 of the partitions");

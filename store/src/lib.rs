@@ -295,48 +295,57 @@ impl Store {
             .sum()
     }
 
-    /// The event time (µs) before which the batches of all tables hold
-    /// about `bytes`: evicting events older than it, in every table,
-    /// frees that much, oldest first whichever table they are in. A batch
-    /// counts in proportion to its time range before the instant (its rows
-    /// are taken as spread evenly over its range), so that batches each
-    /// spanning a long range do not make it evict far more than needed.
-    /// None when there are no batches.
-    pub fn eviction_cutoff(&self, bytes: u64) -> Option<i64> {
-        let mut extents = Vec::new();
-        for t in self.tables() {
-            t.batch_extents(&mut extents);
-        }
-        let lo = extents.iter().map(|e| e.0).min()?;
-        let hi = extents.iter().map(|e| e.1).max()?;
-        let below = |cut: i64| -> u64 {
-            extents
-                .iter()
-                .map(|&(min, max, b)| {
-                    if max < cut {
-                        b
-                    } else if min >= cut {
-                        0
-                    } else {
-                        let share = (cut - min) as f64 / ((max - min) as f64 + 1.0);
-                        (b as f64 * share) as u64
-                    }
-                })
-                .sum()
-        };
-        // The smallest instant with at least `bytes` before it.
-        let (mut a, mut z) = (lo, hi.saturating_add(1));
-        while a < z {
-            let mid = a + (z - a) / 2;
-            if below(mid) >= bytes {
-                z = mid;
-            } else {
-                a = mid + 1;
-            }
-        }
-        Some(a)
+    /// Drops what retention and eviction cut-offs hide, now; returns the
+    /// batches dropped or cut.
+    pub fn expire(&self) -> usize {
+        let now = now_micros();
+        self.tables().iter().map(|t| t.expire(now)).sum()
     }
+}
 
+/// The event time (µs) before which the batches of `tables` hold about
+/// `bytes`: evicting events older than it, in every one of them, frees
+/// that much, oldest first whichever table (or store: a node's own, or the
+/// hints it keeps for others) they are in. A batch counts in proportion to
+/// its time range before the instant (its rows are taken as spread evenly
+/// over its range), so that batches each spanning a long range do not make
+/// it evict far more than needed. None when there are no batches.
+pub fn eviction_cutoff<'a>(tables: impl IntoIterator<Item = &'a Table>, bytes: u64) -> Option<i64> {
+    let mut extents = Vec::new();
+    for t in tables {
+        t.batch_extents(&mut extents);
+    }
+    let lo = extents.iter().map(|e| e.0).min()?;
+    let hi = extents.iter().map(|e| e.1).max()?;
+    let below = |cut: i64| -> u64 {
+        extents
+            .iter()
+            .map(|&(min, max, b)| {
+                if max < cut {
+                    b
+                } else if min >= cut {
+                    0
+                } else {
+                    let share = (cut - min) as f64 / ((max - min) as f64 + 1.0);
+                    (b as f64 * share) as u64
+                }
+            })
+            .sum()
+    };
+    // The smallest instant with at least `bytes` before it.
+    let (mut a, mut z) = (lo, hi.saturating_add(1));
+    while a < z {
+        let mid = a + (z - a) / 2;
+        if below(mid) >= bytes {
+            z = mid;
+        } else {
+            a = mid + 1;
+        }
+    }
+    Some(a)
+}
+
+impl Store {
     /// Records the data's memory as just measured against `budget` (0: no
     /// budget), and lets waiting writers go when it is within.
     pub fn measured_memory(&self, used: u64, budget: u64) {
@@ -371,13 +380,6 @@ impl Store {
             }
         }
         true
-    }
-
-    /// Drops what retention and eviction cut-offs hide, now; returns the
-    /// batches dropped or cut.
-    pub fn expire(&self) -> usize {
-        let now = now_micros();
-        self.tables().iter().map(|t| t.expire(now)).sum()
     }
 }
 

@@ -156,10 +156,28 @@ fn local(st: &ClusterState) -> Value {
         .filter(|(_, rows)| *rows > 0)
         .map(|(p, rows)| (p as u32, rows))
         .collect();
+    // Hints are evicted like the node's own data: per primary, the oldest
+    // event time kept of each table whose hints were cut.
+    let hints_kept_from: BTreeMap<String, BTreeMap<String, String>> = st
+        .hints
+        .stores()
+        .into_iter()
+        .map(|(primary, store)| {
+            let cut = store
+                .tables()
+                .iter()
+                .filter_map(|t| Some((t.name().to_string(), atoll_store::rfc3339(t.kept_from()?))))
+                .collect::<BTreeMap<_, _>>();
+            (primary, cut)
+        })
+        .filter(|(_, cut)| !cut.is_empty())
+        .collect();
     json!({
         "rows": per_partition.values().sum::<u64>(),
         "partition_rows": per_partition,
         "hint_rows": st.hints.rows(),
+        "hint_bytes": st.hints.memory_bytes(),
+        "hints_kept_from": hints_kept_from,
     })
 }
 
