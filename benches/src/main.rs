@@ -294,19 +294,21 @@ fn load_queries() -> Result<Vec<(String, String)>> {
 struct Node {
     child: Child,
     url: String,
+    gossip_addr: String,
 }
 
 impl Node {
     fn start(bin: &Path) -> Result<Node> {
-        Node::start_with(bin, &["--gossip-addr", "127.0.0.1:0"])
+        Node::start_with(bin, &[])
     }
 
+    /// `atoll serve` on ports the system picks, learnt from its
+    /// `--ready-file`.
     fn start_with(bin: &Path, extra: &[&str]) -> Result<Node> {
-        use std::io::BufRead;
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut persistence = Vec::new();
         if let Some((root, fsync)) = PERSISTENCE.get() {
-            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let dir = root.join(format!("node-{n}"));
             let _ = std::fs::remove_dir_all(&dir);
             persistence = vec![
@@ -316,6 +318,9 @@ impl Node {
                 fsync.clone(),
             ];
         }
+        let ready =
+            std::env::temp_dir().join(format!("atoll-bench-ready-{}-{n}.json", std::process::id()));
+        let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(bin)
             .args([
                 "serve",
@@ -323,22 +328,43 @@ impl Node {
                 "127.0.0.1:0",
                 "--flight-addr",
                 "127.0.0.1:0",
+                "--gossip-addr",
+                "127.0.0.1:0",
             ])
             .args(["--log", "warn"])
             .args(&persistence)
             .args(NODE_ARGS.get().map(Vec::as_slice).unwrap_or_default())
             .args(extra)
-            .stdout(Stdio::piped())
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        let url = line
-            .trim()
-            .strip_prefix("atoll listening on ")
-            .context("first line")?
-            .to_string();
-        Ok(Node { child, url })
+        let started = Instant::now();
+        let said: Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let _ = std::fs::remove_file(&ready);
+                break serde_json::from_str(&text)?;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited with {status} before it was ready", bin.display());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                bail!("{} wrote no ready file within 60 s", bin.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let addr = |key: &str| {
+            said[key]
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("no {key} in the ready file"))
+        };
+        Ok(Node {
+            child,
+            url: format!("http://{}", addr("http_addr")?),
+            gossip_addr: addr("gossip_addr")?,
+        })
     }
 
     /// Resident and peak resident memory, in bytes.
@@ -365,19 +391,11 @@ struct LocalCluster {
 impl LocalCluster {
     async fn start(bin: &Path, count: usize, replicas: usize) -> Result<LocalCluster> {
         let name = format!("bench-{}-{replicas}", std::process::id());
-        let gossip: Vec<String> = (0..count)
-            .map(|_| {
-                let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-                Ok(format!("127.0.0.1:{}", socket.local_addr()?.port()))
-            })
-            .collect::<Result<_>>()?;
         let replicas = replicas.to_string();
-        let mut nodes = Vec::new();
-        for (i, addr) in gossip.iter().enumerate() {
+        let mut nodes: Vec<Node> = Vec::new();
+        for i in 0..count {
             let node_name = format!("b{i}");
             let mut extra = vec![
-                "--gossip-addr",
-                addr,
                 "--node-name",
                 &node_name,
                 "--cluster-name",
@@ -387,10 +405,12 @@ impl LocalCluster {
                 "--replicas",
                 &replicas,
             ];
-            if i > 0 {
-                extra.extend(["--seed", &gossip[0]]);
+            let seed = nodes.first().map(|n| n.gossip_addr.clone());
+            if let Some(seed) = &seed {
+                extra.extend(["--seed", seed]);
             }
-            nodes.push(Node::start_with(bin, &extra)?);
+            let node = Node::start_with(bin, &extra)?;
+            nodes.push(node);
         }
         let cluster = LocalCluster { nodes };
         cluster.wait_formed(count).await?;

@@ -1,7 +1,7 @@
 //! Everything between the nodes of an Atoll cluster.
 //!
 //! Owns: membership over gossip (`membership`, with every gossiped key in
-//! `keys`), the internal Flight service (`service`) and its one client
+//! `keys` and the socket it runs on in `gossip`), the internal Flight service (`service`) and its one client
 //! (`client`), the messages they carry (`messages`), replication of writes
 //! from the coordinator's side (`replicate`) and the replica's
 //! (`replica`), hinted and ownership handoff and catch-up (`handoff`),
@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod error;
+pub mod gossip;
 pub mod handoff;
 pub mod keys;
 pub mod membership;

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitchat::transport::UdpTransport;
 use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
     spawn_chitchat,
@@ -23,6 +22,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use atoll_ring::{NodeId, Ring};
 
+use crate::gossip::GossipTransport;
 use crate::keys::*;
 
 #[derive(Debug, Clone)]
@@ -101,7 +101,16 @@ pub struct Membership {
 impl Membership {
     /// Starts gossiping. A node without seeds founds a cluster (a ring of
     /// itself); a node with seeds waits to be added by the claimant.
-    pub async fn start(config: MembershipConfig) -> Result<Arc<Membership>, MembershipError> {
+    /// `config.gossip_addr` may have port 0: the node then gossips on the
+    /// port the system gave it ([`Membership::gossip_addr`]).
+    pub async fn start(mut config: MembershipConfig) -> Result<Arc<Membership>, MembershipError> {
+        let transport = GossipTransport::bind(config.gossip_addr)
+            .await
+            .map_err(|source| MembershipError::Start {
+                addr: config.gossip_addr,
+                source,
+            })?;
+        config.gossip_addr = transport.local_addr();
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -129,7 +138,7 @@ impl Membership {
             (KEY_FLIGHT.to_string(), config.flight_addr.to_string()),
             (KEY_PARTITIONS.to_string(), config.partitions.to_string()),
         ];
-        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+        let handle = spawn_chitchat(chitchat_config, initial, &transport)
             .await
             .map_err(|source| MembershipError::Start {
                 addr: config.gossip_addr,
@@ -169,6 +178,11 @@ impl Membership {
 
     pub fn node_name(&self) -> &str {
         &self.config.node_name
+    }
+
+    /// Where this node gossips (bound, so never port 0).
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.config.gossip_addr
     }
 
     /// The current ring, once this node knows one that includes it.

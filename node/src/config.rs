@@ -177,6 +177,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_QUERY_PARALLELISM")]
     pub query_parallelism: Option<usize>,
 
+    /// Once serving, write the node's name and the addresses it bound (JSON:
+    /// `node`, `http_addr`, `flight_addr`, `gossip_addr`) to this file, so
+    /// that scripts starting nodes on port 0 learn the ports they got.
+    #[arg(long, env = "ATOLL_READY_FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
+
     /// Log filter, as in RUST_LOG (e.g. `info`, `atoll_query=debug`).
     #[arg(long, env = "ATOLL_LOG", default_value = "info")]
     pub log: String,

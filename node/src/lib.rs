@@ -240,7 +240,7 @@ impl Node {
         Ok(Node {
             http_addr,
             flight_addr,
-            gossip_addr,
+            gossip_addr: membership.gossip_addr(),
             name,
             generated_secret,
             store,
@@ -286,18 +286,11 @@ impl Node {
 /// How long a node that left waits to hand over its last rows.
 const HAND_BACK_WAIT: Duration = Duration::from_secs(30);
 
-/// A gossip address; port 0 picks a free UDP port (gossip must advertise
-/// the real one).
+/// A gossip address; with port 0 membership binds a port the system
+/// picks, and advertises it.
 fn gossip_addr(addr: &str) -> anyhow::Result<SocketAddr> {
-    let parsed: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("--gossip-addr {addr:?} is not IP:PORT"))?;
-    if parsed.port() != 0 {
-        return Ok(parsed);
-    }
-    let probe =
-        std::net::UdpSocket::bind(parsed).with_context(|| format!("cannot bind UDP on {addr}"))?;
-    Ok(probe.local_addr()?)
+    addr.parse()
+        .with_context(|| format!("--gossip-addr {addr:?} is not IP:PORT"))
 }
 
 /// Waits until the claimant put this node in the ring, or a peer showed the

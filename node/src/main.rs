@@ -90,14 +90,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("atoll: generated cluster secret {secret} (pass it to joining nodes as --cluster-secret)");
         }
         eprintln!("atoll: node {} (flight {}, gossip {})", node.name, node.flight_addr, node.gossip_addr);
-        // Tests and scripts read this line to find the port.
         println!("atoll listening on http://{}", node.http_addr);
+        if let Some(path) = &args.ready_file {
+            write_ready_file(path, &node)?;
+        }
         tokio::select! {
             _ = wait_for_signal() => tracing::info!("stopping"),
             _ = node.left() => tracing::info!("left the cluster; stopping"),
         }
         node.stop().await
     })
+}
+
+/// The node's addresses, written whole (a reader never sees half a file).
+fn write_ready_file(path: &std::path::Path, node: &Node) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ready = serde_json::json!({
+        "node": node.name,
+        "http_addr": node.http_addr.to_string(),
+        "flight_addr": node.flight_addr.to_string(),
+        "gossip_addr": node.gossip_addr.to_string(),
+    });
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, ready.to_string())
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write --ready-file {}", path.display()))
 }
 
 async fn wait_for_signal() {

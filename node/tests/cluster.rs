@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Cluster, Server, free_udp_port, generated_events, owners, status_of, up_count};
+use support::{Cluster, Server, generated_events, owners, status_of, up_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_one_ring_and_each_partition_lives_on_its_replicas() {
@@ -155,8 +155,8 @@ async fn sigterm_keeps_the_ring_and_a_restarted_node_takes_its_place() {
 async fn a_fourth_node_gets_a_fair_share_with_little_movement() {
     let mut cluster = Cluster::start(3, &[]).await;
     let before = cluster.node(0).cluster().await;
-    cluster.gossip.push(free_udp_port());
-    cluster.nodes.push(Some(cluster.launch(3, &[])));
+    let node = cluster.launch(3, &[]);
+    cluster.put(3, node);
     let views = cluster
         .wait_until("a ring of 4", |v| {
             v["nodes"]
@@ -199,10 +199,8 @@ async fn a_joiner_in_a_cluster_with_data_gets_pending_partitions() {
     );
     cluster.wait_for_gossiped_rows().await;
     let before = cluster.node(0).cluster().await;
-    cluster.gossip.push(free_udp_port());
-    cluster
-        .nodes
-        .push(Some(cluster.launch(3, &["--replicas", "1"])));
+    let node = cluster.launch(3, &["--replicas", "1"]);
+    cluster.put(3, node);
     let views = cluster
         .wait_until("16 partitions moving to n3", |v| {
             v["moving_partitions"] == 16
@@ -308,7 +306,7 @@ async fn a_joiner_in_a_cluster_with_data_gets_pending_partitions() {
 #[tokio::test]
 async fn a_node_with_another_partition_count_is_refused() {
     let cluster = Cluster::start(1, &[]).await;
-    let seed = format!("127.0.0.1:{}", cluster.gossip[0]);
+    let seed = cluster.seed();
     let result = Server::try_start(&[
         "--cluster-name",
         &cluster.name,
@@ -336,7 +334,7 @@ async fn another_secret_cannot_gossip_or_write() {
     let flight = v["nodes"][0]["flight_addr"].as_str().unwrap().to_string();
     // Gossip: a node with another secret is in another cluster; it never
     // learns a ring, and the cluster never lists it.
-    let seed = format!("127.0.0.1:{}", cluster.gossip[0]);
+    let seed = cluster.seed();
     let mut outsider = support::atoll_serve(&[
         "--cluster-name",
         &cluster.name,
@@ -348,9 +346,15 @@ async fn another_secret_cannot_gossip_or_write() {
     .args(["--cluster-secret", "wrong", "--log", "off"])
     .spawn()
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let v = cluster.node(0).cluster().await;
+    // A node with the right secret, started after the outsider, joins: by
+    // then the outsider had as many rounds of gossip to get in.
+    let insider = cluster.launch(1, &[]);
+    let v = cluster
+        .wait_until("n1 joins", |v| status_of(v, "n1") == "up")
+        .await
+        .remove(0);
     assert_eq!(status_of(&v, "outsider"), "absent", "{v}");
+    drop(insider);
     let _ = outsider.kill();
     let _ = outsider.wait();
     // Flight: a do_put without the secret is refused, and stores nothing.
@@ -1264,18 +1268,46 @@ async fn a_drop_missed_by_an_unreachable_node_is_applied_when_it_returns() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Schemas travel by gossip: once a table n2 creates after its return
+    // is known everywhere, n2's gossip since its return has reached every
+    // node, so its old copy of the table would have too.
+    assert_eq!(cluster.node(2).ingest("marker", "{\"m\":1}\n").await.0, 200);
+    wait_for_table_everywhere(&cluster, "marker", |_| true).await;
     for s in cluster.running() {
         let (status, body) = s.get("/v1/tables/gone").await;
         let node = s.cluster().await["node"].clone();
         assert_eq!(status, 404, "the table came back on {node}: {body}");
     }
     assert_eq!(cluster.node(1).ingest("gone", "{\"b\":2}\n").await.0, 200);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_table_everywhere(&cluster, "gone", |body| body.contains("\"b\"")).await;
+    assert_eq!(cluster.node(2).ingest("marker", "{\"m\":2}\n").await.0, 200);
+    wait_for_table_everywhere(&cluster, "marker", |_| true).await;
     for s in cluster.running() {
         let (status, body) = s.get("/v1/tables/gone").await;
         assert_eq!(status, 200, "created again, it stays on {}", s.url);
         assert!(body.contains("\"b\"") && !body.contains("\"a\""), "{body}");
+    }
+}
+
+/// Waits (at most 20 s) until every running node answers
+/// `GET /v1/tables/{table}` with a body that passes `check`.
+async fn wait_for_table_everywhere(cluster: &Cluster, table: &str, check: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    let path = format!("/v1/tables/{table}");
+    loop {
+        let mut everywhere = true;
+        for s in cluster.running() {
+            let (status, body) = s.get(&path).await;
+            everywhere &= status == 200 && check(&body);
+        }
+        if everywhere {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{table} did not reach every node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

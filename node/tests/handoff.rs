@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Cluster, Server, free_udp_port, owners, status_of, up_count};
+use support::{Cluster, Server, owners, status_of, up_count};
 
 /// The data directory of node `i` under `root`, as a flag pair.
 fn data_dir(root: &std::path::Path, i: usize) -> [String; 2] {
@@ -30,9 +30,8 @@ fn launch(cluster: &Cluster, root: &std::path::Path, i: usize) -> Server {
 async fn start(n: usize, root: &std::path::Path, extra: &[&str]) -> Cluster {
     let mut cluster = Cluster::start(0, extra).await;
     for i in 0..n {
-        cluster.gossip.push(free_udp_port());
         let node = launch(&cluster, root, i);
-        cluster.nodes.push(Some(node));
+        cluster.put(i, node);
     }
     cluster
         .wait_until("every node sees every node up", |v| up_count(v) == n)
@@ -365,8 +364,8 @@ async fn a_join_and_a_leave_hand_partitions_over() {
         send_until_acked(&cluster, &[0, 1], r * 1000, true).await;
     }
     cluster.wait_for_gossiped_rows().await;
-    cluster.gossip.push(free_udp_port());
-    cluster.nodes.push(Some(launch(&cluster, root.path(), 3)));
+    let node = launch(&cluster, root.path(), 3);
+    cluster.put(3, node);
     let mut saw_moving = false;
     let mut saw_transfer = false;
     for r in 20..60 {
@@ -478,8 +477,8 @@ async fn a_late_write_to_a_former_replica_is_handed_on() {
     let body: String = (0..2000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     assert_eq!(cluster.node(0).ingest("late", body).await.0, 200);
     cluster.wait_for_gossiped_rows().await;
-    cluster.gossip.push(free_udp_port());
-    cluster.nodes.push(Some(cluster.launch(2, &[])));
+    let node = cluster.launch(2, &[]);
+    cluster.put(2, node);
     let views = wait_long(&cluster, "n2 owns partitions and nothing moves", |v| {
         v["moving_partitions"] == 0 && owners(v).iter().any(|o| o == "n2")
     })

@@ -522,7 +522,8 @@ async fn time_limit_and_admission() {
         let s = s.clone();
         tokio::spawn(async move { s.query_with(json!({"sql": slow, "timeout_ms": 1500})).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    s.wait_for_metric("atoll_queries_running", |running| running >= 1.0)
+        .await;
     let (status, v) = s.query("SELECT 1").await;
     assert_eq!(status, 503, "{v}");
     assert!(

@@ -88,7 +88,11 @@ async fn a_node_over_its_budget_evicts_the_oldest_events_and_keeps_answering() {
         }
     }
     let ingest_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The peak includes the last seals and evictions: until the data is
+    // back within its budget.
+    let budget = s.metric("atoll_memory_data_budget_bytes").await.unwrap();
+    s.wait_for_metric("atoll_data_memory_bytes", |used| used <= budget)
+        .await;
     peak = peak.max(resident(pid));
     eprintln!(
         "sent {} MiB ({next} events) in {ingest_secs:.1} s; peak resident {} MiB",

@@ -2,7 +2,6 @@
 //! when dropped.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,11 +11,13 @@ use serde_json::{Value, json};
 pub struct Server {
     pub child: Child,
     pub url: String,
+    pub flight_addr: String,
+    pub gossip_addr: String,
     pub client: reqwest::Client,
 }
 
-/// `atoll serve` on 127.0.0.1 with free ports, the tests' secret, and
-/// extra flags (later flags win).
+/// `atoll serve` on 127.0.0.1, every port picked by the system, the tests'
+/// secret, and extra flags (later flags win).
 pub fn atoll_serve(extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atoll"));
     cmd.args([
@@ -60,45 +61,54 @@ pub fn speak_protocol<T>(request: &mut tonic::Request<T>) {
         .insert(PROTOCOL_HEADER, PROTOCOL_VERSION.into());
 }
 
-/// A UDP port free right now on 127.0.0.1 (for gossip addresses that
-/// peers must know before the node starts).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Server {
-    /// Starts `atoll serve` on 127.0.0.1 with free ports and extra flags
-    /// (later flags win, so `--gossip-addr` may be given).
+    /// Starts `atoll serve` on 127.0.0.1 with extra flags (later flags win,
+    /// so `--gossip-addr` may be given).
     pub fn start(extra: &[&str]) -> Server {
         Self::try_start(extra).unwrap_or_else(|code| panic!("atoll exited with {code:?}"))
     }
 
-    /// Like `start`, but a node that exits before listening gives its exit
-    /// code.
+    /// Like `start`, but a node that exits before it is ready gives its
+    /// exit code. The node listens on ports the system picks and says
+    /// which in its `--ready-file`.
     pub fn try_start(extra: &[&str]) -> Result<Server, Option<i32>> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ready =
+            std::env::temp_dir().join(format!("atoll-test-ready-{}-{n}.json", std::process::id()));
+        let _ = std::fs::remove_file(&ready);
         let mut child = atoll_serve(extra)
-            .stdout(Stdio::piped())
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("atoll starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("stdout is readable");
-        let Some(addr) = line.trim().strip_prefix("atoll listening on ") else {
-            return Err(child.wait().expect("wait").code());
+        let started = Instant::now();
+        let said: Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let _ = std::fs::remove_file(&ready);
+                break serde_json::from_str(&text).expect("the ready file is JSON");
+            }
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Err(status.code());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "atoll wrote no ready file within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         };
+        let addr = |key: &str| said[key].as_str().expect("an address").to_string();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap();
         Ok(Server {
             child,
-            url: addr.to_string(),
+            url: format!("http://{}", addr("http_addr")),
+            flight_addr: addr("flight_addr"),
+            gossip_addr: addr("gossip_addr"),
             client,
         })
     }
@@ -211,6 +221,29 @@ impl Server {
         self.rows(sql).await[0][0].as_i64().expect("an integer")
     }
 
+    /// The value of an unlabelled metric in `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Waits (at most 20 s) until `check` holds on the value of `name`.
+    pub async fn wait_for_metric(&self, name: &str, check: impl Fn(f64) -> bool) -> f64 {
+        let started = Instant::now();
+        loop {
+            if let Some(v) = self.metric(name).await.filter(|v| check(*v)) {
+                return v;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{name} stayed at {:?}",
+                self.metric(name).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let res = self
             .client
@@ -271,10 +304,12 @@ pub fn generated_events(rows: usize, seed: u64, extra: &[&str]) -> Vec<u8> {
 
 pub struct Cluster {
     pub nodes: Vec<Option<Server>>,
+    /// Each node's gossip port, as it reported once started: a node
+    /// restarted under its name comes back on it.
     pub gossip: Vec<u16>,
     pub extra: Vec<String>,
-    /// Tests run side by side and reuse ports freed by each other; a cluster
-    /// name of its own keeps a test's gossip out of every other test's.
+    /// A cluster name of its own keeps a test's gossip out of every other
+    /// test's.
     pub name: String,
 }
 
@@ -290,18 +325,19 @@ impl Cluster {
             name: format!("test-{}-{id}", std::process::id()),
         };
         for i in 0..n {
-            c.gossip.push(free_udp_port());
             let node = c.launch(i, &[]);
-            c.nodes.push(Some(node));
+            c.put(i, node);
         }
         c.wait_until("every node sees every node up", |v| up_count(v) == n)
             .await;
         c
     }
 
+    /// Starts node `i` (named `ni`): on its earlier gossip port if it had
+    /// one, else on one the system picks; seeded by n0 unless it is n0.
     pub fn launch(&self, i: usize, more: &[&str]) -> Server {
-        let gossip = format!("127.0.0.1:{}", self.gossip[i]);
-        let seed = format!("127.0.0.1:{}", self.gossip[0]);
+        let gossip = format!("127.0.0.1:{}", self.gossip.get(i).copied().unwrap_or(0));
+        let seed = self.seed();
         let name = format!("n{i}");
         let mut args: Vec<&str> = vec![
             "--cluster-name",
@@ -319,6 +355,32 @@ impl Cluster {
         args.extend(self.extra.iter().map(String::as_str));
         args.extend(more);
         Server::start(&args)
+    }
+
+    /// Takes a started node as node `i` (the next one, or one restarted),
+    /// keeping its gossip port.
+    pub fn put(&mut self, i: usize, node: Server) {
+        let port = node
+            .gossip_addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a gossip port");
+        if i == self.gossip.len() {
+            self.gossip.push(port);
+        } else {
+            self.gossip[i] = port;
+        }
+        if i == self.nodes.len() {
+            self.nodes.push(Some(node));
+        } else {
+            self.nodes[i] = Some(node);
+        }
+    }
+
+    /// n0's gossip address, the seed of the others.
+    pub fn seed(&self) -> String {
+        format!("127.0.0.1:{}", self.gossip.first().copied().unwrap_or(0))
     }
 
     pub fn node(&self, i: usize) -> &Server {

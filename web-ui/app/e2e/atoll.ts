@@ -1,11 +1,9 @@
 // Real `atoll` processes and a real Chromium for the browser tests.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { type Browser, chromium } from 'playwright-core';
 
 const REPO = resolve(import.meta.dirname, '../../..');
@@ -19,6 +17,7 @@ export class Node {
     readonly name: string,
     readonly url: string,
     readonly proc: ChildProcess,
+    readonly gossipAddr: string,
   ) {}
 
   /** SIGKILL, and wait until the process is gone. */
@@ -48,33 +47,30 @@ export class Node {
   }
 }
 
-/** `atoll serve` on free ports; resolves once it says where it listens. */
+/** `atoll serve` on ports the system picks; resolves once its `--ready-file` says which. */
 export async function startNode(name: string, extra: string[] = []): Promise<Node> {
-  const args = ['serve', '--http-addr', '127.0.0.1:0', '--flight-addr', '127.0.0.1:0', '--gossip-addr', '127.0.0.1:0', '--log', 'warn', '--cluster-secret', 'e2e-secret', '--node-name', name, ...extra];
-  const proc = spawn(ATOLL, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: proc.stdout! });
-  const first = await new Promise<string>((ok, fail) => {
-    lines.once('line', ok);
-    proc.once('exit', (code) => fail(new Error(`${ATOLL} exited with ${code} before listening`)));
-  });
-  const url = first.replace(/^atoll listening on /, '').trim();
-  if (!url.startsWith('http')) throw new Error(`unexpected first line from atoll: ${first}`);
-  lines.on('line', () => {});
-  return new Node(name, url, proc);
+  const ready = join(tmpdir(), `atoll-e2e-ready-${process.pid}-${name}-${Date.now()}.json`);
+  rmSync(ready, { force: true });
+  const args = ['serve', '--http-addr', '127.0.0.1:0', '--flight-addr', '127.0.0.1:0', '--gossip-addr', '127.0.0.1:0', '--log', 'warn', '--cluster-secret', 'e2e-secret', '--node-name', name, ...extra, '--ready-file', ready];
+  const proc = spawn(ATOLL, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  let exited: number | null | undefined;
+  proc.once('exit', (code) => (exited = code));
+  const said = await waitFor(`${name} to write its ready file`, async () => {
+    if (exited !== undefined) throw new Error(`${ATOLL} exited with ${exited} before it was ready`);
+    return existsSync(ready) && (JSON.parse(readFileSync(ready, 'utf8')) as { http_addr: string; gossip_addr: string });
+  }, 60, true);
+  rmSync(ready, { force: true });
+  return new Node(name, `http://${said.http_addr}`, proc, said.gossip_addr);
 }
 
-async function freeUdpPort(): Promise<number> {
-  const sock = createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  const port = sock.address().port;
-  await new Promise<void>((r) => sock.close(() => r()));
-  return port;
-}
-
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, seconds = 30): Promise<T> {
+/** Polls `probe` until it gives a value, for at most `seconds`; with `failFast`, an error it throws ends the wait. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, seconds = 30, failFast = false): Promise<T> {
   const until = Date.now() + seconds * 1000;
   for (;;) {
-    const v = await probe().catch(() => undefined);
+    const v = await probe().catch((e) => {
+      if (failFast) throw e;
+      return undefined;
+    });
     if (v) return v;
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
@@ -83,12 +79,11 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
 
 /** `n` nodes with `replicas` replicas, seeded by the first; waits until every node sees all up. */
 export async function startCluster(n: number, replicas: number): Promise<Node[]> {
-  const ports = await Promise.all(Array.from({ length: n }, freeUdpPort));
   const cluster = `e2e-${process.pid}-${Date.now()}`;
   const nodes: Node[] = [];
   for (let i = 0; i < n; i++) {
-    const extra = ['--cluster-name', cluster, '--gossip-addr', `127.0.0.1:${ports[i]}`, '--gossip-interval-ms', '100', '--replicas', String(replicas)];
-    if (i > 0) extra.push('--seed', `127.0.0.1:${ports[0]}`);
+    const extra = ['--cluster-name', cluster, '--gossip-interval-ms', '100', '--replicas', String(replicas)];
+    if (i > 0) extra.push('--seed', nodes[0].gossipAddr);
     nodes.push(await startNode(`n${i}`, extra));
   }
   for (const node of nodes) {
