@@ -212,9 +212,7 @@ impl LocalReplica {
             })
             .map_err(ClusterError::Wal)?;
         let rows = rows?;
-        wal.wait(lsn)
-            .await
-            .map_err(|e| ClusterError::Wal(std::io::Error::other(e)))?;
+        wal.wait(lsn).await.map_err(ClusterError::Wal)?;
         Ok(rows)
     }
 

@@ -3,6 +3,7 @@
 //! replication, piece by piece. Doors (HTTP, the embedded API) only read
 //! their request into an [`EventsBody`].
 
+use crate::error::BadEvent;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -182,7 +183,7 @@ fn convert_piece(
 fn convert_flat(
     store: &Store,
     table: &str,
-    events: Vec<Result<convert::FlatEvent<'_>, String>>,
+    events: Vec<Result<convert::FlatEvent<'_>, BadEvent>>,
     key: Option<&str>,
 ) -> Result<(convert::Converted, Groups, usize), IngestError> {
     let count = events.len();
@@ -190,7 +191,12 @@ fn convert_flat(
         let rejected = events
             .into_iter()
             .enumerate()
-            .filter_map(|(index, e)| e.err().map(|error| Rejection { index, error }))
+            .filter_map(|(index, e)| {
+                e.err().map(|error| Rejection {
+                    index,
+                    error: error.0,
+                })
+            })
             .collect();
         let nothing = convert::Converted {
             batch: None,

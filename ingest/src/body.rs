@@ -1,6 +1,7 @@
 //! From an HTTP body to a list of JSON events: decompression within the
 //! size limit, then a JSON object, a JSON array of objects, or NDJSON.
 
+use crate::error::BadEvent;
 use std::io::Read;
 
 use serde_json::{Map, Value};
@@ -8,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::IngestError;
 
 /// One event of a request: its object, or why it could not be read.
-pub type ParsedEvent = Result<Map<String, Value>, String>;
+pub type ParsedEvent = Result<Map<String, Value>, BadEvent>;
 
 /// Whether a body with this `Content-Encoding` is its own content.
 pub fn is_identity(encoding: Option<&str>) -> bool {
@@ -93,8 +94,8 @@ pub fn parse_ndjson(body: &[u8], first_line: usize) -> Vec<ParsedEvent> {
         .map(|(n, line)| (n + first_line, line))
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .map(|(n, line)| match serde_json::from_slice::<Value>(line) {
-            Ok(v) => into_event(v).map_err(|e| format!("line {}: {e}", n + 1)),
-            Err(e) => Err(format!("line {}: not JSON: {e}", n + 1)),
+            Ok(v) => into_event(v).map_err(|e| BadEvent(format!("line {}: {e}", n + 1))),
+            Err(e) => Err(BadEvent(format!("line {}: not JSON: {e}", n + 1))),
         })
         .collect()
 }
@@ -136,10 +137,10 @@ pub fn ndjson_pieces(body: &[u8], lines: usize) -> Vec<(usize, std::ops::Range<u
 fn into_event(v: Value) -> ParsedEvent {
     match v {
         Value::Object(m) => Ok(m),
-        other => Err(format!(
+        other => Err(BadEvent(format!(
             "an event must be a JSON object, got {}",
             kind(&other)
-        )),
+        ))),
     }
 }
 
@@ -192,7 +193,7 @@ mod tests {
         let body = b"{\"a\":1}\n{\"a\":2}\n\n{oops\n{\"a\":5}";
         let pieces = ndjson_pieces(body, 2);
         assert_eq!(pieces.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 2, 4]);
-        let errors: Vec<String> = pieces
+        let errors: Vec<BadEvent> = pieces
             .iter()
             .flat_map(|(first, r)| parse_ndjson(&body[r.clone()], *first))
             .filter_map(Result::err)

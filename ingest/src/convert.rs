@@ -1,6 +1,7 @@
 //! JSON events -> one Arrow batch, typed by the table's schema, which the
 //! events may extend (new columns) or widen (Int64 -> Float64).
 
+use crate::error::BadEvent;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -175,7 +176,7 @@ pub fn prepare(
     index: usize,
     event: &Map<String, Value>,
     arrival: i64,
-) -> Result<FlatEvent<'_>, String> {
+) -> Result<FlatEvent<'_>, BadEvent> {
     let time = match event.get(TIME_COLUMN) {
         Some(v) => parse_time(v)?.unwrap_or(arrival),
         None => arrival,
@@ -213,7 +214,7 @@ pub fn convert_events(
 }
 
 /// Each parsed event flattened, or the reason it cannot be stored.
-pub fn prepare_all(events: &[ParsedEvent], arrival: i64) -> Vec<Result<FlatEvent<'_>, String>> {
+pub fn prepare_all(events: &[ParsedEvent], arrival: i64) -> Vec<Result<FlatEvent<'_>, BadEvent>> {
     events
         .iter()
         .enumerate()
@@ -229,7 +230,7 @@ pub fn prepare_all(events: &[ParsedEvent], arrival: i64) -> Vec<Result<FlatEvent
 /// The same for events already flat (or the reason each could not be read).
 pub fn convert_flat(
     table: &Table,
-    events: Vec<Result<FlatEvent<'_>, String>>,
+    events: Vec<Result<FlatEvent<'_>, BadEvent>>,
     idempotency_key: Option<&str>,
 ) -> Result<Converted, IngestError> {
     let mut rejected = Vec::new();
@@ -237,7 +238,10 @@ pub fn convert_flat(
     for (index, event) in events.into_iter().enumerate() {
         match event {
             Ok(f) => flat.push(f),
-            Err(error) => rejected.push(Rejection { index, error }),
+            Err(error) => rejected.push(Rejection {
+                index,
+                error: error.0,
+            }),
         }
     }
     let (verdicts, schema) = table.evolve(|schema| decide(table.name(), schema, &flat));
@@ -247,7 +251,7 @@ pub fn convert_flat(
             Ok(()) => accepted.push(event),
             Err(error) => rejected.push(Rejection {
                 index: event.index,
-                error,
+                error: error.0,
             }),
         }
     }
@@ -290,7 +294,7 @@ pub fn ingest_events(
     })
 }
 
-type Verdicts = Vec<Result<(), String>>;
+type Verdicts = Vec<Result<(), BadEvent>>;
 
 fn decide(
     table: &str,
@@ -307,7 +311,7 @@ fn decide(
                     Ok(())
                 }
                 Ok(SchemaChange::None) => Ok(()),
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err(BadEvent(err.to_string())),
             })
         })
         .collect();
@@ -315,14 +319,14 @@ fn decide(
 }
 
 /// An event's `samplerate`, if it has one, is a whole number of at least 1.
-fn sample_rate_ok(event: &FlatEvent<'_>) -> Result<(), String> {
+fn sample_rate_ok(event: &FlatEvent<'_>) -> Result<(), BadEvent> {
     match event.get(SAMPLE_RATE_COLUMN) {
         None | Some(Scalar::Null) => Ok(()),
         Some(Scalar::Int(n)) if *n >= 1 => Ok(()),
-        Some(other) => Err(format!(
+        Some(other) => Err(BadEvent(format!(
             "column \"{SAMPLE_RATE_COLUMN}\" is the event's sample rate: a whole number of at least 1 (the event stands for that many), not {}",
             describe_scalar(other)
-        )),
+        ))),
     }
 }
 

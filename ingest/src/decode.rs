@@ -13,6 +13,7 @@
 //! an object, bad JSON) goes through the `Value` path again, so that
 //! messages stay the same.
 
+use crate::error::BadEvent;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -30,7 +31,7 @@ pub fn ndjson_events(
     body: &[u8],
     first_line: usize,
     arrival: i64,
-) -> Vec<Result<FlatEvent<'_>, String>> {
+) -> Vec<Result<FlatEvent<'_>, BadEvent>> {
     body::lines(body)
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
@@ -42,7 +43,7 @@ pub fn ndjson_events(
 }
 
 /// The decoder; None when the line is not an object of valid JSON.
-fn fast(index: usize, line: &[u8], arrival: i64) -> Option<Result<FlatEvent<'_>, String>> {
+fn fast(index: usize, line: &[u8], arrival: i64) -> Option<Result<FlatEvent<'_>, BadEvent>> {
     let first = line.iter().find(|b| !b.is_ascii_whitespace())?;
     if *first != b'{' {
         return None;
@@ -71,7 +72,7 @@ fn fast(index: usize, line: &[u8], arrival: i64) -> Option<Result<FlatEvent<'_>,
 
 /// The `Value` path, for lines the decoder left: the same messages as
 /// before, and events owning their text.
-fn slow(index: usize, line: &[u8], n: usize, arrival: i64) -> Result<FlatEvent<'static>, String> {
+fn slow(index: usize, line: &[u8], n: usize, arrival: i64) -> Result<FlatEvent<'static>, BadEvent> {
     let parsed = body::parse_ndjson(line, n).pop().expect("a non-blank line");
     let event = parsed?;
     prepare(index, &event, arrival).map(FlatEvent::into_owned)
@@ -309,7 +310,7 @@ mod tests {
     use super::*;
 
     /// What the `Value` path gives for the same line.
-    fn by_value(line: &str) -> Result<FlatEvent<'static>, String> {
+    fn by_value(line: &str) -> Result<FlatEvent<'static>, BadEvent> {
         slow(0, line.as_bytes(), 0, 7)
     }
 

@@ -38,6 +38,32 @@ impl Classified for IngestError {
     }
 }
 
+/// Why one event of a body was rejected (the others still count): an
+/// entry of the answer's `rejected`, never a whole-request failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadEvent(pub String);
+
+/// The reason, as the answer words it.
+impl std::ops::Deref for BadEvent {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for BadEvent {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for BadEvent {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl IngestError {
     /// A conversion task that did not finish (it panicked): a bug, so it
     /// is logged here and answered as an internal error.

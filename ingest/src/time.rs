@@ -1,11 +1,12 @@
 //! The `time` of an event: RFC 3339, or epoch seconds/ms/µs/ns told apart
 //! by magnitude, as microseconds since the epoch (UTC).
 
+use crate::error::BadEvent;
 use chrono::{DateTime, Datelike, NaiveDateTime};
 use serde_json::Value;
 
 /// Microseconds since the epoch of a `time` value; `Ok(None)` for null.
-pub fn parse_time(v: &Value) -> Result<Option<i64>, String> {
+pub fn parse_time(v: &Value) -> Result<Option<i64>, BadEvent> {
     match v {
         Value::Null => Ok(None),
         Value::Number(n) => {
@@ -15,16 +16,16 @@ pub fn parse_time(v: &Value) -> Result<Option<i64>, String> {
             };
             micros
                 .map(Some)
-                .ok_or_else(|| format!("time {n} is out of range"))
+                .ok_or_else(|| BadEvent(format!("time {n} is out of range")))
         }
         Value::String(s) => parse_time_str(s).map(Some),
-        other => Err(format!(
+        other => Err(BadEvent(format!(
             "time must be an RFC 3339 string or epoch number, got {other}"
-        )),
+        ))),
     }
 }
 
-pub(crate) fn parse_time_str(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_time_str(s: &str) -> Result<i64, BadEvent> {
     let t = s.trim();
     if let Some(micros) = utc_micros(t) {
         return Ok(micros);
@@ -45,11 +46,12 @@ pub(crate) fn parse_time_str(s: &str) -> Result<i64, String> {
         }
     }
     if let Ok(i) = t.parse::<i64>() {
-        return epoch_int_to_micros(i).ok_or_else(|| format!("time {s:?} is out of range"));
+        return epoch_int_to_micros(i)
+            .ok_or_else(|| BadEvent(format!("time {s:?} is out of range")));
     }
-    Err(format!(
+    Err(BadEvent(format!(
         "time {s:?} is neither RFC 3339 (2026-01-01T00:00:00Z) nor an epoch number"
-    ))
+    )))
 }
 
 /// The common spelling, `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, read without

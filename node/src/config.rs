@@ -9,8 +9,33 @@ use clap::Args;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub usize);
 
+/// A flag or setting that cannot be used, named with what would be.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0:?} is not a size like 512MiB")]
+    NotASize(String),
+    #[error("unknown size unit {0:?}: use B, KiB, MiB, GiB (or KB, MB, GB)")]
+    SizeUnit(String),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0} is not a power of two between 1 and 65536")]
+    Partitions(u32),
+    #[error("{0:?} is not a duration such as 30m or 1h, or `never`")]
+    CompressAfter(String),
+    #[error("{0:?} is not a duration of more than zero, such as 90m, 24h or 7d")]
+    Retention(String),
+    #[error("cannot read the machine's memory size: give --memory-limit")]
+    MachineMemory,
+    #[error(
+        "--query-memory ({queries}) must be less than --memory-limit ({limit}): queries count within it"
+    )]
+    QueryMemory { queries: String, limit: String },
+}
+
 impl std::str::FromStr for ByteSize {
-    type Err = String;
+    type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
@@ -18,7 +43,7 @@ impl std::str::FromStr for ByteSize {
         let (num, unit) = t.split_at(split);
         let n: usize = num
             .parse()
-            .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+            .map_err(|_| ConfigError::NotASize(s.to_string()))?;
         let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -27,15 +52,11 @@ impl std::str::FromStr for ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?}: use B, KiB, MiB, GiB (or KB, MB, GB)"
-                ));
-            }
+            other => return Err(ConfigError::SizeUnit(other.to_string())),
         };
         n.checked_mul(mult)
             .map(ByteSize)
-            .ok_or_else(|| format!("{s:?} is too large"))
+            .ok_or_else(|| ConfigError::TooLarge(s.to_string()))
     }
 }
 
@@ -188,12 +209,14 @@ pub struct ServeArgs {
     pub log: String,
 }
 
-fn parse_partitions(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+fn parse_partitions(s: &str) -> Result<u32, ConfigError> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| ConfigError::NotANumber(s.to_string()))?;
     if n.is_power_of_two() && n <= 65_536 {
         Ok(n)
     } else {
-        Err(format!("{n} is not a power of two between 1 and 65536"))
+        Err(ConfigError::Partitions(n))
     }
 }
 
@@ -202,22 +225,20 @@ fn parse_partitions(s: &str) -> Result<u32, String> {
 pub struct CompressAfter(pub Option<Duration>);
 
 impl std::str::FromStr for CompressAfter {
-    type Err = String;
+    type Err = ConfigError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.trim() {
             "never" | "off" => Ok(CompressAfter(None)),
             t => humantime::parse_duration(t)
                 .map(|d| CompressAfter(Some(d)))
-                .map_err(|_| format!("{text:?} is not a duration such as 30m or 1h, or `never`")),
+                .map_err(|_| ConfigError::CompressAfter(text.to_string())),
         }
     }
 }
 
-fn retention_arg(text: &str) -> Result<Duration, String> {
-    atoll_store::parse_retention(text).ok_or_else(|| {
-        format!("{text:?} is not a duration of more than zero, such as 90m, 24h or 7d")
-    })
+fn retention_arg(text: &str) -> Result<Duration, ConfigError> {
+    atoll_store::parse_retention(text).ok_or_else(|| ConfigError::Retention(text.to_string()))
 }
 
 impl ServeArgs {
@@ -251,11 +272,9 @@ mod tests {
         assert_eq!("1000".parse(), Ok(ByteSize(1000)));
         assert_eq!("5MB".parse(), Ok(ByteSize(5_000_000)));
         assert!("lots".parse::<ByteSize>().is_err());
-        assert!(
-            "5 parsecs"
-                .parse::<ByteSize>()
-                .unwrap_err()
-                .contains("unknown size unit")
+        assert_eq!(
+            "5 parsecs".parse::<ByteSize>(),
+            Err(ConfigError::SizeUnit("parsecs".into()))
         );
     }
 

@@ -64,7 +64,7 @@ impl Node {
                 "joining a cluster (--seed) needs its --cluster-secret (or ATOLL_CLUSTER_SECRET)"
             ),
         };
-        let budget = memory::MemoryBudget::from_args(args).map_err(anyhow::Error::msg)?;
+        let budget = memory::MemoryBudget::from_args(args)?;
         tracing::info!(
             limit = %memory::mib(budget.limit),
             data = %memory::mib(budget.data() as usize),

@@ -16,7 +16,7 @@ use atoll_cluster::Hints;
 use atoll_cluster::Membership;
 use atoll_store::{Store, Table};
 
-use crate::config::{ByteSize, ServeArgs};
+use crate::config::{ByteSize, ConfigError, ServeArgs};
 
 /// What a node may hold in memory, split between data and queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,20 +32,19 @@ impl MemoryBudget {
     /// From the flags: the limit defaults to half of the machine's memory
     /// (or of its cgroup's limit), the query pool to a quarter of the
     /// limit, one query's cap to half of the pool.
-    pub fn from_args(args: &ServeArgs) -> Result<MemoryBudget, String> {
+    pub fn from_args(args: &ServeArgs) -> Result<MemoryBudget, ConfigError> {
         let limit = match args.memory_limit {
             Some(ByteSize(l)) => l,
             None => machine_memory()
                 .map(|m| m / 2)
-                .ok_or("cannot read the machine's memory size: give --memory-limit")?,
+                .ok_or(ConfigError::MachineMemory)?,
         };
         let queries = args.query_memory.map_or(limit / 4, |q| q.0);
         if queries >= limit {
-            return Err(format!(
-                "--query-memory ({}) must be less than --memory-limit ({}): queries count within it",
-                mib(queries),
-                mib(limit)
-            ));
+            return Err(ConfigError::QueryMemory {
+                queries: mib(queries),
+                limit: mib(limit),
+            });
         }
         let per_query = args
             .query_memory_per_query
@@ -491,7 +490,7 @@ mod tests {
     fn budget(flags: &[&str]) -> Result<MemoryBudget, String> {
         let cli = Cli::try_parse_from(std::iter::once("atoll").chain(flags.iter().copied()))
             .map_err(|e| e.to_string())?;
-        MemoryBudget::from_args(&cli.serve)
+        MemoryBudget::from_args(&cli.serve).map_err(|e| e.to_string())
     }
 
     #[test]

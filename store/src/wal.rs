@@ -38,8 +38,13 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// An `--fsync` value that is none of the policies.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not an fsync policy: use always, interval=MS or never")]
+pub struct BadFsyncPolicy(pub String);
+
 impl std::str::FromStr for FsyncPolicy {
-    type Err = String;
+    type Err = BadFsyncPolicy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
@@ -50,9 +55,7 @@ impl std::str::FromStr for FsyncPolicy {
                 .and_then(|ms| ms.parse::<u64>().ok())
                 .filter(|&ms| ms > 0)
                 .map(|ms| FsyncPolicy::Interval(Duration::from_millis(ms)))
-                .ok_or_else(|| {
-                    format!("{s:?} is not an fsync policy: use always, interval=MS or never")
-                }),
+                .ok_or_else(|| BadFsyncPolicy(s.to_string())),
         }
     }
 }
@@ -277,7 +280,7 @@ struct Active {
 }
 
 /// The highest lsn acknowledged as durable, or why the log failed.
-type Durable = Result<u64, String>;
+type Durable = Result<u64, Arc<std::io::Error>>;
 
 pub struct Wal {
     dir: PathBuf,
@@ -427,13 +430,15 @@ impl Wal {
     }
 
     /// Resolves once the record of `lsn` is as durable as the policy says.
-    pub async fn wait(&self, lsn: u64) -> Result<(), String> {
+    pub async fn wait(&self, lsn: u64) -> std::io::Result<()> {
         let mut rx = self.durable.subscribe();
         let seen = rx
             .wait_for(|d| d.as_ref().map_or(true, |&d| d >= lsn))
             .await
-            .map_err(|_| "the log writer stopped".to_string())?;
-        seen.as_ref().map(|_| ()).map_err(|e| e.clone())
+            .map_err(|_| std::io::Error::other("the log writer stopped"))?;
+        seen.as_ref()
+            .map(|_| ())
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
     }
 
     /// Writes what was appended since the last round, fsyncs as the
@@ -451,7 +456,7 @@ impl Wal {
             }
             let pending = std::mem::take(&mut a.pending);
             if let Err(e) = a.file.write_all(&pending) {
-                self.fail(format!("cannot write the log: {e}"));
+                self.fail("cannot write the log", e);
                 return false;
             }
             (a.appended, a.file.try_clone())
@@ -463,7 +468,7 @@ impl Wal {
         };
         if sync {
             if let Err(e) = file.and_then(|f| f.sync_data()) {
-                self.fail(format!("cannot fsync the log: {e}"));
+                self.fail("cannot fsync the log", e);
                 return false;
             }
             *last_sync = std::time::Instant::now();
@@ -478,9 +483,10 @@ impl Wal {
         true
     }
 
-    fn fail(&self, error: String) {
+    fn fail(&self, what: &str, e: std::io::Error) {
+        let error = std::io::Error::new(e.kind(), format!("{what}: {e}"));
         tracing::error!(%error, "the write-ahead log failed: writes are no longer acknowledged");
-        let _ = self.durable.send_replace(Err(error));
+        let _ = self.durable.send_replace(Err(Arc::new(error)));
     }
 
     /// Bytes logged since the last snapshot, and that snapshot's size: a
@@ -719,7 +725,10 @@ mod tests {
         );
         for bad in ["sometimes", "interval=", "interval=0", "interval=x"] {
             assert!(
-                bad.parse::<FsyncPolicy>().unwrap_err().contains("always"),
+                bad.parse::<FsyncPolicy>()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("always"),
                 "{bad}"
             );
         }
