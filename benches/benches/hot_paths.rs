@@ -140,7 +140,7 @@ fn query(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let mut run = engine.start(sql, None, None).await.unwrap();
+                    let mut run = engine.start(sql, None, None, None).await.unwrap();
                     let mut rows = 0;
                     while let Some(batch) = run.next().await.unwrap() {
                         rows += batch.num_rows();

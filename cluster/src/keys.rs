@@ -4,8 +4,8 @@
 //!
 //! A node's state is a flat map of string keys to string values
 //! (chitchat's). Fixed keys name one fact each; prefixed keys
-//! (`stat.NAME`, `schema.TABLE`, `dropped.TABLE`, `leave.NODE`) hold one
-//! entry per name.
+//! (`stat.NAME`, `schema.TABLE`, `dropped.TABLE`, `leave.NODE`,
+//! `apikey.ID`, `keyused.ID`) hold one entry per name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +28,15 @@ pub const SCHEMA_PREFIX: &str = "schema.";
 /// `dropped.TABLE`: when (µs since the epoch) a node dropped a table, so
 /// that nodes that missed the drop apply it to what they created before.
 pub const DROPPED_PREFIX: &str = "dropped.";
+
+/// `apikey.ID`: an API key's record (JSON of `atoll_auth::KeyRecord`: its
+/// hash and verifier, never the key), or its tombstone. Every node
+/// publishes every record it knows, so a key outlives the node that made
+/// it.
+pub const APIKEY_PREFIX: &str = "apikey.";
+/// `keyused.ID`: when this node last saw the key used (ms since the
+/// epoch), refreshed at most every few seconds.
+pub const KEY_USED_PREFIX: &str = "keyused.";
 
 pub fn parse_partitions(text: &str) -> BTreeSet<u32> {
     text.split(',').filter_map(|p| p.parse().ok()).collect()

@@ -6,7 +6,8 @@
 //! from the coordinator's side (`replicate`) and the replica's
 //! (`replica`), hinted and ownership handoff and catch-up (`handoff`),
 //! cluster-wide table schemas (`schemas`) and table changes (`tables`),
-//! and the figures each node gossips about itself (`stats`).
+//! the figures each node gossips about itself (`stats`), and the spread and
+//! keeping of the cluster's API keys (`api_keys`).
 //!
 //! Must not know: HTTP (the doors live in `atoll-node`), SQL and DataFusion
 //! (query fragments reach it as bytes and run behind
@@ -14,6 +15,7 @@
 //! hands it batches already grouped by partition). Placement rules come
 //! from `atoll-ring`, storage from `atoll-store`.
 
+pub mod api_keys;
 pub mod client;
 pub mod error;
 pub mod gossip;

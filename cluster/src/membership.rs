@@ -290,6 +290,35 @@ impl Membership {
             .await;
     }
 
+    /// Each known node's entries under `prefix` (prefix removed), its own
+    /// included.
+    pub async fn gossiped(&self, prefix: &str) -> Vec<BTreeMap<String, String>> {
+        self.handle
+            .with_chitchat(|c| {
+                c.node_states()
+                    .values()
+                    .map(|state| prefixed(state, prefix))
+                    .collect()
+            })
+            .await
+    }
+
+    /// Publishes `entries` under `prefix` in this node's state (the ones
+    /// that changed); other entries under it stay.
+    pub async fn publish(&self, prefix: &str, entries: &BTreeMap<String, String>) {
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                for (name, value) in entries {
+                    let key = format!("{prefix}{name}");
+                    if state.get(&key) != Some(value.as_str()) {
+                        state.set(key, value);
+                    }
+                }
+            })
+            .await;
+    }
+
     /// Every node of the ring and every node gossiping, up or not.
     pub async fn members(&self) -> Vec<Member> {
         let ring = self.ring();

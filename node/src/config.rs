@@ -32,6 +32,16 @@ pub enum ConfigError {
         "--query-memory ({queries}) must be less than --memory-limit ({limit}): queries count within it"
     )]
     QueryMemory { queries: String, limit: String },
+    #[error("cannot read --admin-key-file {path}: {error}")]
+    AdminKeyFile { path: String, error: String },
+    #[error("the admin key must be at least 16 characters (it guards everything)")]
+    ShortAdminKey,
+    #[error("give the admin key once: --admin-key-file or --admin-key (ATOLL_ADMIN_KEY), not both")]
+    TwoAdminKeys,
+    #[error(
+        "refusing to serve without API keys on {0}, which is not a loopback address: give an admin key (--admin-key-file or ATOLL_ADMIN_KEY), or pass --insecure-no-auth to serve anyone who reaches the port"
+    )]
+    PublicWithoutAuth(String),
 }
 
 impl std::str::FromStr for ByteSize {
@@ -198,6 +208,46 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_QUERY_PARALLELISM")]
     pub query_parallelism: Option<usize>,
 
+    /// File holding the first admin key (its first line). With an admin
+    /// key, every `/v1/` request on this node needs an API key
+    /// (docs/security.md); without one the node serves only on a loopback
+    /// address, unless `--insecure-no-auth`.
+    #[arg(long, env = "ATOLL_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<std::path::PathBuf>,
+
+    /// The admin key itself (at least 16 characters). On a command line it
+    /// shows in `ps`: prefer `--admin-key-file` or `ATOLL_ADMIN_KEY`.
+    #[arg(long, env = "ATOLL_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Serve without API keys on a non-loopback address (anyone who can
+    /// reach the port can read, write and drop everything).
+    #[arg(long, env = "ATOLL_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Serve `/metrics` without an API key (for a scraper that has none).
+    #[arg(long, env = "ATOLL_OPEN_METRICS")]
+    pub open_metrics: bool,
+
+    /// Another name clients reach this node by (a DNS name, `host:port`);
+    /// requests with any other `Host` are refused, so that a DNS-rebinding
+    /// page cannot reach the node (repeatable). A node on 0.0.0.0 takes any.
+    #[arg(
+        long = "allowed-host",
+        env = "ATOLL_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// A site (`https://host:port`) whose pages may call this node from a
+    /// browser, besides the node's own dashboard (repeatable).
+    #[arg(
+        long = "allowed-origin",
+        env = "ATOLL_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// Once serving, write the node's name and the addresses it bound (JSON:
     /// `node`, `http_addr`, `flight_addr`, `gossip_addr`) to this file, so
     /// that scripts starting nodes on port 0 learn the ports they got.
@@ -242,6 +292,33 @@ fn retention_arg(text: &str) -> Result<Duration, ConfigError> {
 }
 
 impl ServeArgs {
+    /// The bootstrap admin key, if one is given (checked), and whether
+    /// serving on `http` without one is allowed.
+    pub fn admin_key(&self, http: std::net::SocketAddr) -> Result<Option<String>, ConfigError> {
+        let from_file = match &self.admin_key_file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| ConfigError::AdminKeyFile {
+                        path: path.display().to_string(),
+                        error: e.to_string(),
+                    })?;
+                Some(text.lines().next().unwrap_or("").trim().to_string())
+            }
+            None => None,
+        };
+        let key = match (from_file, &self.admin_key) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoAdminKeys),
+            (Some(k), None) => Some(k),
+            (None, k) => k.as_ref().map(|k| k.trim().to_string()),
+        };
+        match key {
+            Some(k) if k.len() < 16 => Err(ConfigError::ShortAdminKey),
+            Some(k) => Ok(Some(k)),
+            None if http.ip().is_loopback() || self.insecure_no_auth => Ok(None),
+            None => Err(ConfigError::PublicWithoutAuth(http.to_string())),
+        }
+    }
+
     pub fn seal_interval(&self) -> Duration {
         Duration::from_millis(self.seal_interval_ms)
     }

@@ -75,6 +75,10 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
         let http_addr = listener.local_addr()?;
+        let auth = Arc::new(atoll_auth::Auth::new(args.admin_key(http_addr)?));
+        if !auth.required() && !http_addr.ip().is_loopback() {
+            tracing::warn!(%http_addr, "serving WITHOUT API keys (--insecure-no-auth): anyone who reaches this port can read, write and drop everything");
+        }
         let flight_listener = TcpListener::bind(&args.flight_addr)
             .await
             .with_context(|| format!("cannot listen for Flight on {}", args.flight_addr))?;
@@ -167,6 +171,20 @@ impl Node {
             metrics: query_metrics.clone(),
         };
         let eviction = memory::EvictionMetrics::new(&registry)?;
+        let guard = Arc::new(http::guard::Guard::new(
+            auth.clone(),
+            http_addr,
+            &args.allowed_hosts,
+            &args.allowed_origins,
+            args.open_metrics,
+            &registry,
+        )?);
+        let key_sync = atoll_cluster::api_keys::KeySync::open(
+            auth.clone(),
+            membership.clone(),
+            args.data_dir.clone(),
+        )
+        .context("cannot read the API keys kept in --data-dir")?;
         let node_metrics = NodeMetrics::new(registry, store.clone(), engine, budget)?;
         let cluster = http::cluster::ClusterState {
             membership: membership.clone(),
@@ -184,12 +202,22 @@ impl Node {
             .merge(http::cluster::router(cluster.clone()))
             .merge(http::ingest::router(ingest))
             .merge(http::query::router(query))
-            .merge(atoll_web_ui::router());
+            .merge(http::keys::router(http::keys::KeysState {
+                auth: auth.clone(),
+                sync: key_sync.clone(),
+            }))
+            .merge(atoll_web_ui::router())
+            .layer(axum::middleware::from_fn_with_state(
+                guard,
+                http::guard::guard,
+            ));
 
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
         spawn_sealer(holdings.clone(), shutdown.subscribe());
         durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
         handoff.spawn(shutdown.subscribe());
+        key_sync.round().await;
+        key_sync.spawn(shutdown.subscribe());
         memory::Evictor::new(holdings, membership.clone(), budget, eviction)
             .spawn(shutdown.subscribe());
         atoll_cluster::schemas::spawn(

@@ -142,12 +142,19 @@ pub fn router(metrics: NodeMetrics) -> Router {
         .with_state(metrics)
 }
 
-async fn scrape(State(m): State<NodeMetrics>) -> impl IntoResponse {
-    (
+/// Open with `--open-metrics` (no caller then), else for status keys.
+async fn scrape(
+    State(m): State<NodeMetrics>,
+    caller: Option<axum::Extension<atoll_auth::Caller>>,
+) -> Result<impl IntoResponse, crate::http::ApiError> {
+    if let Some(caller) = caller {
+        caller.may(atoll_auth::Need::Status)?;
+    }
+    Ok((
         [(
             header::CONTENT_TYPE,
             TextEncoder::new().format_type().to_string(),
         )],
         m.render(),
-    )
+    ))
 }

@@ -81,12 +81,14 @@ fn environment_sets_flags_and_sigterm_stops_cleanly() {
     let rows = rt.block_on(async {
         let c = reqwest::Client::new();
         c.post(format!("{url}/v1/tables/t/events"))
+            .header("content-type", "application/json")
             .body("[{\"a\":1},{\"a\":2},{\"a\":3},{\"a\":4}]")
             .send()
             .await
             .unwrap();
         let v: serde_json::Value = c
             .post(format!("{url}/v1/query"))
+            .header("content-type", "application/json")
             .body("{\"sql\":\"SELECT a FROM t\"}")
             .send()
             .await

@@ -26,15 +26,28 @@ async fn object_array_and_ndjson_bodies() {
         (200, json!(2)),
         "{body}"
     );
-    // NDJSON sent without its content type is still read as NDJSON.
+    // NDJSON sent as JSON is still read as NDJSON.
     let (status, body) = s
         .post_raw(
             "/v1/tables/t/events",
-            &[],
+            &[("content-type", "application/json")],
             b"{\"a\":6}\n{\"a\":7}\n".to_vec(),
         )
         .await;
     assert_eq!((status, body["accepted"].clone()), (200, json!(2)));
+    // Without a content type (what `curl -d` or a cross-site form sends
+    // is form data): refused, naming the types taken.
+    let (status, body) = s
+        .post_raw("/v1/tables/t/events", &[], b"{\"a\":8}\n".to_vec())
+        .await;
+    assert_eq!(status, 415, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-ndjson"),
+        "{body}"
+    );
     assert_eq!(s.count("SELECT sum(a) FROM t").await, 28);
     assert_eq!(
         s.ingest_json("t", &json!([])).await,
@@ -52,7 +65,14 @@ async fn compressed_bodies() {
     let zs = zstd::encode_all(ndjson.as_bytes(), 3).unwrap();
     for (enc, body) in [("gzip", gz), ("zstd", zs)] {
         let (status, v) = s
-            .post_raw("/v1/tables/c/events", &[("content-encoding", enc)], body)
+            .post_raw(
+                "/v1/tables/c/events",
+                &[
+                    ("content-encoding", enc),
+                    ("content-type", "application/x-ndjson"),
+                ],
+                body,
+            )
             .await;
         assert_eq!(
             (status, v["accepted"].clone()),
@@ -68,7 +88,10 @@ async fn compressed_bodies() {
     let (status, v) = s
         .post_raw(
             "/v1/tables/c/events",
-            &[("content-encoding", "gzip")],
+            &[
+                ("content-encoding", "gzip"),
+                ("content-type", "application/x-ndjson"),
+            ],
             gz.finish().unwrap(),
         )
         .await;
@@ -80,7 +103,10 @@ async fn compressed_bodies() {
     let (status, v) = s
         .post_raw(
             "/v1/tables/c/events",
-            &[("content-encoding", "br")],
+            &[
+                ("content-encoding", "br"),
+                ("content-type", "application/x-ndjson"),
+            ],
             b"xx".to_vec(),
         )
         .await;
@@ -89,7 +115,10 @@ async fn compressed_bodies() {
     let (status, v) = s
         .post_raw(
             "/v1/tables/c/events",
-            &[("content-encoding", "gzip")],
+            &[
+                ("content-encoding", "gzip"),
+                ("content-type", "application/x-ndjson"),
+            ],
             b"not gzip".to_vec(),
         )
         .await;
@@ -119,8 +148,9 @@ async fn whole_request_errors_store_nothing() {
             "larger than the limit of 1024 bytes",
         ),
     ] {
+        let json = [("content-type", "application/json")];
         let (status, v) = s
-            .post_raw(&format!("/v1/tables/{table}/events"), &[], body)
+            .post_raw(&format!("/v1/tables/{table}/events"), &json, body)
             .await;
         assert_eq!(status, want, "{v}");
         assert!(
@@ -131,7 +161,7 @@ async fn whole_request_errors_store_nothing() {
     let (status, v) = s
         .post_raw(
             &format!("/v1/tables/{}/events", "x".repeat(65)),
-            &[],
+            &[("content-type", "application/json")],
             b"{}".to_vec(),
         )
         .await;
@@ -340,7 +370,8 @@ async fn concurrent_clients_read_their_writes() {
 #[tokio::test]
 async fn query_request_errors() {
     let s = Server::start(&[]);
-    let (status, v) = s.post_raw("/v1/query", &[], b"SELECT 1".to_vec()).await;
+    let json = [("content-type", "application/json")];
+    let (status, v) = s.post_raw("/v1/query", &json, b"SELECT 1".to_vec()).await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("{\"sql\""), "{v}");
     let (status, v) = s.query_with(json!({"sql": "SELECT 1", "bogus": 1})).await;

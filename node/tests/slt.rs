@@ -80,8 +80,9 @@ impl HttpDb {
         body: &str,
     ) -> Result<DBOutput<DefaultColumnType>, SltError> {
         let url = format!("{}/v1/tables/{table}", self.url);
-        self.call(self.client.request(method, url).body(body.to_string()))
-            .await?;
+        let request = self.client.request(method, url);
+        let json = request.header("content-type", "application/json");
+        self.call(json.body(body.to_string())).await?;
         Ok(DBOutput::StatementComplete(0))
     }
 

@@ -1,7 +1,7 @@
 //! Runs one SQL query: admission, the read-only sandbox, per-query memory
 //! and time limits, and the statistics of what it read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig};
 use futures::StreamExt;
@@ -189,11 +190,14 @@ impl QueryEngine {
 
     /// Admits, plans and starts a query; its batches come from
     /// [`Execution::next`] until the deadline.
+    /// `tables`, when given, are the only tables the query may read (the
+    /// scope of the caller's key): one naming another is refused.
     pub async fn start(
         &self,
         sql: &str,
         timeout: Option<Duration>,
         allow_partial: Option<bool>,
+        tables: Option<&BTreeSet<String>>,
     ) -> Result<Execution, QueryError> {
         let started = Instant::now();
         let timeout = self.timeout(timeout)?;
@@ -214,7 +218,7 @@ impl QueryEngine {
         let allow_partial = allow_partial.unwrap_or(self.config.allow_partial);
         let spread = self.spread(timeout, allow_partial).await?;
         let (plan, task_ctx) =
-            tokio::time::timeout_at(deadline, self.plan(sql, pool, spread.clone()))
+            tokio::time::timeout_at(deadline, self.plan(sql, pool, spread.clone(), tables))
                 .await
                 .map_err(|_| QueryError::Timeout(timeout_ms))??;
         let coverage = spread.and_then(|s| s.planned.lock().take());
@@ -333,6 +337,7 @@ impl QueryEngine {
         sql: &str,
         pool: QueryPool,
         spread: Option<Arc<Spread>>,
+        tables: Option<&BTreeSet<String>>,
     ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
         // One copy of the node's session per query, with its clock (`now()`)
         // and its view of the cluster set; the query's memory pool goes into
@@ -358,6 +363,9 @@ impl QueryEngine {
             .map_err(|e| {
                 QueryError::Refused(format!("Atoll SQL is read-only: {}", e.strip_backtrace()))
             })?;
+        if let Some(scope) = tables {
+            within_scope(&logical, scope)?;
+        }
         let physical = state
             .create_physical_plan(&logical)
             .await
@@ -380,6 +388,32 @@ impl QueryEngine {
             )
             .build_arc()?;
         Ok(Arc::new(TaskContext::from(state).with_runtime(runtime)))
+    }
+}
+
+/// Refuses a plan that reads a table outside `scope` (information_schema
+/// included: it would list the others).
+fn within_scope(plan: &LogicalPlan, scope: &BTreeSet<String>) -> Result<(), QueryError> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut outside = None;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let t = &scan.table_name;
+            let own =
+                t.schema().is_none_or(|s| s == SCHEMA) && t.catalog().is_none_or(|c| c == CATALOG);
+            if !own || !scope.contains(t.table()) {
+                outside = Some(t.to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match outside {
+        Some(table) => Err(QueryError::Forbidden(format!(
+            "this key may read only tables {:?}; the query reads {table}",
+            scope.iter().collect::<Vec<_>>()
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -10,6 +10,9 @@ pub enum QueryError {
     Refused(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The caller's key does not reach a table the query reads.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("too many queries are running ({0} at once); try again shortly")]
@@ -28,6 +31,7 @@ impl Classified for QueryError {
     fn kind(&self) -> ErrorKind {
         match self {
             QueryError::Refused(_) | QueryError::BadRequest(_) => ErrorKind::BadInput,
+            QueryError::Forbidden(_) => ErrorKind::Forbidden,
             QueryError::Busy(_) | QueryError::Unavailable(_) => ErrorKind::Unavailable,
             QueryError::Timeout(_) => ErrorKind::Timeout,
             QueryError::MemoryCap { .. } => ErrorKind::LimitHit,
@@ -76,6 +80,7 @@ impl QueryError {
         match self {
             QueryError::Refused(_) => "refused",
             QueryError::BadRequest(_) => "bad_request",
+            QueryError::Forbidden(_) => "forbidden",
             QueryError::Busy(_) => "busy",
             QueryError::Unavailable(_) => "unavailable",
             QueryError::Timeout(_) => "timeout",

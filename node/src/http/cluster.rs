@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use atoll_auth::{Caller, Need};
 use atoll_cluster::handoff::Handoff;
 use atoll_cluster::keys::{Stat, parse_counts};
 use atoll_cluster::stats::partition_rows;
 use atoll_cluster::{Hints, Membership, Replicator};
 use atoll_errors::ErrorKind;
 use atoll_store::Store;
+use axum::Extension;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -39,8 +41,10 @@ pub fn router(state: ClusterState) -> Router {
 /// after its partitions are handed off).
 async fn leave(
     State(st): State<ClusterState>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
+    caller.may(Need::Admin)?;
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     let body = serde_json::from_slice::<Value>(&body).unwrap_or_default();
@@ -62,7 +66,15 @@ async fn leave(
     Ok((StatusCode::ACCEPTED, Json(reply)).into_response())
 }
 
-async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
+async fn cluster(
+    State(st): State<ClusterState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    caller.may(Need::Status)?;
+    Ok(status(&st).await)
+}
+
+async fn status(st: &ClusterState) -> Json<Value> {
     let members = st.membership.members().await;
     let Some(ring) = st.membership.ring() else {
         return Json(json!({"node": st.membership.node_name(), "status": "joining"}));
@@ -144,7 +156,7 @@ async fn cluster(State(st): State<ClusterState>) -> Json<Value> {
         "handoffs": handoffs,
         "nodes": nodes,
         "ring": preference,
-        "local": local(&st),
+        "local": local(st),
     }))
 }
 

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use atoll_auth::{Caller, Need};
 use atoll_cluster::Replicator;
 use atoll_ingest::{EventsBody, Ingest, IngestError, IngestMetrics};
 use atoll_store::{Store, StoreError, Table, TableSettings, now_micros, validate_table_name};
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -49,10 +51,14 @@ pub fn router(state: IngestState) -> Router {
 
 async fn post_events(
     State(st): State<IngestState>,
+    Extension(caller): Extension<Caller>,
     Path(table): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(e) = caller.may(Need::Ingest(&table)) {
+        return ApiError::from(e).into_response();
+    }
     let started = Instant::now();
     let response = match receive(&st, &table, &headers, body).await {
         Ok(atoll_ingest::Ingested {
@@ -159,14 +165,22 @@ pub fn describe(table: &Table) -> Value {
     })
 }
 
-async fn list_tables(State(st): State<IngestState>) -> Json<Value> {
-    Json(json!({ "tables": st.store().tables().iter().map(|t| describe(t)).collect::<Vec<_>>() }))
+/// The tables the caller's key reaches.
+async fn list_tables(
+    State(st): State<IngestState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let tables = st.store().tables();
+    let seen = tables.iter().filter(|t| caller.sees(t.name()));
+    Json(json!({ "tables": seen.map(|t| describe(t)).collect::<Vec<_>>() }))
 }
 
 async fn get_table(
     State(st): State<IngestState>,
+    Extension(caller): Extension<Caller>,
     Path(table): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.may(Need::Describe(&table))?;
     let t = st
         .store()
         .table(&table)
@@ -206,9 +220,11 @@ async fn refuse_late_partition_key(
 
 async fn put_table(
     State(st): State<IngestState>,
+    Extension(caller): Extension<Caller>,
     Path(table): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    caller.may(Need::Admin)?;
     validate_table_name(&table)?;
     let settings: TableSettings = if body.iter().all(u8::is_ascii_whitespace) {
         TableSettings::default()
@@ -234,8 +250,11 @@ async fn put_table(
 
 async fn delete_table(
     State(st): State<IngestState>,
+    Extension(caller): Extension<Caller>,
     Path(table): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.may(Need::Admin)?;
+    validate_table_name(&table)?;
     let (here, elsewhere) =
         atoll_cluster::tables::drop_table(st.replicator(), &table, now_micros()).await;
     if here || elsewhere.values().any(|ok| *ok) {

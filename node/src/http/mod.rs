@@ -2,7 +2,9 @@
 //! and cluster APIs, and the one mapping of errors to HTTP statuses.
 
 pub mod cluster;
+pub mod guard;
 pub mod ingest;
+pub mod keys;
 pub mod query;
 
 use atoll_errors::{Classified, ErrorKind};

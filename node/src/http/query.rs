@@ -1,10 +1,13 @@
 //! `POST /v1/query`: JSON rows (capped), or an Arrow IPC stream, over the
 //! query engine's typed API.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::ipc::writer::StreamWriter;
+use atoll_auth::{Caller, Need};
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -47,13 +50,21 @@ pub fn router(state: QueryState) -> Router {
         .with_state(state)
 }
 
-async fn query(State(st): State<QueryState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn query(
+    State(st): State<QueryState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = caller.may(Need::Query) {
+        return ApiError::from(e).into_response();
+    }
     let request = Request::begin(&st.metrics);
     let arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains(ARROW_STREAM));
-    let result = run(&st, &body, arrow).await;
+    let result = run(&st, &body, arrow, caller.tables.as_ref()).await;
     request.end(match &result {
         Ok(_) => "ok",
         Err(e) => e.label(),
@@ -97,7 +108,12 @@ impl Drop for Request {
     }
 }
 
-async fn run(st: &QueryState, body: &[u8], arrow: bool) -> Result<Response, QueryError> {
+async fn run(
+    st: &QueryState,
+    body: &[u8],
+    arrow: bool,
+    tables: Option<&BTreeSet<String>>,
+) -> Result<Response, QueryError> {
     let request: QueryRequest = serde_json::from_slice(body).map_err(|e| {
         QueryError::BadRequest(format!(
             "the body must be JSON like {{\"sql\": \"SELECT ...\"}}: {e}"
@@ -107,7 +123,7 @@ async fn run(st: &QueryState, body: &[u8], arrow: bool) -> Result<Response, Quer
     let cap = max_rows(request.max_rows, st.engine.config().max_json_rows)?;
     let execution = st
         .engine
-        .start(&request.sql, timeout, request.allow_partial)
+        .start(&request.sql, timeout, request.allow_partial, tables)
         .await?;
     if arrow {
         return arrow_response(execution).await;

@@ -10,10 +10,25 @@ use serde_json::{Value, json};
 
 pub struct Server {
     pub child: Child,
-    pub url: String,
     pub flight_addr: String,
     pub gossip_addr: String,
+    /// Its HTTP API, with the admin key it was started with (if any).
+    pub api: Api,
+}
+
+/// A node's HTTP API, as one client (with one API key, or none) sees it.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
     pub client: reqwest::Client,
+    pub key: Option<String>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// `atoll serve` on 127.0.0.1, every port picked by the system, the tests'
@@ -104,12 +119,21 @@ impl Server {
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap();
+        // Later flags win, as in the node.
+        let key = extra
+            .iter()
+            .rposition(|a| *a == "--admin-key")
+            .and_then(|i| extra.get(i + 1))
+            .map(|k| k.to_string());
         Ok(Server {
             child,
-            url: format!("http://{}", addr("http_addr")),
             flight_addr: addr("flight_addr"),
             gossip_addr: addr("gossip_addr"),
-            client,
+            api: Api {
+                url: format!("http://{}", addr("http_addr")),
+                client,
+                key,
+            },
         })
     }
 
@@ -122,12 +146,6 @@ impl Server {
             .unwrap();
         assert!(ok.success());
         self.child.wait().unwrap()
-    }
-
-    pub async fn cluster(&self) -> Value {
-        let (status, body) = self.get("/v1/cluster").await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
     }
 
     /// The exit status, if the process has ended.
@@ -147,6 +165,36 @@ impl Server {
         }
     }
 
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+}
+
+impl Api {
+    /// The same node, called with another API key.
+    pub fn with_key(&self, key: &str) -> Api {
+        Api {
+            url: self.url.clone(),
+            client: self.client.clone(),
+            key: Some(key.to_string()),
+        }
+    }
+
+    /// A request carrying this view's key.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", self.url));
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+    }
+
+    pub async fn cluster(&self) -> Value {
+        let (status, body) = self.get("/v1/cluster").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     /// `POST /v1/cluster/leave` for `node`; the HTTP status.
     pub async fn leave(&self, node: &str, force: bool) -> u16 {
         let body = serde_json::json!({ "node": node, "force": force }).to_string();
@@ -155,17 +203,13 @@ impl Server {
             .0
     }
 
-    pub fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("wait").is_none()
-    }
-
     pub async fn post_raw(
         &self,
         path: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (u16, Value) {
-        let mut req = self.client.post(format!("{}{path}", self.url)).body(body);
+        let mut req = self.request(reqwest::Method::POST, path).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -246,8 +290,7 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> (u16, String) {
         let res = self
-            .client
-            .get(format!("{}{path}", self.url))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .expect("request");
@@ -256,8 +299,8 @@ impl Server {
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, Value) {
         let res = self
-            .client
-            .request(method, format!("{}{path}", self.url))
+            .request(method, path)
+            .header("content-type", "application/json")
             .body(body.to_string())
             .send()
             .await

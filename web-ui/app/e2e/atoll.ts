@@ -18,7 +18,13 @@ export class Node {
     readonly url: string,
     readonly proc: ChildProcess,
     readonly gossipAddr: string,
+    /** The admin key the node was started with, sent on every call. */
+    readonly key?: string,
   ) {}
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return this.key ? { ...extra, Authorization: `Bearer ${this.key}` } : extra;
+  }
 
   /** SIGKILL, and wait until the process is gone. */
   async kill(): Promise<void> {
@@ -29,18 +35,18 @@ export class Node {
   }
 
   async sql(sql: string): Promise<{ columns: { name: string; type: string }[]; rows: unknown[][]; stats: Record<string, unknown> }> {
-    const res = await fetch(`${this.url}/v1/query`, { method: 'POST', body: JSON.stringify({ sql, allow_partial: true }) });
+    const res = await fetch(`${this.url}/v1/query`, { method: 'POST', headers: this.headers({ 'Content-Type': 'application/json' }), body: JSON.stringify({ sql, allow_partial: true }) });
     const body = await res.json();
     if (!res.ok) throw new Error(`${res.status}: ${JSON.stringify(body)}`);
     return body;
   }
 
   async cluster(): Promise<{ nodes: { name: string; status: string }[] }> {
-    return (await fetch(`${this.url}/v1/cluster`)).json();
+    return (await fetch(`${this.url}/v1/cluster`, { headers: this.headers() })).json();
   }
 
   async ingest(table: string, ndjson: string): Promise<number> {
-    const res = await fetch(`${this.url}/v1/tables/${table}/events`, { method: 'POST', headers: { 'Content-Type': 'application/x-ndjson' }, body: ndjson });
+    const res = await fetch(`${this.url}/v1/tables/${table}/events`, { method: 'POST', headers: this.headers({ 'Content-Type': 'application/x-ndjson' }), body: ndjson });
     const body = (await res.json()) as { accepted: number };
     if (!res.ok) throw new Error(`ingest: ${res.status} ${JSON.stringify(body)}`);
     return body.accepted;
@@ -60,7 +66,8 @@ export async function startNode(name: string, extra: string[] = []): Promise<Nod
     return existsSync(ready) && (JSON.parse(readFileSync(ready, 'utf8')) as { http_addr: string; gossip_addr: string });
   }, 60, true);
   rmSync(ready, { force: true });
-  return new Node(name, `http://${said.http_addr}`, proc, said.gossip_addr);
+  const key = extra.includes('--admin-key') ? extra[extra.lastIndexOf('--admin-key') + 1] : undefined;
+  return new Node(name, `http://${said.http_addr}`, proc, said.gossip_addr, key);
 }
 
 /** Polls `probe` until it gives a value, for at most `seconds`; with `failFast`, an error it throws ends the wait. */

@@ -201,3 +201,37 @@ describe('a 3-node cluster with N=1 and a node killed', () => {
     await page.screenshot({ path: join(SHOTS, 'cluster-node-down.png'), fullPage: true });
   });
 });
+
+describe('a node that requires API keys', () => {
+  const ADMIN = 'e2e-admin-key-0123456789';
+  let node: Node;
+  let b: Browser;
+
+  beforeAll(async () => {
+    node = await startNode('keyed', ['--admin-key', ADMIN]);
+    await node.ingest('events', recentEvents(500));
+    b = await browser();
+  });
+  afterAll(async () => {
+    await b?.close();
+    await node?.kill();
+  });
+
+  it('asks for a key, says when one is refused, and keeps it for the tab', async () => {
+    const page = await open(b, node.url);
+    const dialog = page.locator('dialog.key-prompt');
+    await dialog.waitFor();
+    expect(await dialog.locator('.why').textContent()).toContain('API key');
+    await dialog.locator('input').fill('atoll_0000000000000000_wrong');
+    await dialog.getByRole('button', { name: 'Use key' }).click();
+    await waitFor('the refusal', async () => ((await dialog.locator('.why').textContent()) ?? '').includes('refused'));
+    await dialog.locator('input').fill(ADMIN);
+    await dialog.getByRole('button', { name: 'Use key' }).click();
+    await waitFor('the tables to load', async () => (await page.locator('[data-testid=table] option[value=events]').count()) === 1);
+    expect(await dialog.count()).toBe(0);
+    await page.reload();
+    await waitFor('the tables to load again', async () => (await page.locator('[data-testid=table] option[value=events]').count()) === 1);
+    expect(await page.locator('dialog.key-prompt').count()).toBe(0);
+    await page.screenshot({ path: join(SHOTS, 'key-prompt.png') });
+  });
+});

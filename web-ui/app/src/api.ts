@@ -28,6 +28,35 @@ export class ApiError extends Error {
   }
 }
 
+const KEY = 'atoll-api-key';
+
+/** Asks the user for an API key; resolves with it, or null if they gave up. */
+export type KeyPrompt = (why: string) => Promise<string | null>;
+let prompt: KeyPrompt = async () => null;
+
+/** Sets how the dashboard asks for a key when the node wants one. */
+export function onKeyNeeded(p: KeyPrompt) {
+  prompt = p;
+}
+
+/**
+ * A call to the node with the API key of this browser tab (kept in session
+ * storage): a 401 asks for a key and tries again with it.
+ */
+async function call(path: string, init: RequestInit = {}): Promise<Response> {
+  for (;;) {
+    const key = sessionStorage.getItem(KEY);
+    const headers = new Headers(init.headers);
+    if (key) headers.set('Authorization', `Bearer ${key}`);
+    const res = await fetch(path, { ...init, headers });
+    if (res.status !== 401) return res;
+    const why = ((await res.clone().json().catch(() => ({}))) as { error?: string }).error ?? 'this node needs an API key';
+    const given = await prompt(key ? `The key was refused: ${why}` : why);
+    if (!given) return res;
+    sessionStorage.setItem(KEY, given.trim());
+  }
+}
+
 async function json<T>(res: Response): Promise<T> {
   const text = await res.text();
   let body: unknown;
@@ -48,7 +77,7 @@ async function json<T>(res: Response): Promise<T> {
  * should leave a warning on the chart, not an empty page.
  */
 export async function query(sql: string, signal?: AbortSignal): Promise<QueryResult> {
-  const res = await fetch('/v1/query', {
+  const res = await call('/v1/query', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ sql, allow_partial: true }),
@@ -66,7 +95,7 @@ export interface TableInfo {
 }
 
 export async function tables(): Promise<TableInfo[]> {
-  const body = await json<{ tables: TableInfo[] }>(await fetch('/v1/tables'));
+  const body = await json<{ tables: TableInfo[] }>(await call('/v1/tables'));
   return body.tables;
 }
 
@@ -107,5 +136,5 @@ export interface ClusterInfo {
 }
 
 export async function cluster(): Promise<ClusterInfo> {
-  return json<ClusterInfo>(await fetch('/v1/cluster'));
+  return json<ClusterInfo>(await call('/v1/cluster'));
 }

@@ -1,10 +1,13 @@
 import './style.css';
+import { onKeyNeeded } from './api';
 import { startApp } from './app';
+import { keyPrompt } from './views/keyPrompt';
 import { clusterView } from './views/cluster';
 import { exploreView, runExplore } from './views/explore';
 import { runSql, sqlView } from './views/sqlEditor';
 import { tablesView } from './views/tables';
 
+onKeyNeeded(keyPrompt);
 startApp(document.getElementById('app')!, { explore: exploreView, sql: sqlView, tables: tablesView, cluster: clusterView }, (app) => {
   // A shared URL reproduces its view: run what it describes.
   if (app.state.view === 'explore' && app.state.query.table && app.tables.some((t) => t.name === app.state.query.table)) void runExplore(app);

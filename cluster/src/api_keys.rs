@@ -1,0 +1,157 @@
+//! The cluster's API keys, spread by gossip and kept in the data dir.
+//!
+//! Keys are cluster-wide: a key made through any node works on every node
+//! within a gossip round or two, and a revoked one stops everywhere as
+//! fast. Every node publishes every record it knows under `apikey.ID`
+//! (tombstones included, forever) and merges every record it hears of by
+//! the registry's rule, in which a tombstone always wins: so neither a
+//! node that was down during a revocation nor one restarted from an old
+//! data dir can bring a revoked key back. With `--data-dir` the records
+//! are also kept in `keys.json`, written whole on every change.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_auth::{Auth, KeyRecord};
+
+use crate::keys::{APIKEY_PREFIX, KEY_USED_PREFIX};
+use crate::membership::Membership;
+
+/// How often a node merges what it hears, and how stale a published
+/// last-used time may get.
+const ROUND: Duration = Duration::from_millis(250);
+const USED_EVERY_MS: i64 = 5_000;
+
+pub struct KeySync {
+    auth: Arc<Auth>,
+    membership: Arc<Membership>,
+    file: Option<PathBuf>,
+    /// Last-used times as last published.
+    used: parking_lot::Mutex<BTreeMap<String, i64>>,
+}
+
+impl KeySync {
+    /// Takes in the records kept in `dir` (if any) before serving.
+    pub fn open(
+        auth: Arc<Auth>,
+        membership: Arc<Membership>,
+        dir: Option<PathBuf>,
+    ) -> std::io::Result<Arc<KeySync>> {
+        let file = dir.map(|d| d.join("keys.json"));
+        if let Some(path) = &file
+            && path.exists()
+        {
+            let records: Vec<KeyRecord> = serde_json::from_slice(&std::fs::read(path)?)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            let mut registry = auth.registry().write();
+            for r in records {
+                registry.merge(r);
+            }
+        }
+        Ok(Arc::new(KeySync {
+            auth,
+            membership,
+            file,
+            used: Default::default(),
+        }))
+    }
+
+    /// Keeps and publishes the registry as it is now: call after a key
+    /// was made or revoked here.
+    pub async fn changed(&self) -> std::io::Result<()> {
+        self.save()?;
+        self.publish().await;
+        Ok(())
+    }
+
+    /// Merges, keeps and publishes, every round.
+    pub fn spawn(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ROUND);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.round().await,
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Merges what it hears, keeps and publishes (also once at start, before
+    /// serving, so that a node back from an old data dir learns every
+    /// revocation before it answers a request).
+    pub async fn round(&self) {
+        let heard = self.membership.gossiped(APIKEY_PREFIX).await;
+        let mut changed = false;
+        {
+            let mut registry = self.auth.registry().write();
+            for record in heard.iter().flat_map(|node| node.values()) {
+                if let Ok(r) = serde_json::from_str::<KeyRecord>(record) {
+                    changed |= registry.merge(r);
+                }
+            }
+        }
+        if changed && let Err(e) = self.save() {
+            tracing::error!(error = %e, "cannot keep the API keys in the data dir");
+        }
+        self.publish().await;
+        self.publish_used().await;
+    }
+
+    async fn publish(&self) {
+        let records: BTreeMap<String, String> = self
+            .auth
+            .registry()
+            .read()
+            .records()
+            .filter_map(|r| Some((r.id.clone(), serde_json::to_string(r).ok()?)))
+            .collect();
+        self.membership.publish(APIKEY_PREFIX, &records).await;
+    }
+
+    async fn publish_used(&self) {
+        let mut fresh = BTreeMap::new();
+        {
+            let mut used = self.used.lock();
+            for (id, at) in self.auth.last_used() {
+                if used.get(&id).is_none_or(|p| at - p >= USED_EVERY_MS) {
+                    used.insert(id.clone(), at);
+                    fresh.insert(id, at.to_string());
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            self.membership.publish(KEY_USED_PREFIX, &fresh).await;
+        }
+    }
+
+    /// When each key was last used on any node.
+    pub async fn last_used(&self) -> BTreeMap<String, i64> {
+        let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+        let heard = self.membership.gossiped(KEY_USED_PREFIX).await;
+        let here = self.auth.last_used().into_iter();
+        let gossiped = heard
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, at)| Some((id, at.parse().ok()?)));
+        for (id, at) in here.chain(gossiped) {
+            let e = latest.entry(id).or_insert(at);
+            *e = (*e).max(at);
+        }
+        latest
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
+        let records: Vec<KeyRecord> = self.auth.registry().read().records().cloned().collect();
+        let partial = path.with_extension("partial");
+        let bytes = serde_json::to_vec(&records).map_err(std::io::Error::other)?;
+        std::fs::write(&partial, bytes)?;
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, path)
+    }
+}
