@@ -208,6 +208,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_QUERY_PARALLELISM")]
     pub query_parallelism: Option<usize>,
 
+    /// Most bytes one call of a function whose output size is an argument
+    /// (`repeat`, `lpad`, `range`, `array_repeat`...) may make for a batch;
+    /// as list elements, a sixteenth of it (256MiB: 16M elements). Over it
+    /// the query gets a 400 naming the function.
+    #[arg(long, env = "ATOLL_MAX_FUNCTION_OUTPUT", default_value = "256MiB")]
+    pub max_function_output: ByteSize,
+
     /// File holding the first admin key (its first line). With an admin
     /// key, every `/v1/` request on this node needs an API key
     /// (docs/security.md); without one the node serves only on a loopback
@@ -334,6 +341,7 @@ impl ServeArgs {
             queue_wait: Duration::from_millis(self.query_queue_wait_ms),
             max_json_rows: self.max_result_rows,
             allow_partial: self.allow_partial,
+            max_function_bytes: self.max_function_output.0,
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct QueryConfig {
     /// Whether queries answer with the partitions they could reach when
     /// some have no reachable replica (a request may say otherwise).
     pub allow_partial: bool,
+    /// Bytes one call of a function such as `repeat` or `range` may make
+    /// for a batch (elements: a sixteenth of it); `bounded_functions`.
+    pub max_function_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -68,6 +71,7 @@ impl Default for QueryConfig {
             queue_wait: Duration::from_secs(2),
             max_json_rows: 10_000,
             allow_partial: false,
+            max_function_bytes: 256 << 20,
         }
     }
 }
@@ -105,11 +109,15 @@ pub struct ClusterHandle {
 type Batches = tokio::sync::mpsc::Receiver<datafusion::common::Result<RecordBatch>>;
 
 /// Cancels a fragment when its request goes away.
-pub struct FragmentGuard(tokio::task::JoinHandle<()>);
+/// Its admission permit is held as long as the fragment runs.
+pub struct FragmentGuard {
+    task: tokio::task::JoinHandle<()>,
+    _permit: OwnedSemaphorePermit,
+}
 
 impl Drop for FragmentGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -121,6 +129,10 @@ pub struct QueryEngine {
     base: SessionState,
     node_pool: Arc<dyn MemoryPool>,
     admission: Arc<Semaphore>,
+    /// Fragments other nodes send run under an admission of their own,
+    /// as many at once as local queries (sharing one would let two nodes
+    /// that fan out to each other wait on each other's permits).
+    fragment_admission: Arc<Semaphore>,
 }
 
 impl QueryEngine {
@@ -138,7 +150,7 @@ impl QueryEngine {
         catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
         // No table functions: `generate_series` and `range` are unbounded
         // CPU and memory bombs, and Atoll has no other use for them.
-        let base = SessionStateBuilder::new()
+        let mut base = SessionStateBuilder::new()
             .with_config(session)
             .with_catalog_list(Arc::new(catalogs))
             .with_default_features()
@@ -146,6 +158,8 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(Distribute))
             .with_physical_optimizer_rule(Arc::new(SliceJoins))
             .build();
+        crate::bounded_functions::register(&mut base, config.max_function_bytes)
+            .expect("the session takes functions");
         let exec = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.target_partitions.max(1))
             // New queries and cancellations arrive from other threads, so
@@ -162,6 +176,7 @@ impl QueryEngine {
             exec: Some(exec),
             node_pool: Arc::new(GreedyMemoryPool::new(config.pool_bytes)),
             admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            fragment_admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
             base,
         }
@@ -318,6 +333,13 @@ impl QueryEngine {
                 "this node takes no fragments: it is not in a cluster".into(),
             ));
         };
+        // No waiting: a busy owner says so at once, and the coordinator
+        // asks another replica.
+        let permit = self
+            .fragment_admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| QueryError::Busy(self.config.max_concurrent))?;
         let pool = QueryPool::new(self.node_pool.clone(), self.config.query_bytes);
         let task_ctx = self.task_context(&self.base, pool)?;
         let codec = AtollCodec {
@@ -329,7 +351,11 @@ impl QueryEngine {
         let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
         // The coordinator's limit, within this node's own.
         let timeout = Duration::from_millis(header.timeout_ms).min(self.config.timeout);
-        Ok((plan, batches, FragmentGuard(task), timeout))
+        let guard = FragmentGuard {
+            task,
+            _permit: permit,
+        };
+        Ok((plan, batches, guard, timeout))
     }
 
     async fn plan(

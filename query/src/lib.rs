@@ -2,7 +2,8 @@
 //!
 //! Owns: the DataFusion catalog over the store (`catalog`), the partition
 //! scan (`scan`, with time pruning in `prune`), the read-only sandbox and
-//! the per-query memory and time limits (`engine`, `pool`), the coverage
+//! the per-query memory and time limits (`engine`, `pool`, and
+//! `bounded_functions` for functions whose output size is an argument), the coverage
 //! plan (`coverage`), the plan rewrites registered on the session
 //! (`physical_optimizer`: the distributed split, the join slicing), Atoll's
 //! plan nodes (`physical_plan`: the fan-out, the remote fragment, the
@@ -15,6 +16,7 @@
 //! or how bytes reach another node (`atoll-cluster`'s client carries the
 //! fragments; its service hands received ones to `engine::Fragments`).
 
+pub mod bounded_functions;
 pub mod catalog;
 pub mod codec;
 pub mod coverage;
