@@ -20,6 +20,9 @@ pub enum ErrorKind {
     /// The request contradicts the current state (a partition key set on a
     /// table that already holds events).
     Conflict,
+    /// The request repeats an earlier one's idempotency key with other
+    /// content: it is not that request again, and not a new one either.
+    Mismatch,
     /// No credentials, or credentials that are not valid.
     Unauthenticated,
     /// Valid credentials that do not allow this request.
@@ -47,6 +50,7 @@ impl ErrorKind {
             ErrorKind::BadInput => "bad_input",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Mismatch => "mismatch",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::TooLarge => "too_large",
@@ -85,6 +89,7 @@ mod tests {
             ErrorKind::BadInput,
             ErrorKind::NotFound,
             ErrorKind::Conflict,
+            ErrorKind::Mismatch,
             ErrorKind::Unauthenticated,
             ErrorKind::Forbidden,
             ErrorKind::TooLarge,

@@ -12,6 +12,7 @@ use atoll_store::{Store, now_micros, validate_table_name};
 use bytes::Bytes;
 
 use crate::convert::{self, IngestOutcome, Rejection};
+use crate::limits::MAX_REJECTIONS_LISTED;
 use crate::{IngestError, body, decode, route, typed};
 
 /// NDJSON bodies are converted this many events at a time, so that a large
@@ -28,6 +29,9 @@ pub struct EventsBody {
     pub ndjson: bool,
     /// Makes a retried request land once (see `idempotency_key`).
     pub idempotency_key: Option<String>,
+    /// Who sent it (the API key's id, or its name): idempotency keys count
+    /// per sender (`idempotency`).
+    pub sender: String,
 }
 
 /// What became of a request's events.
@@ -44,7 +48,18 @@ pub struct Ingest {
     pub replicator: Arc<Replicator>,
     /// Largest request body, before and after decompression.
     pub max_body_bytes: usize,
+    /// Requests decoded and stored at once (`--max-concurrent-ingest`).
+    pub turns: Arc<tokio::sync::Semaphore>,
+    pub recent_keys: Arc<crate::idempotency::RecentKeys>,
 }
+
+/// One request's turn to decode and store its body.
+pub struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How long a request waits for its turn before it is answered 503.
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Groups = Vec<(u32, RecordBatch, Vec<usize>)>;
 
@@ -53,6 +68,29 @@ impl Ingest {
     /// An event counts as accepted once W replicas hold it; every other
     /// event is in `rejected` with why.
     pub async fn events(&self, table: &str, body: EventsBody) -> Result<Ingested, IngestError> {
+        let turn = self.turn().await?;
+        self.events_in_turn(table, body, turn).await
+    }
+
+    /// A turn to decode and store a body (`--max-concurrent-ingest`): a
+    /// door that reads the body itself takes it before reading. Waits at
+    /// most `TURN_WAIT`, then answers Busy (nothing stored).
+    pub async fn turn(&self) -> Result<Turn, IngestError> {
+        let permit = tokio::time::timeout(TURN_WAIT, self.turns.clone().acquire_owned())
+            .await
+            .map_err(|_| IngestError::Busy(self.turns.available_permits()))?
+            .expect("the ingest semaphore is never closed");
+        Ok(Turn { _permit: permit })
+    }
+
+    /// [`Ingest::events`] with a turn already had; it is given back once
+    /// the body's last piece is stored.
+    pub async fn events_in_turn(
+        &self,
+        table: &str,
+        body: EventsBody,
+        _turn: Turn,
+    ) -> Result<Ingested, IngestError> {
         validate_table_name(table)?;
         let limit = self.max_body_bytes;
         if body.raw.len() > limit {
@@ -68,6 +106,10 @@ impl Ingest {
                     .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
             Bytes::from(decoded)
         };
+        let key = match &body.idempotency_key {
+            Some(k) => Some(self.recent_keys.scope(&body.sender, k, &decoded)?),
+            None => None,
+        };
         let pieces = if body::is_ndjson(&decoded, body.ndjson) {
             body::ndjson_pieces(&decoded, PIECE_EVENTS)
                 .into_iter()
@@ -79,29 +121,30 @@ impl Ingest {
         let mut outcome = IngestOutcome {
             accepted: 0,
             rejected: Vec::new(),
+            rejected_total: None,
         };
+        let mut rejected_total = 0;
         let mut quorum_failed = false;
         let mut offset = 0;
         for (first_line, range) in pieces {
             let piece = decoded.slice(range);
             // Each piece is its own idempotent unit: a replica remembers
             // (key, table, partition), and two pieces may share a partition.
-            let piece_key = body
-                .idempotency_key
-                .as_ref()
-                .map(|k| format!("{k}\u{0}{offset}"));
+            let piece_key = key.as_ref().map(|k| format!("{k}\u{0}{offset}"));
             let (store, name, key) = (self.store.clone(), table.to_string(), piece_key.clone());
             let (converted, groups, events) = tokio::task::spawn_blocking(move || {
                 convert_piece(&store, &name, &piece, first_line, key.as_deref())
             })
             .await
             .map_err(|e| IngestError::task_failed("converting events", e))??;
-            outcome
+            let mut rejected: Vec<Rejection> = converted
                 .rejected
-                .extend(converted.rejected.into_iter().map(|r| Rejection {
+                .into_iter()
+                .map(|r| Rejection {
                     index: r.index + offset,
                     ..r
-                }));
+                })
+                .collect();
             for d in self
                 .replicator
                 .deliver(table, groups, piece_key.as_deref())
@@ -112,17 +155,23 @@ impl Ingest {
                 } else {
                     quorum_failed = true;
                     let error = format!("quorum not reached: {} of {} replicas", d.acks, d.needed);
-                    outcome
-                        .rejected
-                        .extend(d.events.iter().map(|&row| Rejection {
-                            index: converted.events[row] + offset,
-                            error: error.clone(),
-                        }));
+                    rejected.extend(d.events.iter().map(|&row| Rejection {
+                        index: converted.events[row] + offset,
+                        error: error.clone(),
+                    }));
                 }
             }
+            // Pieces come in order: the first rejections of the body are
+            // those of the first pieces.
+            rejected.sort_by_key(|r| r.index);
+            rejected_total += rejected.len();
+            let room = MAX_REJECTIONS_LISTED.saturating_sub(outcome.rejected.len());
+            outcome.rejected.extend(rejected.into_iter().take(room));
             offset += events;
         }
-        outcome.rejected.sort_by_key(|r| r.index);
+        if rejected_total > outcome.rejected.len() {
+            outcome.rejected_total = Some(rejected_total);
+        }
         Ok(Ingested {
             outcome,
             quorum_failed,

@@ -21,6 +21,10 @@ pub fn is_identity(encoding: Option<&str>) -> bool {
 
 /// Undoes `Content-Encoding`, refusing output larger than `limit` bytes so
 /// that a small compressed body cannot expand without bound.
+/// The largest zstd window a body may use (16 MiB): a decoder holds one
+/// window, and a frame may ask for up to 2 GiB.
+const ZSTD_WINDOW_LOG: u32 = 24;
+
 pub fn decode(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
     if is_identity(encoding) {
         return Ok(body.to_vec());
@@ -28,17 +32,33 @@ pub fn decode(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u
     let encoding = encoding.unwrap_or_default().trim().to_ascii_lowercase();
     let reader: Box<dyn Read + '_> = match encoding.as_str() {
         "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        "zstd" => Box::new(
-            zstd::stream::read::Decoder::new(body)
-                .map_err(|e| IngestError::BadBody(format!("zstd body cannot be decoded: {e}")))?,
-        ),
+        "zstd" => {
+            let bad = |e: std::io::Error| {
+                IngestError::BadBody(format!(
+                    "zstd body cannot be decoded (windows up to {} MiB are taken): {e}",
+                    1 << (ZSTD_WINDOW_LOG - 20)
+                ))
+            };
+            let mut decoder = zstd::stream::read::Decoder::new(body).map_err(bad)?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG).map_err(bad)?;
+            Box::new(decoder)
+        }
         other => return Err(IngestError::UnsupportedEncoding(other.to_string())),
     };
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| IngestError::BadBody(format!("{encoding} body cannot be decoded: {e}")))?;
+        .map_err(|e| {
+            let taken = match encoding.as_str() {
+                "zstd" => format!(
+                    " (windows up to {} MiB are taken)",
+                    1 << (ZSTD_WINDOW_LOG - 20)
+                ),
+                _ => String::new(),
+            };
+            IngestError::BadBody(format!("{encoding} body cannot be decoded{taken}: {e}"))
+        })?;
     if out.len() > limit {
         return Err(IngestError::TooLarge {
             limit,

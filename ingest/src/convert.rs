@@ -31,7 +31,19 @@ pub struct Rejection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IngestOutcome {
     pub accepted: usize,
+    /// The first rejections (`limits::MAX_REJECTIONS_LISTED`, 1,000), in
+    /// order.
     pub rejected: Vec<Rejection>,
+    /// All rejections, when there were more than are listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_total: Option<usize>,
+}
+
+impl IngestOutcome {
+    /// Events rejected, listed or not.
+    pub fn rejected_count(&self) -> usize {
+        self.rejected_total.unwrap_or(self.rejected.len())
+    }
 }
 
 /// A leaf value of a flattened event.
@@ -291,6 +303,7 @@ pub fn ingest_events(
     Ok(IngestOutcome {
         accepted: converted.events.len(),
         rejected: converted.rejected,
+        rejected_total: None,
     })
 }
 
@@ -302,10 +315,12 @@ fn decide(
     events: &[FlatEvent<'_>],
 ) -> (Verdicts, SchemaChange) {
     let mut change = SchemaChange::None;
+    let now = atoll_store::now_micros();
     let verdicts = events
         .iter()
         .map(|e| {
-            sample_rate_ok(e).and_then(|()| match schema.accept(table, e.typed_fields()) {
+            let checked = crate::limits::check(e, now).and_then(|()| sample_rate_ok(e));
+            checked.and_then(|()| match schema.accept(table, e.typed_fields()) {
                 Ok(SchemaChange::Changed) => {
                     change = SchemaChange::Changed;
                     Ok(())
@@ -529,7 +544,8 @@ mod tests {
             out,
             IngestOutcome {
                 accepted: 2,
-                rejected: vec![]
+                rejected: vec![],
+                rejected_total: None,
             }
         );
         let schema = t.schema();

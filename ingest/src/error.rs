@@ -15,6 +15,15 @@ pub enum IngestError {
     BadSettings(String),
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "Idempotency-Key {0:?} was used before with another body: send new events with a new key"
+    )]
+    KeyReused(String),
+    /// Too many requests decoding at once waited too long for a turn.
+    #[error(
+        "too many ingest requests are being decoded at once; none of this one's events were stored: try again shortly"
+    )]
+    Busy(usize),
     /// A bug: a conversion task panicked or was lost. Logged where made.
     #[error("internal error while {0}")]
     Internal(String),
@@ -31,6 +40,8 @@ impl Classified for IngestError {
             IngestError::TooLarge { .. } => ErrorKind::TooLarge,
             IngestError::UnsupportedEncoding(_) => ErrorKind::UnsupportedMedia,
             IngestError::Conflict(_) => ErrorKind::Conflict,
+            IngestError::Busy(_) => ErrorKind::Unavailable,
+            IngestError::KeyReused(_) => ErrorKind::Mismatch,
             IngestError::Internal(_) => ErrorKind::Internal,
             IngestError::Store(e) => e.kind(),
             IngestError::Cluster(e) => e.kind(),

@@ -15,6 +15,8 @@ pub mod body;
 pub mod convert;
 pub mod decode;
 pub mod error;
+pub mod idempotency;
+pub mod limits;
 pub mod metrics;
 pub mod route;
 pub mod time;

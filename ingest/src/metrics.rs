@@ -41,3 +41,24 @@ impl IngestMetrics {
         Ok(m)
     }
 }
+
+impl IngestMetrics {
+    /// Forgets the per-table counters of tables that are gone (dropped here
+    /// or through another node), so that their labels leave `/metrics`.
+    pub fn retain_tables(&self, exists: impl Fn(&str) -> bool) {
+        use prometheus::core::Collector;
+        for counter in [&self.events_accepted, &self.events_rejected] {
+            let gone: Vec<String> = counter
+                .collect()
+                .iter()
+                .flat_map(|family| family.get_metric())
+                .flat_map(|m| m.get_label())
+                .filter(|l| l.name() == "table" && !exists(l.value()))
+                .map(|l| l.value().to_string())
+                .collect();
+            for table in gone {
+                let _ = counter.remove_label_values(&[&table]);
+            }
+        }
+    }
+}

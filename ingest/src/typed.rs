@@ -10,7 +10,7 @@
 //!
 //! Anything this decoder does not take as it is — a new column, a value
 //! that would widen or conflict with its column, a bad `time` or
-//! `samplerate`, a key twice in an event, an array that is not a string
+//! `samplerate`, a value over the limits of `limits`, a key twice in an event, an array that is not a string
 //! set, a line that is not an object of valid JSON — gives the whole piece
 //! back to the general path (`decode` then `convert`), which decides,
 //! evolves the schema and words the rejections. So for a piece it takes,
@@ -31,6 +31,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use crate::body;
 use crate::convert::{Column, Converted, Scalar};
 use crate::decode::Text;
+use crate::limits;
 use crate::route;
 use crate::time;
 
@@ -175,7 +176,11 @@ impl<'s, 'a> Decoder<'s, 'a> {
         let mut de = serde_json::Deserializer::from_str(line);
         let time = TopLevel { dec: self }.deserialize(&mut de).ok()?;
         de.end().ok()?;
-        self.time.append_value(time.unwrap_or(self.arrival));
+        let time = time.unwrap_or(self.arrival);
+        if !limits::time_ok(time, self.arrival) {
+            return None;
+        }
+        self.time.append_value(time);
         let row = self.rows;
         for &i in &self.created {
             let slot = &mut self.slots[i];
@@ -227,7 +232,12 @@ impl<'s, 'a> Decoder<'s, 'a> {
                 | (ColumnType::Utf8, Scalar::Str(_))
                 | (ColumnType::StringList, Scalar::StrList(_))
         );
-        if !fits || slot.row == row {
+        let long = match &value {
+            Scalar::Str(s) => !limits::string_ok(s),
+            Scalar::StrList(items) => items.iter().flatten().any(|s| !limits::string_ok(s)),
+            _ => false,
+        };
+        if !fits || long || slot.row == row {
             return Err(Bail);
         }
         if Some(i) == self.sample_rate && !matches!(value, Scalar::Int(n) if n >= 1) {

@@ -126,6 +126,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_MAX_BODY_BYTES", default_value = "64MiB")]
     pub max_body_bytes: ByteSize,
 
+    /// Tables this node holds at most (a request creating one more gets
+    /// 422); give every node of a cluster the same.
+    #[arg(long, env = "ATOLL_MAX_TABLES", default_value_t = 1_000)]
+    pub max_tables: usize,
+
+    /// Ingest requests decoded and stored at once; more wait for a turn (at
+    /// most 10 s, then 503 with Retry-After, nothing of them stored), so
+    /// that many large or compressed bodies cannot exhaust memory together.
+    #[arg(long, env = "ATOLL_MAX_CONCURRENT_INGEST", default_value_t = 8)]
+    pub max_concurrent_ingest: usize,
+
     /// Rows at which a partition's append buffer is sealed into one batch.
     #[arg(long, env = "ATOLL_SEAL_ROWS", default_value_t = 32 * 1024)]
     pub seal_rows: usize,

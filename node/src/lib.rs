@@ -95,6 +95,7 @@ impl Node {
             seal_age: args.seal_interval(),
             retention: args.retention,
             compress_after: args.compress_after.0,
+            max_tables: args.max_tables,
         };
         let store = Arc::new(Store::new(store_config.clone()));
         let hints = Arc::new(Hints::new(store_config));
@@ -151,6 +152,10 @@ impl Node {
                 store: store.clone(),
                 replicator: replicator.clone(),
                 max_body_bytes: args.max_body_bytes.0,
+                turns: Arc::new(tokio::sync::Semaphore::new(
+                    args.max_concurrent_ingest.max(1),
+                )),
+                recent_keys: Default::default(),
             },
             metrics: IngestMetrics::new(&registry)?,
         };
@@ -185,7 +190,13 @@ impl Node {
             args.data_dir.clone(),
         )
         .context("cannot read the API keys kept in --data-dir")?;
-        let node_metrics = NodeMetrics::new(registry, store.clone(), engine, budget)?;
+        let node_metrics = NodeMetrics::new(
+            registry,
+            store.clone(),
+            engine,
+            ingest.metrics.clone(),
+            budget,
+        )?;
         let cluster = http::cluster::ClusterState {
             membership: membership.clone(),
             replicator,

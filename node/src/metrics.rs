@@ -17,6 +17,7 @@ pub struct NodeMetrics {
     registry: Registry,
     store: Arc<Store>,
     engine: Arc<QueryEngine>,
+    ingest: atoll_ingest::IngestMetrics,
     table_rows: IntGaugeVec,
     table_memory: IntGaugeVec,
     table_bytes: IntGaugeVec,
@@ -30,6 +31,7 @@ impl NodeMetrics {
         registry: Registry,
         store: Arc<Store>,
         engine: Arc<QueryEngine>,
+        ingest: atoll_ingest::IngestMetrics,
         budget: crate::memory::MemoryBudget,
     ) -> prometheus::Result<NodeMetrics> {
         let table_rows = IntGaugeVec::new(
@@ -87,6 +89,7 @@ impl NodeMetrics {
             registry,
             store,
             engine,
+            ingest,
             table_rows,
             table_memory,
             table_bytes,
@@ -101,6 +104,8 @@ impl NodeMetrics {
         self.table_memory.reset();
         self.table_bytes.reset();
         self.table_kept_from.reset();
+        self.ingest
+            .retain_tables(|name| self.store.table(name).is_some());
         let mut data = 0;
         for t in self.store.tables() {
             if let Some(k) = t.kept_from() {

@@ -101,3 +101,196 @@ async fn the_limit_is_a_flag() {
         [[json!(1000)]]
     );
 }
+
+#[tokio::test]
+async fn a_compressed_flood_of_bad_lines_is_answered_in_bounded_memory() {
+    use std::io::Write;
+    let s = Server::start(&[]);
+    let lines = 2_000_000;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..lines / 1000 {
+        gz.write_all("1\n".repeat(1000).as_bytes()).unwrap();
+    }
+    let body = gz.finish().unwrap();
+    assert!(body.len() < 64 << 10, "{} bytes sent", body.len());
+    let (status, v) = s
+        .post_raw(
+            "/v1/tables/flood/events",
+            &[
+                ("content-encoding", "gzip"),
+                ("content-type", "application/x-ndjson"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(
+        status,
+        200,
+        "{}",
+        &v.to_string()[..200.min(v.to_string().len())]
+    );
+    assert_eq!(v["accepted"], 0);
+    assert_eq!(
+        v["rejected"].as_array().unwrap().len(),
+        1000,
+        "the first 1,000 listed"
+    );
+    assert_eq!(v["rejected_total"], lines, "all counted");
+    assert_eq!(v["rejected"][999]["index"], 999);
+    let peak = peak_resident(s.child.id());
+    assert!(peak < 1 << 30, "peak resident {} MiB", peak >> 20);
+    assert_eq!(s.rows("SELECT 1").await, [[json!(1)]], "still serving");
+}
+
+#[tokio::test]
+async fn events_over_the_limits_are_rejected_alone() {
+    let s = Server::start(&[]);
+    let wide: serde_json::Map<String, serde_json::Value> =
+        (0..2001).map(|i| (format!("f{i}"), json!(i))).collect();
+    let long = "x".repeat((64 << 10) + 1);
+    let future = "2100-01-01T00:00:00Z";
+    let body = [
+        json!({"ok": 1}),
+        serde_json::Value::Object(wide),
+        json!({"s": long}),
+        json!({"tags": ["a", long]}),
+        json!({"time": future, "ok": 2}),
+        json!({"ok": 3}),
+    ]
+    .iter()
+    .map(|e| e.to_string())
+    .collect::<Vec<_>>()
+    .join("\n");
+    let (status, v) = s.ingest("lim", body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepted"], 2, "{v}");
+    let reasons: Vec<(u64, String)> = v["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4, "{v}");
+    assert!(reasons[0].1.contains("2001 fields"), "{reasons:?}");
+    assert!(reasons[1].1.contains("65536 bytes"), "{reasons:?}");
+    assert!(reasons[2].1.contains("65536 bytes"), "{reasons:?}");
+    assert!(
+        reasons[3].1.contains("ahead of this node's clock"),
+        "{reasons:?}"
+    );
+    // The typed path (a table whose schema fits) refuses them too.
+    let again = format!("{{\"ok\":4}}\n{{\"ok\":5,\"time\":\"{future}\"}}\n");
+    let (_, v) = s.ingest("lim", again).await;
+    assert_eq!(
+        (v["accepted"].clone(), v["rejected"][0]["index"].clone()),
+        (json!(1), json!(1)),
+        "{v}"
+    );
+    assert_eq!(s.rows("SELECT sum(ok) FROM lim").await, [[json!(8)]]);
+}
+
+#[tokio::test]
+async fn table_requests_are_bounded() {
+    let s = Server::start(&["--max-tables", "3"]);
+    let big = format!("{{\"retention\": \"{}\"}}", "7".repeat(70 << 10));
+    let (status, v) = s.send(reqwest::Method::PUT, "/v1/tables/t1", &big).await;
+    assert_eq!(status, 413, "{v}");
+    let (status, v) = s.send(reqwest::Method::PUT, "/v1/tables/t1", "").await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        s.get("/v1/tables/t1").await.0,
+        404,
+        "an empty PUT creates nothing"
+    );
+    assert_eq!(
+        s.send(reqwest::Method::DELETE, "/v1/tables/bad%20name", "")
+            .await
+            .0,
+        400
+    );
+    for t in ["t1", "t2", "t3"] {
+        assert_eq!(s.ingest(t, "{\"a\":1}\n").await.0, 200);
+    }
+    let (status, v) = s.ingest("t4", "{\"a\":1}\n").await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--max-tables"), "{v}");
+    assert_eq!(
+        s.ingest("t1", "{\"a\":2}\n").await.0,
+        200,
+        "existing tables go on"
+    );
+    // A dropped table's per-table metrics go away.
+    let (_, metrics) = s.get("/metrics").await;
+    assert!(metrics.contains("atoll_events_accepted_total{table=\"t2\"}"));
+    assert_eq!(
+        s.send(reqwest::Method::DELETE, "/v1/tables/t2", "").await.0,
+        200
+    );
+    let (_, metrics) = s.get("/metrics").await;
+    assert!(!metrics.contains("table=\"t2\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_their_senders_and_their_bodys() {
+    let admin = "hostile-admin-key-0123456789";
+    let s = Server::start(&["--admin-key", admin]);
+    let mut keys = Vec::new();
+    for name in ["one", "two"] {
+        let body = json!({"name": name, "role": "ingest"}).to_string();
+        let (status, v) = s.send(reqwest::Method::POST, "/v1/keys", &body).await;
+        assert_eq!(status, 201, "{v}");
+        keys.push(s.with_key(v["key"].as_str().unwrap()));
+    }
+    let post = |api: &support::Api, body: &'static str| {
+        let api = api.clone();
+        async move {
+            api.post_raw(
+                "/v1/tables/idem/events",
+                &[
+                    ("content-type", "application/x-ndjson"),
+                    ("idempotency-key", "k-1"),
+                ],
+                body.as_bytes().to_vec(),
+            )
+            .await
+        }
+    };
+    assert_eq!(post(&keys[0], "{\"v\":1}\n").await.0, 200);
+    assert_eq!(post(&keys[0], "{\"v\":1}\n").await.0, 200, "a retry");
+    let (status, v) = post(&keys[0], "{\"v\":2}\n").await;
+    assert_eq!(status, 422, "same key, other body: {v}");
+    // Another client using the same key does not make these writes vanish.
+    assert_eq!(post(&keys[1], "{\"v\":1}\n").await.0, 200);
+    assert_eq!(
+        s.rows("SELECT count(*), sum(v) FROM idem").await,
+        [[json!(2), json!(2)]]
+    );
+}
+
+#[tokio::test]
+async fn zstd_windows_are_bounded() {
+    let s = Server::start(&[]);
+    let mut encoder = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    encoder
+        .set_parameter(zstd::stream::raw::CParameter::WindowLog(27))
+        .unwrap();
+    std::io::Write::write_all(&mut encoder, "{\"a\":1}\n".repeat(10).as_bytes()).unwrap();
+    let body = encoder.finish().unwrap();
+    let (status, v) = s
+        .post_raw(
+            "/v1/tables/z/events",
+            &[
+                ("content-encoding", "zstd"),
+                ("content-type", "application/x-ndjson"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("16 MiB"), "{v}");
+}

@@ -17,7 +17,9 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 pub use partition::StoredBatch;
-pub use schema::{ColumnType, SAMPLE_RATE_COLUMN, SchemaChange, TIME_COLUMN, TableSchema};
+pub use schema::{
+    ColumnType, MAX_COLUMNS, SAMPLE_RATE_COLUMN, SchemaChange, TIME_COLUMN, TableSchema,
+};
 pub use table::{Table, TableBytes, TableSettings, parse_retention};
 
 /// Errors of the store, each naming what was wrong.
@@ -62,6 +64,10 @@ pub enum StoreError {
         "invalid retention {0:?}: use a duration such as \"90m\", \"24h\" or \"7d\" (more than zero)"
     )]
     BadRetention(String),
+    #[error(
+        "table {table:?} would be one too many: this node holds at most {limit} tables (--max-tables); drop unused ones"
+    )]
+    TooManyTables { table: String, limit: usize },
     #[error("column name {0:?} is reserved by Atoll")]
     ReservedColumn(String),
     #[error("arrow: {0}")]
@@ -75,6 +81,7 @@ impl atoll_errors::Classified for StoreError {
             StoreError::NoSuchTable(_) => ErrorKind::NotFound,
             StoreError::SchemaAhead { .. } => ErrorKind::Unavailable,
             StoreError::Arrow(_) => ErrorKind::Internal,
+            StoreError::TooManyTables { .. } => ErrorKind::LimitHit,
             StoreError::InvalidTableName(_)
             | StoreError::TypeConflict { .. }
             | StoreError::ColumnNameTooLong { .. }
@@ -110,6 +117,10 @@ pub struct StoreConfig {
     /// Sealed batches made (sealed or merged) at least this long ago are
     /// kept LZ4-compressed and decompressed when scanned; None: never.
     pub compress_after: Option<Duration>,
+    /// Tables a store holds at most: each costs memory for its partitions
+    /// even empty, and a client making a table per request would exhaust
+    /// a node.
+    pub max_tables: usize,
 }
 
 impl Default for StoreConfig {
@@ -120,6 +131,7 @@ impl Default for StoreConfig {
             seal_age: Duration::from_secs(1),
             retention: None,
             compress_after: None,
+            max_tables: 1_000,
         }
     }
 }
@@ -213,6 +225,12 @@ impl Store {
         }
         validate_table_name(name)?;
         let mut tables = self.tables.write();
+        if !tables.contains_key(name) && tables.len() >= self.config.max_tables {
+            return Err(StoreError::TooManyTables {
+                table: name.to_string(),
+                limit: self.config.max_tables,
+            });
+        }
         let table = tables
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(Table::new(name, &self.config)));

@@ -531,6 +531,7 @@ mod tests {
             seal_age: Duration::ZERO,
             retention: None,
             compress_after: None,
+            ..StoreConfig::default()
         };
         let t = Table::new("t", &config);
         t.evolve(|s| ((), s.accept("t", [("x", ColumnType::Int64)]).unwrap()));
@@ -972,6 +973,7 @@ mod tests {
                 seal_age: Duration::ZERO,
                 retention: None,
                 compress_after: Some(Duration::ZERO),
+                ..StoreConfig::default()
             },
         );
         let plain = table(64);

@@ -60,7 +60,7 @@ async fn post_events(
         return ApiError::from(e).into_response();
     }
     let started = Instant::now();
-    let response = match receive(&st, &table, &headers, body).await {
+    let response = match receive(&st, &caller, &table, &headers, body).await {
         Ok(atoll_ingest::Ingested {
             outcome,
             quorum_failed,
@@ -72,7 +72,7 @@ async fn post_events(
             st.metrics
                 .events_rejected
                 .with_label_values(&[&table])
-                .inc_by(outcome.rejected.len() as u64);
+                .inc_by(outcome.rejected_count() as u64);
             let status = if quorum_failed {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
@@ -93,11 +93,14 @@ async fn post_events(
 
 async fn receive(
     st: &IngestState,
+    caller: &Caller,
     table: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<atoll_ingest::Ingested, IngestError> {
     validate_table_name(table)?;
+    // The turn first: bodies waiting for one are not held in memory.
+    let turn = st.ingest.turn().await?;
     let limit = st.ingest.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -117,8 +120,9 @@ async fn receive(
         encoding,
         ndjson,
         idempotency_key,
+        sender: caller.key_id.clone().unwrap_or_else(|| caller.name.clone()),
     };
-    st.ingest.events(table, body).await
+    st.ingest.events_in_turn(table, body, turn).await
 }
 
 /// The whole body, into one buffer of its declared length (up to 16 MiB
@@ -218,20 +222,31 @@ async fn refuse_late_partition_key(
     Ok(())
 }
 
+/// Table settings are a few fields: a body past this is not one.
+const MAX_SETTINGS_BYTES: usize = 64 << 10;
+
 async fn put_table(
     State(st): State<IngestState>,
     Extension(caller): Extension<Caller>,
     Path(table): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     caller.may(Need::Admin)?;
     validate_table_name(&table)?;
-    let settings: TableSettings = if body.iter().all(u8::is_ascii_whitespace) {
-        TableSettings::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| IngestError::BadSettings(format!("invalid table settings: {e}")))?
-    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let body = read_body(body, declared, MAX_SETTINGS_BYTES).await?;
+    // An empty PUT names nothing to set, and must not create a table.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::BadSettings(
+            "the body must be the table's settings, e.g. {\"retention\": \"7d\"} or {\"partition_key\": \"user_id\"} ({} for the defaults)".into(),
+        )
+        .into());
+    }
+    let settings: TableSettings = serde_json::from_slice(&body)
+        .map_err(|e| IngestError::BadSettings(format!("invalid table settings: {e}")))?;
     if let Some(t) = st.store().table(&table) {
         t.check_settings(&settings)?;
     }
