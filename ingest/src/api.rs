@@ -58,6 +58,9 @@ pub struct Turn {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// How long a body waits for memory before it is decoded anyway.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How long a request waits for its turn before it is answered 503.
 const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -96,6 +99,10 @@ impl Ingest {
         if body.raw.len() > limit {
             return Err(IngestError::TooLarge { limit, after: "" });
         }
+        // While writes outrun eviction, a body waits (a little) before it
+        // is decoded, and what it decodes to counts until the next
+        // measurement: bodies in flight are memory too.
+        self.store.wait_for_room(ROOM_WAIT).await;
         let decoded = if body::is_identity(body.encoding.as_deref()) {
             body.raw
         } else {
@@ -106,17 +113,20 @@ impl Ingest {
                     .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
             Bytes::from(decoded)
         };
+        self.store.added_memory(decoded.len() as u64);
         let key = match &body.idempotency_key {
             Some(k) => Some(self.recent_keys.scope(&body.sender, k, &decoded)?),
             None => None,
         };
-        let pieces = if body::is_ndjson(&decoded, body.ndjson) {
+        let pieces: Vec<Piece> = if body::is_ndjson(&decoded, body.ndjson) {
             body::ndjson_pieces(&decoded, PIECE_EVENTS)
                 .into_iter()
-                .map(|(first, r)| (Some(first), r))
+                .map(|(first, r)| Piece::Lines(first, r))
                 .collect()
+        } else if let Some(elements) = body::array_pieces(&decoded, PIECE_EVENTS) {
+            elements?.into_iter().map(Piece::Elements).collect()
         } else {
-            vec![(None, 0..decoded.len())]
+            vec![Piece::Whole]
         };
         let mut outcome = IngestOutcome {
             accepted: 0,
@@ -126,14 +136,14 @@ impl Ingest {
         let mut rejected_total = 0;
         let mut quorum_failed = false;
         let mut offset = 0;
-        for (first_line, range) in pieces {
-            let piece = decoded.slice(range);
+        for piece in pieces {
             // Each piece is its own idempotent unit: a replica remembers
             // (key, table, partition), and two pieces may share a partition.
             let piece_key = key.as_ref().map(|k| format!("{k}\u{0}{offset}"));
             let (store, name, key) = (self.store.clone(), table.to_string(), piece_key.clone());
+            let whole = decoded.clone();
             let (converted, groups, events) = tokio::task::spawn_blocking(move || {
-                convert_piece(&store, &name, &piece, first_line, key.as_deref())
+                convert_piece(&store, &name, &whole, &piece, key.as_deref())
             })
             .await
             .map_err(|e| IngestError::task_failed("converting events", e))??;
@@ -195,35 +205,47 @@ pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, IngestErr
     }
 }
 
+/// A part of a body converted on its own.
+enum Piece {
+    /// NDJSON lines, the number of the first and their bytes.
+    Lines(usize, std::ops::Range<usize>),
+    /// Elements of a JSON array.
+    Elements(Vec<std::ops::Range<usize>>),
+    /// The body as one JSON document (an object).
+    Whole,
+}
+
 /// Parses and converts one piece of a body; answers the conversion, the
 /// rows grouped by partition, and how many events the piece held. Event
 /// indexes of the answer are relative to the piece.
 fn convert_piece(
     store: &Store,
     table: &str,
-    piece: &[u8],
-    first_line: Option<usize>,
+    body: &[u8],
+    piece: &Piece,
     key: Option<&str>,
 ) -> Result<(convert::Converted, Groups, usize), IngestError> {
     let arrival = now_micros();
-    if first_line.is_some()
-        && let Some(t) = store.table(table)
-        && let Some(converted) = typed::convert_ndjson(&t, piece, arrival, key)
-    {
-        // The typed path takes a piece whole: every event accepted.
-        let count = converted.events.len();
-        let (converted, groups) = grouped(converted)?;
-        return Ok((converted, groups, count));
-    }
-    match first_line {
-        Some(first) => convert_flat(
-            store,
-            table,
-            decode::ndjson_events(piece, first, arrival),
-            key,
-        ),
-        None => {
-            let parsed = body::parse(piece, false)?;
+    match piece {
+        Piece::Lines(first, range) => {
+            let lines = &body[range.clone()];
+            if let Some(t) = store.table(table)
+                && let Some(converted) = typed::convert_ndjson(&t, lines, arrival, key)
+            {
+                // The typed path takes a piece whole: every event accepted.
+                let count = converted.events.len();
+                let (converted, groups) = grouped(converted)?;
+                return Ok((converted, groups, count));
+            }
+            let events = decode::ndjson_events(lines, *first, arrival);
+            convert_flat(store, table, events, key)
+        }
+        Piece::Elements(ranges) => {
+            let parsed = body::parse_elements(body, ranges);
+            convert_flat(store, table, convert::prepare_all(&parsed, arrival), key)
+        }
+        Piece::Whole => {
+            let parsed = body::parse(body, false)?;
             convert_flat(store, table, convert::prepare_all(&parsed, arrival), key)
         }
     }

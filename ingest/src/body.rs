@@ -135,6 +135,50 @@ pub fn is_ndjson(body: &[u8], hint: bool) -> bool {
     first_is_object && lines.any(|l| !l.iter().all(u8::is_ascii_whitespace))
 }
 
+/// The elements of a body that is a JSON array, in pieces of at most
+/// `events`, as byte ranges: found by one pass that builds no value (the
+/// whole array as `Value`s took several times the body's size), so that
+/// each piece is parsed and converted on its own. None when the body is
+/// not an array.
+pub fn array_pieces(
+    body: &[u8],
+    events: usize,
+) -> Option<Result<Vec<Vec<std::ops::Range<usize>>>, IngestError>> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'[' {
+        return None;
+    }
+    let elements = match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
+        Ok(elements) => elements,
+        Err(e) => return Some(Err(IngestError::BadBody(format!("body is not JSON: {e}")))),
+    };
+    let base = body.as_ptr() as usize;
+    let ranges: Vec<std::ops::Range<usize>> = elements
+        .iter()
+        .map(|raw| {
+            let at = raw.get().as_ptr() as usize - base;
+            at..at + raw.get().len()
+        })
+        .collect();
+    Some(Ok(ranges
+        .chunks(events.max(1))
+        .map(<[_]>::to_vec)
+        .collect()))
+}
+
+/// The events of some elements of a JSON array body.
+pub fn parse_elements(body: &[u8], elements: &[std::ops::Range<usize>]) -> Vec<ParsedEvent> {
+    elements
+        .iter()
+        .map(
+            |r| match serde_json::from_slice::<Value>(&body[r.clone()]) {
+                Ok(v) => into_event(v),
+                Err(e) => Err(BadEvent(format!("not JSON: {e}"))),
+            },
+        )
+        .collect()
+}
+
 /// Cuts an NDJSON body at line ends into pieces of at most `lines` lines,
 /// each with the number (from 0) of its first line, so that a large body is
 /// converted piece by piece instead of all parsed at once.
@@ -206,6 +250,27 @@ mod tests {
             nd[1]
         );
         assert!(nd[2].is_ok(), "CRLF line endings are fine");
+    }
+
+    #[test]
+    fn array_bodies_are_cut_into_elements_without_values() {
+        let body = b" [ {\"a\": 1},\n  {\"a\":\n 2}, 3, {\"b\": [1, {\"c\": \"]\"}]} ] ";
+        let pieces = array_pieces(body, 2).unwrap().unwrap();
+        assert_eq!(pieces.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+        let events: Vec<ParsedEvent> = pieces
+            .iter()
+            .flat_map(|p| parse_elements(body, p))
+            .collect();
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[1].as_ref().unwrap()["a"], 2);
+        assert_eq!(
+            events[2].as_ref().unwrap_err(),
+            "an event must be a JSON object, got a number"
+        );
+        assert_eq!(events[3].as_ref().unwrap()["b"][1]["c"], "]");
+        assert!(array_pieces(b"{\"a\": 1}", 2).is_none());
+        assert!(array_pieces(b"[1, 2", 2).unwrap().is_err());
+        assert_eq!(array_pieces(b"[]", 2).unwrap().unwrap().len(), 0);
     }
 
     #[test]
