@@ -50,6 +50,8 @@ pub struct Ingest {
     pub max_body_bytes: usize,
     /// Requests decoded and stored at once (`--max-concurrent-ingest`).
     pub turns: Arc<tokio::sync::Semaphore>,
+    /// How long a request waits for its turn (`--ingest-queue-wait-ms`).
+    pub turn_wait: std::time::Duration,
     pub recent_keys: Arc<crate::idempotency::RecentKeys>,
 }
 
@@ -60,9 +62,6 @@ pub struct Turn {
 
 /// How long a body waits for memory before it is decoded anyway.
 const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// How long a request waits for its turn before it is answered 503.
-const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Groups = Vec<(u32, RecordBatch, Vec<usize>)>;
 
@@ -77,9 +76,9 @@ impl Ingest {
 
     /// A turn to decode and store a body (`--max-concurrent-ingest`): a
     /// door that reads the body itself takes it before reading. Waits at
-    /// most `TURN_WAIT`, then answers Busy (nothing stored).
+    /// most `turn_wait`, then answers Busy (nothing stored).
     pub async fn turn(&self) -> Result<Turn, IngestError> {
-        let permit = tokio::time::timeout(TURN_WAIT, self.turns.clone().acquire_owned())
+        let permit = tokio::time::timeout(self.turn_wait, self.turns.clone().acquire_owned())
             .await
             .map_err(|_| IngestError::Busy(self.turns.available_permits()))?
             .expect("the ingest semaphore is never closed");

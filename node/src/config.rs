@@ -132,10 +132,15 @@ pub struct ServeArgs {
     pub max_tables: usize,
 
     /// Ingest requests decoded and stored at once; more wait for a turn (at
-    /// most 10 s, then 503 with Retry-After, nothing of them stored), so
+    /// most `--ingest-queue-wait-ms`, then 503 with Retry-After, nothing of
+    /// them stored), so
     /// that many large or compressed bodies cannot exhaust memory together.
     #[arg(long, env = "ATOLL_MAX_CONCURRENT_INGEST", default_value_t = 8)]
     pub max_concurrent_ingest: usize,
+
+    /// How long an ingest request waits for its turn before it gets 503.
+    #[arg(long, env = "ATOLL_INGEST_QUEUE_WAIT_MS", default_value_t = 10_000)]
+    pub ingest_queue_wait_ms: u64,
 
     /// Rows at which a partition's append buffer is sealed into one batch.
     #[arg(long, env = "ATOLL_SEAL_ROWS", default_value_t = 32 * 1024)]

@@ -155,6 +155,7 @@ impl Node {
                 turns: Arc::new(tokio::sync::Semaphore::new(
                     args.max_concurrent_ingest.max(1),
                 )),
+                turn_wait: Duration::from_millis(args.ingest_queue_wait_ms),
                 recent_keys: Default::default(),
             },
             metrics: IngestMetrics::new(&registry)?,
@@ -195,6 +196,10 @@ impl Node {
             store.clone(),
             engine,
             ingest.metrics.clone(),
+            (
+                ingest.ingest.turns.clone(),
+                args.max_concurrent_ingest.max(1),
+            ),
             budget,
         )?;
         let cluster = http::cluster::ClusterState {

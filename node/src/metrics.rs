@@ -18,6 +18,9 @@ pub struct NodeMetrics {
     store: Arc<Store>,
     engine: Arc<QueryEngine>,
     ingest: atoll_ingest::IngestMetrics,
+    /// The ingest turns and how many there are.
+    turns: (Arc<tokio::sync::Semaphore>, usize),
+    ingest_in_progress: IntGauge,
     table_rows: IntGaugeVec,
     table_memory: IntGaugeVec,
     table_bytes: IntGaugeVec,
@@ -32,8 +35,14 @@ impl NodeMetrics {
         store: Arc<Store>,
         engine: Arc<QueryEngine>,
         ingest: atoll_ingest::IngestMetrics,
+        turns: (Arc<tokio::sync::Semaphore>, usize),
         budget: crate::memory::MemoryBudget,
     ) -> prometheus::Result<NodeMetrics> {
+        let ingest_in_progress = IntGauge::new(
+            "atoll_ingest_in_progress",
+            "Ingest requests holding a turn (--max-concurrent-ingest)",
+        )?;
+        registry.register(Box::new(ingest_in_progress.clone()))?;
         let table_rows = IntGaugeVec::new(
             Opts::new("atoll_table_rows", "Rows held, per table"),
             &["table"],
@@ -90,6 +99,8 @@ impl NodeMetrics {
             store,
             engine,
             ingest,
+            turns,
+            ingest_in_progress,
             table_rows,
             table_memory,
             table_bytes,
@@ -104,6 +115,9 @@ impl NodeMetrics {
         self.table_memory.reset();
         self.table_bytes.reset();
         self.table_kept_from.reset();
+        let (turns, all) = &self.turns;
+        self.ingest_in_progress
+            .set(all.saturating_sub(turns.available_permits()) as i64);
         self.ingest
             .retain_tables(|name| self.store.table(name).is_some());
         let mut data = 0;

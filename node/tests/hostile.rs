@@ -294,3 +294,51 @@ async fn zstd_windows_are_bounded() {
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("16 MiB"), "{v}");
 }
+
+/// Ingest queues before it refuses: with one turn taken by a slow upload,
+/// the next request waits, gets 503 with Retry-After past the wait, and
+/// none of its events are stored; once the turn is free it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_queues_then_refuses_whole_requests() {
+    let s = Server::start(&[
+        "--max-concurrent-ingest",
+        "1",
+        "--ingest-queue-wait-ms",
+        "300",
+    ]);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let slow = s
+        .request(reqwest::Method::POST, "/v1/tables/q/events")
+        .header("content-type", "application/x-ndjson")
+        .body(reqwest::Body::wrap_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .send();
+    let slow = tokio::spawn(slow);
+    tx.send(Ok(b"{\"a\":1}\n".to_vec())).await.unwrap();
+    s.wait_for_metric("atoll_ingest_in_progress", |n| n >= 1.0)
+        .await;
+    let res = s
+        .request(reqwest::Method::POST, "/v1/tables/q/events")
+        .header("content-type", "application/x-ndjson")
+        .body("{\"a\":100}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    tx.send(Ok(b"{\"a\":2}\n".to_vec())).await.unwrap();
+    drop(tx);
+    let done = slow.await.unwrap().unwrap();
+    assert_eq!(done.status().as_u16(), 200);
+    assert_eq!(
+        s.ingest("q", "{\"a\":3}\n").await.0,
+        200,
+        "the turn is free again"
+    );
+    assert_eq!(
+        s.rows("SELECT sum(a) FROM q").await,
+        [[json!(6)]],
+        "nothing of the refused one"
+    );
+}

@@ -261,6 +261,18 @@ async fn keys_spread_and_revocations_hold_across_a_cluster_and_restarts() {
             support::up_count(v) == 3
         })
         .await;
+    // Every node of the cluster requires a key on its routes.
+    for i in 0..3 {
+        let nobody = Api {
+            key: None,
+            ..cluster.node(i).api.clone()
+        };
+        for path in ["/v1/tables", "/v1/cluster", "/v1/keys"] {
+            assert_eq!(nobody.get(path).await.0, 401, "n{i} {path}");
+        }
+        let (status, _) = nobody.query("SELECT 1").await;
+        assert_eq!(status, 401, "n{i} query");
+    }
     let key = make_key(cluster.node(0), "spread", "query", None).await;
     for i in 0..3 {
         let api = cluster.node(i).with_key(&key);
