@@ -1,7 +1,8 @@
 //! The one client of the internal Flight service: one connection per peer,
 //! shared by every call to it (replica writes, handoff, schemas, table
 //! changes and query fragments), and the one place that attaches the
-//! cluster secret and the protocol version to a call.
+//! call's proof of the cluster secret (`call_auth`) and the protocol
+//! version to a call.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,8 +13,9 @@ use futures::TryStreamExt;
 use parking_lot::Mutex;
 use tonic::transport::Channel;
 
+use crate::call_auth::{CALL_HEADER, CallKey};
 use crate::error::ClusterError;
-use crate::messages::{PROTOCOL_HEADER, PROTOCOL_VERSION, SECRET_HEADER};
+use crate::messages::{FLIGHT_SERVICE, PROTOCOL_HEADER, PROTOCOL_VERSION};
 
 /// How long a replica write, handoff or schema call may take before the
 /// coordinator counts that replica as failed.
@@ -23,7 +25,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 pub struct PeerClient {
-    secret: String,
+    key: CallKey,
     /// One HTTP/2 connection per peer address. A connection per call cost
     /// a TCP and HTTP/2 handshake per node on every query. The connection
     /// window is large so that fragments whose reader is slow (a join
@@ -35,7 +37,7 @@ pub struct PeerClient {
 impl PeerClient {
     pub fn new(secret: String) -> PeerClient {
         PeerClient {
-            secret,
+            key: CallKey::new(&secret),
             channels: Mutex::default(),
         }
     }
@@ -68,20 +70,23 @@ impl PeerClient {
         self.channels.lock().remove(addr);
     }
 
-    /// A call's request: the secret, the protocol version, and a timeout
-    /// (None for query fragments, which carry their own deadline).
+    /// A call's request: signed for `method` (`call_auth`; the secret
+    /// itself never travels), the protocol version, and a timeout (None
+    /// for query fragments, which carry their own deadline).
     fn request<T>(
         &self,
+        method: &str,
         message: T,
         timeout: Option<Duration>,
     ) -> Result<tonic::Request<T>, ClusterError> {
         let mut request = tonic::Request::new(message);
-        let secret = self
-            .secret
+        let signed = self
+            .key
+            .sign(&format!("/{FLIGHT_SERVICE}/{method}"))
             .parse()
-            .map_err(|_| ClusterError::Internal("the cluster secret is not ASCII".into()))?;
+            .map_err(|_| ClusterError::Internal("a call's signature is not ASCII".into()))?;
         let metadata = request.metadata_mut();
-        metadata.insert(SECRET_HEADER, secret);
+        metadata.insert(CALL_HEADER, signed);
         metadata.insert(PROTOCOL_HEADER, PROTOCOL_VERSION.into());
         if let Some(t) = timeout {
             request.set_timeout(t);
@@ -105,7 +110,7 @@ impl PeerClient {
         addr: &str,
         ticket: Vec<u8>,
     ) -> Result<tonic::Streaming<FlightData>, ClusterError> {
-        let request = self.request(Ticket::new(ticket), None)?;
+        let request = self.request("DoGet", Ticket::new(ticket), None)?;
         match self.client(addr)?.do_get(request).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => {
@@ -123,7 +128,7 @@ impl PeerClient {
         addr: &str,
         data: Vec<FlightData>,
     ) -> Result<Vec<PutResult>, ClusterError> {
-        let request = self.request(futures::stream::iter(data), Some(CALL_TIMEOUT))?;
+        let request = self.request("DoPut", futures::stream::iter(data), Some(CALL_TIMEOUT))?;
         let response = self
             .client(addr)?
             .do_put(request)
@@ -147,7 +152,7 @@ impl PeerClient {
             r#type: kind.to_string(),
             body: body.into(),
         };
-        let request = self.request(action, Some(CALL_TIMEOUT))?;
+        let request = self.request("DoAction", action, Some(CALL_TIMEOUT))?;
         self.client(addr)?
             .do_action(request)
             .await
@@ -178,7 +183,7 @@ impl PeerClient {
         addr: &str,
         descriptor: FlightDescriptor,
     ) -> Result<Option<SchemaResult>, ClusterError> {
-        let request = self.request(descriptor, Some(CALL_TIMEOUT))?;
+        let request = self.request("GetSchema", descriptor, Some(CALL_TIMEOUT))?;
         match self.client(addr)?.get_schema(request).await {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),

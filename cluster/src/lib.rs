@@ -16,6 +16,7 @@
 //! from `atoll-ring`, storage from `atoll-store`.
 
 pub mod api_keys;
+pub mod call_auth;
 pub mod client;
 pub mod error;
 pub mod gossip;

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// gRPC metadata naming the caller's protocol version.
 pub const PROTOCOL_HEADER: &str = "x-atoll-protocol";
-/// gRPC metadata carrying the cluster secret on every internal call.
-pub const SECRET_HEADER: &str = "x-atoll-secret";
+/// The gRPC service every internal call goes to (Arrow Flight's).
+pub const FLIGHT_SERVICE: &str = "arrow.flight.protocol.FlightService";
 
 /// What a replica write names: its table and partition (the write's id
 /// travels in the batch, see `atoll_store::writes`).

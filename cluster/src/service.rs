@@ -1,7 +1,7 @@
 //! The internal Arrow Flight service, the one way into a node from its
 //! peers: replica writes (`do_put`), query fragments (`do_get`), table
 //! schemas (`get_schema`), and handoff and table changes (`do_action`).
-//! Every call must carry the cluster secret and this node's protocol
+//! Every call must be signed with the cluster's key and carry this node's protocol
 //! version; everything it refuses is answered through `error::status`.
 
 use std::pin::Pin;
@@ -20,14 +20,16 @@ use arrow_flight::{
 use atoll_errors::Classified;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
-use tonic::service::interceptor::InterceptedService;
+use tonic::codegen::{Context, Poll, Service, http};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::call_auth::{CallCheck, CallKey};
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::error::{ClusterError, status};
 use crate::messages::{
     ACTION_TABLE_CHANGE, ACTION_TABLE_ROWS, ChangeApplied, FragmentStats, PROTOCOL_HEADER,
-    PROTOCOL_VERSION, PutDescriptor, SECRET_HEADER, TableChange, TableRows, decode, encode,
+    PROTOCOL_VERSION, PutDescriptor, TableChange, TableRows, decode, encode,
 };
 use crate::replica::{LocalReplica, read_put};
 
@@ -74,38 +76,75 @@ impl Drop for FragmentOutcome {
     }
 }
 
-/// The service behind a check of the cluster secret and the protocol
-/// version.
+/// The service behind the check of every call: signed with the cluster's
+/// key for its method (`call_auth`), and of this node's protocol version.
 pub fn service(
     flight: InternalService,
     secret: String,
-) -> InterceptedService<
-    FlightServiceServer<InternalService>,
-    impl tonic::service::Interceptor + Clone,
-> {
-    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
-        let metadata = req.metadata();
-        match metadata.get(SECRET_HEADER).and_then(|v| v.to_str().ok()) {
-            Some(s) if s == secret => {}
-            _ => return Err(Status::unauthenticated("missing or wrong cluster secret")),
-        }
-        let theirs = metadata
-            .get(PROTOCOL_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("(none)");
-        if theirs != PROTOCOL_VERSION.to_string() {
-            let refused = ClusterError::Protocol {
-                theirs: theirs.to_string(),
-                ours: PROTOCOL_VERSION,
-            };
-            return Err(status(&refused));
-        }
-        Ok(req)
-    };
+) -> Checked<FlightServiceServer<InternalService>> {
     let server = FlightServiceServer::new(flight)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    InterceptedService::new(server, check)
+    Checked {
+        inner: server,
+        check: Arc::new(CallCheck::new(CallKey::new(&secret))),
+    }
+}
+
+/// A gRPC service whose calls are checked before they reach it (an
+/// interceptor cannot see which method is called, and the signature
+/// covers it).
+#[derive(Clone)]
+pub struct Checked<S> {
+    inner: S,
+    check: Arc<CallCheck>,
+}
+
+impl<S: NamedService> NamedService for Checked<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Checked<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        match refusal(&self.check, request.uri().path(), request.headers()) {
+            None => Box::pin(self.inner.call(request)),
+            Some(status) => {
+                let response = status.into_http();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+/// Why a call is refused, as the status its caller gets.
+fn refusal(check: &CallCheck, method: &str, headers: &http::HeaderMap) -> Option<Status> {
+    if let Err(why) = check.verify(method, headers) {
+        return Some(Status::unauthenticated(why));
+    }
+    let theirs = headers
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(none)");
+    if theirs != PROTOCOL_VERSION.to_string() {
+        let refused = ClusterError::Protocol {
+            theirs: theirs.to_string(),
+            ours: PROTOCOL_VERSION,
+        };
+        return Some(status(&refused));
+    }
+    None
 }
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;

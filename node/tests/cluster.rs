@@ -560,16 +560,40 @@ async fn table_settings_and_drops_apply_on_every_node() {
     )
     .unwrap();
     let action = || arrow_flight::Action::new("table.change", change.clone());
+    // Signed with another secret, with the secret itself in clear (as
+    // calls once carried it), or signed for another method: refused.
     let mut forged = tonic::Request::new(action());
     support::speak_protocol(&mut forged);
-    forged
-        .metadata_mut()
-        .insert("x-atoll-secret", "guess".parse().unwrap());
+    support::sign_call(&mut forged, "DoAction", "guess");
     let err = client.do_action(forged).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
-    let mut old = tonic::Request::new(action());
-    old.metadata_mut()
+    let mut clear = tonic::Request::new(action());
+    support::speak_protocol(&mut clear);
+    clear
+        .metadata_mut()
         .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    let err = client.do_action(clear).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let mut moved = tonic::Request::new(action());
+    support::speak_protocol(&mut moved);
+    support::sign_call(&mut moved, "DoGet", "test-secret");
+    let err = client.do_action(moved).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    // A correctly signed call (a harmless one: a row count), replayed:
+    // refused the second time.
+    let rows = || arrow_flight::Action::new("table.rows", r#"{"table": "s"}"#);
+    let mut first = tonic::Request::new(rows());
+    support::speak_protocol(&mut first);
+    support::sign_call(&mut first, "DoAction", "test-secret");
+    let replay = first.metadata().clone();
+    client.do_action(first).await.unwrap();
+    let mut again = tonic::Request::new(rows());
+    *again.metadata_mut() = replay;
+    let err = client.do_action(again).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("replayed"), "{err}");
+    let mut old = tonic::Request::new(action());
+    support::sign_call(&mut old, "DoAction", "test-secret");
     old.metadata_mut()
         .insert("x-atoll-protocol", "0".parse().unwrap());
     let err = client.do_action(old).await.unwrap_err();
@@ -858,9 +882,7 @@ async fn fragments_are_refused_without_the_secret_or_with_foreign_plan_nodes() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
     let mut request = tonic::Request::new(arrow_flight::Ticket::new(ticket));
-    request
-        .metadata_mut()
-        .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    support::sign_call(&mut request, "DoGet", "test-secret");
     support::speak_protocol(&mut request);
     let err = client.do_get(request).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
@@ -1048,9 +1070,7 @@ async fn a_dropped_fragment_stream_is_cancelled_on_the_owner() {
         .to_string();
     let mut client = support::flight_client(&flight).await;
     let mut request = tonic::Request::new(arrow_flight::Ticket::new(ticket));
-    request
-        .metadata_mut()
-        .insert("x-atoll-secret", "test-secret".parse().unwrap());
+    support::sign_call(&mut request, "DoGet", "test-secret");
     support::speak_protocol(&mut request);
     let mut stream = client.do_get(request).await.unwrap().into_inner();
     assert!(

@@ -66,8 +66,20 @@ pub async fn flight_client(
     arrow_flight::flight_service_client::FlightServiceClient::new(channel)
 }
 
+/// Signs an internal call of `method` (`DoGet`, `DoPut`, `DoAction`) with
+/// the key of `secret`, as a node does (`atoll_cluster::call_auth`).
+#[allow(dead_code)]
+pub fn sign_call<T>(request: &mut tonic::Request<T>, method: &str, secret: &str) {
+    use atoll_cluster::call_auth::{CALL_HEADER, CallKey};
+    use atoll_cluster::messages::FLIGHT_SERVICE;
+    let signed = CallKey::new(secret).sign(&format!("/{FLIGHT_SERVICE}/{method}"));
+    request
+        .metadata_mut()
+        .insert(CALL_HEADER, signed.parse().unwrap());
+}
+
 /// Marks an internal call as speaking this build's protocol version (as
-/// Atoll's own client does); the cluster secret is added by the caller.
+/// Atoll's own client does); the signature is added by the caller.
 #[allow(dead_code)]
 pub fn speak_protocol<T>(request: &mut tonic::Request<T>) {
     use atoll_cluster::messages::{PROTOCOL_HEADER, PROTOCOL_VERSION};
