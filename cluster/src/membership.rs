@@ -96,6 +96,8 @@ pub struct Membership {
     after_leave: RwLock<Option<Arc<Ring>>>,
     /// Set once `KEY_HOLDS_DATA` is published.
     holds_data: std::sync::atomic::AtomicBool,
+    /// Datagrams the gossip transport dropped, by reason.
+    drops: crate::gossip::GossipDrops,
 }
 
 impl Membership {
@@ -104,13 +106,14 @@ impl Membership {
     /// `config.gossip_addr` may have port 0: the node then gossips on the
     /// port the system gave it ([`Membership::gossip_addr`]).
     pub async fn start(mut config: MembershipConfig) -> Result<Arc<Membership>, MembershipError> {
-        let transport = GossipTransport::bind(config.gossip_addr)
+        let transport = GossipTransport::bind(config.gossip_addr, &config.secret)
             .await
             .map_err(|source| MembershipError::Start {
                 addr: config.gossip_addr,
                 source,
             })?;
         config.gossip_addr = transport.local_addr();
+        let drops = transport.drops();
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -156,6 +159,7 @@ impl Membership {
             left: Default::default(),
             after_leave: Default::default(),
             holds_data: Default::default(),
+            drops,
         });
         if founding {
             let ring = Ring::new(
@@ -178,6 +182,11 @@ impl Membership {
 
     pub fn node_name(&self) -> &str {
         &self.config.node_name
+    }
+
+    /// The count of gossip datagrams dropped unread, for `/metrics`.
+    pub fn gossip_drops(&self) -> prometheus::IntCounterVec {
+        self.drops.counter()
     }
 
     /// Where this node gossips (bound, so never port 0).
@@ -647,7 +656,8 @@ fn handed_off(
     })
 }
 
-fn cluster_id(name: &str, secret: &str) -> String {
+/// The gossip cluster id: the name, and a hash of the name and secret.
+pub fn cluster_id(name: &str, secret: &str) -> String {
     format!(
         "{name}-{:016x}",
         xxh3_64(format!("{name}\u{0}{secret}").as_bytes())

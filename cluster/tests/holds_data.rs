@@ -15,18 +15,12 @@ use atoll_store::Store;
 
 const PARTITIONS: u32 = 8;
 
-fn free_udp() -> std::net::SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
-}
-
 async fn member(name: &str, seeds: Vec<String>) -> (Arc<Membership>, std::net::SocketAddr) {
-    let gossip_addr = free_udp();
     let m = Membership::start(MembershipConfig {
         node_name: name.into(),
         cluster_name: "test".into(),
         secret: "s".into(),
-        gossip_addr,
+        gossip_addr: "127.0.0.1:0".parse().unwrap(),
         seeds,
         partitions: PARTITIONS,
         http_addr: "127.0.0.1:1".parse().unwrap(),
@@ -37,6 +31,7 @@ async fn member(name: &str, seeds: Vec<String>) -> (Arc<Membership>, std::net::S
     })
     .await
     .unwrap();
+    let gossip_addr = m.gossip_addr();
     (m, gossip_addr)
 }
 

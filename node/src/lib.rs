@@ -177,6 +177,7 @@ impl Node {
             metrics: query_metrics.clone(),
         };
         let eviction = memory::EvictionMetrics::new(&registry)?;
+        registry.register(Box::new(membership.gossip_drops()))?;
         let guard = Arc::new(http::guard::Guard::new(
             auth.clone(),
             http_addr,
