@@ -419,7 +419,7 @@ impl Membership {
                         }
                     }
                     any_data |= state.get(KEY_HOLDS_DATA) == Some("1");
-                    if let Some(r) = state.get(KEY_RING).and_then(decode_ring)
+                    if let Some(r) = state.get(KEY_RING).and_then(decode_ring).filter(|r| fits(r, partitions))
                         && best.as_ref().is_none_or(|b| ring_order(&r) > ring_order(b))
                     {
                         best = Some(r);
@@ -656,6 +656,13 @@ fn handed_off(
     })
 }
 
+/// Whether a gossiped ring may be adopted at all: this cluster's partition
+/// count, an epoch (rings start at 1), and members that own partitions. A
+/// ring that does not fit is ignored, whoever sends it.
+fn fits(ring: &Ring, partitions: u32) -> bool {
+    ring.partitions() == partitions && ring.epoch() >= 1 && !ring.members().is_empty()
+}
+
 /// The gossip cluster id: the name, and a hash of the name and secret.
 pub fn cluster_id(name: &str, secret: &str) -> String {
     format!(
@@ -683,6 +690,11 @@ mod tests {
         assert!(moving.next().is_some());
         assert_eq!(decode_ring(&encode_ring(&moving)), Some(moving));
         assert_eq!(decode_ring("garbage"), None);
+        assert!(fits(&ring, ring.partitions()));
+        assert!(
+            !fits(&ring, ring.partitions() * 2),
+            "another partition count"
+        );
     }
 
     #[test]
