@@ -210,11 +210,9 @@ impl Node {
             hints: hints.clone(),
             handoff: handoff.clone(),
         };
+        let wal = local.wal.clone();
         let app = Router::new()
-            .route(
-                "/healthz",
-                get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-            )
+            .route("/healthz", get(move || healthz(wal.clone())))
             .merge(metrics::router(node_metrics))
             .merge(http::cluster::router(cluster.clone()))
             .merge(http::ingest::router(ingest))
@@ -325,6 +323,21 @@ impl Node {
         self.membership.shutdown().await;
         self.server.await??;
         Ok(())
+    }
+}
+
+/// Healthy unless the write-ahead log fails (a full or failing disk):
+/// then 503 saying why, while the node serves reads and refuses writes
+/// until the log works again.
+async fn healthz(wal: Option<Arc<atoll_store::wal::Wal>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match wal.and_then(|w| w.failure()) {
+        None => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Some(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unhealthy", "reason": why})),
+        )
+            .into_response(),
     }
 }
 

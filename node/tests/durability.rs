@@ -144,3 +144,97 @@ async fn bad_fsync_policies_are_refused() {
         .is_err()
     );
 }
+
+/// A tmpfs of its own, unmounted when dropped (after the node using it).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = std::env::temp_dir().join(format!("atoll-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "this test fills a disk: it needs to mount a tmpfs (run the tests as root, as CI does)"
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills `dir`'s disk; answers the filler's path.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+async fn health(s: &Server) -> (u16, serde_json::Value) {
+    let (status, body) = s.get("/healthz").await;
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+/// A full disk turns the node read-only and unhealthy, saying why; it
+/// recovers by itself once there is room, and what it acknowledged (and
+/// what it could not, once written) is back after a kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_acknowledgements_until_there_is_room() {
+    let disk = Tmpfs::mount("16m");
+    let data = disk.0.join("data");
+    let mut s = start(&data, &["--fsync", "always"]);
+    let events = |from: usize| -> String {
+        (from..from + 100)
+            .map(|i| format!("{{\"id\":{i}}}\n"))
+            .collect()
+    };
+    assert_eq!(s.ingest("ev", events(0)).await.0, 200);
+    let filler = fill(&disk.0);
+    let (status, v) = s.ingest("ev", events(100)).await;
+    assert_eq!(status, 503, "nothing acknowledged on a full disk: {v}");
+    let (status, h) = health(&s).await;
+    assert_eq!(status, 503, "{h}");
+    assert!(h["reason"].as_str().unwrap().contains("space"), "{h}");
+    // Refused at once while the log fails: its buffer does not grow.
+    let (status, _) = s.ingest("ev", events(200)).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        s.rows("SELECT count(*) FROM ev WHERE id < 100").await,
+        [[json!(100)]],
+        "reads go on"
+    );
+    std::fs::remove_file(filler).unwrap();
+    let started = std::time::Instant::now();
+    while health(&s).await.0 != 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "never recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.ingest("ev", events(300)).await.0, 200);
+    s.signal("KILL");
+    let s = start(&data, &["--fsync", "always"]);
+    let kept = s
+        .rows("SELECT count(*) FROM ev WHERE id < 100 OR id >= 300")
+        .await;
+    assert_eq!(kept, [[json!(200)]], "every acknowledged event is back");
+    let refused = s
+        .count("SELECT count(*) FROM ev WHERE id >= 200 AND id < 300")
+        .await;
+    assert_eq!(
+        refused, 0,
+        "a write refused while the log failed was never stored"
+    );
+}

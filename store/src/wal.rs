@@ -225,7 +225,9 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 /// Reads the frames of a file until its end or a torn frame; answers the
 /// payloads and the length of the good prefix.
 fn read_frames(path: &Path) -> io::Result<(Vec<Vec<u8>>, u64, bool)> {
-    let mut reader = BufReader::new(File::open(path)?);
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut reader = BufReader::new(file);
     let mut payloads = Vec::new();
     let mut good = 0u64;
     loop {
@@ -237,6 +239,11 @@ fn read_frames(path: &Path) -> io::Result<(Vec<Vec<u8>>, u64, bool)> {
         }
         let len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
         let sum = u64::from_le_bytes(head[4..].try_into().expect("8"));
+        // A length past the end of the file is damage, refused before a
+        // buffer of that size is made.
+        if len as u64 > size.saturating_sub(good + 12) {
+            return Ok((payloads, good, true));
+        }
         let mut payload = vec![0u8; len];
         if read_full(&mut reader, &mut payload)? < len
             || xxhash_rust::xxh3::xxh3_64(&payload) != sum
@@ -277,6 +284,10 @@ struct Active {
     appended: u64,
     /// Bytes logged since the last checkpoint.
     since_checkpoint: u64,
+    /// The active segment's length at its last fsync, and the bytes
+    /// written to it since: what a failed write or fsync rewrites.
+    synced_len: u64,
+    unsynced: Vec<u8>,
 }
 
 /// The highest lsn acknowledged as durable, or why the log failed.
@@ -354,13 +365,25 @@ impl Wal {
             }
         }
         let mut last = from;
-        for (n, path) in numbered(dir, "log")? {
+        let segments = numbered(dir, "log")?;
+        let newest = segments.last().map(|(n, _)| *n);
+        for (n, path) in segments {
             if n < from {
                 fs::remove_file(&path)?;
                 continue;
             }
             last = last.max(n);
             let (payloads, good, torn) = read_frames(&path)?;
+            if torn && Some(n) != newest {
+                // Only the newest segment can end torn (the process died
+                // while writing it): damage in an older one would silently
+                // drop its later records while the next segment's replay.
+                return Err(bad(format!(
+                    "log segment {} is damaged before its end, and newer segments follow: the records after the damage cannot be replayed. Move {} aside to start this node empty (it then catches up from its replicas), or restore it from a copy",
+                    path.display(),
+                    dir.display()
+                )));
+            }
             for p in payloads {
                 apply(Record::decode(&p)?);
                 recovered.log_records += 1;
@@ -389,6 +412,8 @@ impl Wal {
                 next_lsn: 1,
                 appended: 0,
                 since_checkpoint: 0,
+                synced_len: 0,
+                unsynced: Vec::new(),
             }),
             wake: Condvar::new(),
             gate: RwLock::new(()),
@@ -402,9 +427,7 @@ impl Wal {
             .spawn(move || {
                 let mut last_sync = std::time::Instant::now();
                 while let Some(wal) = writer.upgrade() {
-                    if !wal.write_round(&mut last_sync) {
-                        return;
-                    }
+                    wal.write_round(&mut last_sync);
                 }
             })?;
         Ok((wal, recovered))
@@ -413,7 +436,12 @@ impl Wal {
     /// Logs a record and applies it (with `apply`) as one step that a
     /// checkpoint cannot split; answers the record's lsn, to `wait` for,
     /// and what `apply` answered.
+    /// While the log is failing it takes no record (its buffer would grow
+    /// without bound and nothing would be acknowledged anyway).
     pub fn log<T>(&self, record: &Record, apply: impl FnOnce() -> T) -> io::Result<(u64, T)> {
+        if let Err(e) = &*self.durable.borrow() {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
         let framed = frame(&record.encode()?);
         let _gate = self.gate.read();
         let lsn = {
@@ -441,51 +469,97 @@ impl Wal {
             .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
     }
 
+    /// Why the log is failing (a write or an fsync that failed, retried
+    /// every half second), if it is.
+    pub fn failure(&self) -> Option<String> {
+        self.durable.borrow().as_ref().err().map(|e| e.to_string())
+    }
+
     /// Writes what was appended since the last round, fsyncs as the
-    /// policy says and publishes the lsn now durable; false once the log
-    /// failed.
-    fn write_round(&self, last_sync: &mut std::time::Instant) -> bool {
+    /// policy says and publishes the lsn now durable. A write or fsync
+    /// that fails puts the log in failure: the bytes not known to be on
+    /// disk are cut from the segment and kept, new records are refused,
+    /// and each round (every half second) tries again; the first that
+    /// succeeds ends the failure.
+    fn write_round(&self, last_sync: &mut std::time::Instant) {
+        let failing = self.failure().is_some();
         let (hi, file) = {
             let mut a = self.active.lock();
-            if a.pending.is_empty() {
+            if failing || a.pending.is_empty() {
                 let wait = match self.policy {
-                    FsyncPolicy::Interval(d) => d.min(Duration::from_millis(500)),
+                    FsyncPolicy::Interval(d) if !failing => d.min(Duration::from_millis(500)),
                     _ => Duration::from_millis(500),
                 };
                 self.wake.wait_for(&mut a, wait);
             }
             let pending = std::mem::take(&mut a.pending);
             if let Err(e) = a.file.write_all(&pending) {
+                a.pending = pending;
+                self.rewind(&mut a);
                 self.fail("cannot write the log", e);
-                return false;
+                return;
             }
+            a.unsynced.extend_from_slice(&pending);
             (a.appended, a.file.try_clone())
         };
-        let sync = match self.policy {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval(d) => last_sync.elapsed() >= d,
-            FsyncPolicy::Never => false,
-        };
+        let sync = failing
+            || match self.policy {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(d) => last_sync.elapsed() >= d,
+                FsyncPolicy::Never => false,
+            };
         if sync {
             if let Err(e) = file.and_then(|f| f.sync_data()) {
+                let mut a = self.active.lock();
+                let newer = std::mem::take(&mut a.pending);
+                a.pending = std::mem::take(&mut a.unsynced);
+                a.pending.extend_from_slice(&newer);
+                self.rewind(&mut a);
                 self.fail("cannot fsync the log", e);
-                return false;
+                return;
             }
             *last_sync = std::time::Instant::now();
+        }
+        if sync || self.policy == FsyncPolicy::Never {
+            let mut a = self.active.lock();
+            let written = a.unsynced.len() as u64;
+            a.synced_len += written;
+            a.unsynced.clear();
+        }
+        if failing {
+            tracing::info!("the write-ahead log works again: writes are acknowledged");
         }
         self.durable.send_if_modified(|d| match d {
             Ok(d) if *d < hi => {
                 *d = hi;
                 true
             }
-            _ => false,
+            Ok(_) => false,
+            Err(_) => {
+                *d = Ok(hi);
+                true
+            }
         });
-        true
+    }
+
+    /// Cuts the active segment back to its last fsync (a failed write may
+    /// have left part of a frame), keeping the bytes in `pending`.
+    fn rewind(&self, a: &mut Active) {
+        if !a.unsynced.is_empty() {
+            let mut kept = std::mem::take(&mut a.unsynced);
+            kept.extend_from_slice(&a.pending);
+            a.pending = kept;
+        }
+        if let Err(e) = a.file.set_len(a.synced_len) {
+            tracing::error!(error = %e, "cannot cut the log back to its last fsync");
+        }
     }
 
     fn fail(&self, what: &str, e: std::io::Error) {
         let error = std::io::Error::new(e.kind(), format!("{what}: {e}"));
-        tracing::error!(%error, "the write-ahead log failed: writes are no longer acknowledged");
+        if self.failure().is_none() {
+            tracing::error!(%error, "the write-ahead log failed: writes are no longer acknowledged until it works again");
+        }
         let _ = self.durable.send_replace(Err(Arc::new(error)));
     }
 
@@ -502,14 +576,24 @@ impl Wal {
     /// between), writes it as a snapshot and deletes what it replaces.
     pub fn checkpoint(&self, capture: impl FnOnce() -> io::Result<Vec<Record>>) -> io::Result<u64> {
         let _one = self.checkpointing.lock();
+        if let Some(why) = self.failure() {
+            return Err(io::Error::other(format!(
+                "no checkpoint while the log fails: {why}"
+            )));
+        }
         let (segment, records) = {
             let _gate = self.gate.write();
             let mut a = self.active.lock();
             let pending = std::mem::take(&mut a.pending);
-            a.file.write_all(&pending)?;
-            a.file.sync_data()?;
+            if let Err(e) = a.file.write_all(&pending).and_then(|()| a.file.sync_data()) {
+                a.pending = pending;
+                self.rewind(&mut a);
+                return Err(e);
+            }
+            let file = create_segment(&self.dir, a.segment + 1)?;
             a.segment += 1;
-            a.file = create_segment(&self.dir, a.segment)?;
+            a.file = file;
+            (a.synced_len, a.unsynced) = (0, Vec::new());
             a.since_checkpoint = 0;
             (a.segment, capture()?)
         };
@@ -688,6 +772,37 @@ mod tests {
         let (xs, rec, _) = reopen(dir.path());
         assert_eq!(xs, vec![1, 2], "the damaged frame and what follows are cut");
         assert_eq!(rec.torn.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn damage_before_newer_segments_refuses_to_start() {
+        let (dir, seg) = three_logged().await;
+        let (_, _, wal) = reopen(dir.path());
+        log_all(&wal, [4]).await;
+        drop(wal);
+        let mut bytes = fs::read(&seg).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&seg, bytes).unwrap();
+        let err = match Wal::open(dir.path(), FsyncPolicy::Never, |_| ()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a log damaged in its middle opened"),
+        };
+        assert!(err.contains("damaged before its end") && err.contains("replicas"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_length_past_the_end_is_refused_before_allocating() {
+        let (dir, seg) = three_logged().await;
+        // A frame header claiming 4 GiB, where a few bytes follow.
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[0u8; 8]);
+        bytes.extend_from_slice(b"short");
+        fs::write(&seg, bytes).unwrap();
+        let (xs, rec, _) = reopen(dir.path());
+        assert_eq!(xs, vec![1, 2, 3]);
+        assert_eq!(rec.torn.len(), 1, "cut as a torn tail");
     }
 
     #[tokio::test]
