@@ -200,6 +200,42 @@ pub fn write_ipc(batch: &RecordBatch, out: &mut Vec<u8>) -> io::Result<()> {
     writer.finish().map_err(io::Error::other)
 }
 
+/// Refuses an IPC stream whose messages claim more bytes than it holds.
+/// Arrow's reader allocates (and zeroes) what a message's length prefix
+/// and body length say before reading, so 20 bytes claiming 2 GB took
+/// seconds and gigabytes (found by `store/tests/fuzz.rs`).
+fn check_ipc_sizes(bytes: &[u8]) -> io::Result<()> {
+    let mut rest = bytes;
+    let word = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+    while rest.len() >= 4 {
+        let mut len = word(rest);
+        rest = &rest[4..];
+        if len == u32::MAX {
+            if rest.len() < 4 {
+                break;
+            }
+            len = word(rest);
+            rest = &rest[4..];
+        }
+        if len == 0 {
+            break;
+        }
+        let len = len as usize;
+        if len > rest.len() {
+            return Err(bad("an IPC message longer than its stream"));
+        }
+        let message = arrow::ipc::root_as_message(&rest[..len])
+            .map_err(|e| bad(format!("an unreadable IPC message: {e}")))?;
+        rest = &rest[len..];
+        let body = usize::try_from(message.bodyLength()).unwrap_or(usize::MAX);
+        if body > rest.len() {
+            return Err(bad("an IPC body longer than its stream"));
+        }
+        rest = &rest[body..];
+    }
+    Ok(())
+}
+
 /// The batch of an IPC stream made by `write_ipc`.
 pub fn read_ipc(bytes: &[u8]) -> io::Result<RecordBatch> {
     read_ipc_projected(bytes, None)
@@ -207,6 +243,7 @@ pub fn read_ipc(bytes: &[u8]) -> io::Result<RecordBatch> {
 
 /// The same, decoding only the columns at `projection` (indexes).
 pub fn read_ipc_projected(bytes: &[u8], projection: Option<Vec<usize>>) -> io::Result<RecordBatch> {
+    check_ipc_sizes(bytes)?;
     StreamReader::try_new(bytes, projection)
         .map_err(io::Error::other)?
         .next()
@@ -788,7 +825,10 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(_) => panic!("a log damaged in its middle opened"),
         };
-        assert!(err.contains("damaged before its end") && err.contains("replicas"), "{err}");
+        assert!(
+            err.contains("damaged before its end") && err.contains("replicas"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
