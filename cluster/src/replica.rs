@@ -12,7 +12,7 @@ use arrow_flight::FlightData;
 use atoll_store::wal::FsyncPolicy;
 use atoll_store::wal::{Record, Wal};
 use atoll_store::{Store, StoredBatch, Table};
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 
 use crate::error::ClusterError;
@@ -389,12 +389,19 @@ pub async fn read_put(
                 "do_put needs a descriptor with table and partition (or parts)",
             )
         })?;
-    let batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+    let decoding = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
     )
-    .try_collect::<Vec<_>>()
-    .await
-    .map_err(|e| tonic::Status::invalid_argument(format!("bad Arrow data: {e}")))?;
+    .try_collect::<Vec<_>>();
+    // Arrow's IPC decoder panics on some damaged buffer layouts (found by
+    // `cluster/tests/fuzz.rs`): a damaged write is refused, not a panic.
+    let batches = std::panic::AssertUnwindSafe(decoding)
+        .catch_unwind()
+        .await
+        .map_err(|_| {
+            tonic::Status::invalid_argument("damaged Arrow data: its buffers do not fit its layout")
+        })?
+        .map_err(|e| tonic::Status::invalid_argument(format!("bad Arrow data: {e}")))?;
     Ok((descriptor, batches))
 }
 

@@ -244,11 +244,16 @@ pub fn read_ipc(bytes: &[u8]) -> io::Result<RecordBatch> {
 /// The same, decoding only the columns at `projection` (indexes).
 pub fn read_ipc_projected(bytes: &[u8], projection: Option<Vec<usize>>) -> io::Result<RecordBatch> {
     check_ipc_sizes(bytes)?;
-    StreamReader::try_new(bytes, projection)
-        .map_err(io::Error::other)?
-        .next()
-        .ok_or_else(|| bad("an IPC stream without a batch"))?
-        .map_err(io::Error::other)
+    // Arrow's IPC decoder panics on some damaged buffer layouts: damage
+    // is an error like any other.
+    std::panic::catch_unwind(|| {
+        StreamReader::try_new(bytes, projection)
+            .map_err(io::Error::other)?
+            .next()
+            .ok_or_else(|| bad("an IPC stream without a batch"))?
+            .map_err(io::Error::other)
+    })
+    .unwrap_or_else(|_| Err(bad("damaged IPC data: its buffers do not fit its layout")))
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
