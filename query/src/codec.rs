@@ -100,7 +100,25 @@ pub fn encode_fragment(
 }
 
 /// A fragment received from another node: its header and plan, checked.
+/// Arrow's IPC schema decoding panics on some damaged input (unknown type
+/// ids, odd bit widths; found by `query/tests/fuzz.rs`): damage is an
+/// error like any other.
 pub fn decode_fragment(
+    ticket: &[u8],
+    ctx: &TaskContext,
+    codec: &AtollCodec,
+) -> Result<(FragmentHeader, Arc<dyn ExecutionPlan>)> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_checked(ticket, ctx, codec)
+    }))
+    .unwrap_or_else(|_| {
+        Err(DataFusionError::Plan(
+            "a damaged fragment: its plan cannot be decoded".into(),
+        ))
+    })
+}
+
+fn decode_checked(
     ticket: &[u8],
     ctx: &TaskContext,
     codec: &AtollCodec,
