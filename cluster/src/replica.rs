@@ -263,13 +263,33 @@ impl LocalReplica {
         Ok(())
     }
 
-    /// Logs a table's settings as they now are (a table `PUT`, or settings
-    /// learnt from a peer), so that they survive a restart.
+    /// Logs a table's settings as they now are (settings learnt from a
+    /// peer by gossip), so that they survive a restart; a failure is
+    /// logged (the peer still has them).
     pub fn log_settings(&self, table: &Table) {
-        if let Some(wal) = &self.wal
-            && let Err(e) = wal.log(&settings_record(table), || ())
-        {
+        if let Err(e) = self.log_record(&settings_record(table)) {
             tracing::error!(error = %e, "cannot log table settings");
+        }
+    }
+
+    /// Logs a table's settings and waits until the log holds them, as a
+    /// write waits: a table change is acknowledged only once durable.
+    pub async fn log_settings_durably(&self, table: &Table) -> Result<(), ClusterError> {
+        let lsn = self.log_record(&settings_record(table))?;
+        self.durable(lsn).await
+    }
+
+    fn log_record(&self, record: &Record) -> Result<Option<u64>, ClusterError> {
+        match &self.wal {
+            Some(wal) => Ok(Some(wal.log(record, || ()).map_err(ClusterError::Wal)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    async fn durable(&self, lsn: Option<u64>) -> Result<(), ClusterError> {
+        match (&self.wal, lsn) {
+            (Some(wal), Some(lsn)) => wal.wait(lsn).await.map_err(ClusterError::Wal),
+            _ => Ok(()),
         }
     }
 
@@ -293,14 +313,31 @@ impl LocalReplica {
 
     /// Logs a table drop.
     fn log_drop(&self, table: &str, micros: i64) {
-        let record = Record::Drop {
-            table: table.to_string(),
-            micros,
-        };
-        if let Some(wal) = &self.wal
-            && let Err(e) = wal.log(&record, || ())
-        {
+        if let Err(e) = self.log_record(&drop_record(table, micros)) {
             tracing::error!(error = %e, "cannot log a table drop");
+        }
+    }
+
+    /// Drops a table here as [`LocalReplica::drop_table`] does, and waits
+    /// until the log holds the drop (a `DELETE` is answered once durable).
+    pub async fn drop_table_durably(&self, table: &str, micros: i64) -> Result<bool, ClusterError> {
+        self.check_writable()?;
+        if self.store.table(table).is_none() {
+            return Ok(self.drop_unlogged(table, micros));
+        }
+        // Logged first: a log that refuses it leaves the table as it was.
+        let lsn = self.log_record(&drop_record(table, micros))?;
+        let found = self.drop_unlogged(table, micros);
+        self.durable(lsn).await?;
+        Ok(found)
+    }
+
+    /// Refuses a change while the write-ahead log fails (before anything
+    /// is changed in memory).
+    pub fn check_writable(&self) -> Result<(), ClusterError> {
+        match self.wal.as_ref().and_then(|w| w.failure()) {
+            Some(why) => Err(ClusterError::Wal(std::io::Error::other(why))),
+            None => Ok(()),
         }
     }
 
@@ -313,6 +350,13 @@ impl LocalReplica {
             capture_store(&store, Some(&primary), &mut out)?;
         }
         Ok(out)
+    }
+}
+
+fn drop_record(table: &str, micros: i64) -> Record {
+    Record::Drop {
+        table: table.to_string(),
+        micros,
     }
 }
 

@@ -324,7 +324,7 @@ impl FlightService for InternalService {
         let bodies = match action.r#type.as_str() {
             ACTION_TABLE_CHANGE => {
                 let change: TableChange = decode(&action.body)?;
-                let applied = crate::tables::apply(&self.local, &change)?;
+                let applied = crate::tables::apply(&self.local, &change).await?;
                 vec![encode(&ChangeApplied { applied })?.into()]
             }
             ACTION_TABLE_ROWS => {

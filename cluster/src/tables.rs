@@ -17,17 +17,24 @@ use crate::replicate::Replicator;
 
 /// Applies a change on this node; true when it changed something (a drop
 /// of a table this node never had changes nothing).
-pub fn apply(local: &LocalReplica, change: &TableChange) -> Result<bool, ClusterError> {
+/// Answers once the change is in the write-ahead log (when there is one),
+/// like a write: a change this node cannot log is an error (503).
+pub async fn apply(local: &LocalReplica, change: &TableChange) -> Result<bool, ClusterError> {
     match &change.change {
         Change::Settings(settings) => {
+            local.check_writable()?;
             let t = local.store.get_or_create(&change.table)?;
             t.check_settings(settings)?;
             if t.set_settings(settings.clone(), change.version)? {
-                local.log_settings(&t);
+                local.log_settings_durably(&t).await?;
             }
             Ok(true)
         }
-        Change::Drop => Ok(local.drop_table(&change.table, change.version)),
+        Change::Drop => {
+            local
+                .drop_table_durably(&change.table, change.version)
+                .await
+        }
     }
 }
 
@@ -44,24 +51,24 @@ pub async fn put_settings(
         version,
         change: Change::Settings(settings),
     };
-    apply(&replicator.local, &change)?;
+    apply(&replicator.local, &change).await?;
     Ok(forward(replicator, &change).await)
 }
 
-/// Drops a table here and on every other up node; answers whether it was
-/// here, and which other nodes had it.
+/// Drops a table here (durably) and on every other up node; answers
+/// whether it was here, and which other nodes had it.
 pub async fn drop_table(
     replicator: &Replicator,
     table: &str,
     version: i64,
-) -> (bool, BTreeMap<String, bool>) {
+) -> Result<(bool, BTreeMap<String, bool>), ClusterError> {
     let change = TableChange {
         table: table.to_string(),
         version,
         change: Change::Drop,
     };
-    let here = replicator.local.drop_table(table, version);
-    (here, forward(replicator, &change).await)
+    let here = replicator.local.drop_table_durably(table, version).await?;
+    Ok((here, forward(replicator, &change).await))
 }
 
 /// Sends a change to every other up node; answers the outcome of each

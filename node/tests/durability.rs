@@ -209,6 +209,22 @@ async fn a_full_disk_stops_acknowledgements_until_there_is_room() {
     // Refused at once while the log fails: its buffer does not grow.
     let (status, _) = s.ingest("ev", events(200)).await;
     assert_eq!(status, 503);
+    // Table changes wait for the log like events: refused, nothing changed.
+    let (status, v) = s
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tables/ev",
+            r#"{"retention": "30d"}"#,
+        )
+        .await;
+    assert_eq!(status, 503, "{v}");
+    let (status, v) = s.send(reqwest::Method::DELETE, "/v1/tables/ev", "").await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(
+        s.get("/v1/tables/ev").await.0,
+        200,
+        "the table is still there"
+    );
     assert_eq!(
         s.rows("SELECT count(*) FROM ev WHERE id < 100").await,
         [[json!(100)]],

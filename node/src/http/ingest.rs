@@ -271,7 +271,7 @@ async fn delete_table(
     caller.may(Need::Admin)?;
     validate_table_name(&table)?;
     let (here, elsewhere) =
-        atoll_cluster::tables::drop_table(st.replicator(), &table, now_micros()).await;
+        atoll_cluster::tables::drop_table(st.replicator(), &table, now_micros()).await?;
     if here || elsewhere.values().any(|ok| *ok) {
         Ok((
             StatusCode::OK,
