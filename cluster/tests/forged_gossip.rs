@@ -3,35 +3,21 @@
 //! make a node leave: the node drops every datagram unread (counted), and
 //! its state does not change, while a member with the secret joins.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_cluster::keys::{DROPPED_PREFIX, KEY_RING, LEAVE_PREFIX, encode_ring};
 use atoll_cluster::membership::cluster_id;
-use atoll_cluster::{Membership, MembershipConfig};
 use chitchat::transport::UdpTransport;
 use chitchat::{
     ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion, spawn_chitchat,
 };
 
-const PARTITIONS: u32 = 8;
+mod support;
 
-async fn member(name: &str, seeds: Vec<String>) -> Arc<Membership> {
-    Membership::start(MembershipConfig {
-        node_name: name.into(),
-        cluster_name: "forged".into(),
-        secret: "the-secret".into(),
-        gossip_addr: "127.0.0.1:0".parse().unwrap(),
-        seeds,
-        partitions: PARTITIONS,
-        http_addr: "127.0.0.1:1".parse().unwrap(),
-        flight_addr: "127.0.0.1:2".parse().unwrap(),
-        gossip_interval: Duration::from_millis(50),
-        replicas: 1,
-        down_after: Duration::from_secs(5),
-    })
-    .await
-    .unwrap()
+use support::PARTITIONS;
+
+async fn member(name: &str, seeds: Vec<String>) -> std::sync::Arc<atoll_cluster::Membership> {
+    support::member("forged", "the-secret", name, seeds).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,42 +5,21 @@
 //! figures (no figures are gossiped here at all).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow::array::{RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{Field, Schema};
 use atoll_cluster::messages::PutCommand;
-use atoll_cluster::{Hints, LocalReplica, Membership, MembershipConfig};
+use atoll_cluster::{Hints, LocalReplica, Membership};
 use atoll_store::Store;
 
-const PARTITIONS: u32 = 8;
+mod support;
+
+use support::{PARTITIONS, wait_until};
 
 async fn member(name: &str, seeds: Vec<String>) -> (Arc<Membership>, std::net::SocketAddr) {
-    let m = Membership::start(MembershipConfig {
-        node_name: name.into(),
-        cluster_name: "test".into(),
-        secret: "s".into(),
-        gossip_addr: "127.0.0.1:0".parse().unwrap(),
-        seeds,
-        partitions: PARTITIONS,
-        http_addr: "127.0.0.1:1".parse().unwrap(),
-        flight_addr: "127.0.0.1:2".parse().unwrap(),
-        gossip_interval: Duration::from_millis(50),
-        replicas: 1,
-        down_after: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let m = support::member("test", "s", name, seeds).await;
     let gossip_addr = m.gossip_addr();
     (m, gossip_addr)
-}
-
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !done().await {
-        assert!(started.elapsed() < Duration::from_secs(20), "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn batch() -> RecordBatch {
