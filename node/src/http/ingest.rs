@@ -229,15 +229,23 @@ async fn put_table(
     State(st): State<IngestState>,
     Extension(caller): Extension<Caller>,
     Path(table): Path<String>,
-    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     caller.may(Need::Admin)?;
     validate_table_name(&table)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let body = read_body(body, declared, MAX_SETTINGS_BYTES).await?;
+    // Read whole (up to 1 MiB) before refusing a body over the limit: an
+    // answer sent while the client is still sending reaches it as a reset
+    // connection rather than as the 413.
+    let too_large = || IngestError::TooLarge {
+        limit: MAX_SETTINGS_BYTES,
+        after: "",
+    };
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|_| too_large())?;
+    if body.len() > MAX_SETTINGS_BYTES {
+        return Err(too_large().into());
+    }
     // An empty PUT names nothing to set, and must not create a table.
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(IngestError::BadSettings(
