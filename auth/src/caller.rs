@@ -97,6 +97,11 @@ impl Caller {
             )));
         }
         match need {
+            // The cluster's state and the metrics name every table.
+            Need::Status if self.tables.is_some() => Err(AuthError::Forbidden(format!(
+                "key {:?} is limited to some tables, and the cluster's state and metrics name them all",
+                self.name
+            ))),
             Need::Ingest(t) | Need::Read(t) | Need::Describe(t) if !self.sees(t) => {
                 Err(AuthError::Forbidden(format!(
                     "key {:?} is limited to tables {:?}, not {t:?}",
@@ -154,6 +159,10 @@ mod tests {
         assert!(query.may(Need::Ingest("web")).is_err());
         assert!(query.may(Need::Status).is_ok());
         let scoped = key(Role::Query, Some(&["web"]));
+        assert!(
+            scoped.may(Need::Status).is_err(),
+            "metrics name every table"
+        );
         let err = scoped.may(Need::Read("jobs")).unwrap_err();
         assert!(
             err.to_string().contains("limited to tables [\"web\"]"),

@@ -60,7 +60,7 @@ impl Auth {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(AuthError::Missing)?;
-        if token::same(key.as_bytes(), admin.as_bytes()) {
+        if token::same_digest(key, admin) {
             return Ok(Caller::bootstrap_admin());
         }
         let caller = self.registry.read().verify(key)?;

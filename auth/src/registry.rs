@@ -88,15 +88,19 @@ impl Registry {
         Ok(Created { record, key })
     }
 
-    /// Revokes the active key of that name; answers its tombstone.
+    /// Revokes the active key of that name (every one: two nodes may each
+    /// have made one of the same name at once); answers a tombstone.
     pub fn revoke(&mut self, name: &str, now_ms: i64) -> Result<KeyRecord, AuthError> {
-        let id = self
-            .active_named(name)
-            .map(|r| r.id.clone())
-            .ok_or_else(|| AuthError::NoSuchKey(name.to_string()))?;
-        let record = self.by_id.get_mut(&id).expect("found above");
-        record.revoked = Some(now_ms);
-        Ok(record.clone())
+        let mut revoked = None;
+        for record in self
+            .by_id
+            .values_mut()
+            .filter(|r| r.active() && r.name == name)
+        {
+            record.revoked = Some(now_ms);
+            revoked = Some(record.clone());
+        }
+        revoked.ok_or_else(|| AuthError::NoSuchKey(name.to_string()))
     }
 
     /// Takes in a record another node (or the data dir) holds; true if
@@ -175,6 +179,12 @@ mod tests {
             r.create("ci", Role::Query, None, 4).is_ok(),
             "the name is free again"
         );
+        // Two nodes made a key of one name at once: revoking revokes both.
+        let mut other = Registry::default();
+        let twin = other.create("ci", Role::Query, None, 5).unwrap();
+        r.merge(twin.record);
+        r.revoke("ci", 6).unwrap();
+        assert_eq!(r.verify(&twin.key), Err(AuthError::Revoked));
         assert!(r.create("bad name", Role::Query, None, 4).is_err());
         let scoped_admin = Some(["t".to_string()].into());
         assert!(r.create("a", Role::Admin, scoped_admin, 4).is_err());

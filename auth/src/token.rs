@@ -52,6 +52,12 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// Equality of two strings through their SHA-256 digests: constant time
+/// whatever their lengths (slices of different lengths compare at once).
+pub(crate) fn same_digest(a: &str, b: &str) -> bool {
+    same(&Sha256::digest(a.as_bytes()), &Sha256::digest(b.as_bytes()))
+}
+
 /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (RFC 5803,
 /// as PostgreSQL stores passwords) for `key` used as a password.
 pub(crate) fn scram_verifier(key: &str) -> String {

@@ -30,6 +30,9 @@ pub struct KeySync {
     file: Option<PathBuf>,
     /// Last-used times as last published.
     used: parking_lot::Mutex<BTreeMap<String, i64>>,
+    /// One save at a time (a request's and the round's), so that an older
+    /// snapshot of the records is never renamed over a newer one.
+    saving: parking_lot::Mutex<()>,
 }
 
 impl KeySync {
@@ -55,6 +58,7 @@ impl KeySync {
             membership,
             file,
             used: Default::default(),
+            saving: Default::default(),
         }))
     }
 
@@ -147,11 +151,16 @@ impl KeySync {
         let Some(path) = &self.file else {
             return Ok(());
         };
+        let _one = self.saving.lock();
         let records: Vec<KeyRecord> = self.auth.registry().read().records().cloned().collect();
         let partial = path.with_extension("partial");
         let bytes = serde_json::to_vec(&records).map_err(std::io::Error::other)?;
         std::fs::write(&partial, bytes)?;
         std::fs::File::open(&partial)?.sync_all()?;
-        std::fs::rename(&partial, path)
+        std::fs::rename(&partial, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 }

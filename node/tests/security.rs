@@ -119,6 +119,7 @@ async fn every_route_needs_a_key_and_roles_and_scopes_hold() {
         "SELECT * FROM web JOIN jobs ON true",
         "SELECT * FROM web WHERE a IN (SELECT b FROM jobs)",
         "SELECT table_name FROM information_schema.tables",
+        "DESCRIBE jobs",
     ] {
         let (status, v) = reader.query(sql).await;
         assert_eq!(status, 403, "{sql}: {v}");
@@ -152,6 +153,24 @@ async fn every_route_needs_a_key_and_roles_and_scopes_hold() {
         200,
         "query keys see metrics"
     );
+    // ...but not scoped ones: the cluster's state and metrics name every table.
+    assert_eq!(reader.get("/metrics").await.0, 403);
+    assert_eq!(reader.get("/v1/cluster").await.0, 403);
+    // The Honeycomb header carries a key for ingest only.
+    let honeycomb = nobody
+        .request(Method::GET, "/v1/keys")
+        .header("x-honeycomb-team", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(honeycomb.status().as_u16(), 401);
+    let upper = nobody
+        .request(Method::GET, "/v1/keys")
+        .header("authorization", format!("BEARER {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upper.status().as_u16(), 200, "the scheme in any case");
 
     // The listing never shows a secret.
     let (status, keys) = s.get("/v1/keys").await;

@@ -421,6 +421,12 @@ impl QueryEngine {
 /// included: it would list the others).
 fn within_scope(plan: &LogicalPlan, scope: &BTreeSet<String>) -> Result<(), QueryError> {
     use datafusion::common::tree_node::TreeNodeRecursion;
+    // DESCRIBE names a table without scanning it.
+    if let LogicalPlan::DescribeTable(_) = plan {
+        return Err(QueryError::Forbidden(
+            "a key limited to some tables cannot DESCRIBE: query its tables instead".into(),
+        ));
+    }
     let mut outside = None;
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {

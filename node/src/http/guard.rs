@@ -128,17 +128,23 @@ impl Guard {
         path.starts_with("/v1/") || (path == "/metrics" && !self.open_metrics)
     }
 
-    /// The key a request presents: `Authorization: Bearer KEY`, or the
-    /// Honeycomb team header.
-    fn presented(headers: &HeaderMap) -> Option<&str> {
+    /// The key a request presents: `Authorization: Bearer KEY` (the
+    /// scheme in any case), or, on ingest routes only, the Honeycomb team
+    /// header.
+    fn presented<'h>(headers: &'h HeaderMap, path: &str) -> Option<&'h str> {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
+                let (scheme, key) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(key)
             });
-        bearer.or_else(|| headers.get(HONEYCOMB_TEAM).and_then(|v| v.to_str().ok()))
+        let ingest = path.ends_with("/events") || path.starts_with("/1/");
+        bearer.or_else(|| {
+            ingest
+                .then(|| headers.get(HONEYCOMB_TEAM).and_then(|v| v.to_str().ok()))
+                .flatten()
+        })
     }
 
     /// Counts and logs (without the key) a refusal for a key or a role.
@@ -208,7 +214,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut request: Request, next: Next
         let now_ms = atoll_store::now_micros() / 1000;
         match g
             .auth
-            .authenticate(Guard::presented(request.headers()), now_ms)
+            .authenticate(Guard::presented(request.headers(), &path), now_ms)
         {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
