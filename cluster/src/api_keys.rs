@@ -24,6 +24,13 @@ use crate::membership::Membership;
 const ROUND: Duration = Duration::from_millis(250);
 const USED_EVERY_MS: i64 = 5_000;
 
+/// A record as published: its text, and its revocation then (the only
+/// part of a record that changes).
+struct Published {
+    text: String,
+    revoked: Option<i64>,
+}
+
 pub struct KeySync {
     auth: Arc<Auth>,
     membership: Arc<Membership>,
@@ -33,6 +40,10 @@ pub struct KeySync {
     /// One save at a time (a request's and the round's), so that an older
     /// snapshot of the records is never renamed over a newer one.
     saving: parking_lot::Mutex<()>,
+    /// Each record as this node last published it: once the nodes agree
+    /// they all publish the same text, and a round reads only what differs
+    /// (no parsing or writing of every record every round).
+    published: parking_lot::Mutex<BTreeMap<String, Published>>,
 }
 
 impl KeySync {
@@ -59,6 +70,7 @@ impl KeySync {
             file,
             used: Default::default(),
             saving: Default::default(),
+            published: Default::default(),
         }))
     }
 
@@ -90,8 +102,12 @@ impl KeySync {
         let heard = self.membership.gossiped(APIKEY_PREFIX).await;
         let mut changed = false;
         {
+            let published = self.published.lock();
             let mut registry = self.auth.registry().write();
-            for record in heard.iter().flat_map(|node| node.values()) {
+            for (id, record) in heard.iter().flatten() {
+                if published.get(id).is_some_and(|p| p.text == *record) {
+                    continue;
+                }
                 if let Ok(r) = serde_json::from_str::<KeyRecord>(record) {
                     changed |= registry.merge(r);
                 }
@@ -104,15 +120,33 @@ impl KeySync {
         self.publish_used().await;
     }
 
+    /// Publishes the records new or changed since the last time.
     async fn publish(&self) {
-        let records: BTreeMap<String, String> = self
-            .auth
-            .registry()
-            .read()
-            .records()
-            .filter_map(|r| Some((r.id.clone(), serde_json::to_string(r).ok()?)))
-            .collect();
-        self.membership.publish(APIKEY_PREFIX, &records).await;
+        let fresh: BTreeMap<String, String> = {
+            let mut published = self.published.lock();
+            let registry = self.auth.registry().read();
+            let mut fresh = BTreeMap::new();
+            for r in registry.records() {
+                if published.get(&r.id).is_some_and(|p| p.revoked == r.revoked) {
+                    continue;
+                }
+                if let Ok(text) = serde_json::to_string(r) {
+                    let revoked = r.revoked;
+                    published.insert(
+                        r.id.clone(),
+                        Published {
+                            text: text.clone(),
+                            revoked,
+                        },
+                    );
+                    fresh.insert(r.id.clone(), text);
+                }
+            }
+            fresh
+        };
+        if !fresh.is_empty() {
+            self.membership.publish(APIKEY_PREFIX, &fresh).await;
+        }
     }
 
     async fn publish_used(&self) {

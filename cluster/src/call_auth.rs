@@ -110,7 +110,8 @@ impl CallCheck {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in ms since the epoch, as signatures carry it.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -25,6 +25,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use parking_lot::Mutex;
 use sha2::Sha256;
 
+use crate::call_auth::now_ms;
+
 /// How far a datagram's time may be from the receiver's clock.
 pub const WINDOW: Duration = Duration::from_secs(60);
 const TIME_BYTES: usize = 8;
@@ -242,12 +244,6 @@ fn transient(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionRefused
     )
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

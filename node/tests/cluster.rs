@@ -1316,23 +1316,16 @@ async fn a_drop_missed_by_an_unreachable_node_is_applied_when_it_returns() {
 /// Waits (at most 20 s) until every running node answers
 /// `GET /v1/tables/{table}` with a body that passes `check`.
 async fn wait_for_table_everywhere(cluster: &Cluster, table: &str, check: impl Fn(&str) -> bool) {
-    let started = Instant::now();
     let path = format!("/v1/tables/{table}");
-    loop {
+    support::wait_until(&format!("{table} on every node"), async || {
         let mut everywhere = true;
         for s in cluster.running() {
             let (status, body) = s.get(&path).await;
             everywhere &= status == 200 && check(&body);
         }
-        if everywhere {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{table} did not reach every node"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        everywhere
+    })
+    .await;
 }
 
 /// A table keyed by `k` holding `rows` events (`k` = "k0".."k99" in turn,

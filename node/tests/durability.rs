@@ -231,14 +231,7 @@ async fn a_full_disk_stops_acknowledgements_until_there_is_room() {
         "reads go on"
     );
     std::fs::remove_file(filler).unwrap();
-    let started = std::time::Instant::now();
-    while health(&s).await.0 != 200 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "never recovered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    support::wait_until("the node to recover", async || health(&s).await.0 == 200).await;
     assert_eq!(s.ingest("ev", events(300)).await.0, 200);
     s.signal("KILL");
     let s = start(&data, &["--fsync", "always"]);

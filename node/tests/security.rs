@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Api, Cluster, Server};
@@ -26,18 +24,7 @@ async fn make_key(api: &Api, name: &str, role: &str, tables: Option<&[&str]>) ->
 
 /// Waits (at most 20 s) until `path` answers `status` to `api`.
 async fn wait_for_status(api: &Api, path: &str, status: u16, what: &str) {
-    let started = Instant::now();
-    loop {
-        let (got, body) = api.get(path).await;
-        if got == status {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{what}: still {got} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_until(what, async || api.get(path).await.0 == status).await;
 }
 
 #[tokio::test]

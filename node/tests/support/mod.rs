@@ -88,6 +88,19 @@ pub fn speak_protocol<T>(request: &mut tonic::Request<T>) {
         .insert(PROTOCOL_HEADER, PROTOCOL_VERSION.into());
 }
 
+/// Waits (at most 20 s, looking every 50 ms) until `done` holds; fails
+/// naming `what` otherwise.
+pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Server {
     /// Starts `atoll serve` on 127.0.0.1 with extra flags (later flags win,
     /// so `--gossip-addr` may be given).
@@ -286,18 +299,13 @@ impl Api {
 
     /// Waits (at most 20 s) until `check` holds on the value of `name`.
     pub async fn wait_for_metric(&self, name: &str, check: impl Fn(f64) -> bool) -> f64 {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = self.metric(name).await.filter(|v| check(*v)) {
-                return v;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{name} stayed at {:?}",
-                self.metric(name).await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut last = None;
+        wait_until(name, async || {
+            last = self.metric(name).await;
+            last.is_some_and(&check)
+        })
+        .await;
+        last.expect("checked")
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
