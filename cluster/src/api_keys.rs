@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use atoll_auth::{Auth, KeyRecord};
 
-use crate::keys::{APIKEY_PREFIX, KEY_USED_PREFIX};
+use crate::keys::{APIKEY_PREFIX, KEY_TALLY, KEY_USED_PREFIX};
 use crate::membership::Membership;
 
 /// How often a node merges what it hears, and how stale a published
@@ -120,9 +120,55 @@ impl KeySync {
         self.publish_used().await;
     }
 
-    /// Publishes the records new or changed since the last time.
+    /// Before serving: merges rounds until this node has every record each
+    /// peer it hears of publishes (by their tallies, `keys::KEY_TALLY`), so
+    /// that a node back from an old data dir cannot accept a key revoked
+    /// while it was away. Waits at most `bound`, then serves with what it
+    /// has and says so.
+    pub async fn catch_up(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            self.round().await;
+            let behind = self.peers_behind().await;
+            if behind == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    peers = behind,
+                    "serving before every peer's API key records arrived: a key revoked while this node was away may work here for a few more seconds"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Peers whose tally is not yet matched by the records heard of them
+    /// (a peer whose tally has not arrived counts as behind).
+    async fn peers_behind(&self) -> usize {
+        let heard = self
+            .membership
+            .gossiped_with(KEY_TALLY, APIKEY_PREFIX)
+            .await;
+        heard
+            .iter()
+            .filter(|(tally, records)| {
+                let revoked = records
+                    .values()
+                    .filter(|r| {
+                        serde_json::from_str::<KeyRecord>(r).is_ok_and(|r| r.revoked.is_some())
+                    })
+                    .count();
+                tally.as_deref() != Some(tally_text(records.len(), revoked).as_str())
+            })
+            .count()
+    }
+
+    /// Publishes the records new or changed since the last time, then the
+    /// tally of what it publishes.
     async fn publish(&self) {
-        let fresh: BTreeMap<String, String> = {
+        let (fresh, tally): (BTreeMap<String, String>, String) = {
             let mut published = self.published.lock();
             let registry = self.auth.registry().read();
             let mut fresh = BTreeMap::new();
@@ -142,11 +188,14 @@ impl KeySync {
                     fresh.insert(r.id.clone(), text);
                 }
             }
-            fresh
+            let revoked = published.values().filter(|p| p.revoked.is_some()).count();
+            (fresh, tally_text(published.len(), revoked))
         };
         if !fresh.is_empty() {
             self.membership.publish(APIKEY_PREFIX, &fresh).await;
         }
+        let tally = BTreeMap::from([(KEY_TALLY.to_string(), tally)]);
+        self.membership.publish("", &tally).await;
     }
 
     async fn publish_used(&self) {
@@ -197,4 +246,8 @@ impl KeySync {
         }
         Ok(())
     }
+}
+
+fn tally_text(records: usize, revoked: usize) -> String {
+    format!("{records}/{revoked}")
 }

@@ -3,14 +3,15 @@
 //!
 //! Each call carries `x-atoll-call: <unix ms>.<nonce>.<tag>`, where the tag
 //! is an HMAC-SHA256, under a key derived from the cluster secret, of the
-//! call's gRPC method, the time and the nonce. The receiving node checks
-//! the tag in constant time, refuses a time more than [`WINDOW`] away from
-//! its own clock, and refuses a nonce it saw within the window: a call
-//! cannot be forged without the secret, moved to another method, or
-//! replayed. (A tag does not cover the body: on a network that can change
-//! bodies in flight, use `--internal-tls`.)
+//! call's gRPC method, the receiving node's Flight address (as the caller
+//! dials it and the receiver advertises it), the time and the nonce. The
+//! receiving node checks the tag in constant time, refuses a time more
+//! than [`WINDOW`] away from its own clock, and refuses a nonce it saw
+//! within the window: a call cannot be forged without the secret, moved to
+//! another method or another node, or replayed. (A tag does not cover the
+//! body: on a network that can change bodies in flight, use
+//! `--internal-tls`.)
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use parking_lot::Mutex;
 use sha2::Sha256;
 use tonic::codegen::http::HeaderMap;
+
+use crate::replay::Seen;
 
 /// gRPC metadata carrying a call's proof.
 pub const CALL_HEADER: &str = "x-atoll-call";
@@ -35,16 +38,18 @@ impl CallKey {
         CallKey(Arc::new(derive(secret, b"atoll internal calls v1")))
     }
 
-    /// The header value for a call of `method` (its gRPC path) now.
-    pub fn sign(&self, method: &str) -> String {
+    /// The header value for a call of `method` (its gRPC path) to the node
+    /// whose Flight address is `receiver`, now.
+    pub fn sign(&self, method: &str, receiver: &str) -> String {
         let nonce: u64 = rand::random();
         let ms = now_ms();
-        format!("{ms}.{nonce:016x}.{}", hex(&self.tag(method, ms, nonce)))
+        let tag = self.tag(method, receiver, ms, nonce);
+        format!("{ms}.{nonce:016x}.{}", hex(&tag))
     }
 
-    fn tag(&self, method: &str, ms: i64, nonce: u64) -> [u8; 32] {
+    fn tag(&self, method: &str, receiver: &str, ms: i64, nonce: u64) -> [u8; 32] {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0[..]).expect("any key length");
-        mac.update(format!("{method}\n{ms}\n{nonce:016x}").as_bytes());
+        mac.update(format!("{method}\n{receiver}\n{ms}\n{nonce:016x}").as_bytes());
         mac.finalize().into_bytes().into()
     }
 }
@@ -56,16 +61,19 @@ pub fn derive(secret: &str, purpose: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Checks calls, remembering the nonces of the window.
+/// Checks the calls made to one node (`me`: its advertised Flight
+/// address), remembering the nonces of the window.
 pub struct CallCheck {
     key: CallKey,
-    seen: Mutex<HashMap<u64, i64>>,
+    me: String,
+    seen: Mutex<Seen<u64>>,
 }
 
 impl CallCheck {
-    pub fn new(key: CallKey) -> CallCheck {
+    pub fn new(key: CallKey, me: String) -> CallCheck {
         CallCheck {
             key,
+            me,
             seen: Mutex::default(),
         }
     }
@@ -87,23 +95,21 @@ impl CallCheck {
             .map_err(|_| "the call's signature is malformed")?;
         let nonce =
             u64::from_str_radix(nonce, 16).map_err(|_| "the call's signature is malformed")?;
-        let expected = hex(&self.key.tag(method, ms, nonce));
+        let expected = hex(&self.key.tag(method, &self.me, ms, nonce));
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             expected.as_bytes(),
             tag.as_bytes(),
         )) {
-            return Err("the call's signature is wrong (another cluster secret?)");
+            return Err(
+                "the call's signature is wrong (another cluster secret, or meant for another node?)",
+            );
         }
         let now = now_ms();
         let window = WINDOW.as_millis() as i64;
         if (now - ms).abs() > window {
             return Err("the call's time is outside the window (are the nodes' clocks apart?)");
         }
-        let mut seen = self.seen.lock();
-        if seen.len() > 100_000 {
-            seen.retain(|_, at| now - *at <= window);
-        }
-        if seen.insert(nonce, ms).is_some() {
+        if !self.seen.lock().insert(nonce, ms + window, now) {
             return Err("the call was replayed");
         }
         Ok(())
@@ -134,8 +140,11 @@ mod tests {
     #[test]
     fn a_signed_call_passes_once_and_only_for_its_method() {
         let key = CallKey::new("secret");
-        let check = CallCheck::new(key.clone());
-        let signed = key.sign("/arrow.flight.protocol.FlightService/DoGet");
+        let check = CallCheck::new(key.clone(), "10.0.0.1:7071".into());
+        let signed = key.sign(
+            "/arrow.flight.protocol.FlightService/DoGet",
+            "10.0.0.1:7071",
+        );
         assert!(
             check
                 .verify(
@@ -158,17 +167,26 @@ mod tests {
             ),
             Err("the call was replayed")
         );
-        let other = CallCheck::new(CallKey::new("another secret"));
+        let other = CallCheck::new(CallKey::new("another secret"), "10.0.0.1:7071".into());
         assert!(
             other
-                .verify("/x", &headers(&key.sign("/x")))
+                .verify("/x", &headers(&key.sign("/x", "10.0.0.1:7071")))
                 .unwrap_err()
                 .contains("wrong")
+        );
+        // A call made to another node is refused here.
+        let elsewhere = key.sign("/x", "10.0.0.2:7071");
+        assert!(
+            check
+                .verify("/x", &headers(&elsewhere))
+                .unwrap_err()
+                .contains("another node")
         );
         assert!(check.verify("/x", &HeaderMap::new()).is_err());
         // An old call, correctly signed, is outside the window.
         let ms = now_ms() - 2 * WINDOW.as_millis() as i64;
-        let stale = format!("{ms}.{:016x}.{}", 7u64, hex(&key.tag("/x", ms, 7)));
+        let tag = key.tag("/x", "10.0.0.1:7071", ms, 7);
+        let stale = format!("{ms}.{:016x}.{}", 7u64, hex(&tag));
         assert!(
             check
                 .verify("/x", &headers(&stale))

@@ -11,11 +11,12 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightData, FlightDescriptor, PutResult, SchemaResult, Ticket};
 use futures::TryStreamExt;
 use parking_lot::Mutex;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::call_auth::{CALL_HEADER, CallKey};
 use crate::error::ClusterError;
 use crate::messages::{FLIGHT_SERVICE, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use crate::tls::InternalTls;
 
 /// How long a replica write, handoff or schema call may take before the
 /// coordinator counts that replica as failed.
@@ -32,14 +33,33 @@ pub struct PeerClient {
     /// working through its input) cannot starve the others sharing it;
     /// each stream keeps its own 2 MB window.
     channels: Mutex<HashMap<String, Channel>>,
+    /// Set when the cluster runs Flight over TLS (`--internal-tls`).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerClient {
-    pub fn new(secret: String) -> PeerClient {
+    pub fn new(secret: String, tls: Option<&InternalTls>) -> PeerClient {
         PeerClient {
             key: CallKey::new(&secret),
             channels: Mutex::default(),
+            tls: tls.map(InternalTls::client),
         }
+    }
+
+    fn connect(&self, addr: &str) -> Result<Channel, ClusterError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| ClusterError::unreachable(addr, e.to_string()))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| ClusterError::unreachable(addr, format!("TLS: {e}")))?;
+        }
+        Ok(endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .initial_stream_window_size(2 << 20)
+            .initial_connection_window_size(256 << 20)
+            .connect_lazy())
     }
 
     fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, ClusterError> {
@@ -48,12 +68,7 @@ impl PeerClient {
             match channels.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let channel = Channel::from_shared(format!("http://{addr}"))
-                        .map_err(|e| ClusterError::unreachable(addr, e.to_string()))?
-                        .connect_timeout(Duration::from_secs(1))
-                        .initial_stream_window_size(2 << 20)
-                        .initial_connection_window_size(256 << 20)
-                        .connect_lazy();
+                    let channel = self.connect(addr)?;
                     channels.insert(addr.to_string(), channel.clone());
                     channel
                 }
@@ -75,6 +90,7 @@ impl PeerClient {
     /// for query fragments, which carry their own deadline).
     fn request<T>(
         &self,
+        addr: &str,
         method: &str,
         message: T,
         timeout: Option<Duration>,
@@ -82,7 +98,7 @@ impl PeerClient {
         let mut request = tonic::Request::new(message);
         let signed = self
             .key
-            .sign(&format!("/{FLIGHT_SERVICE}/{method}"))
+            .sign(&format!("/{FLIGHT_SERVICE}/{method}"), addr)
             .parse()
             .map_err(|_| ClusterError::Internal("a call's signature is not ASCII".into()))?;
         let metadata = request.metadata_mut();
@@ -110,7 +126,7 @@ impl PeerClient {
         addr: &str,
         ticket: Vec<u8>,
     ) -> Result<tonic::Streaming<FlightData>, ClusterError> {
-        let request = self.request("DoGet", Ticket::new(ticket), None)?;
+        let request = self.request(addr, "DoGet", Ticket::new(ticket), None)?;
         match self.client(addr)?.do_get(request).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => {
@@ -128,7 +144,12 @@ impl PeerClient {
         addr: &str,
         data: Vec<FlightData>,
     ) -> Result<Vec<PutResult>, ClusterError> {
-        let request = self.request("DoPut", futures::stream::iter(data), Some(CALL_TIMEOUT))?;
+        let request = self.request(
+            addr,
+            "DoPut",
+            futures::stream::iter(data),
+            Some(CALL_TIMEOUT),
+        )?;
         let response = self
             .client(addr)?
             .do_put(request)
@@ -152,7 +173,7 @@ impl PeerClient {
             r#type: kind.to_string(),
             body: body.into(),
         };
-        let request = self.request("DoAction", action, Some(CALL_TIMEOUT))?;
+        let request = self.request(addr, "DoAction", action, Some(CALL_TIMEOUT))?;
         self.client(addr)?
             .do_action(request)
             .await
@@ -183,7 +204,7 @@ impl PeerClient {
         addr: &str,
         descriptor: FlightDescriptor,
     ) -> Result<Option<SchemaResult>, ClusterError> {
-        let request = self.request("GetSchema", descriptor, Some(CALL_TIMEOUT))?;
+        let request = self.request(addr, "GetSchema", descriptor, Some(CALL_TIMEOUT))?;
         match self.client(addr)?.get_schema(request).await {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),

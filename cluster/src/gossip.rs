@@ -12,7 +12,6 @@
 //! Atoll binds the socket before chitchat starts, so a node asked for port
 //! 0 gets a port from the system and advertises the one it got.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +25,7 @@ use parking_lot::Mutex;
 use sha2::Sha256;
 
 use crate::call_auth::now_ms;
+use crate::replay::Seen;
 
 /// How far a datagram's time may be from the receiver's clock.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -65,8 +65,8 @@ impl GossipDrops {
 /// Seals and opens datagrams with the cluster's gossip key.
 pub struct Sealer {
     key: [u8; 32],
-    /// Tags received within the window, with their time.
-    seen: Mutex<HashMap<[u8; TAG_BYTES], i64>>,
+    /// Tags received within the window.
+    seen: Mutex<Seen<[u8; TAG_BYTES]>>,
 }
 
 impl Sealer {
@@ -108,11 +108,7 @@ impl Sealer {
         if (now_ms - ms).abs() > window {
             return Err("stale");
         }
-        let mut seen = self.seen.lock();
-        if seen.len() > 200_000 {
-            seen.retain(|_, at| (now_ms - *at).abs() <= window);
-        }
-        if seen.insert(expected, ms).is_some() {
+        if !self.seen.lock().insert(expected, ms + window, now_ms) {
             return Err("replayed");
         }
         Ok(payload)

@@ -34,6 +34,12 @@ pub const DROPPED_PREFIX: &str = "dropped.";
 /// publishes every record it knows, so a key outlives the node that made
 /// it.
 pub const APIKEY_PREFIX: &str = "apikey.";
+/// `keytally`: `RECORDS/REVOKED`, how many `apikey.ID` records this node
+/// publishes and how many of them are tombstones, set after them. chitchat
+/// sends a node's keys in the order they were set, so a node that has a
+/// peer's tally has every record that tally counts (how a restarted node
+/// knows it has caught up with revocations before serving).
+pub const KEY_TALLY: &str = "keytally";
 /// `keyused.ID`: when this node last saw the key used (ms since the
 /// epoch), refreshed at most every few seconds.
 pub const KEY_USED_PREFIX: &str = "keyused.";

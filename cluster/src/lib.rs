@@ -24,12 +24,14 @@ pub mod handoff;
 pub mod keys;
 pub mod membership;
 pub mod messages;
+mod replay;
 pub mod replica;
 pub mod replicate;
 pub mod schemas;
 pub mod service;
 pub mod stats;
 pub mod tables;
+pub mod tls;
 
 pub use client::PeerClient;
 pub use error::ClusterError;

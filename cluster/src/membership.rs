@@ -312,6 +312,26 @@ impl Membership {
             .await
     }
 
+    /// Each other node's value of `key` with its entries under `prefix`
+    /// (prefix removed), read at once from its latest generation's state.
+    pub async fn gossiped_with(
+        &self,
+        key: &str,
+        prefix: &str,
+    ) -> Vec<(Option<String>, BTreeMap<String, String>)> {
+        let me = self.node_name().to_string();
+        self.handle
+            .with_chitchat(|c| {
+                let mut latest = latest_states(c);
+                latest.remove(&me);
+                latest
+                    .into_values()
+                    .map(|(_, state)| (state.get(key).map(str::to_string), prefixed(state, prefix)))
+                    .collect()
+            })
+            .await
+    }
+
     /// Publishes `entries` under `prefix` in this node's state (the ones
     /// that changed); other entries under it stay.
     pub async fn publish(&self, prefix: &str, entries: &BTreeMap<String, String>) {
@@ -335,17 +355,7 @@ impl Membership {
             .with_chitchat(|c| {
                 let live: BTreeSet<String> =
                     c.live_nodes().map(|id| id.node_id.to_string()).collect();
-                let mut latest: BTreeMap<String, (&ChitchatId, &chitchat::NodeState)> =
-                    BTreeMap::new();
-                for (id, state) in c.node_states() {
-                    let name = id.node_id.to_string();
-                    if latest
-                        .get(&name)
-                        .is_none_or(|(old, _)| old.generation_id < id.generation_id)
-                    {
-                        latest.insert(name, (id, state));
-                    }
-                }
+                let latest = latest_states(c);
                 let mut names: BTreeSet<String> = latest.keys().cloned().collect();
                 if let Some(r) = &ring {
                     names.extend(r.members().into_iter().cloned());
@@ -634,6 +644,22 @@ impl Membership {
     pub async fn shutdown(&self) {
         let _ = self.handle.initiate_shutdown();
     }
+}
+
+/// Each node name's state of its latest generation (a restarted node's
+/// earlier states linger in gossip for a while).
+fn latest_states(c: &chitchat::Chitchat) -> BTreeMap<String, (&ChitchatId, &chitchat::NodeState)> {
+    let mut latest: BTreeMap<String, (&ChitchatId, &chitchat::NodeState)> = BTreeMap::new();
+    for (id, state) in c.node_states() {
+        let name = id.node_id.to_string();
+        if latest
+            .get(&name)
+            .is_none_or(|(old, _)| old.generation_id < id.generation_id)
+        {
+            latest.insert(name, (id, state));
+        }
+    }
+    latest
 }
 
 /// True when a ring has pending moves and every pending replica of every

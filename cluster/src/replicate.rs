@@ -53,6 +53,8 @@ pub struct Delivery {
     pub events: Vec<usize>,
     pub acks: usize,
     pub needed: usize,
+    /// Why a replica did not take the write (`node: error`), the first one.
+    pub failure: Option<String>,
 }
 
 impl Replicator {
@@ -148,22 +150,32 @@ impl Replicator {
                 }
                 parts
                     .into_iter()
-                    .filter(|p| !p.target.pending && !failed.contains_key(&p.partition))
-                    .map(|p| p.write)
+                    .filter(|p| !p.target.pending)
+                    .map(|p| match failed.get(&p.partition) {
+                        None => (p.write, None),
+                        Some(error) => (p.write, Some(format!("{node}: {error}"))),
+                    })
                     .collect::<Vec<_>>()
             }
         });
         let mut acks = vec![0; writes.len()];
-        for i in futures::future::join_all(sends).await.into_iter().flatten() {
-            acks[i] += 1;
+        let mut failures: Vec<Option<String>> = vec![None; writes.len()];
+        for (i, failure) in futures::future::join_all(sends).await.into_iter().flatten() {
+            match failure {
+                None => acks[i] += 1,
+                Some(f) => {
+                    failures[i].get_or_insert(f);
+                }
+            }
         }
         Ok(writes
             .into_iter()
-            .zip(acks)
-            .map(|(write, acks)| Delivery {
+            .zip(acks.into_iter().zip(failures))
+            .map(|(write, (acks, failure))| Delivery {
                 events: write.events,
                 acks,
                 needed: w,
+                failure,
             })
             .collect())
     }

@@ -81,13 +81,14 @@ impl Drop for FragmentOutcome {
 pub fn service(
     flight: InternalService,
     secret: String,
+    flight_addr: String,
 ) -> Checked<FlightServiceServer<InternalService>> {
     let server = FlightServiceServer::new(flight)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     Checked {
         inner: server,
-        check: Arc::new(CallCheck::new(CallKey::new(&secret))),
+        check: Arc::new(CallCheck::new(CallKey::new(&secret), flight_addr)),
     }
 }
 

@@ -55,7 +55,7 @@ proptest! {
 
     #[test]
     fn fuzz_call_signatures(value in "[ -~]{0,120}", method in "[ -~]{0,40}") {
-        let check = CallCheck::new(CallKey::new("secret"));
+        let check = CallCheck::new(CallKey::new("secret"), "127.0.0.1:7071".into());
         let mut headers = tonic::codegen::http::HeaderMap::new();
         if let Ok(v) = value.parse() {
             headers.insert(CALL_HEADER, v);

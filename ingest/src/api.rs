@@ -163,7 +163,11 @@ impl Ingest {
                     outcome.accepted += d.events.len();
                 } else {
                     quorum_failed = true;
-                    let error = format!("quorum not reached: {} of {} replicas", d.acks, d.needed);
+                    let mut error =
+                        format!("quorum not reached: {} of {} replicas", d.acks, d.needed);
+                    if let Some(why) = &d.failure {
+                        error.push_str(&format!(" ({why})"));
+                    }
                     rejected.extend(d.events.iter().map(|&row| Rejection {
                         index: converted.events[row] + offset,
                         error: error.clone(),

@@ -271,8 +271,37 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Certificate chain (PEM) to serve the HTTP API and dashboard over
+    /// HTTPS instead of HTTP (with `--tls-key`); with `--internal-tls`,
+    /// Flight between nodes too.
+    #[arg(long, env = "ATOLL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "ATOLL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Encrypt the internal Flight service (replication, handoff, query
+    /// fragments) with `--tls-cert`, and call peers over TLS. Every node of
+    /// a cluster sets it, or none.
+    #[arg(long, env = "ATOLL_INTERNAL_TLS")]
+    pub internal_tls: bool,
+
+    /// Certificates (PEM) that peers' Flight certificates must chain to:
+    /// the cluster's CA. Default: `--tls-cert` itself (every node shares
+    /// one certificate).
+    #[arg(long, env = "ATOLL_TLS_CA", requires = "internal_tls")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// The name every node's certificate carries, checked on internal TLS
+    /// connections. Default: the host of the peer's Flight address (its
+    /// certificate then names that IP address or DNS name).
+    #[arg(long, env = "ATOLL_INTERNAL_TLS_NAME", requires = "internal_tls")]
+    pub internal_tls_name: Option<String>,
+
     /// Once serving, write the node's name and the addresses it bound (JSON:
-    /// `node`, `http_addr`, `flight_addr`, `gossip_addr`) to this file, so
+    /// `node`, `http_addr`, `http_url`, `flight_addr`, `gossip_addr`) to
+    /// this file, so
     /// that scripts starting nodes on port 0 learn the ports they got.
     #[arg(long, env = "ATOLL_READY_FILE")]
     pub ready_file: Option<std::path::PathBuf>,
@@ -315,6 +344,35 @@ fn retention_arg(text: &str) -> Result<Duration, ConfigError> {
 }
 
 impl ServeArgs {
+    /// The node's certificate (`--tls-cert`/`--tls-key`), read and checked.
+    pub fn certificate(&self) -> Result<Option<crate::tls::NodeCertificate>, crate::tls::TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::NodeCertificate::load(cert, key).map(Some),
+            _ if self.internal_tls => Err(crate::tls::TlsError::Needs("--internal-tls")),
+            _ => Ok(None),
+        }
+    }
+
+    /// TLS on Flight between nodes, when `--internal-tls` asks for it.
+    pub fn internal_tls(
+        &self,
+        certificate: Option<&crate::tls::NodeCertificate>,
+    ) -> Result<Option<atoll_cluster::tls::InternalTls>, crate::tls::TlsError> {
+        let Some(cert) = certificate.filter(|_| self.internal_tls) else {
+            return Ok(None);
+        };
+        let ca = match &self.tls_ca {
+            Some(path) => crate::tls::load_ca(path)?,
+            None => cert.cert_pem.clone(),
+        };
+        Ok(Some(atoll_cluster::tls::InternalTls::new(
+            &cert.cert_pem,
+            &cert.key_pem,
+            &ca,
+            self.internal_tls_name.clone(),
+        )))
+    }
+
     /// The bootstrap admin key, if one is given (checked), and whether
     /// serving on `http` without one is allowed.
     pub fn admin_key(&self, http: std::net::SocketAddr) -> Result<Option<String>, ConfigError> {

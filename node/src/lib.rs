@@ -4,7 +4,8 @@
 //! cluster, ingest, query and dashboard behind the listeners (`Node`), the
 //! doors (every HTTP handler in `http`, with the one mapping of error
 //! kinds to HTTP statuses), the write-ahead log's start-up
-//! (`durability`), the memory budget (`memory`) and metrics (`metrics`).
+//! (`durability`), the memory budget (`memory`), metrics (`metrics`) and
+//! TLS (`tls`).
 //!
 //! Must not know: how events become Arrow (`atoll-ingest`), how SQL is
 //! planned and split (`atoll-query`), or what travels between nodes
@@ -15,6 +16,7 @@ pub mod durability;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ use metrics::NodeMetrics;
 /// A started node: where it listens, and how to stop it.
 pub struct Node {
     pub http_addr: SocketAddr,
+    /// `http://` or `https://` and the address: how clients reach the API.
+    pub http_url: String,
     pub flight_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub name: String,
@@ -64,6 +68,9 @@ impl Node {
                 "joining a cluster (--seed) needs its --cluster-secret (or ATOLL_CLUSTER_SECRET)"
             ),
         };
+        tls::install_crypto_provider();
+        let certificate = args.certificate()?;
+        let internal_tls = args.internal_tls(certificate.as_ref())?;
         let budget = memory::MemoryBudget::from_args(args)?;
         tracing::info!(
             limit = %memory::mib(budget.limit),
@@ -132,7 +139,7 @@ impl Node {
             );
         }
 
-        let peers = Arc::new(PeerClient::new(secret.clone()));
+        let peers = Arc::new(PeerClient::new(secret.clone(), internal_tls.as_ref()));
         let replicator = Arc::new(Replicator::new(
             membership.clone(),
             local.clone(),
@@ -231,7 +238,7 @@ impl Node {
         spawn_sealer(holdings.clone(), shutdown.subscribe());
         durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
         handoff.spawn(shutdown.subscribe());
-        key_sync.round().await;
+        key_sync.catch_up(Duration::from_secs(10)).await;
         key_sync.spawn(shutdown.subscribe());
         memory::Evictor::new(holdings, membership.clone(), budget, eviction)
             .spawn(shutdown.subscribe());
@@ -254,6 +261,7 @@ impl Node {
                 fragment_outcomes: query_metrics.fragments.clone(),
             },
             secret,
+            flight_addr.to_string(),
         );
         let mut flight_stop = shutdown.subscribe();
         tokio::spawn(async move {
@@ -264,7 +272,17 @@ impl Node {
             let stop = async move {
                 let _ = flight_stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &internal_tls {
+                builder = match builder.tls_config(tls.server()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve Flight over TLS");
+                        return;
+                    }
+                };
+            }
+            if let Err(e) = builder
                 .add_service(flight)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
@@ -273,15 +291,23 @@ impl Node {
             }
         });
         let mut http_stop = stopped;
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let stop = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        let (server, scheme) = match &certificate {
+            Some(cert) => {
+                let listener = tls::TlsListener::new(listener, cert.https()?)?;
+                let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
+                (tokio::spawn(async move { serving.await }), "https")
+            }
+            None => {
+                let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
+                (tokio::spawn(async move { serving.await }), "http")
+            }
+        };
         Ok(Node {
             http_addr,
+            http_url: format!("{scheme}://{http_addr}"),
             flight_addr,
             gossip_addr: membership.gossip_addr(),
             name,

@@ -1,5 +1,6 @@
 //! `atoll`: the one binary of an Atoll cluster.
 
+use atoll_node::http::cluster::{Remote, leave_text, status_text};
 use atoll_node::{Node, ServeArgs};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -29,9 +30,8 @@ enum Command {
 enum ClusterCommand {
     /// Print the members, their status and what they hold.
     Status {
-        /// HTTP address of any node of the cluster.
-        #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
-        http_addr: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Take a node out of the ring; it stops once the new ring is in force.
     /// In a cluster holding data its partitions first get pending owners,
@@ -43,9 +43,8 @@ enum ClusterCommand {
         /// rows only it held are no longer served.
         #[arg(long)]
         force: bool,
-        /// HTTP address of any node of the cluster.
-        #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
-        http_addr: String,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -57,16 +56,15 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            atoll_node::tls::install_crypto_provider();
             let text = runtime.block_on(async {
                 match command {
-                    ClusterCommand::Status { http_addr } => {
-                        atoll_node::http::cluster::status_text(&http_addr).await
-                    }
+                    ClusterCommand::Status { remote } => status_text(&remote).await,
                     ClusterCommand::Leave {
                         node,
-                        http_addr,
+                        remote,
                         force,
-                    } => atoll_node::http::cluster::leave_text(&http_addr, &node, force).await,
+                    } => leave_text(&remote, &node, force).await,
                 }
             })?;
             print!("{text}");
@@ -90,7 +88,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("atoll: generated cluster secret {secret} (pass it to joining nodes as --cluster-secret)");
         }
         eprintln!("atoll: node {} (flight {}, gossip {})", node.name, node.flight_addr, node.gossip_addr);
-        println!("atoll listening on http://{}", node.http_addr);
+        println!("atoll listening on {}", node.http_url);
         if let Some(path) = &args.ready_file {
             write_ready_file(path, &node)?;
         }
@@ -108,6 +106,7 @@ fn write_ready_file(path: &std::path::Path, node: &Node) -> anyhow::Result<()> {
     let ready = serde_json::json!({
         "node": node.name,
         "http_addr": node.http_addr.to_string(),
+        "http_url": node.http_url,
         "flight_addr": node.flight_addr.to_string(),
         "gossip_addr": node.gossip_addr.to_string(),
     });

@@ -564,7 +564,7 @@ async fn table_settings_and_drops_apply_on_every_node() {
     // calls once carried it), or signed for another method: refused.
     let mut forged = tonic::Request::new(action());
     support::speak_protocol(&mut forged);
-    support::sign_call(&mut forged, "DoAction", "guess");
+    support::sign_call(&mut forged, "DoAction", "guess", &flight);
     let err = client.do_action(forged).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
     let mut clear = tonic::Request::new(action());
@@ -576,15 +576,22 @@ async fn table_settings_and_drops_apply_on_every_node() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
     let mut moved = tonic::Request::new(action());
     support::speak_protocol(&mut moved);
-    support::sign_call(&mut moved, "DoGet", "test-secret");
+    support::sign_call(&mut moved, "DoGet", "test-secret", &flight);
     let err = client.do_action(moved).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    // Signed for another node's Flight address: refused here.
+    let mut elsewhere = tonic::Request::new(action());
+    support::speak_protocol(&mut elsewhere);
+    support::sign_call(&mut elsewhere, "DoAction", "test-secret", "127.0.0.1:1");
+    let err = client.do_action(elsewhere).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("another node"), "{err}");
     // A correctly signed call (a harmless one: a row count), replayed:
     // refused the second time.
     let rows = || arrow_flight::Action::new("table.rows", r#"{"table": "s"}"#);
     let mut first = tonic::Request::new(rows());
     support::speak_protocol(&mut first);
-    support::sign_call(&mut first, "DoAction", "test-secret");
+    support::sign_call(&mut first, "DoAction", "test-secret", &flight);
     let replay = first.metadata().clone();
     client.do_action(first).await.unwrap();
     let mut again = tonic::Request::new(rows());
@@ -593,7 +600,7 @@ async fn table_settings_and_drops_apply_on_every_node() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
     assert!(err.message().contains("replayed"), "{err}");
     let mut old = tonic::Request::new(action());
-    support::sign_call(&mut old, "DoAction", "test-secret");
+    support::sign_call(&mut old, "DoAction", "test-secret", &flight);
     old.metadata_mut()
         .insert("x-atoll-protocol", "0".parse().unwrap());
     let err = client.do_action(old).await.unwrap_err();
@@ -882,7 +889,7 @@ async fn fragments_are_refused_without_the_secret_or_with_foreign_plan_nodes() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
     let mut request = tonic::Request::new(arrow_flight::Ticket::new(ticket));
-    support::sign_call(&mut request, "DoGet", "test-secret");
+    support::sign_call(&mut request, "DoGet", "test-secret", &flight);
     support::speak_protocol(&mut request);
     let err = client.do_get(request).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
@@ -1070,7 +1077,7 @@ async fn a_dropped_fragment_stream_is_cancelled_on_the_owner() {
         .to_string();
     let mut client = support::flight_client(&flight).await;
     let mut request = tonic::Request::new(arrow_flight::Ticket::new(ticket));
-    support::sign_call(&mut request, "DoGet", "test-secret");
+    support::sign_call(&mut request, "DoGet", "test-secret", &flight);
     support::speak_protocol(&mut request);
     let mut stream = client.do_get(request).await.unwrap().into_inner();
     assert!(

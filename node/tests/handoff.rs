@@ -529,7 +529,7 @@ async fn a_late_write_to_a_former_replica_is_handed_on() {
         .to_string();
     let mut client = support::flight_client(&n0).await;
     let mut request = tonic::Request::new(futures::stream::iter(data));
-    support::sign_call(&mut request, "DoPut", "test-secret");
+    support::sign_call(&mut request, "DoPut", "test-secret", &n0);
     support::speak_protocol(&mut request);
     let response = client.do_put(request).await.unwrap().into_inner();
     let acks: Vec<_> = futures::TryStreamExt::try_collect(response).await.unwrap();

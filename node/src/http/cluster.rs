@@ -193,17 +193,74 @@ fn local(st: &ClusterState) -> Value {
     })
 }
 
+/// How `atoll cluster ...` reaches a node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// Any node of the cluster: `host:port` (plain HTTP) or an `http://` or
+    /// `https://` URL.
+    #[arg(long, env = "ATOLL_HTTP_ADDR", default_value = "127.0.0.1:7070")]
+    pub http_addr: String,
+    /// API key (`status`: any key with the status role; `leave`: an admin
+    /// key). Not needed on a node serving without keys.
+    #[arg(long, env = "ATOLL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Certificate (PEM) to trust for an `https://` node besides the
+    /// system's: the cluster's CA or its self-signed certificate.
+    #[arg(long, env = "ATOLL_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl Remote {
+    /// A request to `path` on the node, with the key if one was given.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let base = self.http_addr.trim_end_matches('/');
+        let url = if base.starts_with("http://") || base.starts_with("https://") {
+            format!("{base}{path}")
+        } else {
+            format!("http://{base}{path}")
+        };
+        let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?
+            {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let req = client.build()?.request(method, url);
+        Ok(match &self.api_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        })
+    }
+
+    /// Sends `req`; the JSON answer of a 2xx, else the node's error.
+    async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let res = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.http_addr))?;
+        let status = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let why = v["error"].as_str().unwrap_or("no reason given");
+            anyhow::bail!("{} answered {status}: {why}", self.http_addr);
+        }
+        Ok(v)
+    }
+}
+
 /// `atoll cluster status`: the cluster as one node sees it, for a person.
-pub async fn status_text(http_addr: &str) -> anyhow::Result<String> {
+pub async fn status_text(remote: &Remote) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let url = format!(
-        "http://{}/v1/cluster",
-        http_addr.trim_start_matches("http://")
-    );
-    let v: Value = reqwest::get(&url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?
-        .json()
+    let v = remote
+        .call(remote.request(reqwest::Method::GET, "/v1/cluster")?)
         .await?;
     let mut out = String::new();
     writeln!(
@@ -254,22 +311,11 @@ pub async fn status_text(http_addr: &str) -> anyhow::Result<String> {
 }
 
 /// `atoll cluster leave NODE [--force]`.
-pub async fn leave_text(http_addr: &str, node: &str, force: bool) -> anyhow::Result<String> {
-    let url = format!(
-        "http://{}/v1/cluster/leave",
-        http_addr.trim_start_matches("http://")
-    );
-    let res = reqwest::Client::new()
-        .post(&url)
-        .json(&json!({ "node": node, "force": force }))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
-    let status = res.status();
-    let v: Value = res.json().await?;
-    if !status.is_success() {
-        anyhow::bail!("{}", v["error"].as_str().unwrap_or("leave refused"));
-    }
+pub async fn leave_text(remote: &Remote, node: &str, force: bool) -> anyhow::Result<String> {
+    let req = remote
+        .request(reqwest::Method::POST, "/v1/cluster/leave")?
+        .json(&json!({ "node": node, "force": force }));
+    remote.call(req).await?;
     Ok(if force {
         format!("{node} is removed: the ring without it is in force at once, without handoff\n")
     } else {

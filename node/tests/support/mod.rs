@@ -2,6 +2,8 @@
 //! when dropped.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,13 +68,14 @@ pub async fn flight_client(
     arrow_flight::flight_service_client::FlightServiceClient::new(channel)
 }
 
-/// Signs an internal call of `method` (`DoGet`, `DoPut`, `DoAction`) with
-/// the key of `secret`, as a node does (`atoll_cluster::call_auth`).
+/// Signs an internal call of `method` (`DoGet`, `DoPut`, `DoAction`) to
+/// the node whose Flight address is `to`, with the key of `secret`, as a
+/// node does (`atoll_cluster::call_auth`).
 #[allow(dead_code)]
-pub fn sign_call<T>(request: &mut tonic::Request<T>, method: &str, secret: &str) {
+pub fn sign_call<T>(request: &mut tonic::Request<T>, method: &str, secret: &str, to: &str) {
     use atoll_cluster::call_auth::{CALL_HEADER, CallKey};
     use atoll_cluster::messages::FLIGHT_SERVICE;
-    let signed = CallKey::new(secret).sign(&format!("/{FLIGHT_SERVICE}/{method}"));
+    let signed = CallKey::new(secret).sign(&format!("/{FLIGHT_SERVICE}/{method}"), to);
     request
         .metadata_mut()
         .insert(CALL_HEADER, signed.parse().unwrap());
@@ -140,22 +143,29 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         };
         let addr = |key: &str| said[key].as_str().expect("an address").to_string();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
         // Later flags win, as in the node.
-        let key = extra
-            .iter()
-            .rposition(|a| *a == "--admin-key")
-            .and_then(|i| extra.get(i + 1))
-            .map(|k| k.to_string());
+        let flag = |name: &str| {
+            extra
+                .iter()
+                .rposition(|a| *a == name)
+                .and_then(|i| extra.get(i + 1))
+                .map(|k| k.to_string())
+        };
+        // An HTTPS node's certificate chains to its `--tls-ca`, or is
+        // `--tls-cert` itself.
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(120));
+        if let Some(ca) = flag("--tls-ca").or_else(|| flag("--tls-cert")) {
+            let pem = std::fs::read(ca).expect("the CA file");
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        let client = client.build().unwrap();
+        let key = flag("--admin-key");
         Ok(Server {
             child,
             flight_addr: addr("flight_addr"),
             gossip_addr: addr("gossip_addr"),
             api: Api {
-                url: format!("http://{}", addr("http_addr")),
+                url: addr("http_url"),
                 client,
                 key,
             },
@@ -379,6 +389,15 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes named n0.., all seeded by n0, with extra flags for each.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        Self::start_each(n, extra, |_| Vec::new()).await
+    }
+
+    /// Like `start`, with flags of node `i`'s own from `own(i)`.
+    pub async fn start_each(
+        n: usize,
+        extra: &[&str],
+        own: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut c = Cluster {
@@ -388,7 +407,9 @@ impl Cluster {
             name: format!("test-{}-{id}", std::process::id()),
         };
         for i in 0..n {
-            let node = c.launch(i, &[]);
+            let flags = own(i);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let node = c.launch(i, &flags);
             c.put(i, node);
         }
         c.wait_until("every node sees every node up", |v| up_count(v) == n)

@@ -41,6 +41,17 @@ pub async fn run_remote(
         response.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
     )
     .into_inner();
+    // Arrow's IPC decoder panics on some damaged buffer layouts: a damaged
+    // answer fails the query with a reason, not with a panic.
+    let decoded = std::panic::AssertUnwindSafe(decoded)
+        .catch_unwind()
+        .map(|item| {
+            item.unwrap_or_else(|_| {
+                Err(arrow_flight::error::FlightError::DecodeError(
+                    "damaged Arrow data: its buffers do not fit its layout".into(),
+                ))
+            })
+        });
     Ok(decoded
         .filter_map(move |item| {
             let (counters, expected, node) = (counters.clone(), expected.clone(), node.clone());
