@@ -71,7 +71,7 @@ impl Ingest {
     /// event is in `rejected` with why.
     pub async fn events(&self, table: &str, body: EventsBody) -> Result<Ingested, IngestError> {
         let turn = self.turn().await?;
-        self.events_in_turn(table, body, turn).await
+        self.events_in_turn(table, body, &turn).await
     }
 
     /// A turn to decode and store a body (`--max-concurrent-ingest`): a
@@ -85,13 +85,13 @@ impl Ingest {
         Ok(Turn { _permit: permit })
     }
 
-    /// [`Ingest::events`] with a turn already had; it is given back once
-    /// the body's last piece is stored.
+    /// [`Ingest::events`] with a turn already had (its holder gives it back
+    /// once done).
     pub async fn events_in_turn(
         &self,
         table: &str,
         body: EventsBody,
-        _turn: Turn,
+        _turn: &Turn,
     ) -> Result<Ingested, IngestError> {
         validate_table_name(table)?;
         let limit = self.max_body_bytes;
@@ -171,6 +171,7 @@ impl Ingest {
                     rejected.extend(d.events.iter().map(|&row| Rejection {
                         index: converted.events[row] + offset,
                         error: error.clone(),
+                        unavailable: true,
                     }));
                 }
             }
@@ -269,6 +270,7 @@ fn convert_flat(
                 e.err().map(|error| Rejection {
                     index,
                     error: error.0,
+                    unavailable: false,
                 })
             })
             .collect();

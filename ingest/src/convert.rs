@@ -25,6 +25,10 @@ use crate::time::parse_time;
 pub struct Rejection {
     pub index: usize,
     pub error: String,
+    /// Refused for want of replicas (W not reached), not for what it is:
+    /// the same event may be sent again.
+    #[serde(skip)]
+    pub unavailable: bool,
 }
 
 /// The answer to an ingest request.
@@ -253,6 +257,7 @@ pub fn convert_flat(
             Err(error) => rejected.push(Rejection {
                 index,
                 error: error.0,
+                unavailable: false,
             }),
         }
     }
@@ -264,6 +269,7 @@ pub fn convert_flat(
             Err(error) => rejected.push(Rejection {
                 index: event.index,
                 error: error.0,
+                unavailable: false,
             }),
         }
     }
@@ -581,7 +587,8 @@ mod tests {
             out.rejected[0],
             Rejection {
                 index: 1,
-                error: "column \"n\" is Int64, cannot store Utf8 in it".into()
+                error: "column \"n\" is Int64, cannot store Utf8 in it".into(),
+                unavailable: false,
             }
         );
         assert_eq!(out.rejected[1].index, 2);
@@ -647,7 +654,8 @@ mod tests {
             out.rejected,
             vec![Rejection {
                 index: 0,
-                error: "column name \"__write\" is reserved by Atoll".into()
+                error: "column name \"__write\" is reserved by Atoll".into(),
+                unavailable: false,
             }]
         );
         assert!(t.schema().column_type("__write").is_none());

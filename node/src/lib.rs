@@ -222,6 +222,8 @@ impl Node {
             .route("/healthz", get(move || healthz(wal.clone())))
             .merge(metrics::router(node_metrics))
             .merge(http::cluster::router(cluster.clone()))
+            .merge(http::honeycomb::router(ingest.clone()))
+            .merge(http::otlp::router(ingest.clone()))
             .merge(http::ingest::router(ingest))
             .merge(http::query::router(query))
             .merge(http::keys::router(http::keys::KeysState {

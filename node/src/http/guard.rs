@@ -125,12 +125,14 @@ impl Guard {
     }
 
     fn needs_key(&self, path: &str) -> bool {
-        path.starts_with("/v1/") || (path == "/metrics" && !self.open_metrics)
+        path.starts_with("/v1/")
+            || path.starts_with("/1/")
+            || (path == "/metrics" && !self.open_metrics)
     }
 
     /// The key a request presents: `Authorization: Bearer KEY` (the
-    /// scheme in any case), or, on ingest routes only, the Honeycomb team
-    /// header.
+    /// scheme in any case), or, on ingest routes only (native, Honeycomb's,
+    /// OTLP's), the Honeycomb team header.
     fn presented<'h>(headers: &'h HeaderMap, path: &str) -> Option<&'h str> {
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -139,7 +141,10 @@ impl Guard {
                 let (scheme, key) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then_some(key)
             });
-        let ingest = path.ends_with("/events") || path.starts_with("/1/");
+        let ingest = path.ends_with("/events")
+            || path.starts_with("/1/")
+            || path == "/v1/traces"
+            || path == "/v1/logs";
         bearer.or_else(|| {
             ingest
                 .then(|| headers.get(HONEYCOMB_TEAM).and_then(|v| v.to_str().ok()))

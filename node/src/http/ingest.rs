@@ -49,6 +49,61 @@ pub fn router(state: IngestState) -> Router {
         .with_state(state)
 }
 
+impl IngestState {
+    /// Counts a request's events (native or of a protocol door).
+    pub(super) fn count_events(&self, table: &str, accepted: usize, rejected: usize) {
+        self.metrics
+            .events_accepted
+            .with_label_values(&[table])
+            .inc_by(accepted as u64);
+        self.metrics
+            .events_rejected
+            .with_label_values(&[table])
+            .inc_by(rejected as u64);
+    }
+
+    /// Counts and times a request by its answer's status.
+    pub(super) fn count_request(&self, started: Instant, response: &Response) {
+        let status = response.status().as_u16().to_string();
+        self.metrics.requests.with_label_values(&[&status]).inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[&status])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// A protocol door's body, read whole and decompressed (`Content-Encoding`
+/// gzip or zstd), within `--max-body-bytes` before and after.
+pub(super) async fn read_decoded(
+    ingest: &Ingest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, IngestError> {
+    let limit = ingest.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let raw = read_body(body, declared, limit).await?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+    if atoll_ingest::body::is_identity(encoding.as_deref()) {
+        return Ok(raw);
+    }
+    let decoded = tokio::task::spawn_blocking(move || {
+        atoll_ingest::body::decode(encoding.as_deref(), &raw, limit)
+    })
+    .await
+    .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
+    Ok(Bytes::from(decoded))
+}
+
+/// Who sent a request, as idempotency keys and logs name them.
+pub(super) fn sender(caller: &Caller) -> String {
+    caller.key_id.clone().unwrap_or_else(|| caller.name.clone())
+}
+
 async fn post_events(
     State(st): State<IngestState>,
     Extension(caller): Extension<Caller>,
@@ -65,14 +120,7 @@ async fn post_events(
             outcome,
             quorum_failed,
         }) => {
-            st.metrics
-                .events_accepted
-                .with_label_values(&[&table])
-                .inc_by(outcome.accepted as u64);
-            st.metrics
-                .events_rejected
-                .with_label_values(&[&table])
-                .inc_by(outcome.rejected_count() as u64);
+            st.count_events(&table, outcome.accepted, outcome.rejected_count());
             let status = if quorum_failed {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
@@ -82,12 +130,7 @@ async fn post_events(
         }
         Err(e) => ApiError::from(e).into_response(),
     };
-    let status = response.status().as_u16().to_string();
-    st.metrics.requests.with_label_values(&[&status]).inc();
-    st.metrics
-        .request_seconds
-        .with_label_values(&[&status])
-        .observe(started.elapsed().as_secs_f64());
+    st.count_request(started, &response);
     response
 }
 
@@ -120,9 +163,9 @@ async fn receive(
         encoding,
         ndjson,
         idempotency_key,
-        sender: caller.key_id.clone().unwrap_or_else(|| caller.name.clone()),
+        sender: sender(caller),
     };
-    st.ingest.events_in_turn(table, body, turn).await
+    st.ingest.events_in_turn(table, body, &turn).await
 }
 
 /// The whole body, into one buffer of its declared length (up to 16 MiB

@@ -3,8 +3,10 @@
 
 pub mod cluster;
 pub mod guard;
+pub mod honeycomb;
 pub mod ingest;
 pub mod keys;
+pub mod otlp;
 pub mod query;
 
 use atoll_errors::{Classified, ErrorKind};
@@ -41,9 +43,27 @@ impl<E: Classified + Send + Sync + 'static> From<E> for ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl ApiError {
     pub fn kind(&self) -> ErrorKind {
         self.0.kind()
+    }
+
+    /// The answer in a protocol's own error shape (`body`, of
+    /// `content_type`), with the status and headers every answer of its
+    /// kind has.
+    pub fn with_body(self, content_type: &'static str, body: Vec<u8>) -> Response {
+        let mut response = self.into_response();
+        *response.body_mut() = axum::body::Body::from(body);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
     }
 }
 

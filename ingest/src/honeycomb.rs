@@ -1,0 +1,148 @@
+//! Honeycomb's Events API: a batch's elements (`{"data": {...}, "time":
+//! ..., "samplerate": N}`), or one event and its headers, become Atoll
+//! events. The envelope's `time` and `samplerate` are the event's `time`
+//! and `samplerate` columns (over keys of the same name in `data`); without
+//! them, `data`'s own are used as in a native event.
+
+use atoll_store::{SAMPLE_RATE_COLUMN, TIME_COLUMN};
+use serde_json::{Map, Value};
+
+use crate::IngestError;
+use crate::error::BadEvent;
+use crate::protocol::MadeEvent;
+
+/// The events of a `POST /1/batch/{dataset}` body (decompressed), in order.
+pub fn batch(body: &[u8]) -> Result<Vec<MadeEvent>, IngestError> {
+    let items: Vec<Value> = serde_json::from_slice(body).map_err(|e| {
+        IngestError::BadBody(format!(
+            "a Honeycomb batch is a JSON array of {{\"data\": {{...}}, \"time\": ..., \"samplerate\": N}} objects: {e}"
+        ))
+    })?;
+    Ok(items.into_iter().map(element).collect())
+}
+
+fn element(item: Value) -> MadeEvent {
+    let Value::Object(mut envelope) = item else {
+        return Err(BadEvent(
+            "a batch element must be an object holding \"data\"".into(),
+        ));
+    };
+    let data = match envelope.remove("data") {
+        Some(Value::Object(data)) => data,
+        Some(other) => {
+            return Err(BadEvent(format!(
+                "\"data\" must be a JSON object, got {}",
+                kind(&other)
+            )));
+        }
+        None => return Err(BadEvent("the batch element has no \"data\"".into())),
+    };
+    Ok(with_envelope(
+        data,
+        envelope.remove("time"),
+        envelope.remove("samplerate"),
+    ))
+}
+
+/// The event of a `POST /1/events/{dataset}` body, with the values of its
+/// `X-Honeycomb-Event-Time` and `X-Honeycomb-Samplerate` headers.
+pub fn single(
+    body: &[u8],
+    event_time: Option<&str>,
+    samplerate: Option<&str>,
+) -> Result<MadeEvent, IngestError> {
+    let data = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(data)) => data,
+        Ok(other) => {
+            return Err(IngestError::BadBody(format!(
+                "a Honeycomb event is one JSON object, got {}",
+                kind(&other)
+            )));
+        }
+        Err(e) => {
+            return Err(IngestError::BadBody(format!(
+                "the body is not a JSON object: {e}"
+            )));
+        }
+    };
+    let rate = match samplerate.map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(Value::from(text.parse::<i64>().map_err(|_| {
+            IngestError::BadBody(format!(
+                "X-Honeycomb-Samplerate {text:?} is not a whole number"
+            ))
+        })?)),
+    };
+    let time = event_time
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| Value::String(t.to_string()));
+    Ok(Ok(with_envelope(data, time, rate)))
+}
+
+fn with_envelope(
+    mut data: Map<String, Value>,
+    time: Option<Value>,
+    samplerate: Option<Value>,
+) -> Map<String, Value> {
+    if let Some(t) = time.filter(|t| !t.is_null()) {
+        data.insert(TIME_COLUMN.into(), t);
+    }
+    if let Some(r) = samplerate.filter(|r| !r.is_null()) {
+        data.insert(SAMPLE_RATE_COLUMN.into(), r);
+    }
+    data
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_envelope_gives_time_and_sample_rate() {
+        let body = json!([
+            {"data": {"a": 1, "time": "x"}, "time": "2026-01-01T00:00:00Z", "samplerate": 4},
+            {"data": {"a": 2}},
+            {"data": 3},
+            {"time": "2026-01-01T00:00:00Z"},
+            7,
+        ]);
+        let events = batch(body.to_string().as_bytes()).unwrap();
+        assert_eq!(events.len(), 5);
+        let first = events[0].as_ref().unwrap();
+        assert_eq!(first["time"], "2026-01-01T00:00:00Z");
+        assert_eq!(first["samplerate"], 4);
+        assert_eq!(
+            events[1].as_ref().unwrap(),
+            json!({"a": 2}).as_object().unwrap()
+        );
+        assert!(events[2].as_ref().unwrap_err().0.contains("a number"));
+        assert!(events[3].as_ref().unwrap_err().0.contains("no \"data\""));
+        assert!(events[4].as_ref().unwrap_err().0.contains("holding"));
+        assert!(batch(b"{\"data\": {}}").is_err(), "a batch is an array");
+    }
+
+    #[test]
+    fn a_single_event_takes_its_headers() {
+        let e = single(b"{\"a\": 1}", Some("1700000000"), Some("10"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e["time"], "1700000000");
+        assert_eq!(e["samplerate"], 10);
+        let err = single(b"{}", None, Some("ten")).unwrap_err().to_string();
+        assert!(err.contains("X-Honeycomb-Samplerate"), "{err}");
+        assert!(single(b"[1]", None, None).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! OpenTelemetry (OTLP) traces and logs become Atoll events, the way
+//! Honeycomb maps them (docs/otel.md), so that a dashboard and a user's
+//! habits carry over: one row per span in the table named by the
+//! resource's `service.name`, span events and links as rows of their own
+//! beside it, log records in the same table.
+//!
+//! Attributes land under their own keys, typed (int -> Int64, double ->
+//! Float64, bool -> Boolean, string -> Utf8, arrays and maps as a native
+//! event's arrays and nested objects are); resource attributes first, then
+//! the scope's, then the item's, then the fixed fields below (later ones
+//! win on a shared key).
+
+use base64::Engine;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use prost::Message;
+use serde_json::{Map, Number, Value};
+
+use crate::IngestError;
+use crate::protocol::{MadeEvent, table_for};
+
+/// The table of items whose resource has no `service.name`.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// How a body is encoded (its `Content-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// One table's events of a request, in order; `counted[i]` is true for an
+/// event that is a span or log record (what `partial_success` counts),
+/// false for a span's event or link.
+#[derive(Debug, Default)]
+pub struct TableEvents {
+    pub table: String,
+    pub events: Vec<MadeEvent>,
+    pub counted: Vec<bool>,
+}
+
+pub fn decode_traces(
+    body: &[u8],
+    encoding: Encoding,
+) -> Result<ExportTraceServiceRequest, IngestError> {
+    decode(body, encoding, "ExportTraceServiceRequest")
+}
+
+pub fn decode_logs(
+    body: &[u8],
+    encoding: Encoding,
+) -> Result<ExportLogsServiceRequest, IngestError> {
+    decode(body, encoding, "ExportLogsServiceRequest")
+}
+
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    encoding: Encoding,
+    what: &str,
+) -> Result<T, IngestError> {
+    match encoding {
+        Encoding::Protobuf => {
+            T::decode(body).map_err(|e| IngestError::BadBody(format!("not a protobuf {what}: {e}")))
+        }
+        Encoding::Json => serde_json::from_slice(body)
+            .map_err(|e| IngestError::BadBody(format!("not an OTLP/JSON {what}: {e}"))),
+    }
+}
+
+/// Rows of a traces request, grouped by table.
+pub fn span_rows(request: ExportTraceServiceRequest) -> Result<Vec<TableEvents>, IngestError> {
+    let mut tables = Tables::default();
+    for rs in request.resource_spans {
+        let (table, base) = resource_base(rs.resource.as_ref(), "trace")?;
+        let out = tables.get(&table);
+        for ss in rs.scope_spans {
+            let base = with_scope(&base, ss.scope.as_ref());
+            for span in ss.spans {
+                push_span(out, &base, span);
+            }
+        }
+    }
+    Ok(tables.0)
+}
+
+/// Rows of a logs request, grouped by table.
+pub fn log_rows(request: ExportLogsServiceRequest) -> Result<Vec<TableEvents>, IngestError> {
+    let mut tables = Tables::default();
+    for rl in request.resource_logs {
+        let (table, base) = resource_base(rl.resource.as_ref(), "log")?;
+        let out = tables.get(&table);
+        for sl in rl.scope_logs {
+            let base = with_scope(&base, sl.scope.as_ref());
+            for record in sl.log_records {
+                out.events.push(Ok(log_row(&base, record)));
+                out.counted.push(true);
+            }
+        }
+    }
+    Ok(tables.0)
+}
+
+#[derive(Default)]
+struct Tables(Vec<TableEvents>);
+
+impl Tables {
+    fn get(&mut self, table: &str) -> &mut TableEvents {
+        let at = match self.0.iter().position(|t| t.table == table) {
+            Some(i) => i,
+            None => {
+                self.0.push(TableEvents {
+                    table: table.to_string(),
+                    ..Default::default()
+                });
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at]
+    }
+}
+
+/// The table of a resource and the fields every row of it starts with.
+fn resource_base(
+    resource: Option<&Resource>,
+    signal: &str,
+) -> Result<(String, Map<String, Value>), IngestError> {
+    let mut base = Map::new();
+    if let Some(r) = resource {
+        put_attributes(&mut base, &r.attributes);
+    }
+    let service = match base.get("service.name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => UNKNOWN_SERVICE.to_string(),
+    };
+    base.insert("service.name".into(), Value::String(service.clone()));
+    base.insert("meta.signal_type".into(), signal.into());
+    Ok((table_for(&service)?, base))
+}
+
+fn with_scope(
+    base: &Map<String, Value>,
+    scope: Option<&InstrumentationScope>,
+) -> Map<String, Value> {
+    let mut base = base.clone();
+    if let Some(s) = scope {
+        put_attributes(&mut base, &s.attributes);
+        if !s.name.is_empty() {
+            base.insert("library.name".into(), s.name.clone().into());
+        }
+        if !s.version.is_empty() {
+            base.insert("library.version".into(), s.version.clone().into());
+        }
+    }
+    base
+}
+
+fn push_span(out: &mut TableEvents, base: &Map<String, Value>, span: Span) {
+    let trace_id = hex_id(&span.trace_id);
+    let span_id = hex_id(&span.span_id);
+    let start = span.start_time_unix_nano;
+    for event in &span.events {
+        let mut row = base.clone();
+        put_attributes(&mut row, &event.attributes);
+        row.insert("time".into(), nanos(event.time_unix_nano));
+        row.insert("name".into(), event.name.clone().into());
+        row.insert("parent_name".into(), span.name.clone().into());
+        row.insert("trace.trace_id".into(), trace_id.clone());
+        row.insert("trace.parent_id".into(), span_id.clone());
+        row.insert("meta.annotation_type".into(), "span_event".into());
+        out.events.push(Ok(row));
+        out.counted.push(false);
+    }
+    for link in &span.links {
+        let mut row = base.clone();
+        put_attributes(&mut row, &link.attributes);
+        row.insert("time".into(), nanos(start));
+        row.insert("parent_name".into(), span.name.clone().into());
+        row.insert("trace.trace_id".into(), trace_id.clone());
+        row.insert("trace.parent_id".into(), span_id.clone());
+        row.insert("trace.link.trace_id".into(), hex_id(&link.trace_id));
+        row.insert("trace.link.span_id".into(), hex_id(&link.span_id));
+        row.insert("meta.annotation_type".into(), "link".into());
+        out.events.push(Ok(row));
+        out.counted.push(false);
+    }
+    let mut row = base.clone();
+    put_attributes(&mut row, &span.attributes);
+    let status = span.status.unwrap_or_default();
+    let duration_ms = span.end_time_unix_nano.saturating_sub(start) as f64 / 1e6;
+    row.insert("time".into(), nanos(start));
+    row.insert("duration_ms".into(), float(duration_ms));
+    row.insert("name".into(), span.name.into());
+    row.insert("trace.trace_id".into(), trace_id);
+    row.insert("trace.span_id".into(), span_id);
+    row.insert("trace.parent_id".into(), hex_id(&span.parent_span_id));
+    row.insert("span.kind".into(), span_kind(span.kind).into());
+    row.insert("status_code".into(), status.code.into());
+    if !status.message.is_empty() {
+        row.insert("status_message".into(), status.message.into());
+    }
+    row.insert(
+        "error".into(),
+        (status.code == StatusCode::Error as i32).into(),
+    );
+    out.events.push(Ok(row));
+    out.counted.push(true);
+}
+
+fn log_row(base: &Map<String, Value>, record: LogRecord) -> Map<String, Value> {
+    let mut row = base.clone();
+    put_attributes(&mut row, &record.attributes);
+    let time = if record.time_unix_nano != 0 {
+        record.time_unix_nano
+    } else {
+        record.observed_time_unix_nano
+    };
+    row.insert("time".into(), nanos(time));
+    if !record.severity_text.is_empty() {
+        row.insert("severity_text".into(), record.severity_text.into());
+    }
+    row.insert("severity_number".into(), record.severity_number.into());
+    if let Some(body) = record.body.and_then(|b| b.value) {
+        let body = match value(body) {
+            Value::String(s) => Value::String(s),
+            other => Value::String(other.to_string()),
+        };
+        row.insert("body".into(), body);
+    }
+    if !record.trace_id.is_empty() {
+        row.insert("trace.trace_id".into(), hex_id(&record.trace_id));
+    }
+    if !record.span_id.is_empty() {
+        row.insert("trace.span_id".into(), hex_id(&record.span_id));
+    }
+    if !record.event_name.is_empty() {
+        row.insert("name".into(), record.event_name.into());
+    }
+    row
+}
+
+fn put_attributes(row: &mut Map<String, Value>, attributes: &[KeyValue]) {
+    for kv in attributes {
+        let v = kv
+            .value
+            .clone()
+            .and_then(|v| v.value)
+            .map_or(Value::Null, value);
+        row.insert(kv.key.clone(), v);
+    }
+}
+
+/// An attribute's value as a native event's JSON value.
+fn value(v: Any) -> Value {
+    match v {
+        Any::StringValue(s) => Value::String(s),
+        Any::BoolValue(b) => Value::Bool(b),
+        Any::IntValue(i) => Value::from(i),
+        Any::DoubleValue(d) => float(d),
+        Any::ArrayValue(a) => Value::Array(
+            a.values
+                .into_iter()
+                .map(|v: AnyValue| v.value.map_or(Value::Null, value))
+                .collect(),
+        ),
+        Any::KvlistValue(kv) => {
+            let mut m = Map::new();
+            put_attributes(&mut m, &kv.values);
+            Value::Object(m)
+        }
+        Any::BytesValue(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        // Dictionary references of the profiles signal: nothing to resolve
+        // them with here.
+        Any::StringValueStrindex(_) => Value::Null,
+    }
+}
+
+fn float(f: f64) -> Value {
+    Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+/// A timestamp in nanoseconds, as a native event's epoch number.
+fn nanos(ns: u64) -> Value {
+    i64::try_from(ns).map_or(Value::Null, Value::from)
+}
+
+/// A trace or span id as lowercase hex; an empty or all-zero id is absent
+/// (a root span's parent).
+fn hex_id(id: &[u8]) -> Value {
+    if id.iter().all(|b| *b == 0) {
+        return Value::Null;
+    }
+    Value::String(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Honeycomb's spelling of a span kind.
+fn span_kind(kind: i32) -> &'static str {
+    match SpanKind::try_from(kind) {
+        Ok(SpanKind::Internal) => "internal",
+        Ok(SpanKind::Server) => "server",
+        Ok(SpanKind::Client) => "client",
+        Ok(SpanKind::Producer) => "producer",
+        Ok(SpanKind::Consumer) => "consumer",
+        _ => "unspecified",
+    }
+}
