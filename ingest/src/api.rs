@@ -127,6 +127,39 @@ impl Ingest {
         } else {
             vec![Piece::Whole]
         };
+        self.store_pieces(table, pieces, decoded, key).await
+    }
+
+    /// Events already parsed (a protocol door's, `protocol`), stored as a
+    /// body's are; `size` is what they took on the wire, counted as memory
+    /// in flight like a body.
+    pub async fn parsed_in_turn(
+        &self,
+        table: &str,
+        events: Vec<body::ParsedEvent>,
+        size: usize,
+        _turn: &Turn,
+    ) -> Result<Ingested, IngestError> {
+        validate_table_name(table)?;
+        self.store.wait_for_room(ROOM_WAIT).await;
+        self.store.added_memory(size as u64);
+        let mut pieces = Vec::new();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            pieces.push(Piece::Parsed(events.by_ref().take(PIECE_EVENTS).collect()));
+        }
+        self.store_pieces(table, pieces, Bytes::new(), None).await
+    }
+
+    /// Converts and replicates a body's pieces in order (`decoded`: the
+    /// bytes they are ranges of); `key`: the request's idempotency key.
+    async fn store_pieces(
+        &self,
+        table: &str,
+        pieces: Vec<Piece>,
+        decoded: Bytes,
+        key: Option<String>,
+    ) -> Result<Ingested, IngestError> {
         let mut outcome = IngestOutcome {
             accepted: 0,
             rejected: Vec::new(),
@@ -217,6 +250,8 @@ enum Piece {
     Elements(Vec<std::ops::Range<usize>>),
     /// The body as one JSON document (an object).
     Whole,
+    /// Events a protocol door made, already parsed.
+    Parsed(Vec<body::ParsedEvent>),
 }
 
 /// Parses and converts one piece of a body; answers the conversion, the
@@ -251,6 +286,9 @@ fn convert_piece(
         Piece::Whole => {
             let parsed = body::parse(body, false)?;
             convert_flat(store, table, convert::prepare_all(&parsed, arrival), key)
+        }
+        Piece::Parsed(parsed) => {
+            convert_flat(store, table, convert::prepare_all(parsed, arrival), key)
         }
     }
 }

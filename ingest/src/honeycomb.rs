@@ -5,20 +5,69 @@
 //! them, `data`'s own are used as in a native event.
 
 use atoll_store::{SAMPLE_RATE_COLUMN, TIME_COLUMN};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::IngestError;
 use crate::error::BadEvent;
 use crate::protocol::MadeEvent;
 
-/// The events of a `POST /1/batch/{dataset}` body (decompressed), in order.
-pub fn batch(body: &[u8]) -> Result<Vec<MadeEvent>, IngestError> {
-    let items: Vec<Value> = serde_json::from_slice(body).map_err(|e| {
+/// A batch body's elements, not yet read: a door reads them a chunk at a
+/// time (`read`), so that a large batch is never held as JSON values whole.
+pub enum Batch<'a> {
+    Json(Vec<&'a RawValue>),
+    /// MessagePack (libhoney-go): where each element starts and ends.
+    Msgpack(Vec<std::ops::Range<usize>>, &'a [u8]),
+}
+
+impl Batch<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Json(items) => items.len(),
+            Batch::Msgpack(items, _) => items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements `range` as events.
+    pub fn read(&self, range: std::ops::Range<usize>) -> Vec<MadeEvent> {
+        match self {
+            Batch::Json(items) => items[range]
+                .iter()
+                .map(|raw| match serde_json::from_str::<Value>(raw.get()) {
+                    Ok(v) => element(v),
+                    Err(e) => Err(BadEvent(format!("not JSON: {e}"))),
+                })
+                .collect(),
+            Batch::Msgpack(items, body) => items[range]
+                .iter()
+                .map(|r| crate::msgpack::value(&body[r.clone()]).and_then(element))
+                .collect(),
+        }
+    }
+}
+
+/// The elements of a `POST /1/batch/{dataset}` body (decompressed): a JSON
+/// array, or with `msgpack` a MessagePack one.
+pub fn batch(body: &[u8], msgpack: bool) -> Result<Batch<'_>, IngestError> {
+    if msgpack {
+        return crate::msgpack::array_elements(body)
+            .map(|items| Batch::Msgpack(items, body))
+            .map_err(|e| {
+                IngestError::BadBody(format!(
+                    "a Honeycomb batch in MessagePack is an array of maps: {e}"
+                ))
+            });
+    }
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         IngestError::BadBody(format!(
             "a Honeycomb batch is a JSON array of {{\"data\": {{...}}, \"time\": ..., \"samplerate\": N}} objects: {e}"
         ))
     })?;
-    Ok(items.into_iter().map(element).collect())
+    Ok(Batch::Json(items))
 }
 
 fn element(item: Value) -> MadeEvent {
@@ -119,8 +168,10 @@ mod tests {
             {"time": "2026-01-01T00:00:00Z"},
             7,
         ]);
-        let events = batch(body.to_string().as_bytes()).unwrap();
-        assert_eq!(events.len(), 5);
+        let text = body.to_string();
+        let b = batch(text.as_bytes(), false).unwrap();
+        assert_eq!(b.len(), 5);
+        let events = b.read(0..5);
         let first = events[0].as_ref().unwrap();
         assert_eq!(first["time"], "2026-01-01T00:00:00Z");
         assert_eq!(first["samplerate"], 4);
@@ -131,7 +182,10 @@ mod tests {
         assert!(events[2].as_ref().unwrap_err().0.contains("a number"));
         assert!(events[3].as_ref().unwrap_err().0.contains("no \"data\""));
         assert!(events[4].as_ref().unwrap_err().0.contains("holding"));
-        assert!(batch(b"{\"data\": {}}").is_err(), "a batch is an array");
+        assert!(
+            batch(b"{\"data\": {}}", false).is_err(),
+            "a batch is an array"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod honeycomb;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
+pub mod msgpack;
 pub mod otlp;
 pub mod protocol;
 pub mod route;

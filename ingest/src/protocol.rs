@@ -1,16 +1,16 @@
 //! The one path of events that a protocol door (the Honeycomb Events API,
 //! OTLP) makes from its own format. The door turns each of its events into
-//! a JSON object (or says why it cannot); they are stored exactly as a
-//! native NDJSON body is (`Ingest::events_in_turn`: schema-on-write,
-//! limits, replication, metrics) and answered one status per event, in
-//! order, as those protocols answer.
+//! a JSON object (or says why it cannot); they are stored as the events of
+//! a native body are once parsed (`Ingest::parsed_in_turn`: the same
+//! conversion, schema-on-write, limits and replication) and answered one
+//! status per event, in order, as those protocols answer.
 
 use atoll_errors::{Classified, ErrorKind};
 use atoll_store::validate_table_name;
 use serde_json::{Map, Value};
 
 use crate::IngestError;
-use crate::api::{EventsBody, Ingest, Turn};
+use crate::api::{Ingest, Turn};
 use crate::error::BadEvent;
 use crate::limits::MAX_REJECTIONS_LISTED;
 
@@ -37,26 +37,30 @@ impl EventStatus {
 }
 
 /// Events are stored this many at a time, so that every refusal of a
-/// request is listed (a native answer lists the first 1,000).
-const CHUNK: usize = MAX_REJECTIONS_LISTED;
+/// request is listed (a native answer lists the first 1,000); doors that
+/// can read their events lazily read this many at a time.
+pub const EVENTS_AT_ONCE: usize = MAX_REJECTIONS_LISTED;
+const CHUNK: usize = EVENTS_AT_ONCE;
 
 impl Ingest {
     /// Stores a door's events in `table`; one status per event, in order.
     /// Never fails as a whole once it has begun: a chunk the cluster
     /// refuses is reported event by event, so that a client retrying a
     /// request that stored some of its events cannot store them twice.
+    /// `size`: the bytes the events came in (counted as memory in flight).
     pub async fn made_events(
         &self,
         table: &str,
         events: Vec<MadeEvent>,
-        sender: &str,
+        size: usize,
         turn: &Turn,
     ) -> Vec<EventStatus> {
         let mut statuses = Vec::with_capacity(events.len());
+        let chunks = events.len().div_ceil(CHUNK).max(1);
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
             let chunk: Vec<MadeEvent> = events.by_ref().take(CHUNK).collect();
-            statuses.extend(self.made_chunk(table, chunk, sender, turn).await);
+            statuses.extend(self.made_chunk(table, chunk, size / chunks, turn).await);
         }
         statuses
     }
@@ -65,37 +69,11 @@ impl Ingest {
         &self,
         table: &str,
         chunk: Vec<MadeEvent>,
-        sender: &str,
+        size: usize,
         turn: &Turn,
     ) -> Vec<EventStatus> {
         let mut statuses = vec![EventStatus::Stored; chunk.len()];
-        let mut body = Vec::new();
-        // The request's index of each line of the NDJSON body.
-        let mut lines = Vec::new();
-        for (i, event) in chunk.into_iter().enumerate() {
-            let written = event.and_then(|e| {
-                serde_json::to_writer(&mut body, &e)
-                    .map_err(|e| BadEvent(format!("cannot be written as JSON: {e}")))
-            });
-            match written {
-                Ok(()) => {
-                    body.push(b'\n');
-                    lines.push(i);
-                }
-                Err(bad) => statuses[i] = refused(ErrorKind::BadInput, bad.0),
-            }
-        }
-        if lines.is_empty() {
-            return statuses;
-        }
-        let body = EventsBody {
-            raw: body.into(),
-            encoding: None,
-            ndjson: true,
-            idempotency_key: None,
-            sender: sender.to_string(),
-        };
-        match self.events_in_turn(table, body, turn).await {
+        match self.parsed_in_turn(table, chunk, size, turn).await {
             Ok(ingested) => {
                 for r in ingested.outcome.rejected {
                     let kind = if r.unavailable {
@@ -103,14 +81,14 @@ impl Ingest {
                     } else {
                         ErrorKind::BadInput
                     };
-                    if let Some(&i) = lines.get(r.index) {
-                        statuses[i] = refused(kind, r.error);
+                    if let Some(s) = statuses.get_mut(r.index) {
+                        *s = refused(kind, r.error);
                     }
                 }
             }
             Err(e) => {
-                for &i in &lines {
-                    statuses[i] = refused(e.kind(), e.to_string());
+                for s in &mut statuses {
+                    *s = refused(e.kind(), e.to_string());
                 }
             }
         }

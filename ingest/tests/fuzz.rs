@@ -1,11 +1,15 @@
 //! Fuzzing (proptest, stable Rust) of ingest's decoders: compressed bodies,
-//! JSON objects, arrays and NDJSON through both decoders into a table, and
-//! the Idempotency-Key header. Any bytes give events, rejections or a
-//! clear error, never a panic.
+//! JSON objects, arrays and NDJSON through both decoders into a table, the
+//! Idempotency-Key header, Honeycomb batches (JSON and MessagePack) and
+//! OTLP bodies (protobuf and JSON, of any bytes and real ones with bytes
+//! changed). Any bytes give events, rejections or a clear error, never a
+//! panic.
 
-use atoll_ingest::{body, convert, decode, idempotency_key, typed};
+use atoll_ingest::otlp::{self, Encoding};
+use atoll_ingest::{body, convert, decode, honeycomb, idempotency_key, typed};
 use atoll_store::{Store, StoreConfig};
 use proptest::prelude::*;
+use prost::Message;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
@@ -71,8 +75,81 @@ fn ingest(bytes: &[u8]) {
     }
 }
 
+/// A protocol door's body through its decoder, and its events into a
+/// table.
+fn protocols(bytes: &[u8]) {
+    let store = Store::new(StoreConfig {
+        partitions: 4,
+        ..Default::default()
+    });
+    let table = store.get_or_create("t").unwrap();
+    let now = atoll_store::now_micros();
+    let mut made = Vec::new();
+    for msgpack in [false, true] {
+        if let Ok(batch) = honeycomb::batch(bytes, msgpack) {
+            made.extend(batch.read(0..batch.len()));
+        }
+    }
+    if let Ok(Ok(event)) = honeycomb::single(bytes, Some("1"), Some("2")) {
+        made.push(Ok(event));
+    }
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        if let Ok(r) = otlp::decode_traces(bytes, encoding)
+            && let Ok(tables) = otlp::span_rows(r)
+        {
+            made.extend(tables.into_iter().flat_map(|t| t.events));
+        }
+        if let Ok(r) = otlp::decode_logs(bytes, encoding)
+            && let Ok(tables) = otlp::log_rows(r)
+        {
+            made.extend(tables.into_iter().flat_map(|t| t.events));
+        }
+    }
+    let _ = convert::convert_flat(&table, convert::prepare_all(&made, now), None);
+}
+
+/// A real OTLP traces request: a span with attributes, an event and a link.
+fn spans() -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "s"}}]},
+        "scopeSpans": [{"scope": {"name": "x"}, "spans": [{
+            "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+            "name": "op", "kind": 2, "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+            "attributes": [{"key": "a", "value": {"arrayValue": {"values": [{"intValue": 1}]}}}],
+            "events": [{"timeUnixNano": "1", "name": "e"}],
+            "links": [{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b175"}],
+            "status": {"code": 2}
+        }]}]
+    }]});
+    let request: ExportTraceServiceRequest = serde_json::from_value(body).unwrap();
+    request.encode_to_vec()
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn fuzz_protocol_bodies_of_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        protocols(&bytes);
+    }
+
+    #[test]
+    fn fuzz_protocol_bodies_of_json_tokens(text in jsonish()) {
+        protocols(text.as_bytes());
+    }
+
+    #[test]
+    fn fuzz_otlp_protobuf_with_bytes_changed(
+        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let mut body = spans();
+        for (at, byte) in changes {
+            let i = at.index(body.len());
+            body[i] = byte;
+        }
+        protocols(&body);
+    }
 
     #[test]
     fn fuzz_bodies_of_json_tokens(text in jsonish()) {

@@ -271,6 +271,12 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Address to serve OpenTelemetry's OTLP over gRPC on (traces and
+    /// logs; e.g. `0.0.0.0:4317`). Off unless given; OTLP over HTTP is
+    /// always on the HTTP port (`/v1/traces`, `/v1/logs`).
+    #[arg(long, env = "ATOLL_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<String>,
+
     /// Certificate chain (PEM) to serve the HTTP API and dashboard over
     /// HTTPS instead of HTTP (with `--tls-key`); with `--internal-tls`,
     /// Flight between nodes too.
@@ -300,8 +306,8 @@ pub struct ServeArgs {
     pub internal_tls_name: Option<String>,
 
     /// Once serving, write the node's name and the addresses it bound (JSON:
-    /// `node`, `http_addr`, `http_url`, `flight_addr`, `gossip_addr`) to
-    /// this file, so
+    /// `node`, `http_addr`, `http_url`, `flight_addr`, `gossip_addr`, and
+    /// `otlp_grpc_addr` when served) to this file, so
     /// that scripts starting nodes on port 0 learn the ports they got.
     #[arg(long, env = "ATOLL_READY_FILE")]
     pub ready_file: Option<std::path::PathBuf>,

@@ -16,6 +16,7 @@ pub mod durability;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod otlp_grpc;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct Node {
     pub http_addr: SocketAddr,
     /// `http://` or `https://` and the address: how clients reach the API.
     pub http_url: String,
+    /// Where OTLP/gRPC is served (`--otlp-grpc-addr`), if it is.
+    pub otlp_grpc_addr: Option<SocketAddr>,
     pub flight_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub name: String,
@@ -218,6 +221,10 @@ impl Node {
             handoff: handoff.clone(),
         };
         let wal = local.wal.clone();
+        let otlp_grpc = otlp_grpc::OtlpGrpc {
+            ingest: ingest.clone(),
+            guard: guard.clone(),
+        };
         let app = Router::new()
             .route("/healthz", get(move || healthz(wal.clone())))
             .merge(metrics::router(node_metrics))
@@ -292,6 +299,13 @@ impl Node {
                 tracing::error!(error = %e, "the Flight service stopped");
             }
         });
+        let otlp_grpc_addr = match &args.otlp_grpc_addr {
+            Some(addr) => Some(
+                serve_otlp_grpc(addr, otlp_grpc, certificate.as_ref(), shutdown.subscribe())
+                    .await?,
+            ),
+            None => None,
+        };
         let mut http_stop = stopped;
         let stop = async move {
             let _ = http_stop.wait_for(|s| *s).await;
@@ -310,6 +324,7 @@ impl Node {
         Ok(Node {
             http_addr,
             http_url: format!("{scheme}://{http_addr}"),
+            otlp_grpc_addr,
             flight_addr,
             gossip_addr: membership.gossip_addr(),
             name,
@@ -381,6 +396,41 @@ fn gossip_addr(addr: &str) -> anyhow::Result<SocketAddr> {
 
 /// Waits until the claimant put this node in the ring, or a peer showed the
 /// cluster cannot take it.
+/// Serves OTLP/gRPC on `addr` (over TLS with the node's certificate) until
+/// the node stops; where it listens.
+async fn serve_otlp_grpc(
+    addr: &str,
+    door: otlp_grpc::OtlpGrpc,
+    certificate: Option<&tls::NodeCertificate>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for OTLP/gRPC on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(cert) = certificate {
+        let identity = tonic::transport::Identity::from_pem(&cert.cert_pem, &cert.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("cannot serve OTLP/gRPC over TLS")?;
+    }
+    let (traces, logs) = door.services();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serving = builder
+        .add_service(traces)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    tokio::spawn(async move {
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "the OTLP/gRPC service stopped");
+        }
+    });
+    Ok(bound)
+}
+
 async fn wait_for_ring(membership: &Membership) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

@@ -109,6 +109,7 @@ fn write_ready_file(path: &std::path::Path, node: &Node) -> anyhow::Result<()> {
         "http_url": node.http_url,
         "flight_addr": node.flight_addr.to_string(),
         "gossip_addr": node.gossip_addr.to_string(),
+        "otlp_grpc_addr": node.otlp_grpc_addr.map(|a| a.to_string()),
     });
     let partial = path.with_extension("partial");
     std::fs::write(&partial, ready.to_string())

@@ -24,7 +24,7 @@ fn clients_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/clients"));
     assert!(
-        dir.join("installed-v1").exists(),
+        dir.join("installed-v2").exists(),
         "the client libraries are not installed in {}: run scripts/install-clients (the test command does)",
         dir.display()
     );
@@ -173,9 +173,46 @@ async fn libhoney_javascript_sends_into_a_cluster() {
 async fn the_opentelemetry_sdk_exports_traces_and_logs_into_a_cluster() {
     let c = three_nodes().await;
     let key = ingest_key(&c, &["shop"]).await;
-    let ids = python(&[&script("otel_send.py"), &c.node(1).url, &key, "Shop"]);
-    assert_eq!(ids["flushed"], true, "{ids}");
-    let q = c.node(2);
+    let ids = python(&[
+        &script("otel_send.py"),
+        &c.node(1).url,
+        &key,
+        "Shop",
+        "http",
+    ]);
+    check_shop(c.node(2), &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opentelemetry_sdk_exports_over_grpc() {
+    let c = Cluster::start(
+        2,
+        &["--admin-key", ADMIN, "--otlp-grpc-addr", "127.0.0.1:0"],
+    )
+    .await;
+    let key = ingest_key(&c, &["shop"]).await;
+    let grpc = c
+        .node(1)
+        .otlp_grpc_addr
+        .clone()
+        .expect("OTLP/gRPC is served");
+    let ids = python(&[&script("otel_send.py"), &grpc, &key, "Shop", "grpc"]);
+    check_shop(c.node(0), &ids).await;
+    // Without a key (or with one of another table's), nothing is stored.
+    let other = {
+        let body = json!({"name": "other", "role": "ingest", "tables": ["elsewhere"]}).to_string();
+        let (status, v) = c.node(0).send(Method::POST, "/v1/keys", &body).await;
+        assert_eq!(status, 201, "{v}");
+        v["key"].as_str().unwrap().to_string()
+    };
+    let refused = python(&[&script("otel_send.py"), &grpc, &other, "Shop", "grpc"]);
+    assert_eq!(refused["exported"], false, "{refused}");
+    assert_eq!(c.node(0).count("SELECT count(*) FROM shop").await, 6);
+}
+
+/// What `otel_send.py` made, read back from the table `shop` on `q`.
+async fn check_shop(q: &Api, ids: &Value) {
+    assert_eq!(ids["exported"], true, "{ids}");
     wait_count(q, "SELECT count(*) FROM shop", 6).await;
     let trace = ids["trace_id"].as_str().unwrap();
     let spans = q
@@ -497,6 +534,31 @@ async fn otlp_json_bodies_and_the_error_shapes_of_both_protocols() {
             ],
             vec![json!(2), Value::Null, json!("2025-11-29T09:00:00Z")],
         ]
+    );
+    // MessagePack batches (libhoney-go's), times as MessagePack
+    // timestamps; an element that is not a map is refused alone.
+    use rmpv::Value as Mp;
+    let stamp = ((250_000_000u64 << 34) | 1_764_406_800)
+        .to_be_bytes()
+        .to_vec();
+    let element = Mp::Map(vec![
+        (
+            Mp::from("data"),
+            Mp::Map(vec![(Mp::from("m"), Mp::from(1))]),
+        ),
+        (Mp::from("time"), Mp::Ext(-1, stamp)),
+        (Mp::from("samplerate"), Mp::from(5)),
+    ]);
+    let mut packed = Vec::new();
+    rmpv::encode::write_value(&mut packed, &Mp::Array(vec![element, Mp::from("x")])).unwrap();
+    let (status, _, answer) = post(&s, "/1/batch/mp", "application/msgpack", packed, &[]).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer[0], json!({"status": 202}), "{answer}");
+    assert_eq!(answer[1]["status"], 400, "{answer}");
+    assert_eq!(
+        s.rows("SELECT m, samplerate, time FROM mp").await,
+        vec![vec![json!(1), json!(5), json!("2025-11-29T09:00:00.250Z")]]
     );
     // Last: the node answers before reading a body declared too large,
     // and closes the connection.

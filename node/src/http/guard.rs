@@ -144,12 +144,22 @@ impl Guard {
         let ingest = path.ends_with("/events")
             || path.starts_with("/1/")
             || path == "/v1/traces"
-            || path == "/v1/logs";
+            || path == "/v1/logs"
+            || path.starts_with("/opentelemetry.proto.collector.");
         bearer.or_else(|| {
             ingest
                 .then(|| headers.get(HONEYCOMB_TEAM).and_then(|v| v.to_str().ok()))
                 .flatten()
         })
+    }
+
+    /// The caller of a request to `path` with these headers (HTTP, or a
+    /// gRPC door's metadata): every door authenticates through here.
+    pub fn caller(&self, headers: &HeaderMap, path: &str) -> Result<atoll_auth::Caller, AuthError> {
+        let now_ms = atoll_store::now_micros() / 1000;
+        self.auth
+            .authenticate(Guard::presented(headers, path), now_ms)
+            .inspect_err(|e| self.refused(e, path))
     }
 
     /// Counts and logs (without the key) a refusal for a key or a role.
@@ -216,16 +226,11 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut request: Request, next: Next
     let path = request.uri().path().to_string();
     let keyed = g.needs_key(&path);
     if keyed {
-        let now_ms = atoll_store::now_micros() / 1000;
-        match g
-            .auth
-            .authenticate(Guard::presented(request.headers(), &path), now_ms)
-        {
+        match g.caller(request.headers(), &path) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
             }
             Err(e) => {
-                g.refused(&e, &path);
                 let mut response = ApiError::from(e).into_response();
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

@@ -1,7 +1,8 @@
 //! Honeycomb's Events API, so that libhoney clients (and anything else
 //! speaking it) send to Atoll by changing only their API host:
-//! `POST /1/events/{dataset}` (one event) and `POST /1/batch/{dataset}`
-//! (a JSON array), gzip or zstd, the key in `X-Honeycomb-Team` (or
+//! `POST /1/events/{dataset}` (one JSON event) and `POST
+//! /1/batch/{dataset}` (a JSON or MessagePack array), gzip or zstd, the key
+//! in `X-Honeycomb-Team` (or
 //! `Authorization: Bearer`). The dataset names the table
 //! (`atoll_ingest::protocol::table_for`).
 //!
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use atoll_auth::{Caller, Need};
 use atoll_ingest::honeycomb;
-use atoll_ingest::protocol::{EventStatus, MadeEvent, table_for};
+use atoll_ingest::protocol::{EVENTS_AT_ONCE, EventStatus, MadeEvent, table_for};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -23,7 +24,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::ingest::{IngestState, read_decoded, sender};
+use super::ingest::{IngestState, read_decoded};
 
 pub fn router(state: IngestState) -> Router {
     Router::new()
@@ -97,21 +98,31 @@ async fn store(
     caller.may(Need::Ingest(&table))?;
     let turn = st.ingest.turn().await?;
     let body = read_decoded(&st.ingest, headers, body).await?;
-    let events: Vec<MadeEvent> = match shape {
-        Shape::Batch => honeycomb::batch(&body)?,
-        Shape::Single => {
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            vec![honeycomb::single(
-                &body,
-                header("x-honeycomb-event-time"),
-                header("x-honeycomb-samplerate"),
-            )?]
-        }
-    };
-    let statuses = st
-        .ingest
-        .made_events(&table, events, &sender(caller), &turn)
-        .await;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Shape::Single = shape {
+        let event = honeycomb::single(
+            &body,
+            header("x-honeycomb-event-time"),
+            header("x-honeycomb-samplerate"),
+        )?;
+        let statuses = st
+            .ingest
+            .made_events(&table, vec![event], body.len(), &turn)
+            .await;
+        return Ok((table, statuses));
+    }
+    let msgpack = header("content-type").is_some_and(|ct| ct.contains("msgpack"));
+    let batch = honeycomb::batch(&body, msgpack)?;
+    // Read and stored a chunk at a time: a large batch is never held as
+    // parsed events whole.
+    let (total, step) = (batch.len(), EVENTS_AT_ONCE);
+    let mut statuses = Vec::with_capacity(total);
+    for start in (0..total).step_by(step) {
+        let range = start..(start + step).min(total);
+        let size = body.len() * range.len() / total;
+        let events: Vec<MadeEvent> = batch.read(range);
+        statuses.extend(st.ingest.made_events(&table, events, size, &turn).await);
+    }
     Ok((table, statuses))
 }
 

@@ -64,7 +64,13 @@ impl IngestState {
 
     /// Counts and times a request by its answer's status.
     pub(super) fn count_request(&self, started: Instant, response: &Response) {
-        let status = response.status().as_u16().to_string();
+        self.count_status(started, response.status().as_u16());
+    }
+
+    /// Counts and times a request by its status (a gRPC door's: the HTTP
+    /// status its error kind has everywhere else).
+    pub(crate) fn count_status(&self, started: Instant, status: u16) {
+        let status = status.to_string();
         self.metrics.requests.with_label_values(&[&status]).inc();
         self.metrics
             .request_seconds

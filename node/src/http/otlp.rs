@@ -33,7 +33,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::ApiError;
-use super::ingest::{IngestState, read_decoded, sender};
+use super::ingest::{IngestState, read_decoded};
 
 pub fn router(state: IngestState) -> Router {
     Router::new()
@@ -117,15 +117,29 @@ async fn store(
 ) -> Result<(i64, String), ApiError> {
     let turn = st.ingest.turn().await?;
     let body = read_decoded(&st.ingest, headers, body).await?;
+    let size = body.len();
     let tables = tokio::task::spawn_blocking(move || rows(&body, signal, encoding))
         .await
         .map_err(|e| IngestError::task_failed("decoding an OTLP body", e))??;
-    // Every table the request writes must be the key's, before anything
-    // is stored.
+    store_tables(st, caller, tables, size, &turn).await
+}
+
+/// Stores the rows of an OTLP request (of either transport): how many
+/// spans or records were refused, and the first reason. Every table it
+/// writes must be the caller's, checked before anything is stored; an
+/// error means nothing was.
+pub(crate) async fn store_tables(
+    st: &IngestState,
+    caller: &Caller,
+    tables: Vec<TableEvents>,
+    size: usize,
+    turn: &atoll_ingest::api::Turn,
+) -> Result<(i64, String), ApiError> {
     for t in &tables {
         caller.may(Need::Ingest(&t.table))?;
     }
     let (mut refused, mut first) = (0, None);
+    let count = tables.len().max(1);
     for TableEvents {
         table,
         events,
@@ -134,7 +148,7 @@ async fn store(
     {
         let statuses = st
             .ingest
-            .made_events(&table, events, &sender(caller), &turn)
+            .made_events(&table, events, size / count, turn)
             .await;
         let stored = statuses.iter().filter(|s| s.is_stored()).count();
         st.count_events(&table, stored, statuses.len() - stored);
