@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod doors;
+
+use doors::Door;
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
@@ -113,8 +116,12 @@ async fn main() -> Result<()> {
     // Atoll: the events as NDJSON requests from several clients, then the
     // queries; then the same requests gzip-compressed into a fresh node.
     let bodies = chunks(&lines, usize::MAX, args.request_events);
+    let counts: Vec<usize> = bodies
+        .iter()
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .collect();
     let node = Node::start(&atoll_bin)?;
-    let plain = ingest(&node.url, &bodies, args.clients, false).await?;
+    let plain = ingest(&node.url, &bodies, &counts, args.clients, Door::Native).await?;
     tokio::time::sleep(SETTLE).await;
     let (rss, hwm) = node.memory()?;
     let mut atoll_q = Vec::new();
@@ -124,10 +131,19 @@ async fn main() -> Result<()> {
     drop(node);
     let gzipped = bodies.iter().map(|b| gzip(b)).collect::<Result<Vec<_>>>()?;
     let node = Node::start(&atoll_bin)?;
-    let gz = ingest(&node.url, &gzipped, args.clients, true).await?;
+    let gz = ingest(&node.url, &gzipped, &counts, args.clients, Door::NativeGzip).await?;
     tokio::time::sleep(SETTLE).await;
     let (gz_rss, _) = node.memory()?;
     drop(node);
+    // The other doors, each into a fresh node: Honeycomb batches and OTLP
+    // spans of the same events.
+    let honeycomb = doors::honeycomb_bodies(&bodies);
+    let otlp = doors::otlp_bodies(&bodies)?;
+    let mut door_rates = Vec::new();
+    for (door, door_bodies) in [(Door::Honeycomb, &honeycomb), (Door::Otlp, &otlp)] {
+        let node = Node::start(&atoll_bin)?;
+        door_rates.push(ingest(&node.url, door_bodies, &counts, args.clients, door).await?);
+    }
 
     // The same on local clusters, entering and asking through the first node.
     let mut clusters = Vec::new();
@@ -138,7 +154,7 @@ async fn main() -> Result<()> {
     {
         let cluster = LocalCluster::start(&atoll_bin, args.cluster_nodes, n).await?;
         let url = cluster.nodes[0].url.clone();
-        let ingest = ingest(&url, &bodies, args.clients, false).await?;
+        let native = ingest(&url, &bodies, &counts, args.clients, Door::Native).await?;
         tokio::time::sleep(SETTLE).await;
         let rss: Vec<(u64, u64)> = cluster
             .nodes
@@ -151,10 +167,20 @@ async fn main() -> Result<()> {
         }
         clusters.push((
             format!("{} nodes N={n}", args.cluster_nodes),
-            ingest,
+            native,
             rss,
             q,
         ));
+        drop(cluster);
+        if n == args.cluster_replicas.iter().copied().max().unwrap_or(n) {
+            for (door, door_bodies) in [(Door::Honeycomb, &honeycomb), (Door::Otlp, &otlp)] {
+                let cluster = LocalCluster::start(&atoll_bin, args.cluster_nodes, n).await?;
+                let url = cluster.nodes[0].url.clone();
+                let mut rate = ingest(&url, door_bodies, &counts, args.clients, door).await?;
+                rate["cluster"] = json!(format!("{} nodes N={n}", args.cluster_nodes));
+                door_rates.push(rate);
+            }
+        }
     }
 
     // Plain DataFusion over the same events in a MemTable.
@@ -202,7 +228,7 @@ async fn main() -> Result<()> {
     let report = json!({
         "events": lines.len(), "ndjson_bytes": raw.len(),
         "atoll": {
-            "ingest_plain": plain, "ingest_gzip": gz,
+            "ingest_plain": plain, "ingest_gzip": gz, "ingest_doors": door_rates,
             "rss_after_load_bytes": rss, "peak_rss_bytes": hwm, "rss_after_gzip_load_bytes": gz_rss,
             "queries": atoll_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
         },
@@ -236,6 +262,7 @@ async fn main() -> Result<()> {
         }
     }
     print_clusters(&clusters, &atoll_q, &df_q);
+    print_doors(&report);
     eprintln!("report: {}", path.display());
     if !report["mismatches"].as_array().unwrap().is_empty() {
         bail!(
@@ -482,13 +509,22 @@ fn gzip(body: &[u8]) -> Result<Vec<u8>> {
     Ok(encoder.finish()?)
 }
 
-/// Sends the bodies from `clients` concurrent clients; events/s counts
-/// accepted events, MB/s the bytes sent (compressed, with `gzip`).
-async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize, gzip: bool) -> Result<Value> {
+/// Sends the bodies through `door` from `clients` concurrent clients;
+/// events/s counts stored events, MB/s the bytes sent (compressed, for
+/// gzip). `events[i]`: the events of body i.
+async fn ingest(
+    url: &str,
+    bodies: &[Vec<u8>],
+    events: &[usize],
+    clients: usize,
+    door: Door,
+) -> Result<Value> {
     let client = reqwest::Client::new();
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(bodies.to_vec());
-    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let bodies: Arc<Vec<(Vec<u8>, usize)>> =
+        Arc::new(bodies.iter().cloned().zip(events.iter().copied()).collect());
+    let bytes: usize = bodies.iter().map(|b| b.0.len()).sum();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (path, content_type) = door.target();
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
@@ -502,18 +538,17 @@ async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize, gzip: bool) -> Re
                 let mut accepted = 0u64;
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(body) = bodies.get(i) else {
+                    let Some((body, sent)) = bodies.get(i) else {
                         return Ok::<_, anyhow::Error>(accepted);
                     };
                     let mut request = client
-                        .post(format!("{url}/v1/tables/events/events"))
-                        .header("content-type", "application/x-ndjson");
-                    if gzip {
+                        .post(format!("{url}{path}"))
+                        .header("content-type", content_type);
+                    if door == Door::NativeGzip {
                         request = request.header("content-encoding", "gzip");
                     }
                     let res = request.body(body.clone()).send().await?;
-                    let v: Value = res.json().await?;
-                    accepted += v["accepted"].as_u64().context("accepted")?;
+                    accepted += door.accepted(&res.bytes().await?, *sent)?;
                 }
             })
         })
@@ -524,7 +559,8 @@ async fn ingest(url: &str, bodies: &[Vec<u8>], clients: usize, gzip: bool) -> Re
     }
     let secs = started.elapsed().as_secs_f64();
     Ok(json!({
-        "requests": bodies.len(), "clients": clients, "gzip": gzip, "accepted": accepted, "seconds": secs,
+        "door": door.name(), "requests": bodies.len(), "clients": clients, "gzip": door == Door::NativeGzip,
+        "accepted": accepted, "seconds": secs,
         "events_per_s": accepted as f64 / secs, "mb_per_s": bytes as f64 / 1e6 / secs,
     }))
 }
@@ -924,6 +960,31 @@ fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
             a.max_ms,
             d.median_ms,
             a.median_ms / d.median_ms
+        );
+    }
+}
+
+/// Each door's rate beside native NDJSON's on the same nodes.
+fn print_doors(r: &Value) {
+    let rate = |v: &Value| v["events_per_s"].as_f64().unwrap_or(0.0);
+    let one = rate(&r["atoll"]["ingest_plain"]);
+    let cluster = r["clusters"]
+        .as_array()
+        .and_then(|c| c.last())
+        .map_or(0.0, |c| rate(&c["ingest_plain"]));
+    println!(
+        "\n| door | where | events/s | vs NDJSON there |\n| --- | --- | --- | --- |"
+    );
+    for d in r["atoll"]["ingest_doors"].as_array().into_iter().flatten() {
+        let (place, native) = match d["cluster"].as_str() {
+            Some(c) => (c.to_string(), cluster),
+            None => ("1 node".to_string(), one),
+        };
+        println!(
+            "| {} | {place} | {:.0} | {:.2}x |",
+            d["door"].as_str().unwrap_or("?"),
+            rate(d),
+            rate(d) / native
         );
     }
 }

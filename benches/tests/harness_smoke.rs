@@ -1,7 +1,8 @@
 //! The benchmark harness at a tiny scale, on the debug build the tests make
 //! anyway: it must run end to end (one node, 3-node clusters with N=1 and
-//! N=3, in-process DataFusion, DuckDB when pip can install it) and all
-//! engines must agree. Timings are printed, never asserted.
+//! N=3, in-process DataFusion, DuckDB when pip can install it, the
+//! Honeycomb and OTLP doors) and all engines must agree. Timings are
+//! printed, never asserted.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -34,5 +35,12 @@ fn the_harness_runs_end_to_end_and_the_engines_agree() {
     assert_eq!(report["events"], 10_000);
     assert_eq!(report["mismatches"], serde_json::json!([]));
     assert_eq!(report["clusters"].as_array().map(Vec::len), Some(2));
+    // Honeycomb batches and OTLP spans of the same events, on one node and
+    // on the N=3 cluster: every event stored.
+    let doors = report["atoll"]["ingest_doors"].as_array().expect("door rates");
+    assert_eq!(doors.len(), 4, "{doors:?}");
+    for d in doors {
+        assert_eq!(d["accepted"], 10_000, "{d}");
+    }
     println!("{stdout}");
 }

@@ -4,8 +4,10 @@
 //!
 //! Owns: reading bodies (`body`, `decode`), schema-on-write conversion with
 //! type inference, widening and time (`convert`, `typed`, `time`), routing
-//! rows to partitions (`route`), and the typed API every door calls
-//! (`api`).
+//! rows to partitions (`route`), the typed API every door calls (`api`),
+//! and the events of the standard protocols: Honeycomb's Events API
+//! (`honeycomb`, `msgpack`) and OTLP traces and logs (`otlp`), stored one
+//! status per event (`protocol`).
 //!
 //! Must not know: HTTP (the doors are `atoll-node`'s), or how a batch
 //! reaches the other nodes (`atoll-cluster`'s replicator does that).
