@@ -70,7 +70,11 @@ pub fn honeycomb_bodies(bodies: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .map(|body| {
             let mut out = Vec::with_capacity(body.len() + body.len() / 8);
             out.push(b'[');
-            for (i, line) in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            for (i, line) in body
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .enumerate()
+            {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -123,7 +127,10 @@ fn span(mut event: serde_json::Map<String, Value>, seq: u64) -> Result<Span> {
     let start = chrono::DateTime::parse_from_rfc3339(time.as_str().context("time text")?)?
         .timestamp_nanos_opt()
         .context("time in range")? as u64;
-    let duration_ms = event.remove("duration_ms").and_then(|d| d.as_f64()).unwrap_or(0.0);
+    let duration_ms = event
+        .remove("duration_ms")
+        .and_then(|d| d.as_f64())
+        .unwrap_or(0.0);
     let name = event
         .get("endpoint")
         .and_then(Value::as_str)

@@ -11,13 +11,13 @@ use std::time::Instant;
 
 mod doors;
 
-use doors::Door;
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use clap::Parser;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use doors::Door;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -972,9 +972,7 @@ fn print_doors(r: &Value) {
         .as_array()
         .and_then(|c| c.last())
         .map_or(0.0, |c| rate(&c["ingest_plain"]));
-    println!(
-        "\n| door | where | events/s | vs NDJSON there |\n| --- | --- | --- | --- |"
-    );
+    println!("\n| door | where | events/s | vs NDJSON there |\n| --- | --- | --- | --- |");
     for d in r["atoll"]["ingest_doors"].as_array().into_iter().flatten() {
         let (place, native) = match d["cluster"].as_str() {
             Some(c) => (c.to_string(), cluster),

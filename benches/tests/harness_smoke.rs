@@ -37,7 +37,9 @@ fn the_harness_runs_end_to_end_and_the_engines_agree() {
     assert_eq!(report["clusters"].as_array().map(Vec::len), Some(2));
     // Honeycomb batches and OTLP spans of the same events, on one node and
     // on the N=3 cluster: every event stored.
-    let doors = report["atoll"]["ingest_doors"].as_array().expect("door rates");
+    let doors = report["atoll"]["ingest_doors"]
+        .as_array()
+        .expect("door rates");
     assert_eq!(doors.len(), 4, "{doors:?}");
     for d in doors {
         assert_eq!(d["accepted"], 10_000, "{d}");

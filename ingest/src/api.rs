@@ -35,6 +35,7 @@ pub struct EventsBody {
 }
 
 /// What became of a request's events.
+#[derive(Default)]
 pub struct Ingested {
     pub outcome: IngestOutcome,
     /// Some events were not held by W replicas (they are in `rejected`).

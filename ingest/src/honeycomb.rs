@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::IngestError;
 use crate::error::BadEvent;
-use crate::protocol::MadeEvent;
+use crate::protocol::{Made, MadeEvent, MadeLine};
 
 /// A batch body's elements, not yet read: a door reads them a chunk at a
 /// time (`read`), so that a large batch is never held as JSON values whole.
@@ -32,20 +32,18 @@ impl Batch<'_> {
         self.len() == 0
     }
 
-    /// Elements `range` as events.
-    pub fn read(&self, range: std::ops::Range<usize>) -> Vec<MadeEvent> {
+    /// Elements `range` as events: JSON ones as lines of JSON text (so
+    /// that they can take native NDJSON's typed path), MessagePack ones
+    /// as objects.
+    pub fn read(&self, range: std::ops::Range<usize>) -> Made {
         match self {
-            Batch::Json(items) => items[range]
-                .iter()
-                .map(|raw| match serde_json::from_str::<Value>(raw.get()) {
-                    Ok(v) => element(v),
-                    Err(e) => Err(BadEvent(format!("not JSON: {e}"))),
-                })
-                .collect(),
-            Batch::Msgpack(items, body) => items[range]
-                .iter()
-                .map(|r| crate::msgpack::value(&body[r.clone()]).and_then(element))
-                .collect(),
+            Batch::Json(items) => Made::Lines(items[range].iter().map(|raw| line(raw)).collect()),
+            Batch::Msgpack(items, body) => Made::Objects(
+                items[range]
+                    .iter()
+                    .map(|r| crate::msgpack::value(&body[r.clone()]).and_then(element))
+                    .collect(),
+            ),
         }
     }
 }
@@ -68,6 +66,74 @@ pub fn batch(body: &[u8], msgpack: bool) -> Result<Batch<'_>, IngestError> {
         ))
     })?;
     Ok(Batch::Json(items))
+}
+
+/// A batch element's envelope, its values left as text.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow)]
+    samplerate: Option<&'a RawValue>,
+}
+
+/// A JSON batch element as one line: `data`'s text with the envelope's
+/// `time` and `samplerate` added after its own keys. A key given twice
+/// makes the typed decoder hand the line to the general one, where the
+/// last of duplicate keys wins: the envelope's, as with `with_envelope`.
+fn line(raw: &RawValue) -> MadeLine {
+    let envelope: Envelope = match serde_json::from_str(raw.get()) {
+        Ok(e) => e,
+        Err(_) => {
+            // Not an object: say what it is, as for MessagePack.
+            let v: Value =
+                serde_json::from_str(raw.get()).map_err(|e| BadEvent(format!("not JSON: {e}")))?;
+            return Err(element(v).err().unwrap_or_else(|| {
+                BadEvent("a batch element must be an object holding \"data\"".into())
+            }));
+        }
+    };
+    let data = envelope
+        .data
+        .ok_or_else(|| BadEvent("the batch element has no \"data\"".into()))?
+        .get()
+        .trim();
+    if !data.starts_with('{') {
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        return Err(BadEvent(format!(
+            "\"data\" must be a JSON object, got {}",
+            kind(&v)
+        )));
+    }
+    let mut out = Vec::with_capacity(data.len() + 64);
+    out.extend_from_slice(&data.as_bytes()[..data.len() - 1]);
+    let mut empty = data[1..data.len() - 1].trim().is_empty();
+    for (key, value) in [
+        (TIME_COLUMN, envelope.time),
+        (SAMPLE_RATE_COLUMN, envelope.samplerate),
+    ] {
+        let Some(v) = value.filter(|v| v.get() != "null") else {
+            continue;
+        };
+        if !std::mem::take(&mut empty) {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    // Newlines in JSON text are whitespace between tokens (inside strings
+    // they are escaped): one line, whatever the client's layout.
+    for b in &mut out {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    Ok(out)
 }
 
 fn element(item: Value) -> MadeEvent {
@@ -171,17 +237,34 @@ mod tests {
         let text = body.to_string();
         let b = batch(text.as_bytes(), false).unwrap();
         assert_eq!(b.len(), 5);
-        let events = b.read(0..5);
-        let first = events[0].as_ref().unwrap();
-        assert_eq!(first["time"], "2026-01-01T00:00:00Z");
-        assert_eq!(first["samplerate"], 4);
+        let Made::Lines(events) = b.read(0..5) else {
+            panic!("JSON elements are lines")
+        };
+        assert_eq!(events.len(), 5);
+        let parsed =
+            |i: usize| -> Value { serde_json::from_slice(events[i].as_ref().unwrap()).unwrap() };
+        // Both times are in the line; the general path keeps the last.
+        let first = String::from_utf8(events[0].clone().unwrap()).unwrap();
         assert_eq!(
-            events[1].as_ref().unwrap(),
-            json!({"a": 2}).as_object().unwrap()
+            first,
+            r#"{"a":1,"time":"x","time":"2026-01-01T00:00:00Z","samplerate":4}"#
         );
+        assert_eq!(parsed(0)["time"], "2026-01-01T00:00:00Z");
+        assert_eq!(parsed(1), json!({"a": 2}));
         assert!(events[2].as_ref().unwrap_err().0.contains("a number"));
         assert!(events[3].as_ref().unwrap_err().0.contains("no \"data\""));
         assert!(events[4].as_ref().unwrap_err().0.contains("holding"));
+        // Any layout becomes one line; an empty object takes the envelope.
+        let b = batch(
+            b"[{\"data\": {\n\"a\": 1\n}}, {\"data\": {}, \"samplerate\": 2}]",
+            false,
+        )
+        .unwrap();
+        let Made::Lines(events) = b.read(0..2) else {
+            panic!("lines")
+        };
+        assert_eq!(events[0].as_ref().unwrap(), b"{ \"a\": 1 }");
+        assert_eq!(events[1].as_ref().unwrap(), br#"{"samplerate":2}"#);
         assert!(
             batch(b"{\"data\": {}}", false).is_err(),
             "a batch is an array"

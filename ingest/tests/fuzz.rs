@@ -6,6 +6,7 @@
 //! panic.
 
 use atoll_ingest::otlp::{self, Encoding};
+use atoll_ingest::protocol::Made;
 use atoll_ingest::{body, convert, decode, honeycomb, idempotency_key, typed};
 use atoll_store::{Store, StoreConfig};
 use proptest::prelude::*;
@@ -87,7 +88,17 @@ fn protocols(bytes: &[u8]) {
     let mut made = Vec::new();
     for msgpack in [false, true] {
         if let Ok(batch) = honeycomb::batch(bytes, msgpack) {
-            made.extend(batch.read(0..batch.len()));
+            match batch.read(0..batch.len()) {
+                Made::Objects(events) => made.extend(events),
+                Made::Lines(lines) => {
+                    for line in lines.into_iter().flatten() {
+                        assert!(!line.contains(&b'\n'), "one line");
+                        if let Ok(events) = body::parse(&line, true) {
+                            made.extend(events);
+                        }
+                    }
+                }
+            }
         }
     }
     if let Ok(Ok(event)) = honeycomb::single(bytes, Some("1"), Some("2")) {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use atoll_auth::{Caller, Need};
 use atoll_ingest::honeycomb;
-use atoll_ingest::protocol::{EVENTS_AT_ONCE, EventStatus, MadeEvent, table_for};
+use atoll_ingest::protocol::{EVENTS_AT_ONCE, EventStatus, table_for};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -120,8 +120,8 @@ async fn store(
     for start in (0..total).step_by(step) {
         let range = start..(start + step).min(total);
         let size = body.len() * range.len() / total;
-        let events: Vec<MadeEvent> = batch.read(range);
-        statuses.extend(st.ingest.made_events(&table, events, size, &turn).await);
+        let made = batch.read(range);
+        statuses.extend(st.ingest.store_made(&table, made, size, &turn).await);
     }
     Ok((table, statuses))
 }
