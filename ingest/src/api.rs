@@ -32,6 +32,9 @@ pub struct EventsBody {
     /// Who sent it (the API key's id, or its name): idempotency keys count
     /// per sender (`idempotency`).
     pub sender: String,
+    /// List every rejected event, not only the first 1,000 (a protocol
+    /// door answers one status per event).
+    pub list_all_rejections: bool,
 }
 
 /// What became of a request's events.
@@ -128,7 +131,12 @@ impl Ingest {
         } else {
             vec![Piece::Whole]
         };
-        self.store_pieces(table, pieces, decoded, key).await
+        let listed = if body.list_all_rejections {
+            usize::MAX
+        } else {
+            MAX_REJECTIONS_LISTED
+        };
+        self.store_pieces(table, pieces, decoded, key, listed).await
     }
 
     /// Events already parsed (a protocol door's, `protocol`), stored as a
@@ -149,17 +157,20 @@ impl Ingest {
         while events.peek().is_some() {
             pieces.push(Piece::Parsed(events.by_ref().take(PIECE_EVENTS).collect()));
         }
-        self.store_pieces(table, pieces, Bytes::new(), None).await
+        self.store_pieces(table, pieces, Bytes::new(), None, usize::MAX)
+            .await
     }
 
     /// Converts and replicates a body's pieces in order (`decoded`: the
-    /// bytes they are ranges of); `key`: the request's idempotency key.
+    /// bytes they are ranges of); `key`: the request's idempotency key;
+    /// `listed`: how many rejections the answer lists at most.
     async fn store_pieces(
         &self,
         table: &str,
         pieces: Vec<Piece>,
         decoded: Bytes,
         key: Option<String>,
+        listed: usize,
     ) -> Result<Ingested, IngestError> {
         let mut outcome = IngestOutcome {
             accepted: 0,
@@ -213,7 +224,7 @@ impl Ingest {
             // those of the first pieces.
             rejected.sort_by_key(|r| r.index);
             rejected_total += rejected.len();
-            let room = MAX_REJECTIONS_LISTED.saturating_sub(outcome.rejected.len());
+            let room = listed.saturating_sub(outcome.rejected.len());
             outcome.rejected.extend(rejected.into_iter().take(room));
             offset += events;
         }

@@ -24,7 +24,8 @@ use prost::Message;
 use serde_json::{Map, Number, Value};
 
 use crate::IngestError;
-use crate::protocol::{MadeEvent, table_for};
+use crate::error::BadEvent;
+use crate::protocol::{MadeLine, table_for};
 
 /// The table of items whose resource has no `service.name`.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
@@ -36,14 +37,43 @@ pub enum Encoding {
     Json,
 }
 
-/// One table's events of a request, in order; `counted[i]` is true for an
-/// event that is a span or log record (what `partial_success` counts),
-/// false for a span's event or link.
+/// One table's events of a request, in order, as lines of JSON text (so
+/// that they take native NDJSON's typed path when they fit the table);
+/// `counted[i]` is true for an event that is a span or log record (what
+/// `partial_success` counts), false for a span's event or link.
 #[derive(Debug, Default)]
 pub struct TableEvents {
     pub table: String,
-    pub events: Vec<MadeEvent>,
+    pub events: Vec<MadeLine>,
     pub counted: Vec<bool>,
+}
+
+/// The fields every row of a resource and scope starts with, written once
+/// as JSON text (without braces).
+struct Base(String);
+
+impl Base {
+    fn new(fields: &Map<String, Value>) -> Base {
+        let text = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
+        Base(text[1..text.len() - 1].to_string())
+    }
+
+    /// A row: these fields, then `own` (a key in both: the general path
+    /// keeps the later, `own`'s).
+    fn line(&self, own: &Map<String, Value>) -> MadeLine {
+        let own = serde_json::to_string(own)
+            .map_err(|e| BadEvent(format!("cannot be written as JSON: {e}")))?;
+        let own = &own[1..own.len() - 1];
+        let mut out = Vec::with_capacity(self.0.len() + own.len() + 3);
+        out.push(b'{');
+        out.extend_from_slice(self.0.as_bytes());
+        if !self.0.is_empty() && !own.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(own.as_bytes());
+        out.push(b'}');
+        Ok(out)
+    }
 }
 
 pub fn decode_traces(
@@ -81,7 +111,7 @@ pub fn span_rows(request: ExportTraceServiceRequest) -> Result<Vec<TableEvents>,
         let (table, base) = resource_base(rs.resource.as_ref(), "trace")?;
         let out = tables.get(&table);
         for ss in rs.scope_spans {
-            let base = with_scope(&base, ss.scope.as_ref());
+            let base = Base::new(&with_scope(&base, ss.scope.as_ref()));
             for span in ss.spans {
                 push_span(out, &base, span);
             }
@@ -97,9 +127,9 @@ pub fn log_rows(request: ExportLogsServiceRequest) -> Result<Vec<TableEvents>, I
         let (table, base) = resource_base(rl.resource.as_ref(), "log")?;
         let out = tables.get(&table);
         for sl in rl.scope_logs {
-            let base = with_scope(&base, sl.scope.as_ref());
+            let base = Base::new(&with_scope(&base, sl.scope.as_ref()));
             for record in sl.log_records {
-                out.events.push(Ok(log_row(&base, record)));
+                out.events.push(base.line(&log_row(record)));
                 out.counted.push(true);
             }
         }
@@ -161,12 +191,12 @@ fn with_scope(
     base
 }
 
-fn push_span(out: &mut TableEvents, base: &Map<String, Value>, span: Span) {
+fn push_span(out: &mut TableEvents, base: &Base, span: Span) {
     let trace_id = hex_id(&span.trace_id);
     let span_id = hex_id(&span.span_id);
     let start = span.start_time_unix_nano;
     for event in &span.events {
-        let mut row = base.clone();
+        let mut row = Map::new();
         put_attributes(&mut row, &event.attributes);
         row.insert("time".into(), nanos(event.time_unix_nano));
         row.insert("name".into(), event.name.clone().into());
@@ -174,11 +204,11 @@ fn push_span(out: &mut TableEvents, base: &Map<String, Value>, span: Span) {
         row.insert("trace.trace_id".into(), trace_id.clone());
         row.insert("trace.parent_id".into(), span_id.clone());
         row.insert("meta.annotation_type".into(), "span_event".into());
-        out.events.push(Ok(row));
+        out.events.push(base.line(&row));
         out.counted.push(false);
     }
     for link in &span.links {
-        let mut row = base.clone();
+        let mut row = Map::new();
         put_attributes(&mut row, &link.attributes);
         row.insert("time".into(), nanos(start));
         row.insert("parent_name".into(), span.name.clone().into());
@@ -187,10 +217,10 @@ fn push_span(out: &mut TableEvents, base: &Map<String, Value>, span: Span) {
         row.insert("trace.link.trace_id".into(), hex_id(&link.trace_id));
         row.insert("trace.link.span_id".into(), hex_id(&link.span_id));
         row.insert("meta.annotation_type".into(), "link".into());
-        out.events.push(Ok(row));
+        out.events.push(base.line(&row));
         out.counted.push(false);
     }
-    let mut row = base.clone();
+    let mut row = Map::new();
     put_attributes(&mut row, &span.attributes);
     let status = span.status.unwrap_or_default();
     let duration_ms = span.end_time_unix_nano.saturating_sub(start) as f64 / 1e6;
@@ -209,12 +239,12 @@ fn push_span(out: &mut TableEvents, base: &Map<String, Value>, span: Span) {
         "error".into(),
         (status.code == StatusCode::Error as i32).into(),
     );
-    out.events.push(Ok(row));
+    out.events.push(base.line(&row));
     out.counted.push(true);
 }
 
-fn log_row(base: &Map<String, Value>, record: LogRecord) -> Map<String, Value> {
-    let mut row = base.clone();
+fn log_row(record: LogRecord) -> Map<String, Value> {
+    let mut row = Map::new();
     put_attributes(&mut row, &record.attributes);
     let time = if record.time_unix_nano != 0 {
         record.time_unix_nano

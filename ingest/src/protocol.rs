@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use crate::IngestError;
 use crate::api::{EventsBody, Ingest, Ingested, Turn};
 use crate::error::BadEvent;
-use crate::limits::MAX_REJECTIONS_LISTED;
 
 /// An event a door made from its protocol's message, or why it could not.
 pub type MadeEvent = Result<Map<String, Value>, BadEvent>;
@@ -59,10 +58,11 @@ impl EventStatus {
     }
 }
 
-/// Events are stored this many at a time, so that every refusal of a
-/// request is listed (a native answer lists the first 1,000); doors that
-/// can read their events lazily read this many at a time.
-pub const EVENTS_AT_ONCE: usize = MAX_REJECTIONS_LISTED;
+/// Doors that can read their events lazily (Honeycomb batches) read and
+/// store this many at a time: a large request is never held parsed whole,
+/// and each store replicates as many events in one round as a native
+/// body's piece.
+pub const EVENTS_AT_ONCE: usize = 16_384;
 const CHUNK: usize = EVENTS_AT_ONCE;
 
 impl Ingest {
@@ -166,6 +166,7 @@ impl Ingest {
                 ndjson: true,
                 idempotency_key: None,
                 sender: String::new(),
+                list_all_rejections: true,
             };
             self.events_in_turn(table, body, turn).await
         };

@@ -105,15 +105,20 @@ fn protocols(bytes: &[u8]) {
         made.push(Ok(event));
     }
     for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let mut lines = Vec::new();
         if let Ok(r) = otlp::decode_traces(bytes, encoding)
             && let Ok(tables) = otlp::span_rows(r)
         {
-            made.extend(tables.into_iter().flat_map(|t| t.events));
+            lines.extend(tables.into_iter().flat_map(|t| t.events));
         }
         if let Ok(r) = otlp::decode_logs(bytes, encoding)
             && let Ok(tables) = otlp::log_rows(r)
         {
-            made.extend(tables.into_iter().flat_map(|t| t.events));
+            lines.extend(tables.into_iter().flat_map(|t| t.events));
+        }
+        for line in lines.into_iter().flatten() {
+            assert!(!line.contains(&b'\n'), "one line");
+            made.extend(body::parse(&line, true).expect("a line of JSON"));
         }
     }
     let _ = convert::convert_flat(&table, convert::prepare_all(&made, now), None);

@@ -148,7 +148,7 @@ pub(crate) async fn store_tables(
     {
         let statuses = st
             .ingest
-            .made_events(&table, events, size / count, turn)
+            .made_lines(&table, events, size / count, turn)
             .await;
         let stored = statuses.iter().filter(|s| s.is_stored()).count();
         st.count_events(&table, stored, statuses.len() - stored);
