@@ -97,7 +97,7 @@ impl Ingest {
     ) -> Vec<EventStatus> {
         let n = chunk.len();
         let stored = self.parsed_in_turn(table, chunk, size, turn).await;
-        statuses(n, stored, |index| Some(index))
+        statuses(n, stored, Some)
     }
 
     /// Stores a door's events in either form; one status per event.
