@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use atoll_ingest::{body, convert, route, typed};
+use atoll_ingest::{body, convert, honeycomb, otlp, route, typed};
 use atoll_query::{QueryConfig, QueryEngine};
 use atoll_store::{Store, StoreConfig, TableSettings};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -52,6 +52,44 @@ fn ingest(c: &mut Criterion) {
     let now = atoll_store::now_micros();
     g.bench_function("typed_16k", |b| {
         b.iter(|| typed::convert_ndjson(&table, &body, now, None).expect("typed"))
+    });
+    g.finish();
+}
+
+/// The same events through the protocol doors' conversions: a Honeycomb
+/// batch into lines, an OTLP request into span rows, and those rows into
+/// Arrow by the typed path.
+fn doors(c: &mut Criterion) {
+    let body = generated(EVENTS);
+    let mut g = c.benchmark_group("doors");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    let batch = atoll_benches::doors::honeycomb_bodies(std::slice::from_ref(&body)).remove(0);
+    g.bench_function("honeycomb_lines_16k", |b| {
+        b.iter(|| {
+            let parsed = honeycomb::batch(&batch, false).unwrap();
+            parsed.read(0..parsed.len())
+        })
+    });
+    let request = atoll_benches::doors::otlp_bodies(std::slice::from_ref(&body))
+        .unwrap()
+        .remove(0);
+    g.bench_function("otlp_span_rows_16k", |b| {
+        b.iter(|| otlp::span_rows(otlp::decode_traces(&request, otlp::Encoding::Protobuf).unwrap()))
+    });
+    let rows = otlp::span_rows(otlp::decode_traces(&request, otlp::Encoding::Protobuf).unwrap())
+        .unwrap()
+        .remove(0);
+    let mut lines = Vec::new();
+    for line in rows.events.into_iter().flatten() {
+        lines.extend_from_slice(&line);
+        lines.push(b'\n');
+    }
+    let store = Store::new(StoreConfig::default());
+    let table = store.get_or_create("spans").unwrap();
+    convert::ingest_events(&table, &body::parse_ndjson(&lines, 0), 0).unwrap();
+    let now = atoll_store::now_micros();
+    g.bench_function("otlp_typed_16k", |b| {
+        b.iter(|| typed::convert_ndjson(&table, &lines, now, None).expect("typed"))
     });
     g.finish();
 }
@@ -157,6 +195,6 @@ fn query(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3));
-    targets = ingest, ring_and_store, query
+    targets = ingest, doors, ring_and_store, query
 }
 criterion_main!(benches);

@@ -9,15 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-mod doors;
-
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use atoll_benches::doors::{self, Door};
 use clap::Parser;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use doors::Door;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
