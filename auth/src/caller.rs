@@ -32,6 +32,9 @@ impl Role {
 pub enum Need<'a> {
     /// Write events into a table.
     Ingest(&'a str),
+    /// Write events into tables the request names in its body (a door
+    /// asks before reading the body, then each table as `Ingest`).
+    IngestSomewhere,
     /// Run SQL (each table it reads is then a [`Need::Read`]).
     Query,
     /// Read a table's events.
@@ -82,7 +85,9 @@ impl Caller {
     pub fn may(&self, need: Need<'_>) -> Result<(), AuthError> {
         let role_ok = match need {
             Need::Admin => self.role == Role::Admin,
-            Need::Ingest(_) => matches!(self.role, Role::Ingest | Role::Admin),
+            Need::Ingest(_) | Need::IngestSomewhere => {
+                matches!(self.role, Role::Ingest | Role::Admin)
+            }
             Need::Query | Need::Read(_) | Need::Status => {
                 matches!(self.role, Role::Query | Role::Admin)
             }
@@ -124,6 +129,7 @@ fn describe(need: Need<'_>) -> String {
         Need::Ingest(t) => {
             format!("write events to table {t:?} (that takes an ingest or admin key)")
         }
+        Need::IngestSomewhere => "write events (that takes an ingest or admin key)".into(),
         Need::Query => "run queries (that takes a query or admin key)".into(),
         Need::Read(t) => format!("read table {t:?} (that takes a query or admin key)"),
         Need::Describe(t) => format!("see table {t:?}"),

@@ -66,7 +66,7 @@ fn doors(c: &mut Criterion) {
     let batch = atoll_benches::doors::honeycomb_bodies(std::slice::from_ref(&body)).remove(0);
     g.bench_function("honeycomb_lines_16k", |b| {
         b.iter(|| {
-            let parsed = honeycomb::batch(&batch, false).unwrap();
+            let parsed = honeycomb::batch(batch.clone().into(), false).unwrap();
             parsed.read(0..parsed.len())
         })
     });
@@ -74,11 +74,19 @@ fn doors(c: &mut Criterion) {
         .unwrap()
         .remove(0);
     g.bench_function("otlp_span_rows_16k", |b| {
-        b.iter(|| otlp::span_rows(otlp::decode_traces(&request, otlp::Encoding::Protobuf).unwrap()))
+        b.iter(|| {
+            otlp::span_rows(
+                otlp::decode_traces(&request, otlp::Encoding::Protobuf).unwrap(),
+                usize::MAX,
+            )
+        })
     });
-    let rows = otlp::span_rows(otlp::decode_traces(&request, otlp::Encoding::Protobuf).unwrap())
-        .unwrap()
-        .remove(0);
+    let rows = otlp::span_rows(
+        otlp::decode_traces(&request, otlp::Encoding::Protobuf).unwrap(),
+        usize::MAX,
+    )
+    .unwrap()
+    .remove(0);
     let mut lines = Vec::new();
     for line in rows.events.into_iter().flatten() {
         lines.extend_from_slice(&line);

@@ -131,6 +131,9 @@ impl KeySync {
             self.round().await;
             let behind = self.peers_behind().await;
             if behind == 0 {
+                // What arrived between the merge and the count is merged
+                // too.
+                self.round().await;
                 return;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -3,35 +3,25 @@
 //! authenticate every call; TLS keeps what the calls carry (events, query
 //! fragments and their results) from being read or changed on the way.
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig};
 
+/// What a node's Flight client trusts (the node serves with its own
+/// certificate, through `atoll-node`'s TLS listener).
 #[derive(Clone)]
 pub struct InternalTls {
-    identity: Identity,
     trusted: Certificate,
     server_name: Option<String>,
 }
 
 impl InternalTls {
-    /// `cert_pem`/`key_pem`: this node's certificate and key; `ca_pem`: the
-    /// certificates its peers' must chain to; `server_name`: the name their
-    /// certificates carry (None: the host of the peer's Flight address,
-    /// which then needs an IP or DNS entry for it).
-    pub fn new(
-        cert_pem: &[u8],
-        key_pem: &[u8],
-        ca_pem: &[u8],
-        server_name: Option<String>,
-    ) -> InternalTls {
+    /// `ca_pem`: the certificates its peers' must chain to; `server_name`:
+    /// the name their certificates carry (None: the host of the peer's
+    /// Flight address, which then needs an IP or DNS entry for it).
+    pub fn new(ca_pem: &[u8], server_name: Option<String>) -> InternalTls {
         InternalTls {
-            identity: Identity::from_pem(cert_pem, key_pem),
             trusted: Certificate::from_pem(ca_pem),
             server_name,
         }
-    }
-
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(self.identity.clone())
     }
 
     pub fn client(&self) -> ClientTlsConfig {

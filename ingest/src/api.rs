@@ -17,7 +17,7 @@ use crate::{IngestError, body, decode, route, typed};
 
 /// NDJSON bodies are converted this many events at a time, so that a large
 /// request never holds more than a piece's parsed JSON in memory.
-const PIECE_EVENTS: usize = 16_384;
+pub const PIECE_EVENTS: usize = 16_384;
 
 /// One request's events, as its door read them.
 pub struct EventsBody {
@@ -32,9 +32,12 @@ pub struct EventsBody {
     /// Who sent it (the API key's id, or its name): idempotency keys count
     /// per sender (`idempotency`).
     pub sender: String,
-    /// List every rejected event, not only the first 1,000 (a protocol
-    /// door answers one status per event).
-    pub list_all_rejections: bool,
+    /// Made by a protocol door (`protocol`) from a request it already held
+    /// to its limits: every rejected event is listed, not only the first
+    /// 1,000 (the door answers one status per event), and the size is not
+    /// checked again (JSON text of OTLP rows is larger than the protobuf it
+    /// came from; `otlp` bounds it).
+    pub from_door: bool,
 }
 
 /// What became of a request's events.
@@ -99,7 +102,7 @@ impl Ingest {
     ) -> Result<Ingested, IngestError> {
         validate_table_name(table)?;
         let limit = self.max_body_bytes;
-        if body.raw.len() > limit {
+        if body.raw.len() > limit && !body.from_door {
             return Err(IngestError::TooLarge { limit, after: "" });
         }
         // While writes outrun eviction, a body waits (a little) before it
@@ -131,7 +134,7 @@ impl Ingest {
         } else {
             vec![Piece::Whole]
         };
-        let listed = if body.list_all_rejections {
+        let listed = if body.from_door {
             usize::MAX
         } else {
             MAX_REJECTIONS_LISTED

@@ -4,68 +4,108 @@
 //! and `samplerate` columns (over keys of the same name in `data`); without
 //! them, `data`'s own are used as in a native event.
 
+use std::ops::Range;
+
 use atoll_store::{SAMPLE_RATE_COLUMN, TIME_COLUMN};
+use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::IngestError;
 use crate::error::BadEvent;
-use crate::protocol::{Made, MadeEvent, MadeLine};
+use crate::protocol::{EVENTS_AT_ONCE, Made, MadeEvent, MadeLine};
 
-/// A batch body's elements, not yet read: a door reads them a chunk at a
-/// time (`read`), so that a large batch is never held as JSON values whole.
-pub enum Batch<'a> {
-    Json(Vec<&'a RawValue>),
-    /// MessagePack (libhoney-go): where each element starts and ends.
-    Msgpack(Vec<std::ops::Range<usize>>, &'a [u8]),
+/// A batch body and where its elements are, not yet read: a door reads
+/// them a chunk at a time (`chunks`, `read`), so that a large batch is
+/// never held as parsed values whole.
+pub struct Batch {
+    body: Bytes,
+    items: Vec<Range<usize>>,
+    msgpack: bool,
 }
 
-impl Batch<'_> {
+/// Body bytes read into events at a time: parsed values take several times
+/// the bytes they came from (a MessagePack nil is 1 byte, its value 32).
+const CHUNK_BYTES: usize = 1 << 20;
+
+impl Batch {
     pub fn len(&self) -> usize {
-        match self {
-            Batch::Json(items) => items.len(),
-            Batch::Msgpack(items, _) => items.len(),
-        }
+        self.items.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.items.is_empty()
+    }
+
+    /// The ranges of elements a door reads in turn: at most
+    /// `EVENTS_AT_ONCE` elements and about `CHUNK_BYTES` of body each.
+    pub fn chunks(&self) -> Vec<Range<usize>> {
+        let mut chunks = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, r) in self.items.iter().enumerate() {
+            if i > start && (i - start == EVENTS_AT_ONCE || bytes + r.len() > CHUNK_BYTES) {
+                chunks.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += r.len();
+        }
+        if start < self.items.len() {
+            chunks.push(start..self.items.len());
+        }
+        chunks
     }
 
     /// Elements `range` as events: JSON ones as lines of JSON text (so
     /// that they can take native NDJSON's typed path), MessagePack ones
     /// as objects.
-    pub fn read(&self, range: std::ops::Range<usize>) -> Made {
-        match self {
-            Batch::Json(items) => Made::Lines(items[range].iter().map(|raw| line(raw)).collect()),
-            Batch::Msgpack(items, body) => Made::Objects(
-                items[range]
-                    .iter()
-                    .map(|r| crate::msgpack::value(&body[r.clone()]).and_then(element))
+    pub fn read(&self, range: Range<usize>) -> Made {
+        let texts = self.items[range].iter().map(|r| &self.body[r.clone()]);
+        if self.msgpack {
+            return Made::Objects(
+                texts
+                    .map(|t| crate::msgpack::value(t).and_then(element))
                     .collect(),
-            ),
+            );
         }
+        Made::Lines(
+            texts
+                .map(|t| match std::str::from_utf8(t) {
+                    Ok(text) => line(text),
+                    Err(_) => Err(BadEvent("not UTF-8".into())),
+                })
+                .collect(),
+        )
     }
 }
 
 /// The elements of a `POST /1/batch/{dataset}` body (decompressed): a JSON
 /// array, or with `msgpack` a MessagePack one.
-pub fn batch(body: &[u8], msgpack: bool) -> Result<Batch<'_>, IngestError> {
-    if msgpack {
-        return crate::msgpack::array_elements(body)
-            .map(|items| Batch::Msgpack(items, body))
-            .map_err(|e| {
-                IngestError::BadBody(format!(
-                    "a Honeycomb batch in MessagePack is an array of maps: {e}"
-                ))
-            });
-    }
-    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-        IngestError::BadBody(format!(
-            "a Honeycomb batch is a JSON array of {{\"data\": {{...}}, \"time\": ..., \"samplerate\": N}} objects: {e}"
-        ))
-    })?;
-    Ok(Batch::Json(items))
+pub fn batch(body: Bytes, msgpack: bool) -> Result<Batch, IngestError> {
+    let items = if msgpack {
+        crate::msgpack::array_elements(&body).map_err(|e| {
+            IngestError::BadBody(format!(
+                "a Honeycomb batch in MessagePack is an array of maps: {e}"
+            ))
+        })?
+    } else {
+        let raws: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
+            IngestError::BadBody(format!(
+                "a Honeycomb batch is a JSON array of {{\"data\": {{...}}, \"time\": ..., \"samplerate\": N}} objects: {e}"
+            ))
+        })?;
+        let base = body.as_ptr() as usize;
+        raws.iter()
+            .map(|raw| {
+                let start = raw.get().as_ptr() as usize - base;
+                start..start + raw.get().len()
+            })
+            .collect()
+    };
+    Ok(Batch {
+        body,
+        items,
+        msgpack,
+    })
 }
 
 /// A batch element's envelope, its values left as text.
@@ -83,13 +123,19 @@ struct Envelope<'a> {
 /// `time` and `samplerate` added after its own keys. A key given twice
 /// makes the typed decoder hand the line to the general one, where the
 /// last of duplicate keys wins: the envelope's, as with `with_envelope`.
-fn line(raw: &RawValue) -> MadeLine {
-    let envelope: Envelope = match serde_json::from_str(raw.get()) {
-        Ok(e) => e,
-        Err(_) => {
+fn line(raw: &str) -> MadeLine {
+    // Only an object is an envelope (serde would also take an array of
+    // three values for one).
+    let envelope: Option<Envelope> = raw
+        .starts_with('{')
+        .then(|| serde_json::from_str(raw).ok())
+        .flatten();
+    let envelope = match envelope {
+        Some(e) => e,
+        None => {
             // Not an object: say what it is, as for MessagePack.
             let v: Value =
-                serde_json::from_str(raw.get()).map_err(|e| BadEvent(format!("not JSON: {e}")))?;
+                serde_json::from_str(raw).map_err(|e| BadEvent(format!("not JSON: {e}")))?;
             return Err(element(v).err().unwrap_or_else(|| {
                 BadEvent("a batch element must be an object holding \"data\"".into())
             }));
@@ -235,7 +281,7 @@ mod tests {
             7,
         ]);
         let text = body.to_string();
-        let b = batch(text.as_bytes(), false).unwrap();
+        let b = batch(Bytes::from(text), false).unwrap();
         assert_eq!(b.len(), 5);
         let Made::Lines(events) = b.read(0..5) else {
             panic!("JSON elements are lines")
@@ -256,17 +302,20 @@ mod tests {
         assert!(events[4].as_ref().unwrap_err().0.contains("holding"));
         // Any layout becomes one line; an empty object takes the envelope.
         let b = batch(
-            b"[{\"data\": {\n\"a\": 1\n}}, {\"data\": {}, \"samplerate\": 2}]",
+            Bytes::from_static(
+                b"[{\"data\": {\n\"a\": 1\n}}, {\"data\": {}, \"samplerate\": 2}, [{\"a\": 1}, null, null]]",
+            ),
             false,
         )
         .unwrap();
-        let Made::Lines(events) = b.read(0..2) else {
+        let Made::Lines(events) = b.read(0..3) else {
             panic!("lines")
         };
         assert_eq!(events[0].as_ref().unwrap(), b"{ \"a\": 1 }");
         assert_eq!(events[1].as_ref().unwrap(), br#"{"samplerate":2}"#);
+        assert!(events[2].is_err(), "an array is not an envelope");
         assert!(
-            batch(b"{\"data\": {}}", false).is_err(),
+            batch(Bytes::from_static(b"{\"data\": {}}"), false).is_err(),
             "a batch is an array"
         );
     }
@@ -281,5 +330,17 @@ mod tests {
         let err = single(b"{}", None, Some("ten")).unwrap_err().to_string();
         assert!(err.contains("X-Honeycomb-Samplerate"), "{err}");
         assert!(single(b"[1]", None, None).is_err());
+    }
+
+    #[test]
+    fn batches_are_read_in_chunks_of_bounded_size() {
+        let element = format!("{{\"data\": {{\"s\": \"{}\"}}}}", "x".repeat(300_000));
+        let body = format!("[{}]", vec![element; 7].join(","));
+        let b = batch(Bytes::from(body), false).unwrap();
+        // 300 KB each: three fit in a MiB.
+        assert_eq!(b.chunks(), vec![0..3, 3..6, 6..7]);
+        let small = format!("[{}]", vec!["{\"data\": {}}"; 20_000].join(","));
+        let b = batch(Bytes::from(small), false).unwrap();
+        assert_eq!(b.chunks(), vec![0..EVENTS_AT_ONCE, EVENTS_AT_ONCE..20_000]);
     }
 }

@@ -104,55 +104,89 @@ fn decode<T: Message + Default + serde::de::DeserializeOwned>(
     }
 }
 
-/// Rows of a traces request, grouped by table.
-pub fn span_rows(request: ExportTraceServiceRequest) -> Result<Vec<TableEvents>, IngestError> {
-    let mut tables = Tables::default();
+/// Rows of a traces request, grouped by table; their text may take at
+/// most `limit` bytes (shared text, a resource's attributes or a span's
+/// name, is copied into every row: a small request could ask for much).
+pub fn span_rows(
+    request: ExportTraceServiceRequest,
+    limit: usize,
+) -> Result<Vec<TableEvents>, IngestError> {
+    let mut tables = Tables::new(limit);
     for rs in request.resource_spans {
         let (table, base) = resource_base(rs.resource.as_ref(), "trace")?;
-        let out = tables.get(&table);
+        let at = tables.at(&table);
         for ss in rs.scope_spans {
             let base = Base::new(&with_scope(&base, ss.scope.as_ref()));
             for span in ss.spans {
-                push_span(out, &base, span);
+                push_span(&mut tables, at, &base, span)?;
             }
         }
     }
-    Ok(tables.0)
+    Ok(tables.list)
 }
 
-/// Rows of a logs request, grouped by table.
-pub fn log_rows(request: ExportLogsServiceRequest) -> Result<Vec<TableEvents>, IngestError> {
-    let mut tables = Tables::default();
+/// Rows of a logs request, grouped by table, within `limit` bytes.
+pub fn log_rows(
+    request: ExportLogsServiceRequest,
+    limit: usize,
+) -> Result<Vec<TableEvents>, IngestError> {
+    let mut tables = Tables::new(limit);
     for rl in request.resource_logs {
         let (table, base) = resource_base(rl.resource.as_ref(), "log")?;
-        let out = tables.get(&table);
+        let at = tables.at(&table);
         for sl in rl.scope_logs {
             let base = Base::new(&with_scope(&base, sl.scope.as_ref()));
             for record in sl.log_records {
-                out.events.push(base.line(&log_row(record)));
-                out.counted.push(true);
+                tables.push(at, base.line(&log_row(record)), true)?;
             }
         }
     }
-    Ok(tables.0)
+    Ok(tables.list)
 }
 
-#[derive(Default)]
-struct Tables(Vec<TableEvents>);
+/// A request's rows, by table, and the bytes they take so far.
+struct Tables {
+    list: Vec<TableEvents>,
+    index: std::collections::HashMap<String, usize>,
+    bytes: usize,
+    limit: usize,
+}
 
 impl Tables {
-    fn get(&mut self, table: &str) -> &mut TableEvents {
-        let at = match self.0.iter().position(|t| t.table == table) {
-            Some(i) => i,
-            None => {
-                self.0.push(TableEvents {
-                    table: table.to_string(),
-                    ..Default::default()
-                });
-                self.0.len() - 1
-            }
-        };
-        &mut self.0[at]
+    fn new(limit: usize) -> Tables {
+        Tables {
+            list: Vec::new(),
+            index: Default::default(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Where a table's rows go.
+    fn at(&mut self, table: &str) -> usize {
+        if let Some(&i) = self.index.get(table) {
+            return i;
+        }
+        self.list.push(TableEvents {
+            table: table.to_string(),
+            ..Default::default()
+        });
+        self.index.insert(table.to_string(), self.list.len() - 1);
+        self.list.len() - 1
+    }
+
+    fn push(&mut self, at: usize, line: MadeLine, counted: bool) -> Result<(), IngestError> {
+        self.bytes += line.as_ref().map_or(0, Vec::len);
+        if self.bytes > self.limit {
+            return Err(IngestError::TooLarge {
+                limit: self.limit,
+                after: " once its spans or records are written as rows",
+            });
+        }
+        let t = &mut self.list[at];
+        t.events.push(line);
+        t.counted.push(counted);
+        Ok(())
     }
 }
 
@@ -191,7 +225,7 @@ fn with_scope(
     base
 }
 
-fn push_span(out: &mut TableEvents, base: &Base, span: Span) {
+fn push_span(out: &mut Tables, at: usize, base: &Base, span: Span) -> Result<(), IngestError> {
     let trace_id = hex_id(&span.trace_id);
     let span_id = hex_id(&span.span_id);
     let start = span.start_time_unix_nano;
@@ -204,8 +238,7 @@ fn push_span(out: &mut TableEvents, base: &Base, span: Span) {
         row.insert("trace.trace_id".into(), trace_id.clone());
         row.insert("trace.parent_id".into(), span_id.clone());
         row.insert("meta.annotation_type".into(), "span_event".into());
-        out.events.push(base.line(&row));
-        out.counted.push(false);
+        out.push(at, base.line(&row), false)?;
     }
     for link in &span.links {
         let mut row = Map::new();
@@ -217,8 +250,7 @@ fn push_span(out: &mut TableEvents, base: &Base, span: Span) {
         row.insert("trace.link.trace_id".into(), hex_id(&link.trace_id));
         row.insert("trace.link.span_id".into(), hex_id(&link.span_id));
         row.insert("meta.annotation_type".into(), "link".into());
-        out.events.push(base.line(&row));
-        out.counted.push(false);
+        out.push(at, base.line(&row), false)?;
     }
     // The span's own row, the most frequent: written as text directly
     // (a map per span and its serialization were most of the door's cost).
@@ -251,8 +283,7 @@ fn push_span(out: &mut TableEvents, base: &Base, span: Span) {
     }
     row.key("error");
     row.json(&(status.code == StatusCode::Error as i32));
-    out.events.push(Ok(row.finish()));
-    out.counted.push(true);
+    out.push(at, Ok(row.finish()), true)
 }
 
 /// A row written as JSON text: the base's fields, then keys and values in
@@ -409,9 +440,13 @@ fn float(f: f64) -> Value {
     Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
-/// A timestamp in nanoseconds, as a native event's epoch number.
+/// A timestamp in nanoseconds, as a native event's epoch number; 0 (unset)
+/// is absent, so that the event takes its time of arrival.
 fn nanos(ns: u64) -> Value {
-    i64::try_from(ns).map_or(Value::Null, Value::from)
+    match ns {
+        0 => Value::Null,
+        ns => i64::try_from(ns).map_or(Value::Null, Value::from),
+    }
 }
 
 /// A trace or span id as lowercase hex; an empty or all-zero id is absent

@@ -62,7 +62,7 @@ impl EventStatus {
 /// store this many at a time: a large request is never held parsed whole,
 /// and each store replicates as many events in one round as a native
 /// body's piece.
-pub const EVENTS_AT_ONCE: usize = 16_384;
+pub const EVENTS_AT_ONCE: usize = crate::api::PIECE_EVENTS;
 const CHUNK: usize = EVENTS_AT_ONCE;
 
 impl Ingest {
@@ -166,7 +166,7 @@ impl Ingest {
                 ndjson: true,
                 idempotency_key: None,
                 sender: String::new(),
-                list_all_rejections: true,
+                from_door: true,
             };
             self.events_in_turn(table, body, turn).await
         };

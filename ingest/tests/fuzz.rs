@@ -87,7 +87,7 @@ fn protocols(bytes: &[u8]) {
     let now = atoll_store::now_micros();
     let mut made = Vec::new();
     for msgpack in [false, true] {
-        if let Ok(batch) = honeycomb::batch(bytes, msgpack) {
+        if let Ok(batch) = honeycomb::batch(bytes::Bytes::copy_from_slice(bytes), msgpack) {
             match batch.read(0..batch.len()) {
                 Made::Objects(events) => made.extend(events),
                 Made::Lines(lines) => {
@@ -107,12 +107,12 @@ fn protocols(bytes: &[u8]) {
     for encoding in [Encoding::Protobuf, Encoding::Json] {
         let mut lines = Vec::new();
         if let Ok(r) = otlp::decode_traces(bytes, encoding)
-            && let Ok(tables) = otlp::span_rows(r)
+            && let Ok(tables) = otlp::span_rows(r, 1 << 20)
         {
             lines.extend(tables.into_iter().flat_map(|t| t.events));
         }
         if let Ok(r) = otlp::decode_logs(bytes, encoding)
-            && let Ok(tables) = otlp::log_rows(r)
+            && let Ok(tables) = otlp::log_rows(r, 1 << 20)
         {
             lines.extend(tables.into_iter().flat_map(|t| t.events));
         }

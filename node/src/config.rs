@@ -372,16 +372,15 @@ impl ServeArgs {
             None => cert.cert_pem.clone(),
         };
         Ok(Some(atoll_cluster::tls::InternalTls::new(
-            &cert.cert_pem,
-            &cert.key_pem,
             &ca,
             self.internal_tls_name.clone(),
         )))
     }
 
     /// The bootstrap admin key, if one is given (checked), and whether
-    /// serving on `http` without one is allowed.
-    pub fn admin_key(&self, http: std::net::SocketAddr) -> Result<Option<String>, ConfigError> {
+    /// serving on `doors` (every address clients reach: HTTP, OTLP/gRPC)
+    /// without one is allowed: only when all are loopback addresses.
+    pub fn admin_key(&self, doors: &[std::net::SocketAddr]) -> Result<Option<String>, ConfigError> {
         let from_file = match &self.admin_key_file {
             Some(path) => {
                 let text =
@@ -401,8 +400,11 @@ impl ServeArgs {
         match key {
             Some(k) if k.len() < 16 => Err(ConfigError::ShortAdminKey),
             Some(k) => Ok(Some(k)),
-            None if http.ip().is_loopback() || self.insecure_no_auth => Ok(None),
-            None => Err(ConfigError::PublicWithoutAuth(http.to_string())),
+            None if self.insecure_no_auth => Ok(None),
+            None => match doors.iter().find(|a| !a.ip().is_loopback()) {
+                None => Ok(None),
+                Some(public) => Err(ConfigError::PublicWithoutAuth(public.to_string())),
+            },
         }
     }
 

@@ -85,7 +85,19 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
         let http_addr = listener.local_addr()?;
-        let auth = Arc::new(atoll_auth::Auth::new(args.admin_key(http_addr)?));
+        let otlp_grpc_listener = match &args.otlp_grpc_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for OTLP/gRPC on {addr}"))?,
+            ),
+            None => None,
+        };
+        let mut doors = vec![http_addr];
+        if let Some(l) = &otlp_grpc_listener {
+            doors.push(l.local_addr()?);
+        }
+        let auth = Arc::new(atoll_auth::Auth::new(args.admin_key(&doors)?));
         if !auth.required() && !http_addr.ip().is_loopback() {
             tracing::warn!(%http_addr, "serving WITHOUT API keys (--insecure-no-auth): anyone who reaches this port can read, write and drop everything");
         }
@@ -272,38 +284,32 @@ impl Node {
             secret,
             flight_addr.to_string(),
         );
-        let mut flight_stop = shutdown.subscribe();
-        tokio::spawn(async move {
-            // Without TCP_NODELAY, a fragment's small last messages wait
-            // for the peer's delayed ACK: ~40 ms on every distributed query.
-            let incoming = tonic::transport::server::TcpIncoming::from(flight_listener)
-                .with_nodelay(Some(true));
-            let stop = async move {
-                let _ = flight_stop.wait_for(|s| *s).await;
-            };
-            let mut builder = tonic::transport::Server::builder();
-            if let Some(tls) = &internal_tls {
-                builder = match builder.tls_config(tls.server()) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot serve Flight over TLS");
-                        return;
-                    }
-                };
+        let flight_tls = match (&internal_tls, &certificate) {
+            (Some(_), Some(cert)) => Some(cert.https()?),
+            _ => None,
+        };
+        serve_grpc(
+            tonic::transport::Server::builder().add_service(flight),
+            flight_listener,
+            flight_tls,
+            shutdown.subscribe(),
+            "Flight",
+        )?;
+        let otlp_grpc_addr = match otlp_grpc_listener {
+            Some(listener) => {
+                let bound = listener.local_addr()?;
+                let tls = certificate.as_ref().map(|c| c.https()).transpose()?;
+                let (traces, logs) = otlp_grpc.services();
+                // Few streams per connection: each may carry a message of
+                // up to --max-body-bytes.
+                let router = tonic::transport::Server::builder()
+                    .max_concurrent_streams(Some(4))
+                    .concurrency_limit_per_connection(4)
+                    .add_service(traces)
+                    .add_service(logs);
+                serve_grpc(router, listener, tls, shutdown.subscribe(), "OTLP/gRPC")?;
+                Some(bound)
             }
-            if let Err(e) = builder
-                .add_service(flight)
-                .serve_with_incoming_shutdown(incoming, stop)
-                .await
-            {
-                tracing::error!(error = %e, "the Flight service stopped");
-            }
-        });
-        let otlp_grpc_addr = match &args.otlp_grpc_addr {
-            Some(addr) => Some(
-                serve_otlp_grpc(addr, otlp_grpc, certificate.as_ref(), shutdown.subscribe())
-                    .await?,
-            ),
             None => None,
         };
         let mut http_stop = stopped;
@@ -396,39 +402,42 @@ fn gossip_addr(addr: &str) -> anyhow::Result<SocketAddr> {
 
 /// Waits until the claimant put this node in the ring, or a peer showed the
 /// cluster cannot take it.
-/// Serves OTLP/gRPC on `addr` (over TLS with the node's certificate) until
-/// the node stops; where it listens.
-async fn serve_otlp_grpc(
-    addr: &str,
-    door: otlp_grpc::OtlpGrpc,
-    certificate: Option<&tls::NodeCertificate>,
+/// Serves a gRPC router on `listener` until the node stops: over TLS
+/// (`tls::TlsListener`: handshakes bounded in time and number) when `tls`
+/// is given.
+fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for OTLP/gRPC on {addr}"))?;
-    let bound = listener.local_addr()?;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(cert) = certificate {
-        let identity = tonic::transport::Identity::from_pem(&cert.cert_pem, &cert.key_pem);
-        builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .context("cannot serve OTLP/gRPC over TLS")?;
-    }
-    let (traces, logs) = door.services();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let serving = builder
-        .add_service(traces)
-        .add_service(logs)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-    tokio::spawn(async move {
-        if let Err(e) = serving.await {
-            tracing::error!(error = %e, "the OTLP/gRPC service stopped");
+    what: &'static str,
+) -> std::io::Result<()> {
+    let stop = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let report = move |result: Result<(), tonic::transport::Error>| {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the {what} service stopped");
         }
-    });
-    Ok(bound)
+    };
+    match tls {
+        Some(config) => {
+            let incoming = tls::TlsListener::new(listener, config)?.into_stream();
+            tokio::spawn(async move {
+                report(router.serve_with_incoming_shutdown(incoming, stop).await)
+            });
+        }
+        None => {
+            // Without TCP_NODELAY, a fragment's small last messages wait
+            // for the peer's delayed ACK: ~40 ms on every distributed query.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(async move {
+                report(router.serve_with_incoming_shutdown(incoming, stop).await)
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn wait_for_ring(membership: &Membership) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ use tokio_rustls::server::TlsStream;
 /// A TLS handshake not finished within this is dropped (a client that
 /// opens connections and sends nothing cannot hold them).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes under way at once; further connections wait to be accepted.
+/// Handshakes under way at once; a connection past it is closed at once.
 const MAX_HANDSHAKES: usize = 256;
 
 /// A certificate file or key that cannot be used, named with why.
@@ -53,11 +53,10 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The node's certificate chain and key, as PEM bytes (for tonic) and
-/// parsed (for rustls), read once at start.
+/// The node's certificate chain (also as PEM: the default of what peers
+/// are trusted by) and key, read once at start.
 pub struct NodeCertificate {
     pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
@@ -71,7 +70,6 @@ impl NodeCertificate {
             PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.into()))?;
         let node = NodeCertificate {
             cert_pem,
-            key_pem,
             chain,
             key: parsed,
         };
@@ -124,9 +122,11 @@ fn certificates(
     Ok(chain)
 }
 
-/// A TCP listener whose connections come out as finished TLS streams.
-/// Handshakes run on their own tasks (bounded in number and time), so one
-/// slow client cannot stall the accepting of others.
+/// A TCP listener whose connections come out as finished TLS streams, for
+/// axum's `serve` (HTTPS) and tonic (Flight and OTLP/gRPC over TLS).
+/// Handshakes run on their own tasks, each bounded in time; past
+/// `MAX_HANDSHAKES` under way, a new connection is closed at once rather
+/// than waited for, so silent clients cannot stop the accepting of others.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
@@ -140,6 +140,14 @@ impl TlsListener {
         tokio::spawn(accept_loop(tcp, acceptor, tx));
         Ok(TlsListener { ready, local })
     }
+
+    /// The finished streams, as tonic's `serve_with_incoming` takes them.
+    pub fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+        use futures::StreamExt;
+        tokio_stream::wrappers::ReceiverStream::new(self.ready).map(|(stream, _)| Ok(stream))
+    }
 }
 
 async fn accept_loop(
@@ -149,9 +157,6 @@ async fn accept_loop(
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
-        let Ok(turn) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             _ = tx.closed() => return,
             accepted = tcp.accept() => accepted,
@@ -164,6 +169,10 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(turn) = handshakes.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many TLS handshakes under way: connection closed");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();

@@ -208,6 +208,36 @@ async fn the_opentelemetry_sdk_exports_over_grpc() {
     let refused = python(&[&script("otel_send.py"), &grpc, &other, "Shop", "grpc"]);
     assert_eq!(refused["exported"], false, "{refused}");
     assert_eq!(c.node(0).count("SELECT count(*) FROM shop").await, 6);
+    // No key, or a key without the ingest role: refused from the call's
+    // metadata, before its message is read.
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let query_key = {
+        let body = json!({"name": "reader", "role": "query"}).to_string();
+        let (status, v) = c.node(0).send(Method::POST, "/v1/keys", &body).await;
+        assert_eq!(status, 201, "{v}");
+        v["key"].as_str().unwrap().to_string()
+    };
+    support::wait_until("n1 knows the query key", async || {
+        c.node(1).with_key(&query_key).get("/v1/tables").await.0 == 200
+    })
+    .await;
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let err = client
+        .export(ExportTraceServiceRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let mut request = tonic::Request::new(ExportTraceServiceRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {query_key}").parse().unwrap(),
+    );
+    let err = client.export(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("ingest"), "{err}");
 }
 
 /// What `otel_send.py` made, read back from the table `shop` on `q`.
@@ -425,6 +455,40 @@ async fn otlp_json_bodies_and_the_error_shapes_of_both_protocols() {
         "{answer}"
     );
     assert_eq!(s.count("SELECT count(*) FROM \"json-api\"").await, 3);
+    // Rows copy their resource's fields: a small request whose rows would
+    // take more than 4 x --max-body-bytes as text is refused whole.
+    let spans: Vec<Value> = (0..20)
+        .map(|i| {
+            span(
+                trace,
+                &format!("{i:016x}"),
+                json!("1764406801000000000"),
+                json!({"intValue": "1"}),
+            )
+        })
+        .collect();
+    let wide = json!({"resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "json-api"}},
+            {"key": "blob", "value": {"stringValue": "b".repeat(30_000)}}
+        ]},
+        "scopeSpans": [{"spans": spans}]
+    }]});
+    let (status, _, answer) = post(
+        &s,
+        "/v1/traces",
+        "application/json",
+        wide.to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("written as rows"));
+    assert_eq!(
+        s.count("SELECT count(*) FROM \"json-api\"").await,
+        3,
+        "nothing stored"
+    );
     // Logs: a record without its own time takes its observed time.
     let logs = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
         "timeUnixNano": "0", "observedTimeUnixNano": 1764406802000000000u64,

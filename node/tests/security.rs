@@ -31,6 +31,13 @@ async fn wait_for_status(api: &Api, path: &str, status: u16, what: &str) {
 async fn a_node_refuses_to_serve_publicly_without_keys() {
     let refused = Server::try_start(&["--http-addr", "0.0.0.0:0"]);
     assert_eq!(refused.err(), Some(Some(1)), "no key, not loopback: exit 1");
+    // Every door counts: OTLP/gRPC off loopback too.
+    let refused = Server::try_start(&["--otlp-grpc-addr", "0.0.0.0:0"]);
+    assert_eq!(
+        refused.err(),
+        Some(Some(1)),
+        "OTLP/gRPC not loopback: exit 1"
+    );
     let short = Server::try_start(&["--admin-key", "short"]);
     assert_eq!(short.err(), Some(Some(1)), "a short admin key is refused");
     let insecure = Server::start(&["--http-addr", "0.0.0.0:0", "--insecure-no-auth"]);

@@ -13,8 +13,9 @@
 use std::time::Instant;
 
 use atoll_auth::{Caller, Need};
+use atoll_ingest::IngestError;
 use atoll_ingest::honeycomb;
-use atoll_ingest::protocol::{EVENTS_AT_ONCE, EventStatus, table_for};
+use atoll_ingest::protocol::{EventStatus, table_for};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -112,16 +113,22 @@ async fn store(
         return Ok((table, statuses));
     }
     let msgpack = header("content-type").is_some_and(|ct| ct.contains("msgpack"));
-    let batch = honeycomb::batch(&body, msgpack)?;
+    // Parsing runs off the async threads (a body may be 64 MiB).
+    let size = body.len();
+    let batch = tokio::task::spawn_blocking(move || honeycomb::batch(body, msgpack))
+        .await
+        .map_err(|e| IngestError::task_failed("reading a Honeycomb batch", e))??;
+    let batch = std::sync::Arc::new(batch);
     // Read and stored a chunk at a time: a large batch is never held as
     // parsed events whole.
-    let (total, step) = (batch.len(), EVENTS_AT_ONCE);
-    let mut statuses = Vec::with_capacity(total);
-    for start in (0..total).step_by(step) {
-        let range = start..(start + step).min(total);
-        let size = body.len() * range.len() / total;
-        let made = batch.read(range);
-        statuses.extend(st.ingest.store_made(&table, made, size, &turn).await);
+    let mut statuses = Vec::with_capacity(batch.len());
+    for range in batch.chunks() {
+        let share = size * range.len() / batch.len().max(1);
+        let (b, r) = (batch.clone(), range.clone());
+        let made = tokio::task::spawn_blocking(move || b.read(r))
+            .await
+            .map_err(|e| IngestError::task_failed("reading a Honeycomb batch", e))?;
+        statuses.extend(st.ingest.store_made(&table, made, share, &turn).await);
     }
     Ok((table, statuses))
 }

@@ -170,7 +170,7 @@ async fn receive(
         ndjson,
         idempotency_key,
         sender: sender(caller),
-        list_all_rejections: false,
+        from_door: false,
     };
     st.ingest.events_in_turn(table, body, &turn).await
 }

@@ -115,10 +115,13 @@ async fn store(
     signal: Signal,
     encoding: Encoding,
 ) -> Result<(i64, String), ApiError> {
+    // The role before the body is read; each table once the rows say which.
+    caller.may(Need::IngestSomewhere)?;
     let turn = st.ingest.turn().await?;
     let body = read_decoded(&st.ingest, headers, body).await?;
     let size = body.len();
-    let tables = tokio::task::spawn_blocking(move || rows(&body, signal, encoding))
+    let limit = rows_limit(st);
+    let tables = tokio::task::spawn_blocking(move || rows(&body, signal, encoding, limit))
         .await
         .map_err(|e| IngestError::task_failed("decoding an OTLP body", e))??;
     store_tables(st, caller, tables, size, &turn).await
@@ -162,11 +165,23 @@ pub(crate) async fn store_tables(
     Ok((refused, first.unwrap_or_default()))
 }
 
-fn rows(body: &[u8], signal: Signal, encoding: Encoding) -> Result<Vec<TableEvents>, IngestError> {
+fn rows(
+    body: &[u8],
+    signal: Signal,
+    encoding: Encoding,
+    limit: usize,
+) -> Result<Vec<TableEvents>, IngestError> {
     match signal {
-        Signal::Traces => otlp::span_rows(otlp::decode_traces(body, encoding)?),
-        Signal::Logs => otlp::log_rows(otlp::decode_logs(body, encoding)?),
+        Signal::Traces => otlp::span_rows(otlp::decode_traces(body, encoding)?, limit),
+        Signal::Logs => otlp::log_rows(otlp::decode_logs(body, encoding)?, limit),
     }
+}
+
+/// What a request's rows may take as text: a few times its body's limit
+/// (a span's row is a few times its protobuf: ids in hex, keys spelled
+/// out, its resource's fields on every row).
+pub(crate) fn rows_limit(st: &IngestState) -> usize {
+    st.ingest.max_body_bytes.saturating_mul(4)
 }
 
 /// 200 with the signal's `Export*ServiceResponse`; `partial_success` set
