@@ -208,7 +208,8 @@ fn into_event(v: Value) -> ParsedEvent {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for messages ("got a number").
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::IngestError;
+use crate::body::kind;
 use crate::error::BadEvent;
 use crate::protocol::{EVENTS_AT_ONCE, Made, MadeEvent, MadeLine};
 
@@ -253,17 +254,6 @@ fn with_envelope(
         data.insert(SAMPLE_RATE_COLUMN.into(), r);
     }
     data
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -42,21 +42,7 @@ async fn post_event(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let response = match store(&st, &caller, &dataset, &headers, body, Shape::Single).await {
-        Ok((table, statuses)) => {
-            count(&st, &table, &statuses);
-            match statuses.into_iter().next() {
-                Some(EventStatus::Refused { kind, error }) => {
-                    ApiError::from(super::DoorError::new(kind, error)).into_response()
-                }
-                _ => (StatusCode::OK, Json(json!({}))).into_response(),
-            }
-        }
-        Err(e) => e.into_response(),
-    };
-    st.count_request(started, &response);
-    response
+    handle(&st, &caller, &dataset, &headers, body, Shape::Single).await
 }
 
 async fn post_batch(
@@ -66,12 +52,35 @@ async fn post_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    handle(&st, &caller, &dataset, &headers, body, Shape::Batch).await
+}
+
+/// Stores, counts and answers a request: one event answers 200 or its
+/// refusal, a batch one status per event.
+async fn handle(
+    st: &IngestState,
+    caller: &Caller,
+    dataset: &str,
+    headers: &HeaderMap,
+    body: Body,
+    shape: Shape,
+) -> Response {
     let started = Instant::now();
-    let response = match store(&st, &caller, &dataset, &headers, body, Shape::Batch).await {
+    let response = match store(st, caller, dataset, headers, body, shape).await {
         Ok((table, statuses)) => {
-            count(&st, &table, &statuses);
-            let answers: Vec<Value> = statuses.into_iter().map(answer).collect();
-            (StatusCode::OK, Json(answers)).into_response()
+            count(st, &table, &statuses);
+            match shape {
+                Shape::Batch => {
+                    let answers: Vec<Value> = statuses.into_iter().map(answer).collect();
+                    (StatusCode::OK, Json(answers)).into_response()
+                }
+                Shape::Single => match statuses.into_iter().next() {
+                    Some(EventStatus::Refused { kind, error }) => {
+                        ApiError::from(super::DoorError::new(kind, error)).into_response()
+                    }
+                    _ => (StatusCode::OK, Json(json!({}))).into_response(),
+                },
+            }
         }
         Err(e) => e.into_response(),
     };

@@ -87,13 +87,7 @@ pub(super) async fn read_decoded(
     body: Body,
 ) -> Result<Bytes, IngestError> {
     let limit = ingest.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let raw = read_body(body, declared, limit).await?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+    let (raw, encoding) = read_raw(ingest, headers, body).await?;
     if atoll_ingest::body::is_identity(encoding.as_deref()) {
         return Ok(raw);
     }
@@ -103,6 +97,23 @@ pub(super) async fn read_decoded(
     .await
     .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
     Ok(Bytes::from(decoded))
+}
+
+/// A request's body as sent (within `--max-body-bytes`) and its
+/// `Content-Encoding`.
+async fn read_raw(
+    ingest: &Ingest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Option<String>), IngestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let raw = read_body(body, declared, ingest.max_body_bytes).await?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+    Ok((raw, encoding))
 }
 
 /// Who sent a request, as idempotency keys and logs name them.
@@ -150,14 +161,7 @@ async fn receive(
     validate_table_name(table)?;
     // The turn first: bodies waiting for one are not held in memory.
     let turn = st.ingest.turn().await?;
-    let limit = st.ingest.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let raw = read_body(body, declared, limit).await?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+    let (raw, encoding) = read_raw(&st.ingest, headers, body).await?;
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
