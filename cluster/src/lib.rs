@@ -6,8 +6,11 @@
 //! from the coordinator's side (`replicate`) and the replica's
 //! (`replica`), hinted and ownership handoff and catch-up (`handoff`),
 //! cluster-wide table schemas (`schemas`) and table changes (`tables`),
-//! the figures each node gossips about itself (`stats`), and the spread and
-//! keeping of the cluster's API keys (`api_keys`).
+//! the figures each node gossips about itself (`stats`), the spread and
+//! keeping of the cluster's API keys (`api_keys`), the proofs that a
+//! datagram or call comes from the cluster (`gossip`, `call_auth`, with the
+//! replay memory of both in `replay`), and what Flight's client trusts
+//! over TLS (`tls`).
 //!
 //! Must not know: HTTP (the doors live in `atoll-node`), SQL and DataFusion
 //! (query fragments reach it as bytes and run behind

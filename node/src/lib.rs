@@ -3,9 +3,9 @@
 //! Owns: configuration and the CLI (`config`), the wiring of store,
 //! cluster, ingest, query and dashboard behind the listeners (`Node`), the
 //! doors (every HTTP handler in `http`, with the one mapping of error
-//! kinds to HTTP statuses), the write-ahead log's start-up
-//! (`durability`), the memory budget (`memory`), metrics (`metrics`) and
-//! TLS (`tls`).
+//! kinds to HTTP statuses, and OTLP over gRPC in `otlp_grpc`), the
+//! write-ahead log's start-up (`durability`), the memory budget
+//! (`memory`), metrics (`metrics`) and TLS (`tls`).
 //!
 //! Must not know: how events become Arrow (`atoll-ingest`), how SQL is
 //! planned and split (`atoll-query`), or what travels between nodes
