@@ -73,6 +73,9 @@ fn doors(c: &mut Criterion) {
     let request = atoll_benches::doors::otlp_bodies(std::slice::from_ref(&body))
         .unwrap()
         .remove(0);
+    g.bench_function("otlp_decode_16k", |b| {
+        b.iter(|| otlp::decode_traces(&request, otlp::Encoding::Protobuf).unwrap())
+    });
     g.bench_function("otlp_span_rows_16k", |b| {
         b.iter(|| {
             otlp::span_rows(
