@@ -20,7 +20,7 @@ mod token;
 
 pub use caller::{Caller, Need, Role};
 pub use error::AuthError;
-pub use registry::{KeyRecord, Registry};
+pub use registry::{KeyRecord, Registry, Verifier};
 pub use token::Created;
 
 use std::collections::HashMap;

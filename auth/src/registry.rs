@@ -150,6 +150,56 @@ impl Registry {
     fn active_named(&self, name: &str) -> Option<&KeyRecord> {
         self.by_id.values().find(|r| r.active() && r.name == name)
     }
+
+    /// The SCRAM verifier of the active key a Postgres user name stands
+    /// for (the key's id, or its name: the newest active key of it), with
+    /// the caller that key is.
+    pub fn scram(&self, user: &str) -> Option<(Verifier, Caller)> {
+        let record = match self.by_id.get(user).filter(|r| r.active()) {
+            Some(r) => r,
+            None => self
+                .by_id
+                .values()
+                .filter(|r| r.active() && r.name == user)
+                .max_by_key(|r| r.created)?,
+        };
+        let verifier = Verifier::parse(&record.scram)?;
+        let caller = Caller {
+            name: record.name.clone(),
+            role: record.role,
+            tables: record.tables.clone(),
+            key_id: Some(record.id.clone()),
+        };
+        Some((verifier, caller))
+    }
+}
+
+/// A SCRAM-SHA-256 verifier, as RFC 5803 writes it and PostgreSQL keeps
+/// passwords: never the key, only what checks a proof of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verifier {
+    pub salt: Vec<u8>,
+    pub iterations: usize,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl Verifier {
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    pub fn parse(text: &str) -> Option<Verifier> {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).ok();
+        let rest = text.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored, server) = keys.split_once(':')?;
+        Some(Verifier {
+            salt: b64(salt)?,
+            iterations: iterations.parse().ok()?,
+            stored_key: b64(stored)?,
+            server_key: b64(server)?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -210,5 +260,23 @@ mod tests {
         early.revoked = Some(3);
         assert!(a.merge(early));
         assert_eq!(a.records().next().unwrap().revoked, Some(3));
+    }
+
+    #[test]
+    fn a_user_name_finds_its_key_s_verifier() {
+        let mut r = Registry::default();
+        let made = r.create("grafana", Role::Query, None, 1).unwrap();
+        let (by_name, caller) = r.scram("grafana").unwrap();
+        assert_eq!(caller.role, Role::Query);
+        let (by_id, _) = r.scram(&made.record.id).unwrap();
+        assert_eq!(by_name, by_id);
+        assert_eq!(by_name.iterations, 4096);
+        assert_eq!(
+            (by_name.stored_key.len(), by_name.server_key.len()),
+            (32, 32)
+        );
+        r.revoke("grafana", 2).unwrap();
+        assert!(r.scram("grafana").is_none(), "revoked");
+        assert!(r.scram("nobody").is_none());
     }
 }

@@ -277,6 +277,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_OTLP_GRPC_ADDR")]
     pub otlp_grpc_addr: Option<String>,
 
+    /// Address to serve the Postgres wire protocol on (`psql`, drivers;
+    /// e.g. `127.0.0.1:5432`). Off unless given.
+    #[arg(long, env = "ATOLL_PG_ADDR")]
+    pub pg_addr: Option<String>,
+
     /// Certificate chain (PEM) to serve the HTTP API and dashboard over
     /// HTTPS instead of HTTP (with `--tls-key`); with `--internal-tls`,
     /// Flight between nodes too.

@@ -17,6 +17,7 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod otlp_grpc;
+pub mod pg;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ pub struct Node {
     pub http_url: String,
     /// Where OTLP/gRPC is served (`--otlp-grpc-addr`), if it is.
     pub otlp_grpc_addr: Option<SocketAddr>,
+    /// Where Postgres clients are served (`--pg-addr`), if they are.
+    pub pg_addr: Option<SocketAddr>,
     pub flight_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub name: String,
@@ -93,8 +96,16 @@ impl Node {
             ),
             None => None,
         };
+        let pg_listener = match &args.pg_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for Postgres clients on {addr}"))?,
+            ),
+            None => None,
+        };
         let mut doors = vec![http_addr];
-        if let Some(l) = &otlp_grpc_listener {
+        for l in otlp_grpc_listener.iter().chain(&pg_listener) {
             doors.push(l.local_addr()?);
         }
         let auth = Arc::new(atoll_auth::Auth::new(args.admin_key(&doors)?));
@@ -193,6 +204,7 @@ impl Node {
             ),
         );
         let engine_for_flight = engine.clone();
+        let engine_for_pg = engine.clone();
         let query_metrics = QueryMetrics::new(&registry)?;
         let query = http::query::QueryState {
             engine: engine.clone(),
@@ -312,6 +324,14 @@ impl Node {
             }
             None => None,
         };
+        let pg_addr = match pg_listener {
+            Some(listener) => {
+                let bound = listener.local_addr()?;
+                pg::PgDoor::new(engine_for_pg, auth.clone()).serve(listener, shutdown.subscribe());
+                Some(bound)
+            }
+            None => None,
+        };
         let mut http_stop = stopped;
         let stop = async move {
             let _ = http_stop.wait_for(|s| *s).await;
@@ -331,6 +351,7 @@ impl Node {
             http_addr,
             http_url: format!("{scheme}://{http_addr}"),
             otlp_grpc_addr,
+            pg_addr,
             flight_addr,
             gossip_addr: membership.gossip_addr(),
             name,

@@ -24,7 +24,7 @@ fn clients_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/clients"));
     assert!(
-        dir.join("installed-v2").exists(),
+        dir.join("installed-v3").exists(),
         "the client libraries are not installed in {}: run scripts/install-clients (the test command does)",
         dir.display()
     );

@@ -16,6 +16,8 @@ pub struct Server {
     pub gossip_addr: String,
     /// Where it serves OTLP/gRPC (`--otlp-grpc-addr`), if it does.
     pub otlp_grpc_addr: Option<String>,
+    /// Where it serves Postgres clients (`--pg-addr`), if it does.
+    pub pg_addr: Option<String>,
     /// Its HTTP API, with the admin key it was started with (if any).
     pub api: Api,
 }
@@ -167,6 +169,7 @@ impl Server {
             flight_addr: addr("flight_addr"),
             gossip_addr: addr("gossip_addr"),
             otlp_grpc_addr: said["otlp_grpc_addr"].as_str().map(str::to_string),
+            pg_addr: said["pg_addr"].as_str().map(str::to_string),
             api: Api {
                 url: addr("http_url"),
                 client,
