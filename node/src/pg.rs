@@ -23,7 +23,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
 use atoll_auth::{Auth, Caller, Need};
 use atoll_errors::{Classified, ErrorKind};
 use atoll_query::QueryEngine;
-use futures::{Sink, stream};
+use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::cleartext::CleartextPasswordAuth;
 use pgwire::api::auth::driver::AuthOutcome;
 use pgwire::api::auth::mechanism::AuthMechanismFactory;
@@ -260,7 +260,7 @@ impl SimpleQueryHandler for Queries {
         caller
             .may(Need::Query)
             .map_err(|e| pg_error(e.kind(), e.to_string()))?;
-        let mut execution = self
+        let execution = self
             .0
             .engine
             .start(query, None, None, caller.tables.as_ref())
@@ -281,19 +281,29 @@ impl SimpleQueryHandler for Queries {
             })
             .collect();
         let fields = Arc::new(fields);
-        let mut rows = Vec::new();
-        let mut encoder = DataRowEncoder::new(fields.clone());
-        while let Some(batch) = execution
-            .next()
-            .await
-            .map_err(|e| pg_error(e.kind(), e.to_string()))?
-        {
-            encode(&batch, &mut encoder, &mut rows)?;
-        }
-        Ok(vec![Response::Query(QueryResponse::new(
-            fields,
-            stream::iter(rows.into_iter().map(Ok)),
-        ))])
+        // Rows are encoded a batch at a time as the client reads them: an
+        // answer is never held whole (dropping the stream cancels the
+        // query).
+        let encoder = DataRowEncoder::new(fields.clone());
+        let batches = stream::unfold(Some((execution, encoder)), |state| async move {
+            let (mut execution, mut encoder) = state?;
+            let rows = match execution.next().await {
+                Ok(None) => return None,
+                Ok(Some(batch)) => {
+                    let mut rows = Vec::with_capacity(batch.num_rows());
+                    encode(&batch, &mut encoder, &mut rows).map(|()| rows)
+                }
+                Err(e) => Err(pg_error(e.kind(), e.to_string())),
+            };
+            // After an error, the stream ends.
+            let next = rows.is_ok().then_some((execution, encoder));
+            Some((rows, next))
+        });
+        let rows = batches.flat_map(|rows| match rows {
+            Ok(rows) => stream::iter(rows.into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::once(async move { Err(e) }).right_stream(),
+        });
+        Ok(vec![Response::Query(QueryResponse::new(fields, rows))])
     }
 }
 
