@@ -88,22 +88,8 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
         let http_addr = listener.local_addr()?;
-        let otlp_grpc_listener = match &args.otlp_grpc_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen for OTLP/gRPC on {addr}"))?,
-            ),
-            None => None,
-        };
-        let pg_listener = match &args.pg_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen for Postgres clients on {addr}"))?,
-            ),
-            None => None,
-        };
+        let otlp_grpc_listener = bind_optional(&args.otlp_grpc_addr, "OTLP/gRPC").await?;
+        let pg_listener = bind_optional(&args.pg_addr, "Postgres clients").await?;
         let mut doors = vec![http_addr];
         for l in otlp_grpc_listener.iter().chain(&pg_listener) {
             doors.push(l.local_addr()?);
@@ -423,6 +409,18 @@ fn gossip_addr(addr: &str) -> anyhow::Result<SocketAddr> {
 
 /// Waits until the claimant put this node in the ring, or a peer showed the
 /// cluster cannot take it.
+/// The listener of an optional door, when its address is given.
+async fn bind_optional(addr: &Option<String>, what: &str) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => {
+            Ok(Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen for {what} on {addr}")
+            })?))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Serves a gRPC router on `listener` until the node stops: over TLS
 /// (`tls::TlsListener`: handshakes bounded in time and number) when `tls`
 /// is given.
