@@ -109,16 +109,7 @@ impl Ingest {
         // is decoded, and what it decodes to counts until the next
         // measurement: bodies in flight are memory too.
         self.store.wait_for_room(ROOM_WAIT).await;
-        let decoded = if body::is_identity(body.encoding.as_deref()) {
-            body.raw
-        } else {
-            let (encoding, raw) = (body.encoding, body.raw);
-            let decoded =
-                tokio::task::spawn_blocking(move || body::decode(encoding.as_deref(), &raw, limit))
-                    .await
-                    .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
-            Bytes::from(decoded)
-        };
+        let decoded = body::inflate(body.encoding, body.raw, limit).await?;
         self.store.added_memory(decoded.len() as u64);
         let key = match &body.idempotency_key {
             Some(k) => Some(self.recent_keys.scope(&body.sender, k, &decoded)?),

@@ -68,6 +68,22 @@ pub fn decode(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u
     Ok(out)
 }
 
+/// Undoes `Content-Encoding` off the async threads (`decode`); a body
+/// without one is its own content.
+pub async fn inflate(
+    encoding: Option<String>,
+    raw: bytes::Bytes,
+    limit: usize,
+) -> Result<bytes::Bytes, IngestError> {
+    if is_identity(encoding.as_deref()) {
+        return Ok(raw);
+    }
+    let decoded = tokio::task::spawn_blocking(move || decode(encoding.as_deref(), &raw, limit))
+        .await
+        .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
+    Ok(decoded.into())
+}
+
 /// Splits a body into events. NDJSON is read when the content type says so,
 /// or when the body is not one JSON document but its first line is.
 pub fn parse(body: &[u8], ndjson: bool) -> Result<Vec<ParsedEvent>, IngestError> {

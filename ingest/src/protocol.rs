@@ -63,7 +63,6 @@ impl EventStatus {
 /// and each store replicates as many events in one round as a native
 /// body's piece.
 pub const EVENTS_AT_ONCE: usize = crate::api::PIECE_EVENTS;
-const CHUNK: usize = EVENTS_AT_ONCE;
 
 impl Ingest {
     /// Stores a door's events in `table`; one status per event, in order.
@@ -78,26 +77,14 @@ impl Ingest {
         size: usize,
         turn: &Turn,
     ) -> Vec<EventStatus> {
-        let mut statuses = Vec::with_capacity(events.len());
-        let chunks = events.len().div_ceil(CHUNK).max(1);
-        let mut events = events.into_iter().peekable();
-        while events.peek().is_some() {
-            let chunk: Vec<MadeEvent> = events.by_ref().take(CHUNK).collect();
-            statuses.extend(self.made_chunk(table, chunk, size / chunks, turn).await);
+        let (chunks, share) = in_chunks(events, size);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let n = chunk.len();
+            let stored = self.parsed_in_turn(table, chunk, share, turn).await;
+            out.extend(statuses(n, stored, Some));
         }
-        statuses
-    }
-
-    async fn made_chunk(
-        &self,
-        table: &str,
-        chunk: Vec<MadeEvent>,
-        size: usize,
-        turn: &Turn,
-    ) -> Vec<EventStatus> {
-        let n = chunk.len();
-        let stored = self.parsed_in_turn(table, chunk, size, turn).await;
-        statuses(n, stored, Some)
+        out
     }
 
     /// Stores a door's events in either form; one status per event.
@@ -124,12 +111,10 @@ impl Ingest {
         size: usize,
         turn: &Turn,
     ) -> Vec<EventStatus> {
-        let mut out = Vec::with_capacity(lines.len());
-        let chunks = lines.len().div_ceil(CHUNK).max(1);
-        let mut lines = lines.into_iter().peekable();
-        while lines.peek().is_some() {
-            let chunk: Vec<MadeLine> = lines.by_ref().take(CHUNK).collect();
-            out.extend(self.lines_chunk(table, chunk, size / chunks, turn).await);
+        let (chunks, share) = in_chunks(lines, size);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(self.lines_chunk(table, chunk, share, turn).await);
         }
         out
     }
@@ -177,6 +162,19 @@ impl Ingest {
         // Lines the body did not get (refused before) are not stored.
         out
     }
+}
+
+/// `items` cut into chunks of a native piece each, with each chunk's share
+/// of `size`: a chunk is one piece of one store, so a chunk the cluster
+/// refuses is answered event by event while the others stand.
+fn in_chunks<T>(items: Vec<T>, size: usize) -> (Vec<Vec<T>>, usize) {
+    let share = size / items.len().div_ceil(EVENTS_AT_ONCE).max(1);
+    let mut chunks = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(EVENTS_AT_ONCE).collect());
+    }
+    (chunks, share)
 }
 
 /// One status per event of a stored chunk of `n`; `index` maps an index of

@@ -86,17 +86,8 @@ pub(super) async fn read_decoded(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, IngestError> {
-    let limit = ingest.max_body_bytes;
     let (raw, encoding) = read_raw(ingest, headers, body).await?;
-    if atoll_ingest::body::is_identity(encoding.as_deref()) {
-        return Ok(raw);
-    }
-    let decoded = tokio::task::spawn_blocking(move || {
-        atoll_ingest::body::decode(encoding.as_deref(), &raw, limit)
-    })
-    .await
-    .map_err(|e| IngestError::task_failed("decompressing a body", e))??;
-    Ok(Bytes::from(decoded))
+    atoll_ingest::body::inflate(encoding, raw, ingest.max_body_bytes).await
 }
 
 /// A request's body as sent (within `--max-body-bytes`) and its
