@@ -313,7 +313,9 @@ impl Node {
         let pg_addr = match pg_listener {
             Some(listener) => {
                 let bound = listener.local_addr()?;
-                pg::PgDoor::new(engine_for_pg, auth.clone()).serve(listener, shutdown.subscribe());
+                let tls = certificate.as_ref().map(|c| c.postgres()).transpose()?;
+                pg::PgDoor::new(engine_for_pg, auth.clone(), tls)
+                    .serve(listener, shutdown.subscribe());
                 Some(bound)
             }
             None => None,

@@ -80,11 +80,21 @@ impl NodeCertificate {
     /// The HTTPS server's settings: this certificate, no client
     /// certificates (API keys authenticate clients), HTTP/2 and 1.1.
     pub fn https(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server(&[b"h2", b"http/1.1"])
+    }
+
+    /// The Postgres door's settings: the same certificate, and the
+    /// protocol name libpq 17 and later ask for.
+    pub fn postgres(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server(&[b"postgresql"])
+    }
+
+    fn server(&self, protocols: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(TlsError::Pair)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }

@@ -12,6 +12,7 @@ use atoll_store::Store;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
 };
+use datafusion::common::ScalarValue;
 use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
@@ -27,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::QueryError;
 use crate::catalog::AtollSchema;
 use crate::codec::{AtollCodec, decode_fragment};
+use crate::pg_catalog::{PG_CATALOG, PgCatalogSchema};
 use crate::physical_optimizer::distribute::{CoverageInfo, Distribute, QuerySpread, Spread};
 use crate::physical_optimizer::slice_joins::SliceJoins;
 use crate::physical_plan::fanout::NodeStats;
@@ -144,7 +146,10 @@ impl QueryEngine {
             .with_target_partitions(config.target_partitions.max(1));
         let catalog = MemoryCatalogProvider::new();
         catalog
-            .register_schema(SCHEMA, Arc::new(AtollSchema::new(store)))
+            .register_schema(SCHEMA, Arc::new(AtollSchema::new(store.clone())))
+            .expect("a fresh catalog takes a schema");
+        catalog
+            .register_schema(PG_CATALOG, Arc::new(PgCatalogSchema::new(store)))
             .expect("a fresh catalog takes a schema");
         let catalogs = MemoryCatalogProviderList::new();
         catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
@@ -160,6 +165,7 @@ impl QueryEngine {
             .build();
         crate::bounded_functions::register(&mut base, config.max_function_bytes)
             .expect("the session takes functions");
+        crate::pg_catalog::register_functions(&mut base).expect("the session takes functions");
         let exec = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.target_partitions.max(1))
             // New queries and cancellations arrive from other threads, so
@@ -214,6 +220,20 @@ impl QueryEngine {
         allow_partial: Option<bool>,
         tables: Option<&BTreeSet<String>>,
     ) -> Result<Execution, QueryError> {
+        self.start_bound(sql, Vec::new(), timeout, allow_partial, tables)
+            .await
+    }
+
+    /// [`QueryEngine::start`] for a statement with `$1`-style parameters,
+    /// bound to `params` (cast to the types the plan infers for them).
+    pub async fn start_bound(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        timeout: Option<Duration>,
+        allow_partial: Option<bool>,
+        tables: Option<&BTreeSet<String>>,
+    ) -> Result<Execution, QueryError> {
         let started = Instant::now();
         let timeout = self.timeout(timeout)?;
         let deadline = tokio::time::Instant::from_std(started + timeout);
@@ -232,10 +252,12 @@ impl QueryEngine {
         let cap_hit = pool.cap_hit();
         let allow_partial = allow_partial.unwrap_or(self.config.allow_partial);
         let spread = self.spread(timeout, allow_partial).await?;
-        let (plan, task_ctx) =
-            tokio::time::timeout_at(deadline, self.plan(sql, pool, spread.clone(), tables))
-                .await
-                .map_err(|_| QueryError::Timeout(timeout_ms))??;
+        let (plan, task_ctx) = tokio::time::timeout_at(
+            deadline,
+            self.plan(sql, params, pool, spread.clone(), tables),
+        )
+        .await
+        .map_err(|_| QueryError::Timeout(timeout_ms))??;
         let coverage = spread.and_then(|s| s.planned.lock().take());
         let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
         Ok(Execution {
@@ -358,9 +380,72 @@ impl QueryEngine {
         Ok((plan, batches, guard, timeout))
     }
 
+    /// What a statement would answer, without running it: its columns
+    /// and the types of its parameters (None where the plan does not say).
+    /// Refused as [`QueryEngine::start`] would refuse it.
+    pub async fn describe(
+        &self,
+        sql: &str,
+        tables: Option<&BTreeSet<String>>,
+    ) -> Result<Described, QueryError> {
+        let state = self.base.clone();
+        let logical = self.logical_plan(&state, sql, tables).await?;
+        let params = logical
+            .get_parameter_types()
+            .map_err(QueryError::from_planning)?;
+        let mut types = vec![None; params.len()];
+        for (name, t) in params {
+            let index = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=types.len()).contains(n))
+                .ok_or_else(|| {
+                    QueryError::BadRequest(format!(
+                        "parameter {name} is not numbered $1..${}",
+                        types.len()
+                    ))
+                })?;
+            types[index - 1] = t;
+        }
+        Ok(Described {
+            schema: Arc::new(logical.schema().as_arrow().clone()),
+            params: types,
+        })
+    }
+
+    /// Parses and plans a statement, checked against the sandbox and the
+    /// caller's scope.
+    async fn logical_plan(
+        &self,
+        state: &SessionState,
+        sql: &str,
+        tables: Option<&BTreeSet<String>>,
+    ) -> Result<LogicalPlan, QueryError> {
+        if sql.trim().is_empty() {
+            return Err(QueryError::BadRequest("sql is empty".into()));
+        }
+        let logical = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(refine_plan_error)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&logical)
+            .map_err(|e| {
+                QueryError::Refused(format!("Atoll SQL is read-only: {}", e.strip_backtrace()))
+            })?;
+        if let Some(scope) = tables {
+            within_scope(&logical, scope)?;
+        }
+        Ok(logical)
+    }
+
     async fn plan(
         &self,
         sql: &str,
+        params: Vec<ScalarValue>,
         pool: QueryPool,
         spread: Option<Arc<Spread>>,
         tables: Option<&BTreeSet<String>>,
@@ -377,20 +462,9 @@ impl QueryEngine {
             .extensions
             .insert(QuerySpread(spread));
         let task_ctx = self.task_context(&state, pool)?;
-        let logical = state
-            .create_logical_plan(sql)
-            .await
-            .map_err(refine_plan_error)?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&logical)
-            .map_err(|e| {
-                QueryError::Refused(format!("Atoll SQL is read-only: {}", e.strip_backtrace()))
-            })?;
-        if let Some(scope) = tables {
-            within_scope(&logical, scope)?;
+        let mut logical = self.logical_plan(&state, sql, tables).await?;
+        if !params.is_empty() || has_placeholders(&logical) {
+            logical = bind(logical, params)?;
         }
         let physical = state
             .create_physical_plan(&logical)
@@ -415,6 +489,48 @@ impl QueryEngine {
             .build_arc()?;
         Ok(Arc::new(TaskContext::from(state).with_runtime(runtime)))
     }
+}
+
+/// What [`QueryEngine::describe`] tells of a statement.
+pub struct Described {
+    pub schema: arrow::datatypes::SchemaRef,
+    pub params: Vec<Option<arrow::datatypes::DataType>>,
+}
+
+fn has_placeholders(plan: &LogicalPlan) -> bool {
+    plan.get_parameter_types()
+        .is_ok_and(|types| !types.is_empty())
+}
+
+/// Binds parameters, each cast to the type the plan infers for it (a
+/// client sends `'5'` for a number as often as `5`).
+fn bind(plan: LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan, QueryError> {
+    let types = plan
+        .get_parameter_types()
+        .map_err(QueryError::from_planning)?;
+    if types.len() != params.len() {
+        return Err(QueryError::BadRequest(format!(
+            "the statement has {} parameter(s) and {} were given",
+            types.len(),
+            params.len()
+        )));
+    }
+    let params = params
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| match types.get(&format!("${}", i + 1)) {
+            Some(Some(t)) if &value.data_type() != t => value.cast_to(t).map_err(|e| {
+                QueryError::BadRequest(format!(
+                    "parameter ${} ({value}) is not a {t}: {}",
+                    i + 1,
+                    e.strip_backtrace()
+                ))
+            }),
+            _ => Ok(value),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    plan.with_param_values(params)
+        .map_err(|e| QueryError::BadRequest(e.strip_backtrace()))
 }
 
 /// Refuses a plan that reads a table outside `scope` (information_schema

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod fragment;
 pub mod metrics;
+pub mod pg_catalog;
 pub mod physical_optimizer;
 pub mod physical_plan;
 pub mod pool;
@@ -31,6 +32,8 @@ pub mod prune;
 pub mod render;
 pub mod scan;
 
-pub use engine::{QueryConfig, QueryEngine, QueryStats};
+/// The values `$n` parameters are bound to.
+pub use datafusion::common::ScalarValue;
+pub use engine::{Described, QueryConfig, QueryEngine, QueryStats};
 pub use error::QueryError;
 pub use metrics::QueryMetrics;

@@ -1,0 +1,449 @@
+//! The Postgres wire protocol (`--pg-addr`): `psql`, psycopg, Grafana and
+//! other Postgres clients ask SQL through Atoll's own engine, the same
+//! path as `/v1/query` (`QueryEngine::start_bound`: the sandbox, limits,
+//! admission, the coverage plan across the ring, the key's table scope).
+//!
+//! Both query protocols: simple, and extended (Parse/Bind/Describe/
+//! Execute, `$n` parameters, text or binary results per column). Client
+//! idioms DataFusion does not plan are rewritten first (`dialect`); the
+//! catalog clients browse is the engine's (`atoll_query::pg_catalog`).
+//! Who the client is: `auth`; its settings, session statements and
+//! cancellation: `session`; rows: `encode`; parameters: `params`.
+
+mod auth;
+mod dialect;
+mod encode;
+mod params;
+mod session;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use atoll_auth::{Auth, Caller, Need};
+use atoll_errors::{Classified, ErrorKind};
+use atoll_query::{QueryEngine, ScalarValue};
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::auth::DefaultServerParameterProvider;
+use pgwire::api::auth::driver::AuthDriver;
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::response::NoticeResponse;
+use tokio::net::TcpListener;
+
+use auth::{Keys, Startup};
+use session::{Answer, Session, SessionStatement, Sessions, session_statement};
+
+/// The door, shared by every connection.
+pub struct PgDoor {
+    engine: Arc<QueryEngine>,
+    auth: Arc<Auth>,
+    keys: Arc<Keys>,
+    driver: AuthDriver<DefaultServerParameterProvider, Caller>,
+    sessions: Sessions,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+}
+
+impl PgDoor {
+    pub fn new(
+        engine: Arc<QueryEngine>,
+        auth: Arc<Auth>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Arc<PgDoor> {
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = format!("16.0 (Atoll {})", env!("CARGO_PKG_VERSION"));
+        Arc::new(PgDoor {
+            engine,
+            keys: Arc::new(Keys(auth.clone())),
+            auth,
+            driver: AuthDriver::new(parameters),
+            sessions: Sessions::default(),
+            tls: tls.map(pgwire::tokio::TlsAcceptor::from),
+        })
+    }
+
+    /// Serves connections on `listener` until the node stops. With a
+    /// certificate, clients may ask for TLS (`sslmode=require`).
+    pub fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((socket, _)) => {
+                        let connection = Arc::new(PgConnection {
+                            door: self.clone(),
+                            session: Arc::default(),
+                        });
+                        let tls = self.tls.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) =
+                                pgwire::tokio::process_socket(socket, tls, connection).await
+                            {
+                                tracing::debug!(error = %e, "a Postgres connection ended");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot accept a Postgres connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One client connection.
+struct PgConnection {
+    door: Arc<PgDoor>,
+    session: Arc<Session>,
+}
+
+impl PgConnection {
+    fn queries(&self) -> Arc<Queries> {
+        Arc::new(Queries {
+            door: self.door.clone(),
+            session: self.session.clone(),
+        })
+    }
+}
+
+impl PgWireServerHandlers for PgConnection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.queries()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::new(Startup {
+            door: self.door.clone(),
+            session: self.session.clone(),
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(Canceller(self.door.clone()))
+    }
+}
+
+/// Cancel requests arrive on a connection of their own, naming the
+/// session by the process id and secret it was given.
+struct Canceller(Arc<PgDoor>);
+
+#[async_trait::async_trait]
+impl CancelHandler for Canceller {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.0.sessions.cancel(request.pid, &request.secret_key);
+    }
+}
+
+/// A parsed statement: one about the session, or a query planned once
+/// at Parse (its columns and parameter types known for Describe).
+#[derive(Clone)]
+pub enum Statement {
+    Session(SessionStatement),
+    Query(Arc<Prepared>),
+}
+
+pub struct Prepared {
+    sql: String,
+    schema: SchemaRef,
+    params: Vec<Option<DataType>>,
+}
+
+/// One session's statements, by either protocol.
+struct Queries {
+    door: Arc<PgDoor>,
+    session: Arc<Session>,
+}
+
+impl Queries {
+    fn caller(&self) -> PgWireResult<Caller> {
+        let caller = self
+            .session
+            .caller()
+            .ok_or_else(|| pg_error(ErrorKind::Unauthenticated, "not authenticated".into()))?;
+        caller
+            .may(Need::Query)
+            .map_err(|e| pg_error(e.kind(), e.to_string()))?;
+        Ok(caller)
+    }
+
+    async fn prepare(&self, sql: &str) -> PgWireResult<Statement> {
+        if let Some(statement) = session_statement(sql) {
+            return Ok(Statement::Session(statement));
+        }
+        let caller = self.caller()?;
+        let sql = dialect::rewrite(sql);
+        let described = self
+            .door
+            .engine
+            .describe(&sql, caller.tables.as_ref())
+            .await
+            .map_err(|e| pg_error(e.kind(), e.to_string()))?;
+        Ok(Statement::Query(Arc::new(Prepared {
+            sql,
+            schema: described.schema,
+            params: described.params,
+        })))
+    }
+
+    /// Runs a query: its rows are encoded a batch at a time as the client
+    /// reads them, never held whole; a cancel request, or the client
+    /// going away, stops it on every node.
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        format: &Format,
+    ) -> PgWireResult<Response>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let caller = self.caller()?;
+        let mut cancel = self.session.begin_query();
+        let started = self.door.engine.start_bound(
+            sql,
+            params,
+            self.session.timeout(),
+            self.session.allow_partial(),
+            caller.tables.as_ref(),
+        );
+        let execution = tokio::select! {
+            started = started => started.map_err(|e| pg_error(e.kind(), e.to_string()))?,
+            _ = cancel.cancelled() => return Err(cancelled()),
+        };
+        let stats = execution.stats(false);
+        if stats.coverage < 1.0 {
+            let notice = ErrorInfo::new(
+                "NOTICE".into(),
+                "01000".into(),
+                format!(
+                    "partial answer: coverage {:.3}, partitions {:?} could not be read",
+                    stats.coverage, stats.missing_partitions
+                ),
+            );
+            client
+                .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                    notice,
+                )))
+                .await?;
+        }
+        let fields = Arc::new(encode::fields(&execution.schema(), |i| {
+            format.format_for(i)
+        }));
+        let encoder = DataRowEncoder::new(fields.clone());
+        let batches = stream::unfold(Some((execution, encoder, cancel)), |state| async move {
+            let (mut execution, mut encoder, mut cancel) = state?;
+            let next = tokio::select! {
+                next = execution.next() => next,
+                _ = cancel.cancelled() => return Some((Err(cancelled()), None)),
+            };
+            let rows = match next {
+                Ok(None) => return None,
+                Ok(Some(batch)) => {
+                    let mut rows = Vec::with_capacity(batch.num_rows());
+                    encode::encode(&batch, &mut encoder, &mut rows).map(|()| rows)
+                }
+                Err(e) => Err(pg_error(e.kind(), e.to_string())),
+            };
+            // After an error, the stream ends (and the query with it).
+            let next = rows.is_ok().then_some((execution, encoder, cancel));
+            Some((rows, next))
+        });
+        let rows = batches.flat_map(|rows| match rows {
+            Ok(rows) => stream::iter(rows.into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::once(async move { Err(e) }).right_stream(),
+        });
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+
+    fn answer(&self, statement: &SessionStatement, format: &Format) -> PgWireResult<Response> {
+        let answer = self
+            .session
+            .answer(statement)
+            .map_err(|(kind, message)| pg_error(kind, message))?;
+        Ok(match answer {
+            Answer::Tag(tag @ "BEGIN") => Response::TransactionStart(Tag::new(tag)),
+            Answer::Tag(tag @ ("COMMIT" | "ROLLBACK")) => Response::TransactionEnd(Tag::new(tag)),
+            Answer::Tag(tag) => Response::Execution(Tag::new(tag)),
+            Answer::Rows(names, rows) => {
+                let fields: Vec<FieldInfo> = names
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, n)| FieldInfo::new(n, None, None, Type::TEXT, format.format_for(i)))
+                    .collect();
+                let fields = Arc::new(fields);
+                let mut encoder = DataRowEncoder::new(fields.clone());
+                let mut encoded = Vec::with_capacity(rows.len());
+                for row in rows {
+                    for value in row {
+                        encoder.encode_field(&value)?;
+                    }
+                    encoded.push(Ok(encoder.take_row()));
+                }
+                Response::Query(QueryResponse::new(fields, stream::iter(encoded)))
+            }
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl SimpleQueryHandler for Queries {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let text = Format::UnifiedText;
+        let response = match self.prepare(query).await? {
+            Statement::Session(statement) => self.answer(&statement, &text)?,
+            Statement::Query(prepared) => {
+                self.run(client, &prepared.sql, Vec::new(), &text).await?
+            }
+        };
+        Ok(vec![response])
+    }
+}
+
+#[async_trait::async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        Arc::new(Parser(Queries {
+            door: self.door.clone(),
+            session: self.session.clone(),
+        }))
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let format = &portal.result_column_format;
+        match &portal.statement.statement {
+            Statement::Session(statement) => self.answer(statement, format),
+            Statement::Query(prepared) => {
+                let params =
+                    params::decode(portal, &portal.statement.parameter_types, &prepared.params)?;
+                self.run(client, &prepared.sql, params, format).await
+            }
+        }
+    }
+}
+
+/// Plans a statement at Parse, so that Describe can say its columns and
+/// parameter types and a refused statement fails at once.
+pub struct Parser(Queries);
+
+#[async_trait::async_trait]
+impl QueryParser for Parser {
+    type Statement = Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.0.prepare(sql).await.map(Some)
+    }
+
+    fn get_parameter_types(&self, statement: &Statement) -> PgWireResult<Vec<Type>> {
+        Ok(match statement {
+            Statement::Session(_) => Vec::new(),
+            Statement::Query(prepared) => prepared
+                .params
+                .iter()
+                .map(|t| t.as_ref().map_or(Type::TEXT, encode::pg_type))
+                .collect(),
+        })
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Statement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let format = |i| format.map_or(FieldFormat::Text, |f| f.format_for(i));
+        Ok(match statement {
+            Statement::Session(SessionStatement::Show(name)) => vec![FieldInfo::new(
+                name.to_ascii_lowercase(),
+                None,
+                None,
+                Type::TEXT,
+                format(0),
+            )],
+            Statement::Session(SessionStatement::ShowAll) => ["name", "setting"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| FieldInfo::new(n.to_string(), None, None, Type::TEXT, format(i)))
+                .collect(),
+            Statement::Session(_) => Vec::new(),
+            Statement::Query(prepared) => encode::fields(&prepared.schema, format),
+        })
+    }
+}
+
+fn cancelled() -> PgWireError {
+    pg_error(
+        ErrorKind::Timeout,
+        "canceling statement due to user request".into(),
+    )
+}
+
+/// An error as Postgres clients read it: its SQLSTATE from its kind.
+fn pg_error(kind: ErrorKind, message: String) -> PgWireError {
+    let code = match kind {
+        ErrorKind::BadInput | ErrorKind::UnsupportedMedia => "42601",
+        ErrorKind::NotFound => "42P01",
+        ErrorKind::Conflict | ErrorKind::Mismatch => "55000",
+        ErrorKind::Unauthenticated => "28000",
+        ErrorKind::Forbidden => "42501",
+        ErrorKind::TooLarge | ErrorKind::LimitHit => "54000",
+        ErrorKind::Timeout => "57014",
+        ErrorKind::Unavailable => "57P03",
+        ErrorKind::Internal => "XX000",
+    };
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message,
+    )))
+}
