@@ -314,7 +314,7 @@ impl Node {
             Some(listener) => {
                 let bound = listener.local_addr()?;
                 let tls = certificate.as_ref().map(|c| c.postgres()).transpose()?;
-                pg::PgDoor::new(engine_for_pg, auth.clone(), tls)
+                pg::PgDoor::new(engine_for_pg, query_metrics.clone(), auth.clone(), tls)
                     .serve(listener, shutdown.subscribe());
                 Some(bound)
             }

@@ -9,50 +9,15 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use prost::Message;
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::clients::{clients_dir, python, run, script};
 use support::{Api, Cluster};
 
 const ADMIN: &str = "test-admin-key-0123456789";
-
-fn clients_dir() -> PathBuf {
-    let dir = std::env::var_os("ATOLL_CLIENTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/clients"));
-    assert!(
-        dir.join("installed-v3").exists(),
-        "the client libraries are not installed in {}: run scripts/install-clients (the test command does)",
-        dir.display()
-    );
-    dir
-}
-
-fn script(name: &str) -> String {
-    format!("{}/tests/clients/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs a client program; its stdout as JSON.
-fn run(mut cmd: Command) -> Value {
-    let out = cmd.output().expect("the client program starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{cmd:?} printed no JSON ({e}): {stdout}"))
-}
-
-fn python(args: &[&str]) -> Value {
-    let mut cmd = Command::new(clients_dir().join("venv/bin/python"));
-    cmd.args(args);
-    run(cmd)
-}
 
 /// An ingest key for the tables given, once every node knows it (an
 /// empty Honeycomb batch stores nothing and needs the key).

@@ -1,7 +1,10 @@
-//! The Postgres wire protocol door (`--pg-addr`) with the real `psql`
-//! (Debian's postgresql-client, installed by `scripts/install-clients`):
-//! answers equal to `/v1/query`'s, SCRAM with an API key's verifier,
-//! roles and scopes, writes refused with a SQLSTATE.
+//! The Postgres wire protocol door (`--pg-addr`) with real clients,
+//! installed by `scripts/install-clients`: Debian's `psql` (SCRAM with an
+//! API key's verifier, roles and scopes, `\dt` and `\d`, writes refused
+//! with a SQLSTATE) and psycopg 3 (the extended protocol: the shared
+//! benchmark's queries, parameters, binary results, Grafana's catalog
+//! queries, on one node and on every node of a ring, partial answers and
+//! cancel requests), each answer equal to `/v1/query`'s.
 
 mod support;
 
@@ -9,7 +12,8 @@ use std::process::{Command, Output};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Api, Server};
+use support::clients::{python_with, script};
+use support::{Api, Cluster, Server, generated_events, status_of};
 
 const ADMIN: &str = "test-admin-key-0123456789";
 
@@ -124,6 +128,366 @@ async fn psql_asks_through_the_engine_with_an_api_key() {
     // The bootstrap admin key has no verifier: in clear, from loopback.
     let out = stdout(&psql(&pg, "admin", ADMIN, "SELECT count(*) FROM events"));
     assert_eq!(out, "50");
+
+    // psql's own catalog queries: the list of tables and a table's columns
+    // with their Postgres types.
+    let tables = stdout(&psql(&pg, "grafana", &reader, "\\dt"));
+    assert_eq!(tables, "public|events|table|atoll");
+    let columns = stdout(&psql(&pg, "grafana", &reader, "\\d events"));
+    for line in [
+        "time|timestamp with time zone||not null|",
+        "service|text|||",
+        "status|bigint|||",
+        "duration_ms|double precision|||",
+        "ok|boolean|||",
+    ] {
+        assert!(columns.lines().any(|l| l == line), "{line} in\n{columns}");
+    }
+    // A key limited to some tables cannot list the others.
+    let refused = psql(&pg, "scoped", &scoped, "\\dt");
+    assert!(!refused.status.success());
+}
+
+/// The shared benchmark's queries, by their tag.
+fn bench_query(tag: &str) -> String {
+    let text = std::fs::read_to_string(support::shared_dir().join("bench/queries.sql")).unwrap();
+    let mut lines = text.lines();
+    lines
+        .find(|l| l.starts_with(&format!("-- {tag}:")))
+        .expect("tag present");
+    lines
+        .next()
+        .expect("query after its tag")
+        .trim_end_matches(';')
+        .to_string()
+}
+
+const TAGS: [&str; 8] = ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "Q7", "Q8"];
+
+/// psycopg running `steps` (see tests/clients/pg_client.py) on `addr`.
+fn psycopg(addr: &str, password: &str, steps: Value) -> Vec<Value> {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let dsn = format!(
+        "host={host} port={port} user=atoll password={password} dbname=atoll sslmode=disable"
+    );
+    let out = python_with(
+        &[&script("pg_client.py")],
+        &json!({"dsn": dsn, "steps": steps}),
+    );
+    out["results"].as_array().unwrap().clone()
+}
+
+/// A cell from psycopg equals one from `/v1/query`: the same instant, the
+/// same number (within `tolerance`, relative), or the same value.
+fn same_cell(pg: &Value, http: &Value, tolerance: f64) -> bool {
+    let instant = |v: &Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    };
+    match (pg, http) {
+        (Value::Number(a), Value::Number(b)) => {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            (a - b).abs() <= tolerance * b.abs().max(1e-12)
+        }
+        _ => match (instant(pg), instant(http)) {
+            (Some(a), Some(b)) => a == b,
+            _ => pg == http,
+        },
+    }
+}
+
+fn assert_same_rows(what: &str, pg: &Value, http: &[Vec<Value>], tolerance: f64) {
+    assert!(pg.get("error").is_none(), "{what}: {pg}");
+    let rows = pg["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), http.len(), "{what}: {pg} vs {http:?}");
+    for (a, b) in rows.iter().zip(http) {
+        let a = a.as_array().unwrap();
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                same_cell(x, y, tolerance),
+                "{what}: {x} vs {y} in {a:?} vs {b:?}"
+            );
+        }
+    }
+}
+
+/// Q5's p99 is a sketch merged in whatever order partial results arrive.
+fn tolerance(tag: &str) -> f64 {
+    if tag == "Q5" { 0.02 } else { 1e-9 }
+}
+
+/// Q1–Q8, Q8 asking for the busiest user (the shared one, `u4242`, is
+/// not among this test's few events).
+async fn benchmark(http: &Server) -> Vec<(&'static str, String)> {
+    let busiest = http
+        .rows("SELECT user_id FROM events GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
+        .await;
+    let user = busiest[0][0].as_str().unwrap().to_string();
+    TAGS.iter()
+        .map(|t| (*t, bench_query(t).replace("'u4242'", &format!("'{user}'"))))
+        .collect()
+}
+
+/// Q1–Q8 through psycopg on `pg` (Q8 also with binary results) equal
+/// `/v1/query`'s answers on `http`.
+async fn benchmark_answers_agree(pg: &str, http: &Server) {
+    let queries = benchmark(http).await;
+    let mut steps: Vec<Value> = queries.iter().map(|(_, q)| json!({"sql": q})).collect();
+    steps.push(json!({"sql": queries[7].1, "binary": true}));
+    let results = psycopg(pg, "", json!(steps));
+    for (i, (tag, sql)) in queries.iter().enumerate() {
+        let expected = http.rows(sql).await;
+        assert!(!expected.is_empty(), "{tag} answers rows");
+        assert_same_rows(tag, &results[i], &expected, tolerance(tag));
+    }
+    let expected = http.rows(&queries[7].1).await;
+    assert_same_rows("Q8 in binary", &results[8], &expected, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_asks_the_benchmark_with_parameters_and_catalog_queries() {
+    let s = Server::start(&["--pg-addr", "127.0.0.1:0"]);
+    let pg = s.pg_addr.clone().expect("the Postgres door is served");
+    let (status, v) = s.ingest("events", generated_events(20_000, 7, &[])).await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(20_000)), "{v}");
+    benchmark_answers_agree(&pg, &s).await;
+
+    // Parameters, bound and typed: a number, a string, two timestamps.
+    let queries = benchmark(&s).await;
+    let (q3, q4, q8) = (&queries[2].1, &queries[3].1, &queries[7].1);
+    let user = q8.split('\'').nth(1).unwrap();
+    let results = psycopg(
+        &pg,
+        "",
+        json!([
+            {"sql": q3.replace("status >= 500", "status >= %s"), "params": [500]},
+            {"sql": q8.replace(&format!("'{user}'"), "%s"), "params": [user], "binary": true},
+            {"sql": q4.replace("TIMESTAMP '2026-01-01T06:00:00Z'", "%s").replace("TIMESTAMP '2026-01-01T07:00:00Z'", "%s"),
+             "params": [{"ts": "2026-01-01T06:00:00Z"}, {"ts": "2026-01-01T07:00:00Z"}]},
+            {"sql": "SELECT count(*) FROM events WHERE status = %s AND service = %s", "params": ["200", "api"]},
+        ]),
+    );
+    assert_same_rows("Q3 with a parameter", &results[0], &s.rows(q3).await, 1e-9);
+    assert_same_rows("Q8 with a parameter", &results[1], &s.rows(q8).await, 0.0);
+    assert_same_rows("Q4 with parameters", &results[2], &s.rows(q4).await, 0.0);
+    let typed = "SELECT count(*) FROM events WHERE status = 200 AND service = 'api'";
+    assert_same_rows(
+        "a number sent as text",
+        &results[3],
+        &s.rows(typed).await,
+        0.0,
+    );
+
+    // Column types as Postgres clients know them (OIDs).
+    let results = psycopg(
+        &pg,
+        "",
+        json!([{"sql": "SELECT time, status, duration_ms, service, time > now() FROM events LIMIT 1"}]),
+    );
+    assert_eq!(
+        results[0]["types"],
+        json!([1184, 20, 701, 25, 16]),
+        "{}",
+        results[0]
+    );
+
+    // What Grafana's PostgreSQL data source asks for its pickers (its
+    // own text), and what BI tools check at connect.
+    let schema_filter = "quote_ident(table_schema) IN (\
+        SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END \
+        FROM generate_series(array_lower(string_to_array(current_setting('search_path'),','),1), \
+        array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+        string_to_array(current_setting('search_path'),',') s)";
+    let results = psycopg(
+        &pg,
+        "",
+        json!([
+            {"sql": format!("SELECT quote_ident(table_name) AS \"table\" FROM information_schema.tables \
+                WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog', '_timescaledb_cache') \
+                AND table_type = 'BASE TABLE' AND {schema_filter} ORDER BY 1")},
+            {"sql": format!("SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" \
+                FROM information_schema.columns WHERE CASE WHEN array_length(parse_ident('events'),1) = 2 \
+                THEN quote_ident(table_schema) = (parse_ident('events'))[1] AND quote_ident(table_name) = (parse_ident('events'))[2] \
+                ELSE quote_ident(table_name) = 'events' AND {schema_filter} END")},
+            {"sql": "SELECT version(), current_schema(), current_database()"},
+            {"sql": "SHOW server_version"},
+            {"sql": "SELECT count(*) FROM events WHERE time BETWEEN '2026-01-01T06:00:00Z' AND '2026-01-01T07:00:00Z'"},
+        ]),
+    );
+    assert_eq!(results[0]["rows"], json!([["events"]]), "{}", results[0]);
+    let columns: Vec<Value> = s
+        .rows("SELECT quote_ident(column_name) FROM information_schema.columns WHERE table_name = 'events' AND table_schema = 'public'")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    let picked: Vec<Value> = results[1]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(picked, columns);
+    let version = results[2]["rows"][0].as_array().unwrap();
+    assert!(
+        version[0]
+            .as_str()
+            .unwrap()
+            .starts_with("PostgreSQL 16.0 (Atoll")
+    );
+    assert_eq!(version[1..], [json!("public"), json!("atoll")]);
+    assert_eq!(results[3]["rows"], json!([["16.0"]]));
+    let window = "SELECT count(*) FROM events WHERE time >= TIMESTAMP '2026-01-01T06:00:00Z' AND time <= TIMESTAMP '2026-01-01T07:00:00Z'";
+    assert_same_rows(
+        "Grafana's time filter",
+        &results[4],
+        &s.rows(window).await,
+        0.0,
+    );
+
+    // Everything that writes is refused with a SQLSTATE; settings are
+    // checked.
+    let results = psycopg(
+        &pg,
+        "",
+        json!([
+            {"sql": "INSERT INTO events (service) VALUES ('x')"},
+            {"sql": "CREATE TABLE t (a bigint)"},
+            {"sql": "COPY events TO STDOUT"},
+            {"sql": "SET atoll.allow_partial = perhaps"},
+            {"sql": "SHOW no_such_setting"},
+            {"sql": "SELECT count(*) FROM events"},
+        ]),
+    );
+    let codes: Vec<&Value> = results[..5]
+        .iter()
+        .map(|r| &r["error"]["sqlstate"])
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            &json!("42601"),
+            &json!("42601"),
+            &json!("0A000"),
+            &json!("22023"),
+            &json!("42704")
+        ]
+    );
+    assert_eq!(results[5]["rows"], json!([[20_000]]), "nothing was written");
+}
+
+/// On a ring with one replica: every node's Postgres door answers the
+/// benchmark as `/v1/query` does; a cancel request stops a running query
+/// on the owners; with a node down, a query says which partitions it
+/// cannot read, unless the session allows a partial answer (then a
+/// NOTICE says the coverage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_of_a_ring_answers_and_partial_answers_are_asked_for() {
+    let mut cluster = Cluster::start(3, &["--replicas", "1", "--pg-addr", "127.0.0.1:0"]).await;
+    let (status, v) = cluster
+        .node(1)
+        .ingest("events", generated_events(20_000, 11, &[]))
+        .await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(20_000)), "{v}");
+    for i in 0..3 {
+        let pg = cluster
+            .node(i)
+            .pg_addr
+            .clone()
+            .expect("the Postgres door is served");
+        benchmark_answers_agree(&pg, cluster.node(0)).await;
+    }
+
+    // A nested-loop join over 200-byte strings keeps the owners'
+    // fragments streaming while the coordinator works; the client cancels
+    // it (waiting longer each time if, under load, it had not reached the
+    // owners yet), and an owner counts a fragment as cancelled.
+    let pad = "x".repeat(200);
+    let body: String = (0..60_000)
+        .map(|i| format!("{{\"i\":{i},\"s\":\"{pad}\"}}\n"))
+        .collect();
+    assert_eq!(cluster.node(0).ingest("slow", body).await.0, 200);
+    let cancelled = async |c: &Cluster| {
+        let mut total = 0.0;
+        for i in 1..3 {
+            total += c
+                .node(i)
+                .metric("atoll_fragments_total{outcome=\"cancelled\"}")
+                .await
+                .unwrap_or(0.0);
+        }
+        total
+    };
+    let before = cancelled(&cluster).await;
+    let pg0 = cluster.node(0).pg_addr.clone().unwrap();
+    let slow =
+        "SELECT count(*) FROM slow a JOIN slow b ON a.i < b.i AND a.s <> b.s WHERE a.i < 5000";
+    let mut seen = false;
+    let mut outcomes = Vec::new();
+    for patience in [1.5, 3.0, 6.0] {
+        let outcome = psycopg(&pg0, "", json!([{"sql": slow, "cancel_after": patience}])).remove(0);
+        assert!(outcome.get("finished_before_cancel").is_none(), "{outcome}");
+        assert_eq!(outcome["error"]["sqlstate"], "57014", "{outcome}");
+        assert_eq!(outcome["still_running"], false, "{outcome}");
+        outcomes.push(outcome);
+        let started = std::time::Instant::now();
+        while !seen && started.elapsed() < std::time::Duration::from_secs(5) {
+            seen = cancelled(&cluster).await > before;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if seen {
+            break;
+        }
+    }
+    assert!(seen, "no fragment cancelled on an owner after {outcomes:?}");
+    cluster
+        .node(0)
+        .wait_for_metric("atoll_queries_running", |n| n == 0.0)
+        .await;
+
+    // n2 goes down: its partitions have no other replica.
+    cluster.nodes[2] = None;
+    cluster
+        .wait_until("n2 is seen down", |v| status_of(v, "n2") == "down")
+        .await;
+    let results = psycopg(
+        &pg0,
+        "",
+        json!([
+            {"sql": "SELECT count(*) FROM events"},
+            {"sql": "SET atoll.allow_partial = on"},
+            {"sql": "SELECT count(*) FROM events"},
+        ]),
+    );
+    assert_eq!(results[0]["error"]["sqlstate"], "57P03", "{}", results[0]);
+    assert!(
+        results[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("partition"),
+        "{}",
+        results[0]
+    );
+    let partial = results[2]["rows"][0][0].as_i64().unwrap();
+    assert!(partial > 0 && partial < 20_000, "{}", results[2]);
+    let notices = results[2]["notices"].as_array().unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("coverage")),
+        "{}",
+        results[2]
+    );
+    let (_, v) = cluster
+        .node(0)
+        .query_with(json!({"sql": "SELECT count(*) FROM events", "allow_partial": true}))
+        .await;
+    assert_eq!(
+        v["rows"][0][0].as_i64(),
+        Some(partial),
+        "the same partial answer as /v1/query: {v}"
+    );
 }
 
 #[tokio::test]

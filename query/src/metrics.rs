@@ -1,5 +1,7 @@
 //! Query Prometheus metrics, registered in the node's registry.
 
+use std::time::Instant;
+
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
@@ -38,5 +40,41 @@ impl QueryMetrics {
         registry.register(Box::new(m.seconds.clone()))?;
         registry.register(Box::new(m.running.clone()))?;
         Ok(m)
+    }
+}
+
+/// One query in the metrics, whichever door it came through: counted as
+/// running until it ends, and as `cancelled` if its client goes away (or
+/// cancels it) first, dropping this guard.
+pub struct Counted {
+    metrics: QueryMetrics,
+    started: Instant,
+    outcome: Option<&'static str>,
+}
+
+impl Counted {
+    pub fn begin(metrics: &QueryMetrics) -> Counted {
+        metrics.running.inc();
+        Counted {
+            metrics: metrics.clone(),
+            started: Instant::now(),
+            outcome: None,
+        }
+    }
+
+    pub fn end(mut self, outcome: &'static str) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or("cancelled");
+        self.metrics.running.dec();
+        self.metrics.requests.with_label_values(&[outcome]).inc();
+        self.metrics
+            .seconds
+            .with_label_values(&[outcome])
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }

@@ -940,6 +940,7 @@ fn functions() -> Vec<PgFunction> {
         function("quote_ident", any_args(), text_type.clone(), |args| {
             map_text(args, |name| name.map(quote_ident))
         }),
+        function("parse_ident", any_args(), C::Texts.data_type(), parse_ident),
         function("current_setting", any_args(), text_type.clone(), |args| {
             map_text(args, |name| setting(name?).map(str::to_string))
         }),
@@ -983,6 +984,60 @@ fn functions() -> Vec<PgFunction> {
     all
 }
 
+/// `parse_ident('public."My Table"')` is `{public,My Table}`: a qualified
+/// name split at its dots, quotes removed.
+fn parse_ident(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let Some(first) = args.first() else {
+        return constant(null_texts());
+    };
+    let array = arrow::compute::cast(&first.to_array(1)?, &DataType::Utf8)?;
+    let names = array
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| DataFusionError::Internal("cast to text".into()))?;
+    let mut list = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
+    for name in names.iter() {
+        match name {
+            Some(name) => {
+                for part in split_ident(name) {
+                    list.values().append_value(part);
+                }
+                list.append(true);
+            }
+            None => list.append(false),
+        }
+    }
+    let out: ArrayRef = Arc::new(list.finish());
+    match first {
+        ColumnarValue::Scalar(_) => {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        }
+        ColumnarValue::Array(_) => Ok(ColumnarValue::Array(out)),
+    }
+}
+
+fn split_ident(name: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                parts.last_mut().expect("one part").push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            c if quoted => parts.last_mut().expect("one part").push(c),
+            c => parts
+                .last_mut()
+                .expect("one part")
+                .push(c.to_ascii_lowercase()),
+        }
+    }
+    parts
+}
+
 /// An identifier as Postgres quotes it: bare when it is lower-case
 /// letters, digits and underscores, in double quotes otherwise.
 fn quote_ident(name: &str) -> String {
@@ -1022,6 +1077,13 @@ mod tests {
         assert_eq!(table_oid("events"), table_oid("events"));
         assert_ne!(table_oid("events"), table_oid("requests"));
         assert!(table_oid("a") > DATABASE_OID);
+    }
+
+    #[test]
+    fn qualified_names_are_split() {
+        assert_eq!(split_ident("public.events"), ["public", "events"]);
+        assert_eq!(split_ident("\"My \"\"T\".x"), ["My \"T", "x"]);
+        assert_eq!(split_ident("Events"), ["events"]);
     }
 
     #[test]

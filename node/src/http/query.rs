@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::ipc::writer::StreamWriter;
 use atoll_auth::{Caller, Need};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use atoll_query::QueryError;
 use atoll_query::engine::{Execution, QueryEngine};
-use atoll_query::metrics::QueryMetrics;
+use atoll_query::metrics::{Counted, QueryMetrics};
 use atoll_query::render::append_rows;
 
 use super::ApiError;
@@ -59,7 +59,7 @@ async fn query(
     if let Err(e) = caller.may(Need::Query) {
         return ApiError::from(e).into_response();
     }
-    let request = Request::begin(&st.metrics);
+    let request = Counted::begin(&st.metrics);
     let arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -70,42 +70,6 @@ async fn query(
         Err(e) => e.label(),
     });
     result.unwrap_or_else(|e| ApiError::from(e).into_response())
-}
-
-/// One query request in the metrics: counted as running until it ends,
-/// and as `cancelled` if its client goes away first (axum then drops the
-/// handler, and with it this guard).
-struct Request {
-    metrics: QueryMetrics,
-    started: Instant,
-    outcome: Option<&'static str>,
-}
-
-impl Request {
-    fn begin(metrics: &QueryMetrics) -> Request {
-        metrics.running.inc();
-        Request {
-            metrics: metrics.clone(),
-            started: Instant::now(),
-            outcome: None,
-        }
-    }
-
-    fn end(mut self, outcome: &'static str) {
-        self.outcome = Some(outcome);
-    }
-}
-
-impl Drop for Request {
-    fn drop(&mut self) {
-        let outcome = self.outcome.unwrap_or("cancelled");
-        self.metrics.running.dec();
-        self.metrics.requests.with_label_values(&[outcome]).inc();
-        self.metrics
-            .seconds
-            .with_label_values(&[outcome])
-            .observe(self.started.elapsed().as_secs_f64());
-    }
 }
 
 async fn run(

@@ -23,6 +23,8 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, SchemaRef};
 use atoll_auth::{Auth, Caller, Need};
 use atoll_errors::{Classified, ErrorKind};
+use atoll_query::engine::Execution;
+use atoll_query::metrics::{Counted, QueryMetrics};
 use atoll_query::{QueryEngine, ScalarValue};
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::DefaultServerParameterProvider;
@@ -41,11 +43,13 @@ use pgwire::messages::response::NoticeResponse;
 use tokio::net::TcpListener;
 
 use auth::{Keys, Startup};
-use session::{Answer, Session, SessionStatement, Sessions, session_statement};
+use pgwire::messages::data::DataRow;
+use session::{Answer, Cancel, Session, SessionStatement, Sessions, session_statement};
 
 /// The door, shared by every connection.
 pub struct PgDoor {
     engine: Arc<QueryEngine>,
+    metrics: QueryMetrics,
     auth: Arc<Auth>,
     keys: Arc<Keys>,
     driver: AuthDriver<DefaultServerParameterProvider, Caller>,
@@ -56,6 +60,7 @@ pub struct PgDoor {
 impl PgDoor {
     pub fn new(
         engine: Arc<QueryEngine>,
+        metrics: QueryMetrics,
         auth: Arc<Auth>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Arc<PgDoor> {
@@ -63,6 +68,7 @@ impl PgDoor {
         parameters.server_version = format!("16.0 (Atoll {})", env!("CARGO_PKG_VERSION"));
         Arc::new(PgDoor {
             engine,
+            metrics,
             keys: Arc::new(Keys(auth.clone())),
             auth,
             driver: AuthDriver::new(parameters),
@@ -192,6 +198,16 @@ impl Queries {
         if let Some(statement) = session_statement(sql) {
             return Ok(Statement::Session(statement));
         }
+        if sql
+            .trim_start()
+            .get(..4)
+            .is_some_and(|w| w.eq_ignore_ascii_case("copy"))
+        {
+            return Err(sqlstate(
+                "0A000",
+                "COPY is not served: Atoll SQL is read-only, and answers come from SELECT".into(),
+            ));
+        }
         let caller = self.caller()?;
         let sql = dialect::rewrite(sql);
         let described = self
@@ -222,6 +238,7 @@ impl Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let caller = self.caller()?;
+        let counted = Counted::begin(&self.door.metrics);
         let mut cancel = self.session.begin_query();
         let started = self.door.engine.start_bound(
             sql,
@@ -231,7 +248,13 @@ impl Queries {
             caller.tables.as_ref(),
         );
         let execution = tokio::select! {
-            started = started => started.map_err(|e| pg_error(e.kind(), e.to_string()))?,
+            started = started => match started {
+                Ok(execution) => execution,
+                Err(e) => {
+                    counted.end(e.label());
+                    return Err(pg_error(e.kind(), e.to_string()));
+                }
+            },
             _ = cancel.cancelled() => return Err(cancelled()),
         };
         let stats = execution.stats(false);
@@ -253,24 +276,15 @@ impl Queries {
         let fields = Arc::new(encode::fields(&execution.schema(), |i| {
             format.format_for(i)
         }));
-        let encoder = DataRowEncoder::new(fields.clone());
-        let batches = stream::unfold(Some((execution, encoder, cancel)), |state| async move {
-            let (mut execution, mut encoder, mut cancel) = state?;
-            let next = tokio::select! {
-                next = execution.next() => next,
-                _ = cancel.cancelled() => return Some((Err(cancelled()), None)),
-            };
-            let rows = match next {
-                Ok(None) => return None,
-                Ok(Some(batch)) => {
-                    let mut rows = Vec::with_capacity(batch.num_rows());
-                    encode::encode(&batch, &mut encoder, &mut rows).map(|()| rows)
-                }
-                Err(e) => Err(pg_error(e.kind(), e.to_string())),
-            };
-            // After an error, the stream ends (and the query with it).
-            let next = rows.is_ok().then_some((execution, encoder, cancel));
-            Some((rows, next))
+        let running = Running {
+            execution,
+            encoder: DataRowEncoder::new(fields.clone()),
+            cancel,
+            counted: Some(counted),
+        };
+        let batches = stream::unfold(running, |mut running| async move {
+            let rows = running.next_rows().await?;
+            Some((rows, running))
         });
         let rows = batches.flat_map(|rows| match rows {
             Ok(rows) => stream::iter(rows.into_iter().map(Ok)).left_stream(),
@@ -283,7 +297,7 @@ impl Queries {
         let answer = self
             .session
             .answer(statement)
-            .map_err(|(kind, message)| pg_error(kind, message))?;
+            .map_err(|(code, message)| sqlstate(code, message))?;
         Ok(match answer {
             Answer::Tag(tag @ "BEGIN") => Response::TransactionStart(Tag::new(tag)),
             Answer::Tag(tag @ ("COMMIT" | "ROLLBACK")) => Response::TransactionEnd(Tag::new(tag)),
@@ -365,6 +379,47 @@ impl ExtendedQueryHandler for Queries {
     }
 }
 
+/// A query whose rows the client is reading.
+struct Running {
+    execution: Execution,
+    encoder: DataRowEncoder,
+    cancel: Cancel,
+    /// Until the query ends (then taken, with its outcome).
+    counted: Option<Counted>,
+}
+
+impl Running {
+    /// The next batch's rows; None once the query ended, after its last
+    /// batch or its error.
+    async fn next_rows(&mut self) -> Option<PgWireResult<Vec<DataRow>>> {
+        let counted = self.counted.take()?;
+        let next = tokio::select! {
+            next = self.execution.next() => next,
+            _ = self.cancel.cancelled() => return Some(Err(cancelled())),
+        };
+        match next {
+            Ok(None) => {
+                counted.end("ok");
+                None
+            }
+            Ok(Some(batch)) => {
+                let mut rows = Vec::with_capacity(batch.num_rows());
+                let encoded = encode::encode(&batch, &mut self.encoder, &mut rows);
+                if encoded.is_ok() {
+                    self.counted = Some(counted);
+                } else {
+                    counted.end("error");
+                }
+                Some(encoded.map(|()| rows))
+            }
+            Err(e) => {
+                counted.end(e.label());
+                Some(Err(pg_error(e.kind(), e.to_string())))
+            }
+        }
+    }
+}
+
 /// Plans a statement at Parse, so that Describe can say its columns and
 /// parameter types and a refused statement fails at once.
 pub struct Parser(Queries);
@@ -422,25 +477,28 @@ impl QueryParser for Parser {
 }
 
 fn cancelled() -> PgWireError {
-    pg_error(
-        ErrorKind::Timeout,
-        "canceling statement due to user request".into(),
-    )
+    sqlstate("57014", "canceling statement due to user request".into())
 }
 
 /// An error as Postgres clients read it: its SQLSTATE from its kind.
 fn pg_error(kind: ErrorKind, message: String) -> PgWireError {
-    let code = match kind {
-        ErrorKind::BadInput | ErrorKind::UnsupportedMedia => "42601",
-        ErrorKind::NotFound => "42P01",
-        ErrorKind::Conflict | ErrorKind::Mismatch => "55000",
-        ErrorKind::Unauthenticated => "28000",
-        ErrorKind::Forbidden => "42501",
-        ErrorKind::TooLarge | ErrorKind::LimitHit => "54000",
-        ErrorKind::Timeout => "57014",
-        ErrorKind::Unavailable => "57P03",
-        ErrorKind::Internal => "XX000",
-    };
+    sqlstate(
+        match kind {
+            ErrorKind::BadInput | ErrorKind::UnsupportedMedia => "42601",
+            ErrorKind::NotFound => "42P01",
+            ErrorKind::Conflict | ErrorKind::Mismatch => "55000",
+            ErrorKind::Unauthenticated => "28000",
+            ErrorKind::Forbidden => "42501",
+            ErrorKind::TooLarge | ErrorKind::LimitHit => "54000",
+            ErrorKind::Timeout => "57014",
+            ErrorKind::Unavailable => "57P03",
+            ErrorKind::Internal => "XX000",
+        },
+        message,
+    )
+}
+
+fn sqlstate(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
         code.into(),

@@ -8,7 +8,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use atoll_auth::Caller;
-use atoll_errors::ErrorKind;
 use atoll_query::pg_catalog::{SETTINGS, setting};
 use parking_lot::Mutex;
 use pgwire::messages::startup::SecretKey;
@@ -72,7 +71,7 @@ impl Session {
         self.cancelled.send_replace(current);
     }
 
-    fn set(&self, name: &str, value: &str) -> Result<(), (ErrorKind, String)> {
+    fn set(&self, name: &str, value: &str) -> Result<(), SessionError> {
         let name = name.to_ascii_lowercase();
         let valid = match name.as_str() {
             ALLOW_PARTIAL => parse_bool(value).is_some(),
@@ -81,7 +80,7 @@ impl Session {
         };
         if !valid {
             return Err((
-                ErrorKind::BadInput,
+                "22023",
                 format!("invalid value for parameter \"{name}\": \"{value}\""),
             ));
         }
@@ -89,7 +88,7 @@ impl Session {
         Ok(())
     }
 
-    fn show(&self, name: &str) -> Result<String, (ErrorKind, String)> {
+    fn show(&self, name: &str) -> Result<String, SessionError> {
         let lower = name.to_ascii_lowercase();
         if let Some(v) = self.settings.lock().get(&lower) {
             return Ok(v.clone());
@@ -99,7 +98,7 @@ impl Session {
             STATEMENT_TIMEOUT => Ok("0".into()),
             _ => setting(name).map(str::to_string).ok_or_else(|| {
                 (
-                    ErrorKind::NotFound,
+                    "42704",
                     format!("unrecognized configuration parameter \"{name}\""),
                 )
             }),
@@ -118,6 +117,9 @@ impl Session {
         all.into_iter().collect()
     }
 }
+
+/// A refused session statement: its SQLSTATE and message.
+pub type SessionError = (&'static str, String);
 
 /// What a running query watches to learn it was cancelled.
 pub struct Cancel {
@@ -268,7 +270,7 @@ pub enum Answer {
 }
 
 impl Session {
-    pub fn answer(&self, statement: &SessionStatement) -> Result<Answer, (ErrorKind, String)> {
+    pub fn answer(&self, statement: &SessionStatement) -> Result<Answer, SessionError> {
         Ok(match statement {
             SessionStatement::Begin => Answer::Tag("BEGIN"),
             SessionStatement::Commit => Answer::Tag("COMMIT"),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod clients;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
