@@ -282,6 +282,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_PG_ADDR")]
     pub pg_addr: Option<String>,
 
+    /// Address to serve Arrow Flight SQL on (ADBC, JDBC, dataframes; e.g.
+    /// `127.0.0.1:8815`). Off unless given; not the internal Flight port.
+    #[arg(long, env = "ATOLL_FLIGHT_SQL_ADDR")]
+    pub flight_sql_addr: Option<String>,
+
     /// Certificate chain (PEM) to serve the HTTP API and dashboard over
     /// HTTPS instead of HTTP (with `--tls-key`); with `--internal-tls`,
     /// Flight between nodes too.
@@ -312,7 +317,8 @@ pub struct ServeArgs {
 
     /// Once serving, write the node's name and the addresses it bound (JSON:
     /// `node`, `http_addr`, `http_url`, `flight_addr`, `gossip_addr`, and
-    /// `otlp_grpc_addr` when served) to this file, so
+    /// `otlp_grpc_addr`, `pg_addr`, `flight_sql_addr` when served) to this
+    /// file, so
     /// that scripts starting nodes on port 0 learn the ports they got.
     #[arg(long, env = "ATOLL_READY_FILE")]
     pub ready_file: Option<std::path::PathBuf>,

@@ -3,7 +3,8 @@
 //! Owns: configuration and the CLI (`config`), the wiring of store,
 //! cluster, ingest, query and dashboard behind the listeners (`Node`), the
 //! doors (every HTTP handler in `http`, with the one mapping of error
-//! kinds to HTTP statuses, and OTLP over gRPC in `otlp_grpc`), the
+//! kinds to HTTP statuses, OTLP over gRPC in `otlp_grpc`, the Postgres
+//! wire protocol in `pg`, Arrow Flight SQL in `flight_sql`), the
 //! write-ahead log's start-up (`durability`), the memory budget
 //! (`memory`), metrics (`metrics`) and TLS (`tls`).
 //!
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod durability;
+pub mod flight_sql;
 pub mod http;
 pub mod memory;
 pub mod metrics;
@@ -48,6 +50,8 @@ pub struct Node {
     pub otlp_grpc_addr: Option<SocketAddr>,
     /// Where Postgres clients are served (`--pg-addr`), if they are.
     pub pg_addr: Option<SocketAddr>,
+    /// Where Flight SQL clients are served (`--flight-sql-addr`), if they are.
+    pub flight_sql_addr: Option<SocketAddr>,
     pub flight_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub name: String,
@@ -90,8 +94,13 @@ impl Node {
         let http_addr = listener.local_addr()?;
         let otlp_grpc_listener = bind_optional(&args.otlp_grpc_addr, "OTLP/gRPC").await?;
         let pg_listener = bind_optional(&args.pg_addr, "Postgres clients").await?;
+        let flight_sql_listener = bind_optional(&args.flight_sql_addr, "Flight SQL").await?;
         let mut doors = vec![http_addr];
-        for l in otlp_grpc_listener.iter().chain(&pg_listener) {
+        for l in otlp_grpc_listener
+            .iter()
+            .chain(&pg_listener)
+            .chain(&flight_sql_listener)
+        {
             doors.push(l.local_addr()?);
         }
         let auth = Arc::new(atoll_auth::Auth::new(args.admin_key(&doors)?));
@@ -235,6 +244,12 @@ impl Node {
             ingest: ingest.clone(),
             guard: guard.clone(),
         };
+        let flight_sql = flight_sql::FlightSqlDoor::service(
+            engine_for_pg.clone(),
+            query_metrics.clone(),
+            guard.clone(),
+            store.clone(),
+        )?;
         let app = Router::new()
             .route("/healthz", get(move || healthz(wal.clone())))
             .merge(metrics::router(node_metrics))
@@ -310,6 +325,16 @@ impl Node {
             }
             None => None,
         };
+        let flight_sql_addr = match flight_sql_listener {
+            Some(listener) => {
+                let bound = listener.local_addr()?;
+                let tls = certificate.as_ref().map(|c| c.https()).transpose()?;
+                let router = tonic::transport::Server::builder().add_service(flight_sql);
+                serve_grpc(router, listener, tls, shutdown.subscribe(), "Flight SQL")?;
+                Some(bound)
+            }
+            None => None,
+        };
         let pg_addr = match pg_listener {
             Some(listener) => {
                 let bound = listener.local_addr()?;
@@ -340,6 +365,7 @@ impl Node {
             http_url: format!("{scheme}://{http_addr}"),
             otlp_grpc_addr,
             pg_addr,
+            flight_sql_addr,
             flight_addr,
             gossip_addr: membership.gossip_addr(),
             name,

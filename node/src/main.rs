@@ -111,6 +111,7 @@ fn write_ready_file(path: &std::path::Path, node: &Node) -> anyhow::Result<()> {
         "gossip_addr": node.gossip_addr.to_string(),
         "otlp_grpc_addr": node.otlp_grpc_addr.map(|a| a.to_string()),
         "pg_addr": node.pg_addr.map(|a| a.to_string()),
+        "flight_sql_addr": node.flight_sql_addr.map(|a| a.to_string()),
     });
     let partial = path.with_extension("partial");
     std::fs::write(&partial, ready.to_string())

@@ -2,6 +2,7 @@
 //! when dropped.
 #![allow(dead_code)]
 
+pub mod answers;
 pub mod certs;
 pub mod clients;
 
@@ -19,6 +20,7 @@ pub struct Server {
     pub otlp_grpc_addr: Option<String>,
     /// Where it serves Postgres clients (`--pg-addr`), if it does.
     pub pg_addr: Option<String>,
+    pub flight_sql_addr: Option<String>,
     /// Its HTTP API, with the admin key it was started with (if any).
     pub api: Api,
 }
@@ -171,6 +173,7 @@ impl Server {
             gossip_addr: addr("gossip_addr"),
             otlp_grpc_addr: said["otlp_grpc_addr"].as_str().map(str::to_string),
             pg_addr: said["pg_addr"].as_str().map(str::to_string),
+            flight_sql_addr: said["flight_sql_addr"].as_str().map(str::to_string),
             api: Api {
                 url: addr("http_url"),
                 client,

@@ -1,0 +1,628 @@
+//! Arrow Flight SQL (`--flight-sql-addr`): the fast path for dataframes
+//! (ADBC's Flight SQL driver, then pyarrow, pandas or polars), answers as
+//! Arrow record batches straight from the engine. Queries take the same
+//! path as `/v1/query` (`QueryEngine::start`: the sandbox, limits,
+//! admission, the coverage plan, the key's scope) and are counted in the
+//! same metrics; the key is checked by the HTTP API's guard, from the
+//! `authorization: Bearer KEY` header (or a Basic handshake whose password
+//! is the key, answered with the bearer token).
+//!
+//! Not the internal Flight service between nodes (`atoll-cluster`), which
+//! stays on its own port behind the cluster secret.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use atoll_auth::{Caller, Need};
+use atoll_errors::{Classified, ErrorKind};
+use atoll_query::metrics::{Counted, QueryMetrics};
+use atoll_query::{QueryEngine, ScalarValue, pg_catalog};
+use atoll_store::Store;
+use base64::Engine;
+use futures::{Stream, TryStreamExt, stream};
+use prost::Message;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::http::guard::Guard;
+
+/// The path the guard logs refusals under.
+const PATH: &str = "/flight-sql";
+const SCHEMA: &str = "public";
+
+type DoGetStream = <FlightSqlDoor as FlightService>::DoGetStream;
+
+pub struct FlightSqlDoor {
+    engine: Arc<QueryEngine>,
+    metrics: QueryMetrics,
+    guard: Arc<Guard>,
+    store: Arc<Store>,
+    sql_info: SqlInfoData,
+}
+
+impl FlightSqlDoor {
+    pub fn service(
+        engine: Arc<QueryEngine>,
+        metrics: QueryMetrics,
+        guard: Arc<Guard>,
+        store: Arc<Store>,
+    ) -> anyhow::Result<FlightServiceServer<FlightSqlDoor>> {
+        let mut info = SqlInfoDataBuilder::new();
+        info.append(SqlInfo::FlightSqlServerName, "Atoll");
+        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+        info.append(SqlInfo::FlightSqlServerReadOnly, true);
+        info.append(SqlInfo::FlightSqlServerSql, true);
+        info.append(SqlInfo::FlightSqlServerSubstrait, false);
+        info.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+        info.append(SqlInfo::FlightSqlServerCancel, false);
+        info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        Ok(FlightServiceServer::new(FlightSqlDoor {
+            engine,
+            metrics,
+            guard,
+            store,
+            sql_info: info.build()?,
+        }))
+    }
+
+    /// The caller, from the request's key, allowed to query.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let headers = request.metadata().clone().into_headers();
+        let caller = self
+            .guard
+            .caller(&headers, PATH)
+            .map_err(|e| status(e.kind(), e.to_string()))?;
+        caller
+            .may(Need::Query)
+            .map_err(|e| status(e.kind(), e.to_string()))?;
+        Ok(caller)
+    }
+
+    /// The columns `sql` answers, planned as a query would be.
+    async fn describe(&self, caller: &Caller, sql: &str) -> Result<Schema, Status> {
+        let described = self
+            .engine
+            .describe(sql, caller.tables.as_ref())
+            .await
+            .map_err(|e| status(e.kind(), e.to_string()))?;
+        Ok(described.schema.as_ref().clone())
+    }
+
+    /// A FlightInfo whose one endpoint (this server) answers `ticket`.
+    fn info(
+        schema: &Schema,
+        ticket: impl ProstMessageExt,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| status(ErrorKind::Internal, e.to_string()))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    /// Runs `sql` and streams its batches as they come, counted in the
+    /// query metrics; dropping the stream (the client going away) stops
+    /// the query on every node.
+    async fn run(
+        &self,
+        request: &Request<Ticket>,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(request)?;
+        let counted = Counted::begin(&self.metrics);
+        let execution = match self
+            .engine
+            .start_bound(
+                sql,
+                params,
+                None,
+                allow_partial(request)?,
+                caller.tables.as_ref(),
+            )
+            .await
+        {
+            Ok(execution) => execution,
+            Err(e) => {
+                counted.end(e.label());
+                return Err(status(e.kind(), e.to_string()));
+            }
+        };
+        let schema = execution.schema();
+        let batches = stream::unfold(Some((execution, counted)), |state| async move {
+            let (mut execution, counted) = state?;
+            match execution.next().await {
+                Ok(Some(batch)) => Some((Ok(batch), Some((execution, counted)))),
+                Ok(None) => {
+                    counted.end("ok");
+                    None
+                }
+                Err(e) => {
+                    counted.end(e.label());
+                    let error = FlightError::Tonic(Box::new(status(e.kind(), e.to_string())));
+                    Some((Err(error), None))
+                }
+            }
+        });
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(data)))
+    }
+
+    /// A metadata answer: one batch.
+    fn batch(batch: RecordBatch) -> Result<Response<DoGetStream>, Status> {
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(batch.schema())
+            .build(stream::once(async move { Ok(batch) }))
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(data)))
+    }
+
+    /// The tables the caller may read, with their columns.
+    fn tables(&self, caller: &Caller) -> Vec<(String, Schema)> {
+        let mut tables: Vec<(String, Schema)> = self
+            .store
+            .tables()
+            .iter()
+            .filter(|t| caller.tables.as_ref().is_none_or(|s| s.contains(t.name())))
+            .map(|t| (t.name().to_string(), t.schema().arrow().as_ref().clone()))
+            .collect();
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
+        tables
+    }
+}
+
+fn status(kind: ErrorKind, message: String) -> Status {
+    Status::new(atoll_cluster::error::code(kind), message)
+}
+
+/// The `atoll-allow-partial` header (`true` or `false`): whether a query
+/// may answer from the partitions it can reach (as `/v1/query`'s
+/// `allow_partial`); without it, the node's default.
+fn allow_partial<T>(request: &Request<T>) -> Result<Option<bool>, Status> {
+    let Some(value) = request.metadata().get("atoll-allow-partial") else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::to_ascii_lowercase).as_deref() {
+        Ok("true") => Ok(Some(true)),
+        Ok("false") => Ok(Some(false)),
+        _ => Err(status(
+            ErrorKind::BadInput,
+            "the atoll-allow-partial header is true or false".into(),
+        )),
+    }
+}
+
+fn statement(handle: &[u8]) -> Result<&str, Status> {
+    std::str::from_utf8(handle).map_err(|_| {
+        status(
+            ErrorKind::BadInput,
+            "the statement handle is not UTF-8".into(),
+        )
+    })
+}
+
+/// A prepared statement's handle: its SQL and the parameter values bound
+/// to it (one row, in Arrow IPC), so that the service keeps no state
+/// between calls.
+fn prepared_handle(sql: &str, params: Option<&RecordBatch>) -> Result<Vec<u8>, Status> {
+    let mut handle = (sql.len() as u32).to_le_bytes().to_vec();
+    handle.extend_from_slice(sql.as_bytes());
+    if let Some(batch) = params {
+        let written = arrow::ipc::writer::StreamWriter::try_new(&mut handle, &batch.schema())
+            .and_then(|mut writer| {
+                writer.write(batch)?;
+                writer.finish()
+            });
+        written.map_err(|e| status(ErrorKind::Internal, e.to_string()))?;
+    }
+    Ok(handle)
+}
+
+/// The SQL and parameter values of a handle from [`prepared_handle`]
+/// (which the client holds: read as untrusted bytes).
+fn read_handle(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
+    let bad = |why: &str| {
+        status(
+            ErrorKind::BadInput,
+            format!("bad prepared statement handle: {why}"),
+        )
+    };
+    let (len, rest) = handle.split_at_checked(4).ok_or_else(|| bad("too short"))?;
+    let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+    let (sql, params) = rest.split_at_checked(len).ok_or_else(|| bad("too short"))?;
+    let sql = statement(sql)?.to_string();
+    if params.is_empty() {
+        return Ok((sql, Vec::new()));
+    }
+    let read = std::panic::catch_unwind(|| -> Result<Vec<ScalarValue>, String> {
+        let mut reader =
+            arrow::ipc::reader::StreamReader::try_new(params, None).map_err(|e| e.to_string())?;
+        let batch = reader
+            .next()
+            .ok_or("no parameter values")?
+            .map_err(|e| e.to_string())?;
+        batch
+            .columns()
+            .iter()
+            .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| e.to_string()))
+            .collect()
+    });
+    match read {
+        Ok(Ok(values)) => Ok((sql, values)),
+        Ok(Err(e)) => Err(bad(&e)),
+        Err(_) => Err(bad("unreadable parameter values")),
+    }
+}
+
+/// `?` placeholders (JDBC's and ADBC's) as DataFusion's `$1`, `$2`...,
+/// outside quoted strings and identifiers.
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let (mut quote, mut n) = (None, 0);
+    for c in sql.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '?') => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSqlDoor {
+    type FlightService = FlightSqlDoor;
+
+    /// Basic authentication whose password is an API key: answered with
+    /// the key as the bearer token the client sends from then on.
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let basic = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .and_then(|v| String::from_utf8(v).ok());
+        let key = match basic {
+            Some(pair) => pair.split_once(':').map(|(_, key)| key.to_string()),
+            None => None,
+        };
+        let bearer = format!("Bearer {}", key.unwrap_or_default());
+        let mut headers = axum::http::HeaderMap::new();
+        if let Ok(value) = bearer.parse() {
+            headers.insert(axum::http::header::AUTHORIZATION, value);
+        }
+        let caller = self
+            .guard
+            .caller(&headers, PATH)
+            .map_err(|e| status(e.kind(), e.to_string()))?;
+        caller
+            .may(Need::Query)
+            .map_err(|e| status(e.kind(), e.to_string()))?;
+        let token = bearer.trim_start_matches("Bearer ").to_string();
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(stream::once(async move { Ok(reply) })));
+        if let Ok(value) = MetadataValue::try_from(bearer.as_str()) {
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request)?;
+        let schema = self.describe(&caller, &query.query).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        Self::info(&schema, ticket, request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.run(&request, statement(&ticket.statement_handle)?, Vec::new())
+            .await
+    }
+
+    /// A prepared statement is its SQL (Atoll plans at execution, with the
+    /// ring as it is then); parameters are not taken.
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = self.caller(&request)?;
+        let sql = numbered_placeholders(&query.query);
+        let described = self
+            .engine
+            .describe(&sql, caller.tables.as_ref())
+            .await
+            .map_err(|e| status(e.kind(), e.to_string()))?;
+        let schema = described.schema.as_ref().clone();
+        let parameters = Schema::new(
+            described
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let t = t.clone().filter(|t| !t.is_null()).unwrap_or(DataType::Utf8);
+                    Field::new(format!("${}", i + 1), t, true)
+                })
+                .collect::<Vec<_>>(),
+        );
+        let options = arrow::ipc::writer::IpcWriteOptions::default();
+        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &options)
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| status(ErrorKind::Internal, e.to_string()))?;
+        let IpcMessage(parameter_schema) = SchemaAsIpc::new(&parameters, &options)
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| status(ErrorKind::Internal, e.to_string()))?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: prepared_handle(&sql, None)?.into(),
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        self.caller(&request).map(|_| ())
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request)?;
+        let (sql, _) = read_handle(&query.prepared_statement_handle)?;
+        let schema = self.describe(&caller, &sql).await?;
+        Self::info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let (sql, params) = read_handle(&query.prepared_statement_handle)?;
+        self.run(&request, &sql, params).await
+    }
+
+    /// Binds parameter values (one row) to a prepared statement: answered
+    /// with a new handle that carries them.
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<arrow_flight::sql::DoPutPreparedStatementResult, Status> {
+        self.caller(&request)?;
+        let (sql, _) = read_handle(&query.prepared_statement_handle)?;
+        let data = request.into_inner().map_err(FlightError::from);
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
+            .try_collect()
+            .await
+            .map_err(|e| status(ErrorKind::BadInput, format!("parameter values: {e}")))?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let Some(batch) = batches.into_iter().find(|b| b.num_rows() > 0) else {
+            return Ok(arrow_flight::sql::DoPutPreparedStatementResult {
+                prepared_statement_handle: Some(prepared_handle(&sql, None)?.into()),
+            });
+        };
+        if rows > 1 {
+            return Err(status(
+                ErrorKind::BadInput,
+                format!("a query takes one row of parameter values, not {rows}"),
+            ));
+        }
+        Ok(arrow_flight::sql::DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(prepared_handle(&sql, Some(&batch))?.into()),
+        })
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.into_builder().schema();
+        Self::info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        let mut builder = query.into_builder();
+        builder.append(pg_catalog::DATABASE);
+        Self::batch(builder.build().map_err(Status::from)?)
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Self::info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        let mut builder = query.into_builder();
+        builder.append(pg_catalog::DATABASE, SCHEMA);
+        Self::batch(builder.build().map_err(Status::from)?)
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Self::info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request)?;
+        let mut builder = query.into_builder();
+        for (name, schema) in self.tables(&caller) {
+            builder
+                .append(pg_catalog::DATABASE, SCHEMA, name, "TABLE", &schema)
+                .map_err(Status::from)?;
+        }
+        Self::batch(builder.build().map_err(Status::from)?)
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.into_builder().schema();
+        Self::info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        let mut builder = query.into_builder();
+        builder.append("TABLE");
+        Self::batch(builder.build().map_err(Status::from)?)
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        Self::info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        let batch = query
+            .into_builder(&self.sql_info)
+            .build()
+            .map_err(Status::from)?;
+        Self::batch(batch)
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Err(status(
+            ErrorKind::BadInput,
+            format!("Atoll's Flight SQL does not answer {}", message.type_url),
+        ))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_are_numbered_outside_quotes() {
+        assert_eq!(
+            numbered_placeholders("SELECT '?' , \"a?\" FROM t WHERE a = ? AND b > ?"),
+            "SELECT '?' , \"a?\" FROM t WHERE a = $1 AND b > $2"
+        );
+    }
+
+    #[test]
+    fn handles_carry_sql_and_values_and_refuse_garbage() {
+        let batch = RecordBatch::try_from_iter([(
+            "$1",
+            Arc::new(arrow::array::Int64Array::from(vec![7])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let handle = prepared_handle("SELECT $1", Some(&batch)).unwrap();
+        let (sql, params) = read_handle(&handle).unwrap();
+        assert_eq!(sql, "SELECT $1");
+        assert_eq!(params, vec![ScalarValue::Int64(Some(7))]);
+        let mut broken = handle.clone();
+        broken.truncate(handle.len() - 9);
+        assert!(read_handle(&broken).is_err());
+        assert!(read_handle(&[1, 0]).is_err());
+        assert!(read_handle(&[200, 0, 0, 0, b'x']).is_err());
+    }
+}
