@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod sql_doors;
+
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
@@ -118,7 +120,13 @@ async fn main() -> Result<()> {
         .iter()
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
         .collect();
-    let node = Node::start(&atoll_bin)?;
+    let sql_doors = [
+        "--pg-addr",
+        "127.0.0.1:0",
+        "--flight-sql-addr",
+        "127.0.0.1:0",
+    ];
+    let node = Node::start_with(&atoll_bin, &sql_doors)?;
     let plain = ingest(&node.url, &bodies, &counts, args.clients, Door::Native).await?;
     tokio::time::sleep(SETTLE).await;
     let (rss, hwm) = node.memory()?;
@@ -126,6 +134,16 @@ async fn main() -> Result<()> {
     for (tag, sql) in &queries {
         atoll_q.push((tag.clone(), time_atoll(&node.url, sql, args.runs).await?));
     }
+    let door_times = sql_doors::time_doors(
+        &node.url,
+        node.flight_sql_addr
+            .as_deref()
+            .context("no Flight SQL address")?,
+        node.pg_addr.as_deref().context("no Postgres address")?,
+        &queries,
+        args.runs,
+    )
+    .await?;
     drop(node);
     let gzipped = bodies.iter().map(|b| gzip(b)).collect::<Result<Vec<_>>>()?;
     let node = Node::start(&atoll_bin)?;
@@ -246,6 +264,7 @@ async fn main() -> Result<()> {
             "peak_rss_bytes_per_node": rss.iter().map(|m| m.1).collect::<Vec<_>>(),
             "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "sql_doors": sql_doors::report(&door_times),
         "mismatches": mismatches,
     });
     let path = args
@@ -320,6 +339,9 @@ struct Node {
     child: Child,
     url: String,
     gossip_addr: String,
+    /// The SQL doors, when asked for (`--pg-addr`, `--flight-sql-addr`).
+    pg_addr: Option<String>,
+    flight_sql_addr: Option<String>,
 }
 
 impl Node {
@@ -389,6 +411,8 @@ impl Node {
             child,
             url: format!("http://{}", addr("http_addr")?),
             gossip_addr: addr("gossip_addr")?,
+            pg_addr: addr("pg_addr").ok(),
+            flight_sql_addr: addr("flight_sql_addr").ok(),
         })
     }
 

@@ -10,8 +10,10 @@
 //! Not the internal Flight service between nodes (`atoll-cluster`), which
 //! stays on its own port behind the cluster secret.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -33,11 +35,13 @@ use arrow_flight::{
 };
 use atoll_auth::{Caller, Need};
 use atoll_errors::{Classified, ErrorKind};
+use atoll_query::engine::Execution;
 use atoll_query::metrics::{Counted, QueryMetrics};
 use atoll_query::{QueryEngine, ScalarValue, pg_catalog};
 use atoll_store::Store;
 use base64::Engine;
 use futures::{Stream, TryStreamExt, stream};
+use parking_lot::Mutex;
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -56,6 +60,19 @@ pub struct FlightSqlDoor {
     guard: Arc<Guard>,
     store: Arc<Store>,
     sql_info: SqlInfoData,
+    waiting: Mutex<HashMap<u64, Waiting>>,
+}
+
+/// Queries started at GetFlightInfo that wait for their DoGet: few (each
+/// holds an admission slot), and not for long.
+const WAITING_MAX: usize = 4;
+const WAITING_FOR: Duration = Duration::from_secs(10);
+
+struct Waiting {
+    caller: Caller,
+    execution: Execution,
+    counted: Counted,
+    since: Instant,
 }
 
 impl FlightSqlDoor {
@@ -81,6 +98,7 @@ impl FlightSqlDoor {
             guard,
             store,
             sql_info: info.build()?,
+            waiting: Mutex::default(),
         }))
     }
 
@@ -123,34 +141,42 @@ impl FlightSqlDoor {
         Ok(Response::new(info))
     }
 
-    /// Runs `sql` and streams its batches as they come, counted in the
-    /// query metrics; dropping the stream (the client going away) stops
-    /// the query on every node.
-    async fn run(
+    /// The FlightInfo of a catalog listing, for a caller who may query.
+    fn listing(
         &self,
-        request: &Request<Ticket>,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: impl ProstMessageExt,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::info(schema, command, request.into_inner())
+    }
+
+    /// Starts `sql`, counted in the query metrics from now.
+    async fn start(
+        &self,
+        caller: &Caller,
         sql: &str,
         params: Vec<ScalarValue>,
-    ) -> Result<Response<DoGetStream>, Status> {
-        let caller = self.caller(request)?;
+        allow_partial: Option<bool>,
+    ) -> Result<(Execution, Counted), Status> {
         let counted = Counted::begin(&self.metrics);
-        let execution = match self
+        let started = self
             .engine
-            .start_bound(
-                sql,
-                params,
-                None,
-                allow_partial(request)?,
-                caller.tables.as_ref(),
-            )
-            .await
-        {
-            Ok(execution) => execution,
+            .start_bound(sql, params, None, allow_partial, caller.tables.as_ref())
+            .await;
+        match started {
+            Ok(execution) => Ok((execution, counted)),
             Err(e) => {
                 counted.end(e.label());
-                return Err(status(e.kind(), e.to_string()));
+                Err(status(e.kind(), e.to_string()))
             }
-        };
+        }
+    }
+
+    /// A started query's batches as they come; dropping the stream (the
+    /// client going away) stops the query on every node.
+    fn stream(execution: Execution, counted: Counted) -> Response<DoGetStream> {
         let schema = execution.schema();
         let batches = stream::unfold(Some((execution, counted)), |state| async move {
             let (mut execution, counted) = state?;
@@ -171,7 +197,83 @@ impl FlightSqlDoor {
             .with_schema(schema)
             .build(batches)
             .map_err(Status::from);
-        Ok(Response::new(Box::pin(data)))
+        Response::new(Box::pin(data))
+    }
+
+    /// GetFlightInfo of a query: the query starts now (planned once, its
+    /// schema the running plan's) and waits for its DoGet, whose ticket
+    /// names it; the ticket also carries the statement, run afresh if the
+    /// started query is gone (waited too long, or a full waiting room: then
+    /// the query is only planned here).
+    async fn flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        handle: &[u8],
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request)?;
+        let (sql, params) = read_handle(handle)?;
+        let (schema, id) = if self.waiting.lock().len() < WAITING_MAX {
+            let partial = allow_partial(&request)?;
+            let (execution, counted) = self.start(&caller, &sql, params, partial).await?;
+            let schema = execution.schema().as_ref().clone();
+            (schema, self.park(caller, execution, counted))
+        } else {
+            (self.describe(&caller, &sql).await?, 0)
+        };
+        let mut ticket = id.to_le_bytes().to_vec();
+        ticket.extend_from_slice(handle);
+        let ticket = TicketStatementQuery {
+            statement_handle: ticket.into(),
+        };
+        Self::info(&schema, ticket, request.into_inner())
+    }
+
+    /// Keeps a started query for its DoGet; its number (never 0).
+    fn park(&self, caller: Caller, execution: Execution, counted: Counted) -> u64 {
+        let mut waiting = self.waiting.lock();
+        waiting.retain(|_, w| w.since.elapsed() < WAITING_FOR);
+        let id = rand::random::<u64>().max(1);
+        waiting.insert(
+            id,
+            Waiting {
+                caller,
+                execution,
+                counted,
+                since: Instant::now(),
+            },
+        );
+        id
+    }
+
+    /// The started query a ticket names, if it still waits and `caller`
+    /// started it.
+    fn unpark(&self, id: u64, caller: &Caller) -> Option<Waiting> {
+        let mut waiting = self.waiting.lock();
+        waiting.retain(|_, w| w.since.elapsed() < WAITING_FOR);
+        match waiting.get(&id) {
+            Some(w) if &w.caller == caller => waiting.remove(&id),
+            _ => None,
+        }
+    }
+
+    /// DoGet of a ticket from [`FlightSqlDoor::flight_info`].
+    async fn redeem(
+        &self,
+        request: Request<Ticket>,
+        ticket: &[u8],
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request)?;
+        let (id, handle) = ticket
+            .split_at_checked(8)
+            .ok_or_else(|| status(ErrorKind::BadInput, "bad ticket: too short".into()))?;
+        let id = u64::from_le_bytes(id.try_into().expect("eight bytes"));
+        if let Some(w) = self.unpark(id, &caller) {
+            return Ok(Self::stream(w.execution, w.counted));
+        }
+        let (sql, params) = read_handle(handle)?;
+        let partial = allow_partial(&request)?;
+        let (execution, counted) = self.start(&caller, &sql, params, partial).await?;
+        Ok(Self::stream(execution, counted))
     }
 
     /// A metadata answer: one batch.
@@ -355,12 +457,8 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
-        let schema = self.describe(&caller, &query.query).await?;
-        let ticket = TicketStatementQuery {
-            statement_handle: query.query.into_bytes().into(),
-        };
-        Self::info(&schema, ticket, request.into_inner())
+        let handle = prepared_handle(&query.query, None)?;
+        self.flight_info(request, &handle).await
     }
 
     async fn do_get_statement(
@@ -368,8 +466,7 @@ impl FlightSqlService for FlightSqlDoor {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(&request, statement(&ticket.statement_handle)?, Vec::new())
-            .await
+        self.redeem(request, &ticket.statement_handle).await
     }
 
     /// A prepared statement is its SQL (Atoll plans at execution, with the
@@ -425,10 +522,8 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
-        let (sql, _) = read_handle(&query.prepared_statement_handle)?;
-        let schema = self.describe(&caller, &sql).await?;
-        Self::info(&schema, query, request.into_inner())
+        self.flight_info(request, &query.prepared_statement_handle)
+            .await
     }
 
     async fn do_get_prepared_statement(
@@ -436,8 +531,12 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request)?;
         let (sql, params) = read_handle(&query.prepared_statement_handle)?;
-        self.run(&request, &sql, params).await
+        let (execution, counted) = self
+            .start(&caller, &sql, params, allow_partial(&request)?)
+            .await?;
+        Ok(Self::stream(execution, counted))
     }
 
     /// Binds parameter values (one row) to a prepared statement: answered
@@ -476,9 +575,8 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::info(&schema, query, request.into_inner())
+        self.listing(request, &schema, query)
     }
 
     async fn do_get_catalogs(
@@ -497,9 +595,8 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::info(&schema, query, request.into_inner())
+        self.listing(request, &schema, query)
     }
 
     async fn do_get_schemas(
@@ -518,9 +615,8 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::info(&schema, query, request.into_inner())
+        self.listing(request, &schema, query)
     }
 
     async fn do_get_tables(
@@ -543,9 +639,8 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::info(&schema, query, request.into_inner())
+        self.listing(request, &schema, query)
     }
 
     async fn do_get_table_types(
@@ -564,9 +659,8 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        Self::info(&schema, query, request.into_inner())
+        self.listing(request, &schema, query)
     }
 
     async fn do_get_sql_info(

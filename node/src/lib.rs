@@ -356,6 +356,12 @@ impl Node {
                 (tokio::spawn(async move { serving.await }), "https")
             }
             None => {
+                // No Nagle: an answer streamed in pieces (Arrow) must not
+                // wait for the client's delayed ACK (40 ms a query).
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
                 (tokio::spawn(async move { serving.await }), "http")
             }

@@ -7,7 +7,6 @@
 
 mod support;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use support::answers::{assert_same_rows, benchmark, tolerance};
 use support::clients::{python_with, script};
@@ -19,7 +18,11 @@ const ADMIN: &str = "test-admin-key-0123456789";
 fn adbc(addr: &str, key: Option<&str>, headers: Value, steps: Value) -> Vec<Value> {
     let plan =
         json!({"uri": format!("grpc://{addr}"), "key": key, "headers": headers, "steps": steps});
-    let out = python_with(&[&script("adbc_client.py")], &plan);
+    run_plan(&plan)
+}
+
+fn run_plan(plan: &Value) -> Vec<Value> {
+    let out = python_with(&[&script("adbc_client.py")], plan);
     out["results"].as_array().unwrap().clone()
 }
 
@@ -33,16 +36,6 @@ async fn benchmark_answers_agree(addr: &str, key: Option<&str>, http: &Server) {
         assert!(!expected.is_empty(), "{tag} answers rows");
         assert_same_rows(tag, &results[i], &expected, tolerance(tag));
     }
-}
-
-async fn key(api: &Server, name: &str, role: &str, tables: Option<&[&str]>) -> String {
-    let mut body = json!({"name": name, "role": role});
-    if let Some(t) = tables {
-        body["tables"] = json!(t);
-    }
-    let (status, v) = api.send(Method::POST, "/v1/keys", &body.to_string()).await;
-    assert_eq!(status, 201, "{v}");
-    v["key"].as_str().unwrap().to_string()
 }
 
 fn error(result: &Value) -> String {
@@ -60,7 +53,7 @@ async fn adbc_reads_the_benchmark_into_arrow_with_an_api_key() {
     assert_eq!((status, v["accepted"].as_u64()), (200, Some(20_000)), "{v}");
     let (status, v) = s.ingest_json("other", &json!([{"a": 1}])).await;
     assert_eq!(status, 200, "{v}");
-    let reader = key(&s, "notebook", "query", None).await;
+    let reader = s.make_key("notebook", "query", None).await;
     benchmark_answers_agree(&addr, Some(&reader), &s).await;
 
     // Arrow types as the engine made them; parameters bound by ADBC.
@@ -102,6 +95,13 @@ async fn adbc_reads_the_benchmark_into_arrow_with_an_api_key() {
     assert!(error(&results[3]).contains("read-only"), "{}", results[3]);
     assert_eq!(s.count("SELECT count(*) FROM events").await, 20_000);
 
+    // The key as a Basic handshake's password: answered with the token.
+    let results = run_plan(&json!({
+        "uri": format!("grpc://{addr}"), "basic": ["notebook", reader],
+        "steps": [{"sql": "SELECT count(*) FROM other"}],
+    }));
+    assert_eq!(results[0]["rows"], json!([[1]]), "{}", results[0]);
+
     // No key, a wrong key, a key without the query role, a scoped key
     // reading another table: refused; the scoped key sees its table only.
     let count = json!([{"sql": "SELECT count(*) FROM events"}]);
@@ -122,14 +122,14 @@ async fn adbc_reads_the_benchmark_into_arrow_with_an_api_key() {
         "{}",
         refused[0]
     );
-    let writer = key(&s, "writer", "ingest", None).await;
+    let writer = s.make_key("writer", "ingest", None).await;
     let refused = adbc(&addr, Some(&writer), json!({}), count.clone());
     assert!(
         error(&refused[0]).contains("PermissionDenied"),
         "{}",
         refused[0]
     );
-    let scoped = key(&s, "scoped", "query", Some(&["other"])).await;
+    let scoped = s.make_key("scoped", "query", Some(&["other"])).await;
     let results = adbc(
         &addr,
         Some(&scoped),

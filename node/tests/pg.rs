@@ -10,11 +10,10 @@ mod support;
 
 use std::process::{Command, Output};
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use support::answers::{assert_same_rows, benchmark, tolerance};
 use support::clients::{python_with, script};
-use support::{Api, Cluster, Server, generated_events, status_of};
+use support::{Cluster, Server, generated_events, status_of};
 
 const ADMIN: &str = "test-admin-key-0123456789";
 
@@ -45,16 +44,6 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-async fn key(api: &Api, name: &str, role: &str, tables: Option<&[&str]>) -> String {
-    let mut body = json!({"name": name, "role": role});
-    if let Some(t) = tables {
-        body["tables"] = json!(t);
-    }
-    let (status, v) = api.send(Method::POST, "/v1/keys", &body.to_string()).await;
-    assert_eq!(status, 201, "{v}");
-    v["key"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_asks_through_the_engine_with_an_api_key() {
     let s = Server::start(&["--admin-key", ADMIN, "--pg-addr", "127.0.0.1:0"]);
@@ -64,7 +53,7 @@ async fn psql_asks_through_the_engine_with_an_api_key() {
         .collect();
     let (status, v) = s.ingest_json("events", &json!(events)).await;
     assert_eq!(status, 200, "{v}");
-    let reader = key(&s, "grafana", "query", None).await;
+    let reader = s.make_key("grafana", "query", None).await;
 
     // SCRAM: the user names the key; the answer is /v1/query's.
     let sql = "SELECT service, count(*), sum(duration_ms), bool_or(ok) FROM events GROUP BY service ORDER BY service";
@@ -110,11 +99,11 @@ async fn psql_asks_through_the_engine_with_an_api_key() {
         "{}",
         String::from_utf8_lossy(&wrong.stderr)
     );
-    let writer = key(&s, "writer", "ingest", None).await;
+    let writer = s.make_key("writer", "ingest", None).await;
     let refused = psql(&pg, "writer", &writer, "SELECT 1");
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains("42501"), "{err}");
-    let scoped = key(&s, "scoped", "query", Some(&["other"])).await;
+    let scoped = s.make_key("scoped", "query", Some(&["other"])).await;
     let refused = psql(&pg, "scoped", &scoped, "SELECT count(*) FROM events");
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains("42501"), "{err}");

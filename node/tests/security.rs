@@ -10,18 +10,6 @@ use support::{Api, Cluster, Server};
 
 const ADMIN: &str = "test-admin-key-0123456789";
 
-/// Makes a key through `api`; answers the key.
-async fn make_key(api: &Api, name: &str, role: &str, tables: Option<&[&str]>) -> String {
-    let mut body = json!({ "name": name, "role": role });
-    if let Some(t) = tables {
-        body["tables"] = json!(t);
-    }
-    let (status, v) = api.send(Method::POST, "/v1/keys", &body.to_string()).await;
-    assert_eq!(status, 201, "{v}");
-    assert_eq!(v["name"], name);
-    v["key"].as_str().expect("the key, shown once").to_string()
-}
-
 /// Waits (at most 20 s) until `path` answers `status` to `api`.
 async fn wait_for_status(api: &Api, path: &str, status: u16, what: &str) {
     support::wait_until(what, async || api.get(path).await.0 == status).await;
@@ -85,9 +73,9 @@ async fn every_route_needs_a_key_and_roles_and_scopes_hold() {
     assert_eq!(nobody.get("/healthz").await.0, 200);
     assert_eq!(nobody.get("/").await.0, 200, "the dashboard's page");
 
-    let ingest = s.with_key(&make_key(&s, "writer", "ingest", Some(&["web"])).await);
-    let reader = s.with_key(&make_key(&s, "reader", "query", Some(&["web"])).await);
-    let analyst = s.with_key(&make_key(&s, "analyst", "query", None).await);
+    let ingest = s.with_key(&s.make_key("writer", "ingest", Some(&["web"])).await);
+    let reader = s.with_key(&s.make_key("reader", "query", Some(&["web"])).await);
+    let analyst = s.with_key(&s.make_key("analyst", "query", None).await);
     assert_eq!(ingest.ingest("web", "{\"a\":1}\n").await.0, 200);
     assert_eq!(
         s.ingest("jobs", "{\"b\":1}\n").await.0,
@@ -286,7 +274,7 @@ async fn keys_spread_and_revocations_hold_across_a_cluster_and_restarts() {
         let (status, _) = nobody.query("SELECT 1").await;
         assert_eq!(status, 401, "n{i} query");
     }
-    let key = make_key(cluster.node(0), "spread", "query", None).await;
+    let key = cluster.node(0).make_key("spread", "query", None).await;
     for i in 0..3 {
         let api = cluster.node(i).with_key(&key);
         wait_for_status(&api, "/v1/tables", 200, &format!("the key works on n{i}")).await;
@@ -315,7 +303,10 @@ async fn keys_spread_and_revocations_hold_across_a_cluster_and_restarts() {
     }
     // A key made while n2 was away is known to it once back.
     cluster.nodes[2] = None;
-    let late = make_key(cluster.node(0), "late", "ingest", Some(&["t"])).await;
+    let late = cluster
+        .node(0)
+        .make_key("late", "ingest", Some(&["t"]))
+        .await;
     let node = cluster.launch(2, &["--data-dir", &dir(2)]);
     let api = node.with_key(&late);
     assert_eq!(

@@ -8,8 +8,9 @@ mod support;
 use std::process::Command;
 
 use serde_json::json;
-use support::Cluster;
 use support::certs::{Certs, NodeCert};
+use support::clients::{python_with, script};
+use support::{Cluster, Server};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const ADMIN: &str = "test-admin-key-0123456789";
@@ -233,4 +234,56 @@ fn unusable_certificates_stop_the_node_with_a_reason() {
         assert!(!out.status.success(), "{flags:?} started");
         assert!(err.contains(says), "{flags:?}: {err}");
     }
+}
+
+/// With a certificate, the SQL doors speak TLS too: psql checking the
+/// node's certificate and name (`sslmode=verify-full`), and ADBC over
+/// `grpc+tls://` trusting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_doors_speak_tls_with_the_node_certificate() {
+    let certs = Certs::new();
+    let pair = certs.self_signed("n0", &["127.0.0.1", "localhost"]);
+    let ca = path(&pair.cert);
+    let mut flags = pair_flags(&pair);
+    flags.extend(["--admin-key", ADMIN].map(String::from));
+    flags.extend(
+        [
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--flight-sql-addr",
+            "127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let s = Server::start(&flags);
+    let (status, v) = s.ingest_json("web", &json!([{"a": 1}, {"a": 2}])).await;
+    assert_eq!(status, 200, "{v}");
+
+    let pg = s.pg_addr.clone().unwrap();
+    let port = pg.rsplit_once(':').unwrap().1;
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=localhost port={port} dbname=atoll user=admin sslmode=verify-full sslrootcert={ca}"
+        ))
+        .args(["-X", "-A", "-t", "-c", "SELECT count(*) FROM web"])
+        .env("PGPASSWORD", ADMIN)
+        .output()
+        .expect("psql runs (scripts/install-clients installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+
+    let flight_sql = s.flight_sql_addr.clone().unwrap();
+    let port = flight_sql.rsplit_once(':').unwrap().1;
+    let plan = json!({
+        "uri": format!("grpc+tls://localhost:{port}"), "key": ADMIN,
+        "tls_root_certs": std::fs::read_to_string(&ca).unwrap(),
+        "steps": [{"sql": "SELECT count(*) AS n FROM web"}],
+    });
+    let out = python_with(&[&script("adbc_client.py")], &plan);
+    assert_eq!(out["results"][0]["rows"], json!([[2]]), "{out}");
 }

@@ -8,9 +8,11 @@
 //! (`physical_optimizer`: the distributed split, the join slicing), Atoll's
 //! plan nodes (`physical_plan`: the fan-out, the remote fragment, the
 //! time-sliced wrapper), what a fragment may hold (`fragment`) and its
-//! bytes on the wire (`codec`), and rendering results as JSON values
-//! (`render`). `QueryEngine::start` is the one typed query API
-//! that every SQL door calls.
+//! bytes on the wire (`codec`), rendering results as JSON values
+//! (`render`), and the Postgres catalog clients browse (`pg_catalog`).
+//! `QueryEngine::start` (`start_bound` with `$n` parameters, `describe` to
+//! plan without running) is the one typed query API that every SQL door
+//! calls.
 //!
 //! Must not know: HTTP or any wire protocol of the doors (`atoll-node`),
 //! or how bytes reach another node (`atoll-cluster`'s client carries the

@@ -1,7 +1,8 @@
 """ADBC's Flight SQL driver (with pyarrow) against Atoll's Flight SQL
 door, driven by node/tests/flight_sql.rs.
 
-Reads a JSON plan on stdin: {"uri": ..., "key": ... or null, "headers":
+Reads a JSON plan on stdin: {"uri": ..., "key": ... or null, "basic":
+[user, password] or absent, "tls_root_certs": PEM or absent, "headers":
 {...}, "steps": [...]}; each step is {"sql": ..., "params": [...]} (a
 query read into a pyarrow Table) or {"objects": true} (the catalog, as
 adbc_get_objects gives it). Prints {"results": [...]}: per step the column
@@ -9,20 +10,13 @@ names and Arrow types and the rows (timestamps as RFC 3339 in UTC), the
 tables and their columns, or the error.
 """
 
-import datetime
 import json
 import sys
 
 import adbc_driver_flightsql.dbapi as flight_sql
 from adbc_driver_flightsql import DatabaseOptions
 
-
-def value(v):
-    if isinstance(v, datetime.datetime):
-        return v.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(v, list):
-        return [value(x) for x in v]
-    return v
+from cells import value
 
 
 def query(conn, step):
@@ -62,6 +56,11 @@ def main():
     kwargs = {}
     if plan.get("key"):
         kwargs[DatabaseOptions.AUTHORIZATION_HEADER.value] = "Bearer " + plan["key"]
+    if plan.get("tls_root_certs"):
+        kwargs[DatabaseOptions.TLS_ROOT_CERTS.value] = plan["tls_root_certs"]
+    if plan.get("basic"):
+        # A handshake: the server answers with the bearer token to use.
+        kwargs["username"], kwargs["password"] = plan["basic"]
     for name, v in plan.get("headers", {}).items():
         kwargs[DatabaseOptions.RPC_CALL_HEADER_PREFIX.value + name] = v
     results = []

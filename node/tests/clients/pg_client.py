@@ -18,13 +18,7 @@ import time
 
 import psycopg
 
-
-def value(v):
-    if isinstance(v, datetime.datetime):
-        return v.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(v, list):
-        return [value(x) for x in v]
-    return v
+from cells import value
 
 
 def param(p):

@@ -337,6 +337,20 @@ impl Api {
         (res.status().as_u16(), res.text().await.unwrap())
     }
 
+    /// Makes a key (`POST /v1/keys`); answers the key, shown once.
+    pub async fn make_key(&self, name: &str, role: &str, tables: Option<&[&str]>) -> String {
+        let mut body = json!({ "name": name, "role": role });
+        if let Some(t) = tables {
+            body["tables"] = json!(t);
+        }
+        let (status, v) = self
+            .send(reqwest::Method::POST, "/v1/keys", &body.to_string())
+            .await;
+        assert_eq!(status, 201, "{v}");
+        assert_eq!(v["name"], name);
+        v["key"].as_str().expect("the key, shown once").to_string()
+    }
+
     pub async fn send(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, Value) {
         let res = self
             .request(method, path)
