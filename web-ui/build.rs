@@ -9,6 +9,7 @@ use std::process::Command;
 const INPUTS: &[&str] = &[
     "app/src",
     "app/index.html",
+    "app/public",
     "app/package.json",
     "app/package-lock.json",
     "app/vite.config.ts",

@@ -16,10 +16,18 @@ pub fn router() -> Router {
     Router::new()
         .route("/", get(index))
         .route("/assets/{*file}", get(asset))
+        // Browsers ask for an icon on every page; `/favicon.ico` for those
+        // that do not read the page's link.
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
 }
 
 async fn index() -> Response {
     serve("index.html", "no-cache")
+}
+
+async fn favicon() -> Response {
+    serve("favicon.svg", "public, max-age=86400")
 }
 
 /// Asset names carry a content hash, so they may be cached for good.

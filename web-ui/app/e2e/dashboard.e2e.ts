@@ -141,6 +141,72 @@ describe('one node', () => {
     await page.locator('[data-testid=running]').waitFor();
     await page.locator('[data-testid=cancel]').click();
     await page.locator('[data-testid=cancelled]').waitFor();
+    // Esc does the same.
+    await page.locator('[data-testid=run-sql]').click();
+    await page.locator('[data-testid=running]').waitFor();
+    await page.keyboard.press('Escape');
+    await page.locator('[data-testid=cancelled]').waitFor();
+  });
+
+  it('keeps groups by an aggregate with HAVING', async () => {
+    await page.goto(node.url);
+    await buildCountByRegion(page);
+    const all = await node.sql('SELECT region, count(*) AS n FROM events GROUP BY region ORDER BY n DESC, region');
+    const threshold = Number(all.rows[Math.min(2, all.rows.length - 1)][1]);
+    await page.locator('[data-testid=add-having]').click();
+    await page.locator('[data-testid=having] select[aria-label="having aggregate"]').selectOption('count');
+    await page.locator('[data-testid=having] select[aria-label="having operator"]').selectOption('>');
+    await page.locator('[data-testid=having] input').fill(String(threshold));
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    const expected = await node.sql(`SELECT region, count(*) AS n FROM events GROUP BY region HAVING count(*) > ${threshold} ORDER BY n DESC, region`);
+    expect(expected.rows.length).toBeLessThan(all.rows.length);
+    expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
+    expect(page.url()).toContain('having=');
+  });
+
+  it('compares to an hour before: a dashed series and columns then and change', async () => {
+    await page.goto(node.url);
+    await page.locator('[data-testid=table]').selectOption('events');
+    await page.locator('[data-testid=range]').selectOption('24h');
+    await page.getByLabel('Compare to').selectOption('1h');
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    const area = page.locator('.results-area');
+    const from = new Date((await area.getAttribute('data-from'))!);
+    const to = new Date((await area.getAttribute('data-to'))!);
+    const back = (d: Date) => new Date(d.getTime() - 3600_000).toISOString();
+    const window = (a: string, b: string) => `SELECT count(*) FROM events WHERE time >= TIMESTAMP '${a}' AND time < TIMESTAMP '${b}'`;
+    const [[now]] = (await node.sql(window(from.toISOString(), to.toISOString()))).rows;
+    const [[then]] = (await node.sql(window(back(from), back(to)))).rows;
+    expect(Number(then)).toBeGreaterThan(0);
+    expect(Number(then)).not.toBe(Number(now));
+    const chart = page.locator('[data-testid=chart]');
+    expect(await chart.getAttribute('data-series')).toBe('2');
+    expect(await legend(page)).toEqual(['count', 'count (1h before)']);
+    expect(JSON.parse((await chart.getAttribute('data-sums'))!)).toEqual({ count: Number(now), 'count (1h before)': Number(then) });
+    const head = await page.locator('[data-testid=results] thead th').allTextContents();
+    expect(head).toEqual(['count', 'count (1h before)', 'count change %']);
+    const change = Math.round(((Number(now) - Number(then)) / Number(then)) * 1000) / 10;
+    expect(await tableCells(page)).toEqual([[String(now), String(then), String(change)]]);
+    await page.screenshot({ path: join(SHOTS, 'explore-compare-to.png'), fullPage: true });
+  });
+
+  it('says "1 row", labels the y axis, has an icon, and focuses the filter on /', async () => {
+    const fresh = await b.newPage({ viewport: { width: 1400, height: 1000 } });
+    const missing: string[] = [];
+    fresh.on('response', (r) => r.status() === 404 && missing.push(r.url()));
+    await fresh.goto(`${node.url}/?view=explore&table=events&range=24h`);
+    await fresh.locator('[data-testid=done]').waitFor();
+    expect(await fresh.locator('[data-testid=done]').textContent()).toMatch(/^1 row · /);
+    expect(JSON.parse((await fresh.locator('[data-testid=chart]').getAttribute('data-axis-labels'))!)).toEqual(['count']);
+    const icon = await fetch(`${node.url}/favicon.ico`);
+    expect(icon.status).toBe(200);
+    expect(missing).toEqual([]);
+    await fresh.locator('body').click({ position: { x: 5, y: 5 } });
+    await fresh.keyboard.press('/');
+    expect(await fresh.evaluate(() => document.activeElement?.closest('[data-testid=filter]') !== null)).toBe(true);
+    await fresh.close();
   });
 
   it('weights counts by the sample rate of sampled events', async () => {
@@ -164,6 +230,23 @@ describe('one node', () => {
     expect(await card.textContent()).toContain('duration_ms');
     const [[rows]] = (await node.sql('SELECT count(*) FROM events')).rows;
     expect(await card.textContent()).toContain(`${formatNumber(Number(rows))} rows`);
+  });
+});
+
+describe('a brand-new node', () => {
+  it('explains how to send a first event, with its own address', async () => {
+    const node = await startNode('e2e-empty');
+    const b = await browser();
+    try {
+      const page = await open(b, node.url);
+      const hint = page.locator('[data-testid=first-event]');
+      await hint.waitFor();
+      expect(await hint.textContent()).toContain(`curl -s ${node.url}/v1/tables/events/events`);
+      await page.screenshot({ path: join(SHOTS, 'first-event.png') });
+    } finally {
+      await b.close();
+      await node.kill();
+    }
   });
 });
 

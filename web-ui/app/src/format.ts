@@ -76,3 +76,8 @@ export function formatCell(v: unknown, column: string): string {
   if (typeof v === 'object') return JSON.stringify(v);
   return String(v);
 }
+
+/** `1 row`, `2 rows`, `1.2k rows`. */
+export function plural(n: number, noun: string): string {
+  return `${formatNumber(n)} ${n === 1 ? noun : `${noun}s`}`;
+}

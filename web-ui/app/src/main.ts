@@ -3,12 +3,13 @@ import { onKeyNeeded } from './api';
 import { startApp } from './app';
 import { keyPrompt } from './views/keyPrompt';
 import { clusterView } from './views/cluster';
-import { exploreView, runExplore } from './views/explore';
+import { exploreKeys, exploreView, runExplore } from './views/explore';
 import { runSql, sqlView } from './views/sqlEditor';
 import { tablesView } from './views/tables';
 
 onKeyNeeded(keyPrompt);
 startApp(document.getElementById('app')!, { explore: exploreView, sql: sqlView, tables: tablesView, cluster: clusterView }, (app) => {
+  document.addEventListener('keydown', (e) => exploreKeys(app, e));
   // A shared URL reproduces its view: run what it describes.
   if (app.state.view === 'explore' && app.state.query.table && app.tables.some((t) => t.name === app.state.query.table)) void runExplore(app);
   if (app.state.view === 'sql' && app.state.sql) void runSql(app);

@@ -48,12 +48,30 @@ export type TimeRange =
   /** ISO 8601 instants. */
   | { kind: 'absolute'; from: string; to: string };
 
+/** A condition on an aggregate's value (SQL's HAVING): `count > 100`. */
+export interface Having {
+  /** The aggregate's label, as `aggLabel` gives it. */
+  agg: string;
+  op: '=' | '!=' | '<' | '>';
+  value: string;
+}
+
+export const HAVING_OPS = ['>', '<', '=', '!='] as const;
+
+/** How far back "Compare to" looks: the same query over the window shifted by it. */
+export const COMPARE_SHIFTS = ['1h', '1d', '1w'] as const;
+export type CompareShift = (typeof COMPARE_SHIFTS)[number];
+export const SHIFT_SECONDS: Record<CompareShift, number> = { '1h': 3600, '1d': 86400, '1w': 7 * 86400 };
+
 export interface QueryState {
   table: string;
   range: TimeRange;
   filters: Filter[];
   groupBy: string[];
   aggs: Agg[];
+  having: Having[];
+  /** Empty: no comparison. */
+  compare: CompareShift | '';
   /** A result column's name (an aggregate's label or a group column); empty: the first aggregate. */
   orderBy: string;
   orderDesc: boolean;
@@ -73,6 +91,8 @@ export function defaultState(table = ''): QueryState {
     filters: [],
     groupBy: [],
     aggs: [{ fn: 'count' }],
+    having: [],
+    compare: '',
     orderBy: '',
     orderDesc: true,
     limit: 100,

@@ -15,6 +15,8 @@ export interface Series {
   /** The numeric column it draws (for units). */
   column: string;
   values: (number | null)[];
+  /** Drawn dashed: an earlier window laid over the current one. */
+  dashed?: boolean;
 }
 
 export interface Chart {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type Column, type QueryState, defaultState } from './model';
-import { BuilderError, bucketSeconds, errorPosition, tokenEnd, filterSql, quoteIdent, quoteString, samplesSql, seriesSql, tableSql } from './sql';
+import { BuilderError, bucketSeconds, comparedState, errorPosition, tokenEnd, filterSql, quoteIdent, quoteString, samplesSql, seriesSql, tableSql } from './sql';
 
 const COLUMNS: Column[] = [
   { name: 'time', type: 'Timestamp' },
@@ -191,4 +191,61 @@ it('underlines the whole word an error points at', () => {
   expect(doc.slice(at, tokenEnd(doc, at))).toBe('status');
   expect(tokenEnd(doc, doc.indexOf('>'))).toBe(doc.indexOf('>') + 1);
   expect(tokenEnd('x', 1)).toBe(1);
+});
+
+describe('HAVING', () => {
+  it('filters groups on an aggregate, repeated as its expression', () => {
+    const sql = tableSql(
+      state((s) => {
+        s.groupBy = ['region'];
+        s.aggs = [{ fn: 'count' }, { fn: 'p99', column: 'duration_ms' }];
+        s.having = [
+          { agg: 'count', op: '>', value: '100' },
+          { agg: 'p99(duration_ms)', op: '<', value: ' 2.5e3 ' },
+        ];
+      }),
+      COLUMNS,
+      NOW,
+    );
+    expect(sql).toContain('GROUP BY "region"\nHAVING count(*) > 100 AND approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY "duration_ms") < 2.5e3\nORDER BY');
+  });
+  it('takes only numbers, and only the query\'s aggregates', () => {
+    const bad = (agg: string, value: string) => () =>
+      tableSql(
+        state((s) => (s.having = [{ agg, op: '>', value }])),
+        COLUMNS,
+        NOW,
+      );
+    expect(bad('count', "1; DROP TABLE events")).toThrow(BuilderError);
+    expect(bad('count', "1 OR 1=1")).toThrow(/not a number/);
+    expect(bad('sum(status)', '1')).toThrow(/not one of the aggregates/);
+    expect(bad('', '1')).toThrow(/pick an aggregate/);
+  });
+  it('leaves the chart\'s per-bucket query alone', () => {
+    const s = state((s) => (s.having = [{ agg: 'count', op: '>', value: '5' }]));
+    expect(seriesSql(s, COLUMNS, NOW)).not.toContain('HAVING');
+  });
+});
+
+describe('compare to', () => {
+  it('asks the same question over the window shifted back', () => {
+    const s = state((s) => {
+      s.range = { kind: 'relative', last: '1h' };
+      s.compare = '1d';
+    });
+    const then = comparedState(s, NOW)!;
+    expect(then.range).toEqual({ kind: 'absolute', from: '2026-11-25T11:00:00.000Z', to: '2026-11-25T12:00:00.000Z' });
+    expect(tableSql(then, COLUMNS, NOW)).toContain(`"time" >= TIMESTAMP '2026-11-25T11:00:00.000Z' AND "time" < TIMESTAMP '2026-11-25T12:00:00.000Z'`);
+    expect(seriesSql(then, COLUMNS, NOW)).toContain(`"time" < TIMESTAMP '2026-11-25T12:00:00.000Z'`);
+    // The same buckets: the earlier window is as long.
+    expect(bucketSeconds(then.range, NOW)).toBe(bucketSeconds(s.range, NOW));
+  });
+  it('shifts an absolute window by a week', () => {
+    const s = state((s) => {
+      s.range = { kind: 'absolute', from: '2026-11-20T00:00:00Z', to: '2026-11-21T00:00:00Z' };
+      s.compare = '1w';
+    });
+    expect(comparedState(s, NOW)!.range).toEqual({ kind: 'absolute', from: '2026-11-13T00:00:00.000Z', to: '2026-11-14T00:00:00.000Z' });
+    expect(comparedState(state(), NOW)).toBeNull();
+  });
 });

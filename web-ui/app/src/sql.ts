@@ -4,7 +4,7 @@
 // to be a number/boolean or quoted as a string literal, so nothing typed in
 // the builder can change the statement's structure.
 
-import { type Agg, type Column, type Filter, type QueryState, type TimeRange, RANGE_SECONDS, aggLabel } from './model';
+import { type Agg, type Column, type Filter, type Having, type QueryState, type TimeRange, RANGE_SECONDS, SHIFT_SECONDS, aggLabel } from './model';
 
 export class BuilderError extends Error {}
 
@@ -157,9 +157,36 @@ function checkTable(s: QueryState, columns: Column[]) {
   if (s.aggs.length === 0) throw new BuilderError('pick at least one aggregate');
 }
 
+/** `HAVING` conditions, each on one of the query's aggregates and a number. */
+export function havingSql(s: QueryState, columns: Column[]): string {
+  return s.having
+    .map((c: Having) => {
+      const agg = s.aggs.find((a) => aggLabel(a) === c.agg);
+      if (!agg) throw new BuilderError(`HAVING: ${c.agg ? `"${c.agg}" is not one of the aggregates` : 'pick an aggregate'}`);
+      const v = c.value.trim();
+      if (!NUMBER.test(v)) throw new BuilderError(`HAVING ${c.agg}: "${c.value}" is not a number`);
+      return `${aggSql(agg, columns)} ${c.op} ${v}`;
+    })
+    .join(' AND ');
+}
+
+/** The window `shift` earlier: what "Compare to" asks about. */
+export function shiftedRange(range: TimeRange, now: Date, shiftSeconds: number): TimeRange {
+  const { from, to } = resolveRange(range, now);
+  const back = (d: Date) => new Date(d.getTime() - shiftSeconds * 1000).toISOString();
+  return { kind: 'absolute', from: back(from), to: back(to) };
+}
+
+/** The state of the comparison query: the same question over the shifted window. */
+export function comparedState(s: QueryState, now: Date): QueryState | null {
+  if (!s.compare) return null;
+  return { ...s, range: shiftedRange(s.range, now, SHIFT_SECONDS[s.compare]) };
+}
+
 /** The grouped aggregate shown in the results table. */
 export function tableSql(s: QueryState, columns: Column[], now: Date): string {
   checkTable(s, columns);
+  const having = havingSql(s, columns);
   const groups = s.groupBy.map(quoteIdent);
   const select = [...groups, ...s.aggs.map((a) => `${aggSql(a, columns)} AS ${quoteIdent(aggLabel(a))}`)];
   const labels = [...s.groupBy, ...s.aggs.map(aggLabel)];
@@ -171,6 +198,7 @@ export function tableSql(s: QueryState, columns: Column[], now: Date): string {
     `FROM ${quoteIdent(s.table)}`,
     `WHERE ${whereSql(s, columns, now)}`,
     groups.length ? `GROUP BY ${groups.join(', ')}` : '',
+    having ? `HAVING ${having}` : '',
     `ORDER BY ${[`${quoteIdent(order)} ${s.orderDesc ? 'DESC' : 'ASC'}`, ...tie].join(', ')}`,
     `LIMIT ${limit}`,
   ]

@@ -2,7 +2,7 @@
 // pasting a URL reproduces it. Unknown or malformed parameters fall back to
 // defaults rather than failing: a hand-edited URL still opens.
 
-import { AGG_FNS, type Agg, type AggFn, type Filter, OPS, type Op, type QueryState, RELATIVE_RANGES, type Relative, defaultState } from './model';
+import { AGG_FNS, type Agg, type AggFn, COMPARE_SHIFTS, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, type QueryState, RELATIVE_RANGES, type Relative, defaultState } from './model';
 
 export const VIEWS = ['explore', 'sql', 'tables', 'cluster'] as const;
 export type View = (typeof VIEWS)[number];
@@ -29,6 +29,8 @@ export function encode(s: AppState): string {
   for (const f of q.filters) p.append('filter', JSON.stringify([f.column, f.op, f.value]));
   for (const g of q.groupBy) p.append('group', g);
   for (const a of q.aggs) p.append('agg', a.fn === 'count' ? 'count' : `${a.fn}:${a.column ?? ''}`);
+  for (const c of q.having) p.append('having', JSON.stringify([c.agg, c.op, c.value]));
+  if (q.compare) p.set('compare', q.compare);
   if (q.orderBy) p.set('order', q.orderBy);
   p.set('dir', q.orderDesc ? 'desc' : 'asc');
   p.set('limit', String(q.limit));
@@ -44,6 +46,18 @@ function parseFilter(text: string): Filter | null {
     const [column, op, value] = v as string[];
     if (!OPS.some((o) => o.op === op)) return null;
     return { column, op: op as Op, value };
+  } catch {
+    return null;
+  }
+}
+
+function parseHaving(text: string): Having | null {
+  try {
+    const v: unknown = JSON.parse(text);
+    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'string')) return null;
+    const [agg, op, value] = v as string[];
+    if (!(HAVING_OPS as readonly string[]).includes(op)) return null;
+    return { agg, op: op as Having['op'], value };
   } catch {
     return null;
   }
@@ -70,6 +84,9 @@ export function decode(search: string): AppState {
   q.groupBy = p.getAll('group').filter(Boolean);
   const aggs = p.getAll('agg').map(parseAgg).filter((a): a is Agg => a !== null);
   if (aggs.length) q.aggs = aggs;
+  q.having = p.getAll('having').map(parseHaving).filter((c): c is Having => c !== null);
+  const compare = p.get('compare') ?? '';
+  q.compare = (COMPARE_SHIFTS as readonly string[]).includes(compare) ? (compare as CompareShift) : '';
   q.orderBy = p.get('order') ?? '';
   q.orderDesc = p.get('dir') !== 'asc';
   const limit = Number(p.get('limit'));

@@ -5,6 +5,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { h } from '../dom';
 import { formatIn, unitOf } from '../format';
+import { overlay } from '../compare';
 import { type Chart, type ResultColumn, toChart, unitsOf } from '../series';
 
 const PALETTE = ['#2f6fde', '#e4572e', '#17a398', '#f3a712', '#8e44ad', '#29335c', '#a8c686', '#db2763', '#5c946e', '#ff8c42', '#3f88c5', '#6b4e71', '#b5838d', '#118ab2', '#c0c0c0', '#7a5c61', '#06d6a0', '#ef476f', '#073b4c', '#ffd166'];
@@ -19,8 +20,23 @@ function zeroFills(column: string): boolean {
 }
 
 /** A chart element; it sizes itself to its container and follows resizes. */
+/** What a y axis counts: the aggregates drawn on it (`count`, `p99(duration_ms)`). */
+export function axisLabel(series: Chart['series'], unit: string): string {
+  return [...new Set(series.filter((s) => unitOf(s.column) === unit).map((s) => s.column))].join(', ');
+}
+
 export function chart(data: Chart): HTMLElement {
-  const el = h('div', { class: 'chart', 'data-testid': 'chart', 'data-series': String(data.series.length), 'data-axes': unitsOf(data.series).join(' ') });
+  // Each series' total, for anyone checking what is drawn (tests).
+  const sums = Object.fromEntries(data.series.map((s) => [s.label, s.values.reduce<number>((a, v) => a + (v ?? 0), 0)]));
+  const el = h('div', {
+    class: 'chart',
+    'data-testid': 'chart',
+    'data-series': String(data.series.length),
+    'data-axes': unitsOf(data.series).join(' '),
+    'data-sums': JSON.stringify(sums),
+    // The y axes' labels (drawn on the canvas), left first.
+    'data-axis-labels': JSON.stringify(unitsOf(data.series).map((u) => axisLabel(data.series, u))),
+  });
   if (data.x.length === 0) {
     el.append(h('p', { class: 'muted' }, 'No events in this time range.'));
     return el;
@@ -36,8 +52,9 @@ export function chart(data: Chart): HTMLElement {
       { label: 'time (UTC)', value: (_u, v) => (v == null ? '—' : new Date(v * 1000).toISOString().replace('T', ' ').replace('.000Z', 'Z')) },
       ...data.series.map((s, i) => ({
         label: s.label,
-        stroke: color(i),
+        stroke: color(s.dashed ? Math.max(0, data.series.findIndex((o) => !o.dashed && s.label.startsWith(`${o.label} (`))) : i),
         width: 1.5,
+        ...(s.dashed ? { dash: [6, 4] } : {}),
         points: { show: data.x.length < 3 },
         scale: unitOf(s.column),
         value: (_u: uPlot, v: number | null) => (v == null ? '—' : formatIn(unitOf(s.column), v)),
@@ -47,6 +64,7 @@ export function chart(data: Chart): HTMLElement {
       {},
       ...units.map((unit, i) => ({
         scale: unit,
+        label: axisLabel(data.series, unit),
         side: i === 0 ? 3 : 1,
         grid: { show: i === 0 },
         size: 70,
@@ -66,7 +84,9 @@ export function chart(data: Chart): HTMLElement {
 }
 
 /** The chart of a query answer, or an empty element when it has nothing to draw. */
-export function chartOf(result: { columns: ResultColumn[]; rows: unknown[][] }): HTMLElement {
+export function chartOf(result: { columns: ResultColumn[]; rows: unknown[][] }, then?: { result: { columns: ResultColumn[]; rows: unknown[][] }; shiftSeconds: number; shift: string }): HTMLElement {
   const data = toChart(result.columns, result.rows);
-  return data ? chart(data) : h('div', {});
+  if (!data) return h('div', {});
+  const earlier = then && toChart(then.result.columns, then.result.rows);
+  return chart(earlier ? overlay(data, earlier, then.shiftSeconds, then.shift) : data);
 }

@@ -4,8 +4,9 @@
 
 import * as api from '../api';
 import { h, select } from '../dom';
-import { AGG_FNS, type Agg, type AggFn, type Column, type Filter, OPS, type Op, RELATIVE_RANGES, type Relative, aggLabel } from '../model';
-import { BuilderError, SAMPLE_RATE, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
+import { AGG_FNS, type Agg, type AggFn, COMPARE_SHIFTS, type Column, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, RELATIVE_RANGES, type Relative, SHIFT_SECONDS, aggLabel } from '../model';
+import { BuilderError, SAMPLE_RATE, comparedState, resolveRange, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
+import { withThen } from '../compare';
 import { MAX_SERIES } from '../series';
 import { type App } from '../app';
 import { chartOf } from './chart';
@@ -119,6 +120,41 @@ function aggRow(app: App, a: Agg, i: number, columns: Column[]): HTMLElement {
   return h('div', { class: 'row', 'data-testid': 'agg' }, fn, col, remove);
 }
 
+function havingRow(app: App, c: Having, i: number): HTMLElement {
+  const set = (change: (c: Having) => void, rerender = true) => app.update((s) => change(s.query.having[i]), rerender);
+  const labels = app.state.query.aggs.map(aggLabel);
+  return h(
+    'div',
+    { class: 'row', 'data-testid': 'having' },
+    select([{ value: '', label: '— aggregate —' }, ...labels.map((l) => ({ value: l, label: l }))], c.agg, (v) => set((c) => (c.agg = v)), { 'aria-label': 'having aggregate' }),
+    select(
+      HAVING_OPS.map((o) => ({ value: o, label: o })),
+      c.op,
+      (v) => set((c) => (c.op = v as Having['op'])),
+      { 'aria-label': 'having operator' },
+    ),
+    h('input', {
+      value: c.value,
+      placeholder: 'number',
+      'aria-label': 'having value',
+      oninput: (e: Event) => set((c) => (c.value = (e.target as HTMLInputElement).value), false),
+      onkeydown: (e: KeyboardEvent) => e.key === 'Enter' && runExplore(app),
+    }),
+    removeButton(() => app.update((s) => s.query.having.splice(i, 1)), 'HAVING condition'),
+  );
+}
+
+function compareSection(app: App): HTMLElement {
+  const labels: Record<CompareShift, string> = { '1h': '1 hour before', '1d': '1 day before', '1w': '1 week before' };
+  return section(
+    'Compare to',
+    select([{ value: '', label: 'nothing' }, ...COMPARE_SHIFTS.map((c) => ({ value: c, label: labels[c] }))], app.state.query.compare, (v) => app.update((s) => (s.query.compare = v as CompareShift | '')), {
+      'data-testid': 'compare',
+      'aria-label': 'Compare to',
+    }),
+  );
+}
+
 function orderSection(app: App): HTMLElement {
   const q = app.state.query;
   const labels = [...q.aggs.map(aggLabel), ...q.groupBy];
@@ -174,6 +210,12 @@ function builder(app: App): HTMLElement {
       h('button', { class: 'add', onclick: () => app.update((s) => s.query.aggs.push({ fn: 'avg', column: '' })) }, '+ aggregate'),
       sampleWeight(columns) ? h('p', { class: 'hint', 'data-testid': 'sampled' }, `Weighted by ${SAMPLE_RATE}: counts, sums, averages and percentiles stand for the events the samples represent.`) : null,
     ),
+    section(
+      'HAVING',
+      ...q.having.map((c, i) => havingRow(app, c, i)),
+      h('button', { class: 'add', 'data-testid': 'add-having', onclick: () => app.update((s) => s.query.having.push({ agg: aggLabel(s.query.aggs[0]), op: '>', value: '' })) }, '+ HAVING'),
+    ),
+    compareSection(app),
     orderSection(app),
     h(
       'div',
@@ -198,7 +240,33 @@ function openInSql(app: App) {
 }
 
 export function exploreView(app: App): HTMLElement {
+  if (app.tables.length === 0) return firstEvent();
   return h('div', { class: 'explore' }, builder(app), h('section', { class: 'main' }, status.el, results));
+}
+
+/** A brand-new node: how to send it a first event, with its own address. */
+function firstEvent(): HTMLElement {
+  const curl = `curl -s ${location.origin}/v1/tables/events/events -H 'Content-Type: application/json' \\
+  -d '[{"service": "api", "endpoint": "/login", "status": 200, "duration_ms": 42}]'`;
+  return h(
+    'div',
+    { class: 'empty', 'data-testid': 'first-event' },
+    h('h2', {}, 'No events yet'),
+    h('p', {}, 'This node has no tables. Send it an event (the table is made on the way), then reload:'),
+    h('pre', {}, curl),
+    h('p', { class: 'muted' }, 'With API keys on, add -H "Authorization: Bearer KEY" with an ingest key. Honeycomb and OpenTelemetry clients can send here too (see the README).'),
+  );
+}
+
+/** Esc cancels a running query; in Explore, `/` puts the cursor in the first filter (adding one). */
+export function exploreKeys(app: App, e: KeyboardEvent) {
+  if (e.key === 'Escape') return QueryStatus.cancelRunning();
+  if (app.state.view !== 'explore') return;
+  const typing = e.target instanceof HTMLElement && (e.target.closest('input, textarea, select, .cm-editor') !== null || e.target.isContentEditable);
+  if (e.key !== '/' || typing || e.ctrlKey || e.metaKey || e.altKey) return;
+  e.preventDefault();
+  if (app.state.query.filters.length === 0) app.update((s) => s.query.filters.push({ column: '', op: '=', value: '' }));
+  document.querySelector<HTMLElement>('[data-testid=filter] input, [data-testid=filter] select')?.focus();
 }
 
 function groupValues(app: App, result: api.QueryResult): unknown[][] {
@@ -221,12 +289,21 @@ export async function runExplore(app: App) {
   }
   const signal = status.begin();
   const started = performance.now();
+  const before = comparedState(q, now);
   try {
     const table = await api.query(sql, signal);
     const top = q.groupBy.length ? groupValues(app, table) : [];
-    const [series, samples] = await Promise.all([api.query(seriesSql(q, columns, now, top), signal), api.query(samplesSql(q, columns, now), signal)]);
-    status.done(signal, table.rows.length, [table.stats, series.stats, samples.stats], performance.now() - started);
-    renderResults(app, table, series, samples);
+    const [series, samples, then] = await Promise.all([
+      api.query(seriesSql(q, columns, now, top), signal),
+      api.query(samplesSql(q, columns, now), signal),
+      before ? Promise.all([api.query(tableSql(before, columns, now), signal), api.query(seriesSql(before, columns, now, top), signal)]) : null,
+    ]);
+    const stats = [table.stats, series.stats, samples.stats, ...(then ? then.map((t) => t.stats) : [])];
+    status.done(signal, table.rows.length, stats, performance.now() - started);
+    const window = resolveRange(q.range, now);
+    results.dataset.from = window.from.toISOString();
+    results.dataset.to = window.to.toISOString();
+    renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null);
   } catch (e) {
     status.failed(signal, (e as Error).message);
     if (!signal.aborted) results.replaceChildren();
@@ -235,11 +312,18 @@ export async function runExplore(app: App) {
   void app.refreshTables();
 }
 
-function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult) {
+interface Then {
+  table: api.QueryResult;
+  series: api.QueryResult;
+  shift: CompareShift;
+}
+
+function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult, then: Then | null) {
+  const groups = app.state.query.groupBy.length;
   results.replaceChildren(
-    chartOf(series),
+    then ? chartOf(series, { result: then.series, shiftSeconds: SHIFT_SECONDS[then.shift], shift: then.shift }) : chartOf(series),
     h('h3', {}, 'Results'),
-    urlSortedTable(app, table),
+    urlSortedTable(app, then ? withThen(table, then.table, groups, then.shift) : table),
     h('details', { open: true, 'data-testid': 'samples' }, h('summary', {}, `Samples (newest ${samples.rows.length})`), resultsTable(samples, null, () => {}, 'samples-table')),
   );
 }

@@ -4,12 +4,22 @@
 
 import type { QueryStats } from '../api';
 import { h } from '../dom';
-import { formatMs, formatNumber } from '../format';
+import { formatMs, plural } from '../format';
 
 export class QueryStatus {
   readonly el = h('div', { class: 'status', 'data-testid': 'status' });
   private timer = 0;
   private controller: AbortController | null = null;
+  private static all: QueryStatus[] = [];
+
+  constructor() {
+    QueryStatus.all.push(this);
+  }
+
+  /** Cancels whatever query runs, in any view (Esc). */
+  static cancelRunning() {
+    for (const s of QueryStatus.all) s.controller?.abort();
+  }
 
   /** Starts a run; the signal aborts when the user cancels or a new run starts. */
   begin(): AbortSignal {
@@ -37,7 +47,7 @@ export class QueryStatus {
     const server = stats.reduce((a, s) => a + s.elapsed_ms, 0);
     const scanned = stats.reduce((a, s) => a + s.rows_scanned, 0);
     const truncated = stats.some((s) => s.truncated);
-    const parts = [`${formatNumber(rows)} rows${truncated ? ' (truncated)' : ''}`, `${formatMs(server)} on the server`, `${formatMs(wallMs)} in all`, `${formatNumber(scanned)} rows scanned${stats.length > 1 ? ` by ${stats.length} queries` : ''}`];
+    const parts = [`${plural(rows, 'row')}${truncated ? ' (truncated)' : ''}`, `${formatMs(server)} on the server`, `${formatMs(wallMs)} in all`, `${plural(scanned, 'row')} scanned${stats.length > 1 ? ` by ${stats.length} queries` : ''}`];
     this.el.replaceChildren(h('span', { 'data-testid': 'done' }, parts.join(' · ')));
     const partial = stats.filter((s) => s.coverage !== undefined && s.coverage < 1);
     if (partial.length) {
