@@ -70,6 +70,18 @@ impl Auth {
         Ok(caller)
     }
 
+    /// A caller authenticated earlier (a Postgres session's), as its key
+    /// stands now: refused once revoked, with the role and tables it has
+    /// now; counted as a use of the key.
+    pub fn current(&self, caller: &Caller, now_ms: i64) -> Result<Caller, AuthError> {
+        let Some(id) = &caller.key_id else {
+            return Ok(caller.clone());
+        };
+        let caller = self.registry.read().caller_of(id)?;
+        self.last_used.lock().insert(id.clone(), now_ms);
+        Ok(caller)
+    }
+
     pub fn registry(&self) -> &RwLock<Registry> {
         &self.registry
     }

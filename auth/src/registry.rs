@@ -142,6 +142,21 @@ impl Registry {
         })
     }
 
+    /// The caller key `id` stands for now: its current role and tables,
+    /// or why it no longer stands for one.
+    pub fn caller_of(&self, id: &str) -> Result<Caller, AuthError> {
+        let record = self.by_id.get(id).ok_or(AuthError::Invalid)?;
+        if !record.active() {
+            return Err(AuthError::Revoked);
+        }
+        Ok(Caller {
+            name: record.name.clone(),
+            role: record.role,
+            tables: record.tables.clone(),
+            key_id: Some(record.id.clone()),
+        })
+    }
+
     /// Every record, tombstones included.
     pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
         self.by_id.values()
@@ -223,8 +238,12 @@ mod tests {
             r.verify("atoll_0000000000000000_00"),
             Err(AuthError::Invalid)
         );
+        let id = made.record.id.clone();
+        assert_eq!(r.caller_of(&id).unwrap().name, "ci");
         r.revoke("ci", 3).unwrap();
         assert_eq!(r.verify(&made.key), Err(AuthError::Revoked));
+        assert_eq!(r.caller_of(&id), Err(AuthError::Revoked));
+        assert_eq!(r.caller_of("nope"), Err(AuthError::Invalid));
         assert!(
             r.create("ci", Role::Query, None, 4).is_ok(),
             "the name is free again"

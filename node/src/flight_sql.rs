@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -60,7 +60,10 @@ pub struct FlightSqlDoor {
     guard: Arc<Guard>,
     store: Arc<Store>,
     sql_info: SqlInfoData,
-    waiting: Mutex<HashMap<u64, Waiting>>,
+    waiting: Arc<Mutex<HashMap<u64, Waiting>>>,
+    /// Places in the waiting room: taken before a query starts, so that at
+    /// most `WAITING_MAX` wait whatever arrives at once.
+    places: Arc<tokio::sync::Semaphore>,
 }
 
 /// Queries started at GetFlightInfo that wait for their DoGet: few (each
@@ -72,7 +75,7 @@ struct Waiting {
     caller: Caller,
     execution: Execution,
     counted: Counted,
-    since: Instant,
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl FlightSqlDoor {
@@ -98,7 +101,8 @@ impl FlightSqlDoor {
             guard,
             store,
             sql_info: info.build()?,
-            waiting: Mutex::default(),
+            waiting: Arc::default(),
+            places: Arc::new(tokio::sync::Semaphore::new(WAITING_MAX)),
         }))
     }
 
@@ -212,13 +216,20 @@ impl FlightSqlDoor {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request)?;
         let (sql, params) = read_handle(handle)?;
-        let (schema, id) = if self.waiting.lock().len() < WAITING_MAX {
-            let partial = allow_partial(&request)?;
-            let (execution, counted) = self.start(&caller, &sql, params, partial).await?;
-            let schema = execution.schema().as_ref().clone();
-            (schema, self.park(caller, execution, counted))
-        } else {
-            (self.describe(&caller, &sql).await?, 0)
+        let (schema, id) = match self.places.clone().try_acquire_owned() {
+            Ok(place) => {
+                let partial = allow_partial(&request)?;
+                let (execution, counted) = self.start(&caller, &sql, params, partial).await?;
+                let schema = execution.schema().as_ref().clone();
+                let waiting = Waiting {
+                    caller,
+                    execution,
+                    counted,
+                    _place: place,
+                };
+                (schema, self.park(waiting))
+            }
+            Err(_) => (self.describe(&caller, &sql).await?, 0),
         };
         let mut ticket = id.to_le_bytes().to_vec();
         ticket.extend_from_slice(handle);
@@ -228,20 +239,18 @@ impl FlightSqlDoor {
         Self::info(&schema, ticket, request.into_inner())
     }
 
-    /// Keeps a started query for its DoGet; its number (never 0).
-    fn park(&self, caller: Caller, execution: Execution, counted: Counted) -> u64 {
-        let mut waiting = self.waiting.lock();
-        waiting.retain(|_, w| w.since.elapsed() < WAITING_FOR);
+    /// Keeps a started query for its DoGet, at most `WAITING_FOR` (then
+    /// dropped: the query stops, its place and admission slot are free);
+    /// its number (never 0).
+    fn park(&self, waiting: Waiting) -> u64 {
         let id = rand::random::<u64>().max(1);
-        waiting.insert(
-            id,
-            Waiting {
-                caller,
-                execution,
-                counted,
-                since: Instant::now(),
-            },
-        );
+        self.waiting.lock().insert(id, waiting);
+        let room = Arc::downgrade(&self.waiting);
+        tokio::spawn(async move {
+            tokio::time::sleep(WAITING_FOR).await;
+            let expired = room.upgrade().and_then(|room| room.lock().remove(&id));
+            drop(expired);
+        });
         id
     }
 
@@ -249,7 +258,6 @@ impl FlightSqlDoor {
     /// started it.
     fn unpark(&self, id: u64, caller: &Caller) -> Option<Waiting> {
         let mut waiting = self.waiting.lock();
-        waiting.retain(|_, w| w.since.elapsed() < WAITING_FOR);
         match waiting.get(&id) {
             Some(w) if &w.caller == caller => waiting.remove(&id),
             _ => None,
@@ -329,19 +337,92 @@ fn statement(handle: &[u8]) -> Result<&str, Status> {
     })
 }
 
+/// The largest handle read: SQL and parameter values.
+const MAX_HANDLE: usize = 1 << 20;
+
+/// A parameter value as a handle carries it (JSON: bounded, and read
+/// without trusting any length the client wrote).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Param {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bool(bool),
+    /// Microseconds since the epoch, and the zone if the value had one.
+    Time(i64, Option<String>),
+}
+
+impl Param {
+    fn of(value: ScalarValue) -> Result<Param, String> {
+        use ScalarValue as S;
+        let int = |v: Option<i64>| v.map_or(Param::Null, Param::Int);
+        Ok(match value {
+            v if v.is_null() => Param::Null,
+            S::Int8(v) => int(v.map(i64::from)),
+            S::Int16(v) => int(v.map(i64::from)),
+            S::Int32(v) => int(v.map(i64::from)),
+            S::Int64(v) => int(v),
+            S::UInt8(v) => int(v.map(i64::from)),
+            S::UInt16(v) => int(v.map(i64::from)),
+            S::UInt32(v) => int(v.map(i64::from)),
+            S::UInt64(Some(v)) => {
+                Param::Int(i64::try_from(v).map_err(|_| format!("{v} is too large"))?)
+            }
+            S::Float32(Some(v)) => Param::Float(f64::from(v)),
+            S::Float64(Some(v)) => Param::Float(v),
+            S::Utf8(Some(v)) | S::LargeUtf8(Some(v)) | S::Utf8View(Some(v)) => Param::Text(v),
+            S::Boolean(Some(v)) => Param::Bool(v),
+            S::TimestampSecond(Some(v), z) => {
+                Param::Time(v.saturating_mul(1_000_000), z.map(|z| z.to_string()))
+            }
+            S::TimestampMillisecond(Some(v), z) => {
+                Param::Time(v.saturating_mul(1_000), z.map(|z| z.to_string()))
+            }
+            S::TimestampMicrosecond(Some(v), z) => Param::Time(v, z.map(|z| z.to_string())),
+            S::TimestampNanosecond(Some(v), z) => Param::Time(v / 1_000, z.map(|z| z.to_string())),
+            other => {
+                return Err(format!(
+                    "parameters of type {} are not taken",
+                    other.data_type()
+                ));
+            }
+        })
+    }
+
+    fn value(self) -> ScalarValue {
+        match self {
+            Param::Null => ScalarValue::Null,
+            Param::Int(v) => ScalarValue::Int64(Some(v)),
+            Param::Float(v) => ScalarValue::Float64(Some(v)),
+            Param::Text(v) => ScalarValue::Utf8(Some(v)),
+            Param::Bool(v) => ScalarValue::Boolean(Some(v)),
+            Param::Time(v, z) => ScalarValue::TimestampMicrosecond(Some(v), z.map(Into::into)),
+        }
+    }
+}
+
 /// A prepared statement's handle: its SQL and the parameter values bound
-/// to it (one row, in Arrow IPC), so that the service keeps no state
-/// between calls.
-fn prepared_handle(sql: &str, params: Option<&RecordBatch>) -> Result<Vec<u8>, Status> {
+/// to it, so that the service keeps no state between calls.
+fn prepared_handle(sql: &str, params: &[ScalarValue]) -> Result<Vec<u8>, Status> {
+    let bad = |e: String| status(ErrorKind::BadInput, format!("parameter values: {e}"));
     let mut handle = (sql.len() as u32).to_le_bytes().to_vec();
     handle.extend_from_slice(sql.as_bytes());
-    if let Some(batch) = params {
-        let written = arrow::ipc::writer::StreamWriter::try_new(&mut handle, &batch.schema())
-            .and_then(|mut writer| {
-                writer.write(batch)?;
-                writer.finish()
-            });
-        written.map_err(|e| status(ErrorKind::Internal, e.to_string()))?;
+    if !params.is_empty() {
+        let params = params
+            .iter()
+            .cloned()
+            .map(Param::of)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let json = serde_json::to_vec(&params).map_err(|e| bad(e.to_string()))?;
+        handle.extend_from_slice(&json);
+    }
+    if handle.len() > MAX_HANDLE {
+        return Err(status(
+            ErrorKind::TooLarge,
+            format!("a statement with its parameters may take {MAX_HANDLE} bytes"),
+        ));
     }
     Ok(handle)
 }
@@ -355,6 +436,9 @@ fn read_handle(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
             format!("bad prepared statement handle: {why}"),
         )
     };
+    if handle.len() > MAX_HANDLE {
+        return Err(bad("too long"));
+    }
     let (len, rest) = handle.split_at_checked(4).ok_or_else(|| bad("too short"))?;
     let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
     let (sql, params) = rest.split_at_checked(len).ok_or_else(|| bad("too short"))?;
@@ -362,24 +446,8 @@ fn read_handle(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
     if params.is_empty() {
         return Ok((sql, Vec::new()));
     }
-    let read = std::panic::catch_unwind(|| -> Result<Vec<ScalarValue>, String> {
-        let mut reader =
-            arrow::ipc::reader::StreamReader::try_new(params, None).map_err(|e| e.to_string())?;
-        let batch = reader
-            .next()
-            .ok_or("no parameter values")?
-            .map_err(|e| e.to_string())?;
-        batch
-            .columns()
-            .iter()
-            .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| e.to_string()))
-            .collect()
-    });
-    match read {
-        Ok(Ok(values)) => Ok((sql, values)),
-        Ok(Err(e)) => Err(bad(&e)),
-        Err(_) => Err(bad("unreadable parameter values")),
-    }
+    let params: Vec<Param> = serde_json::from_slice(params).map_err(|e| bad(&e.to_string()))?;
+    Ok((sql, params.into_iter().map(Param::value).collect()))
 }
 
 /// `?` placeholders (JDBC's and ADBC's) as DataFusion's `$1`, `$2`...,
@@ -457,7 +525,7 @@ impl FlightSqlService for FlightSqlDoor {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = prepared_handle(&query.query, None)?;
+        let handle = prepared_handle(&query.query, &[])?;
         self.flight_info(request, &handle).await
     }
 
@@ -503,7 +571,7 @@ impl FlightSqlService for FlightSqlDoor {
             .try_into()
             .map_err(|e: arrow::error::ArrowError| status(ErrorKind::Internal, e.to_string()))?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: prepared_handle(&sql, None)?.into(),
+            prepared_statement_handle: prepared_handle(&sql, &[])?.into(),
             dataset_schema,
             parameter_schema,
         })
@@ -548,25 +616,36 @@ impl FlightSqlService for FlightSqlDoor {
     ) -> Result<arrow_flight::sql::DoPutPreparedStatementResult, Status> {
         self.caller(&request)?;
         let (sql, _) = read_handle(&query.prepared_statement_handle)?;
+        // One row of values is taken: reading stops at the first batch
+        // with rows (and refuses a second row), so a long stream is never
+        // held.
         let data = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
-            .try_collect()
-            .await
-            .map_err(|e| status(ErrorKind::BadInput, format!("parameter values: {e}")))?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let Some(batch) = batches.into_iter().find(|b| b.num_rows() > 0) else {
-            return Ok(arrow_flight::sql::DoPutPreparedStatementResult {
-                prepared_statement_handle: Some(prepared_handle(&sql, None)?.into()),
-            });
-        };
-        if rows > 1 {
-            return Err(status(
-                ErrorKind::BadInput,
-                format!("a query takes one row of parameter values, not {rows}"),
-            ));
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+        let bad = |e: String| status(ErrorKind::BadInput, format!("parameter values: {e}"));
+        let mut values = Vec::new();
+        while let Some(batch) = batches.try_next().await.map_err(|e| bad(e.to_string()))? {
+            match batch.num_rows() {
+                0 => continue,
+                1 if values.is_empty() => {
+                    values = batch
+                        .columns()
+                        .iter()
+                        .map(|c| ScalarValue::try_from_array(c, 0))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| bad(e.to_string()))?;
+                    break;
+                }
+                n => return Err(bad(format!("a query takes one row of values, not {n}"))),
+            }
+        }
+        if !values.is_empty()
+            && let Some(more) = batches.try_next().await.map_err(|e| bad(e.to_string()))?
+            && more.num_rows() > 0
+        {
+            return Err(bad("a query takes one row of values, not more".into()));
         }
         Ok(arrow_flight::sql::DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(prepared_handle(&sql, Some(&batch))?.into()),
+            prepared_statement_handle: Some(prepared_handle(&sql, &values)?.into()),
         })
     }
 
@@ -704,19 +783,34 @@ mod tests {
 
     #[test]
     fn handles_carry_sql_and_values_and_refuse_garbage() {
-        let batch = RecordBatch::try_from_iter([(
-            "$1",
-            Arc::new(arrow::array::Int64Array::from(vec![7])) as arrow::array::ArrayRef,
-        )])
-        .unwrap();
-        let handle = prepared_handle("SELECT $1", Some(&batch)).unwrap();
+        let values = vec![
+            ScalarValue::Int32(Some(7)),
+            ScalarValue::Utf8(Some("a'b".into())),
+            ScalarValue::TimestampMillisecond(Some(5), Some("UTC".into())),
+            ScalarValue::Null,
+        ];
+        let handle = prepared_handle("SELECT $1, $2, $3, $4", &values).unwrap();
         let (sql, params) = read_handle(&handle).unwrap();
-        assert_eq!(sql, "SELECT $1");
-        assert_eq!(params, vec![ScalarValue::Int64(Some(7))]);
+        assert_eq!(sql, "SELECT $1, $2, $3, $4");
+        assert_eq!(
+            params,
+            vec![
+                ScalarValue::Int64(Some(7)),
+                ScalarValue::Utf8(Some("a'b".into())),
+                ScalarValue::TimestampMicrosecond(Some(5000), Some("UTC".into())),
+                ScalarValue::Null,
+            ]
+        );
         let mut broken = handle.clone();
         broken.truncate(handle.len() - 9);
         assert!(read_handle(&broken).is_err());
         assert!(read_handle(&[1, 0]).is_err());
         assert!(read_handle(&[200, 0, 0, 0, b'x']).is_err());
+        // Whatever lengths a forged handle claims, reading it is bounded.
+        let mut forged = 0u32.to_le_bytes().to_vec();
+        forged.extend_from_slice(b"\xff\xff\xff\x7f{\"Int\":1}");
+        assert!(read_handle(&forged).is_err());
+        assert!(read_handle(&vec![0u8; MAX_HANDLE + 1]).is_err());
+        assert!(prepared_handle("x", &[ScalarValue::Date32(Some(1))]).is_err());
     }
 }

@@ -180,3 +180,44 @@ async fn every_node_of_a_ring_answers_over_flight_sql() {
         .await;
     assert_eq!(v["rows"][0][0].as_i64(), Some(n), "{v}");
 }
+
+/// Queries started at GetFlightInfo wait for a DoGet that never comes: at
+/// most the waiting room's places, and only until their time limit, after
+/// which their admission slots are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_left_waiting_free_their_slots() {
+    let s = Server::start(&[
+        "--flight-sql-addr",
+        "127.0.0.1:0",
+        "--max-concurrent-queries",
+        "2",
+        "--query-queue-wait-ms",
+        "200",
+        "--query-timeout-ms",
+        "1500",
+    ]);
+    let rows: Vec<Value> = (0..20_000).map(|i| json!({"i": i})).collect();
+    let (status, v) = s.ingest_json("x", &json!(rows)).await;
+    assert_eq!(status, 200, "{v}");
+    let addr = s.flight_sql_addr.clone().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    // Two slow joins start and wait; nobody fetches them.
+    let slow = "SELECT count(*) FROM x a, x b WHERE a.i + b.i < 0";
+    for _ in 0..2 {
+        client.execute(slow.to_string(), None).await.unwrap();
+    }
+    let (status, v) = s.query("SELECT 1").await;
+    assert_eq!(status, 503, "both slots are held: {v}");
+    support::wait_until("the waiting queries stop at their time limit", async || {
+        s.query("SELECT 1").await.0 == 200
+    })
+    .await;
+    // And they leave the waiting room (counted as cancelled).
+    s.wait_for_metric("atoll_queries_running", |n| n == 0.0)
+        .await;
+}

@@ -136,6 +136,35 @@ async fn psql_asks_through_the_engine_with_an_api_key() {
     // A key limited to some tables cannot list the others.
     let refused = psql(&pg, "scoped", &scoped, "\\dt");
     assert!(!refused.status.success());
+
+    // A key revoked while a session is open stops at its next statement.
+    let (host, port) = pg.rsplit_once(':').unwrap();
+    let dsn = format!(
+        "host={host} port={port} user=grafana password={reader} dbname=atoll sslmode=disable"
+    );
+    let session = std::process::Command::new(support::clients::clients_dir().join("venv/bin/python"))
+        .args(["-c", &format!(r#"
+import json, urllib.request, psycopg
+conn = psycopg.connect({dsn:?}, autocommit=True)
+first = conn.execute("SELECT count(*) FROM events").fetchall()
+req = urllib.request.Request({url:?} + "/v1/keys/grafana", method="DELETE", headers={{"Authorization": "Bearer " + {admin:?}}})
+urllib.request.urlopen(req).read()
+try:
+    conn.execute("SELECT count(*) FROM events").fetchall()
+    print(json.dumps({{"first": first, "after": "answered"}}))
+except psycopg.Error as e:
+    print(json.dumps({{"first": first, "sqlstate": e.sqlstate}}))
+"#, url = s.url, admin = ADMIN)])
+        .output()
+        .unwrap();
+    assert!(
+        session.status.success(),
+        "{}",
+        String::from_utf8_lossy(&session.stderr)
+    );
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&session.stdout).trim()).unwrap();
+    assert_eq!(v["first"], json!([[50]]), "{v}");
+    assert_eq!(v["sqlstate"], "28000", "{v}");
 }
 
 /// psycopg running `steps` (see tests/clients/pg_client.py) on `addr`.
@@ -297,6 +326,64 @@ async fn psycopg_asks_the_benchmark_with_parameters_and_catalog_queries() {
         ]
     );
     assert_eq!(results[5]["rows"], json!([[20_000]]), "nothing was written");
+}
+
+/// A statement prepared before its table's column widened fails as
+/// Postgres's does when a plan's result type changes (drivers prepare it
+/// again), instead of sending float8 bytes described as int8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_whose_columns_changed_is_refused_not_misread() {
+    let s = Server::start(&["--pg-addr", "127.0.0.1:0"]);
+    let pg = s.pg_addr.clone().expect("the Postgres door is served");
+    let (status, v) = s.ingest_json("evo", &json!([{"n": 1}])).await;
+    assert_eq!(status, 200, "{v}");
+    let sql = "SELECT n FROM evo";
+    let before = psycopg(
+        &pg,
+        "",
+        json!([{"sql": sql, "prepare": true, "binary": true}]),
+    );
+    assert_eq!(before[0]["rows"], json!([[1]]), "{}", before[0]);
+    // Same connection: prepare, widen the column, execute the prepared one.
+    let (host, port) = pg.rsplit_once(':').unwrap();
+    let dsn = format!("host={host} port={port} user=atoll password= dbname=atoll sslmode=disable");
+    let widen = std::process::Command::new(support::clients::clients_dir().join("venv/bin/python"))
+        .args(["-c", &format!(r#"
+import json, sys, urllib.request, psycopg
+conn = psycopg.connect({dsn:?}, autocommit=True)
+conn.prepare_threshold = 0
+cur = conn.cursor(binary=True)
+cur.execute("SELECT n FROM evo")
+cur.fetchall()
+req = urllib.request.Request({url:?} + "/v1/tables/evo/events", data=b'{{"n": 2.5}}', headers={{"Content-Type": "application/json"}})
+urllib.request.urlopen(req).read()
+try:
+    cur.execute("SELECT n FROM evo")
+    print(json.dumps({{"rows": cur.fetchall()}}))
+except psycopg.Error as e:
+    print(json.dumps({{"sqlstate": e.sqlstate, "message": str(e)}}))
+"#, url = s.url)])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&widen.stdout);
+    assert!(
+        widen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&widen.stderr)
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["sqlstate"], "0A000", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("cached plan"),
+        "{v}"
+    );
+    // Prepared afresh, it reads the widened column.
+    let after = psycopg(
+        &pg,
+        "",
+        json!([{"sql": "SELECT n FROM evo ORDER BY n", "prepare": true, "binary": true}]),
+    );
+    assert_eq!(after[0]["rows"], json!([[1.0], [2.5]]), "{}", after[0]);
 }
 
 /// On a ring with one replica: every node's Postgres door answers the

@@ -259,7 +259,13 @@ impl QueryEngine {
         .await
         .map_err(|_| QueryError::Timeout(timeout_ms))??;
         let coverage = spread.and_then(|s| s.planned.lock().take());
-        let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let limit = Limit {
+            deadline,
+            permit,
+            timed_out: timed_out.clone(),
+        };
+        let (batches, task) = self.spawn_stream(plan.clone(), task_ctx, Some(limit));
         Ok(Execution {
             coverage,
             schema: plan.schema(),
@@ -271,7 +277,7 @@ impl QueryEngine {
             timeout_ms,
             cap: self.config.query_bytes,
             cap_hit,
-            _permit: permit,
+            timed_out,
         })
     }
 
@@ -292,21 +298,36 @@ impl QueryEngine {
     }
 
     /// Operators run on the query runtime: a CPU-bound one that seldom
-    /// yields must not stall HTTP, timers or other requests.
+    /// yields must not stall HTTP, timers or other requests. A query's
+    /// task holds its admission slot and stops at its deadline by itself,
+    /// so that a client that stops reading (a suspended Postgres portal, an
+    /// unread stream) cannot keep the slot, the plan or its memory.
     fn spawn_stream(
         &self,
         plan: Arc<dyn ExecutionPlan>,
         task_ctx: Arc<datafusion::execution::TaskContext>,
+        limit: Option<Limit>,
     ) -> (Batches, tokio::task::JoinHandle<()>) {
         let (tx, batches) = tokio::sync::mpsc::channel(2);
         let task = self.exec_runtime().spawn(async move {
-            let mut stream = match execute_stream(plan, task_ctx) {
-                Ok(s) => s,
-                Err(e) => return drop(tx.send(Err(e)).await),
+            let run = async {
+                let mut stream = match execute_stream(plan, task_ctx) {
+                    Ok(s) => s,
+                    Err(e) => return drop(tx.send(Err(e)).await),
+                };
+                while let Some(item) = stream.next().await {
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
             };
-            while let Some(item) = stream.next().await {
-                if tx.send(item).await.is_err() {
-                    return;
+            match limit {
+                None => run.await,
+                Some(limit) => {
+                    let _slot = limit.permit;
+                    if tokio::time::timeout_at(limit.deadline, run).await.is_err() {
+                        limit.timed_out.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         });
@@ -370,7 +391,7 @@ impl QueryEngine {
         };
         let (header, plan) = decode_fragment(ticket, &task_ctx, &codec)
             .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
-        let (batches, task) = self.spawn_stream(plan.clone(), task_ctx);
+        let (batches, task) = self.spawn_stream(plan.clone(), task_ctx, None);
         // The coordinator's limit, within this node's own.
         let timeout = Duration::from_millis(header.timeout_ms).min(self.config.timeout);
         let guard = FragmentGuard {
@@ -599,7 +620,15 @@ pub struct Execution {
     timeout_ms: u64,
     cap: usize,
     cap_hit: Arc<AtomicBool>,
-    _permit: OwnedSemaphorePermit,
+    /// Set when the query's task stopped at the deadline.
+    timed_out: Arc<AtomicBool>,
+}
+
+/// What a query's task holds and obeys: its admission slot, its deadline.
+struct Limit {
+    deadline: tokio::time::Instant,
+    permit: OwnedSemaphorePermit,
+    timed_out: Arc<AtomicBool>,
 }
 
 impl Drop for Execution {
@@ -617,6 +646,10 @@ impl Execution {
     pub async fn next(&mut self) -> Result<Option<RecordBatch>, QueryError> {
         match tokio::time::timeout_at(self.deadline, self.batches.recv()).await {
             Err(_) => Err(QueryError::Timeout(self.timeout_ms)),
+            // The task stopped at the deadline (nobody was reading).
+            Ok(None) if self.timed_out.load(Ordering::Relaxed) => {
+                Err(QueryError::Timeout(self.timeout_ms))
+            }
             Ok(None) => Ok(None),
             Ok(Some(Ok(batch))) => Ok(Some(batch)),
             Ok(Some(Err(e))) if self.cap_hit.load(Ordering::Relaxed) => {

@@ -160,6 +160,9 @@ impl Startup {
                 identity: Some(caller),
                 final_message,
             } => {
+                // A use of the key, as an HTTP call with it is.
+                let now_ms = atoll_store::now_micros() / 1000;
+                let caller = self.door.auth.current(&caller, now_ms).unwrap_or(caller);
                 self.session.set_caller(caller);
                 self.door
                     .driver

@@ -183,11 +183,20 @@ struct Queries {
 }
 
 impl Queries {
+    /// The session's caller as its key stands now (a key revoked, or
+    /// changed, since the client logged in counts from its next
+    /// statement), allowed to query.
     fn caller(&self) -> PgWireResult<Caller> {
-        let caller = self
+        let logged_in = self
             .session
             .caller()
             .ok_or_else(|| pg_error(ErrorKind::Unauthenticated, "not authenticated".into()))?;
+        let now_ms = atoll_store::now_micros() / 1000;
+        let caller = self
+            .door
+            .auth
+            .current(&logged_in, now_ms)
+            .map_err(|e| pg_error(e.kind(), e.to_string()))?;
         caller
             .may(Need::Query)
             .map_err(|e| pg_error(e.kind(), e.to_string()))?;
@@ -232,6 +241,7 @@ impl Queries {
         sql: &str,
         params: Vec<ScalarValue>,
         format: &Format,
+        described: Option<&SchemaRef>,
     ) -> PgWireResult<Response>
     where
         C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -257,6 +267,18 @@ impl Queries {
             },
             _ = cancel.cancelled() => return Err(cancelled()),
         };
+        // Columns described at Parse and run now must agree: a table's
+        // column may have widened (Int64 to Float64) or grown since, and a
+        // driver would read the new bytes with the old type.
+        if let Some(described) = described
+            && !same_columns(described, &execution.schema())
+        {
+            counted.end("refused");
+            return Err(sqlstate(
+                "0A000",
+                "cached plan must not change result type: the table's columns changed since the statement was prepared; prepare it again".into(),
+            ));
+        }
         let stats = execution.stats(false);
         if stats.coverage < 1.0 {
             let notice = ErrorInfo::new(
@@ -336,7 +358,8 @@ impl SimpleQueryHandler for Queries {
         let response = match self.prepare(query).await? {
             Statement::Session(statement) => self.answer(&statement, &text)?,
             Statement::Query(prepared) => {
-                self.run(client, &prepared.sql, Vec::new(), &text).await?
+                self.run(client, &prepared.sql, Vec::new(), &text, None)
+                    .await?
             }
         };
         Ok(vec![response])
@@ -373,7 +396,14 @@ impl ExtendedQueryHandler for Queries {
             Statement::Query(prepared) => {
                 let params =
                     params::decode(portal, &portal.statement.parameter_types, &prepared.params)?;
-                self.run(client, &prepared.sql, params, format).await
+                self.run(
+                    client,
+                    &prepared.sql,
+                    params,
+                    format,
+                    Some(&prepared.schema),
+                )
+                .await
             }
         }
     }
@@ -474,6 +504,13 @@ impl QueryParser for Parser {
             Statement::Query(prepared) => encode::fields(&prepared.schema, format),
         })
     }
+}
+
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name() && encode::pg_type(x.data_type()) == encode::pg_type(y.data_type())
+        })
 }
 
 fn cancelled() -> PgWireError {

@@ -47,7 +47,8 @@ fn one(
         return ScalarValue::try_from(&t).map_err(|e| e.to_string());
     }
     let binary = portal.parameter_format.is_binary(i);
-    let Some(t) = declared else {
+    // Undeclared: the type Describe announced (what pgx then sends).
+    let Some(t) = declared.or_else(|| inferred.as_ref().map(super::encode::pg_type)) else {
         if binary {
             return Err("a binary parameter needs its type declared".into());
         }

@@ -194,8 +194,12 @@ pub enum SessionStatement {
     Begin,
     Commit,
     Rollback,
-    Set { name: String, value: String },
-    Reset,
+    Set {
+        name: String,
+        value: String,
+    },
+    /// `RESET name`; None: `RESET ALL` / `DISCARD ALL`.
+    Reset(Option<String>),
     Show(String),
     ShowAll,
 }
@@ -211,7 +215,13 @@ pub fn session_statement(sql: &str) -> Option<SessionStatement> {
         "begin" | "start" => Some(SessionStatement::Begin),
         "commit" | "end" => Some(SessionStatement::Commit),
         "rollback" | "abort" => Some(SessionStatement::Rollback),
-        "reset" | "discard" => Some(SessionStatement::Reset),
+        "reset" | "discard" => {
+            let name = rest
+                .first()
+                .map(|n| n.trim_matches('"').to_ascii_lowercase());
+            let all = first == "discard" || name.as_deref().is_none_or(|n| n == "all");
+            Some(SessionStatement::Reset(if all { None } else { name }))
+        }
         "set" => Some(parse_set(&rest)),
         "show" if rest.len() == 1 => {
             let name = rest[0].trim_matches('"');
@@ -275,8 +285,12 @@ impl Session {
             SessionStatement::Begin => Answer::Tag("BEGIN"),
             SessionStatement::Commit => Answer::Tag("COMMIT"),
             SessionStatement::Rollback => Answer::Tag("ROLLBACK"),
-            SessionStatement::Reset => {
+            SessionStatement::Reset(None) => {
                 self.settings.lock().clear();
+                Answer::Tag("RESET")
+            }
+            SessionStatement::Reset(Some(name)) => {
+                self.settings.lock().remove(name);
                 Answer::Tag("RESET")
             }
             SessionStatement::Set { name, value } => {
@@ -328,6 +342,18 @@ mod tests {
             Some(SessionStatement::Show("server_version".into()))
         );
         assert_eq!(session_statement("SHOW TABLES"), None);
+        assert_eq!(
+            session_statement("RESET statement_timeout"),
+            Some(SessionStatement::Reset(Some("statement_timeout".into())))
+        );
+        assert_eq!(
+            session_statement("RESET ALL"),
+            Some(SessionStatement::Reset(None))
+        );
+        assert_eq!(
+            session_statement("DISCARD ALL"),
+            Some(SessionStatement::Reset(None))
+        );
         assert_eq!(session_statement("SHOW COLUMNS FROM events"), None);
         assert_eq!(session_statement("SELECT 1"), None);
     }

@@ -1,7 +1,8 @@
 """psycopg 3 against Atoll's Postgres door, driven by node/tests/pg.rs.
 
 Reads a JSON plan on stdin: {"dsn": ..., "steps": [...]}; each step is
-{"sql": ..., "params": [...], "binary": bool} and runs in order on one
+{"sql": ..., "params": [...], "binary": bool, "prepare": bool} and runs in
+order on one
 connection, or {"cancel_after": seconds, "sql": ...}, which starts the
 query, cancels it with a cancel request once it has run that long, and
 reports how it ended. Parameters written {"ts": "<RFC 3339>"} are sent as
@@ -32,7 +33,7 @@ def run(conn, step, notices):
     try:
         cur = conn.cursor(binary=step.get("binary", False))
         params = [param(p) for p in step.get("params", [])]
-        cur.execute(step["sql"], params or None)
+        cur.execute(step["sql"], params or None, prepare=step.get("prepare"))
         rows = [[value(v) for v in row] for row in cur.fetchall()] if cur.description else []
         columns = [c.name for c in cur.description] if cur.description else []
         types = [c.type_code for c in cur.description] if cur.description else []
