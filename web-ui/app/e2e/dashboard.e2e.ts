@@ -192,6 +192,30 @@ describe('one node', () => {
     await page.screenshot({ path: join(SHOTS, 'explore-compare-to.png'), fullPage: true });
   });
 
+  it('draws a heatmap of duration_ms whose cells add up to the events in the range', async () => {
+    await page.goto(node.url);
+    await page.locator('[data-testid=table]').selectOption('events');
+    await page.locator('[data-testid=range]').selectOption('24h');
+    await page.getByLabel('Heatmap').selectOption('duration_ms');
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    const area = page.locator('.results-area');
+    const [from, to] = [await area.getAttribute('data-from'), await area.getAttribute('data-to')];
+    const [[n]] = (await node.sql(`SELECT count(*) FROM events WHERE time >= TIMESTAMP '${from}' AND time < TIMESTAMP '${to}' AND duration_ms IS NOT NULL`)).rows;
+    const heat = page.locator('[data-view=heatmap]');
+    expect(Number(await heat.getAttribute('data-total'))).toBe(Number(n));
+    expect(Number(await heat.getAttribute('data-cells'))).toBeGreaterThan(10);
+    // Hovering a cell says its time, value range and count.
+    const box = (await heat.locator('canvas').boundingBox())!;
+    const tip = page.locator('[data-testid=heatmap-tip]');
+    for (let y = box.y + box.height - 30; y > box.y && !(await tip.textContent()); y -= 8) {
+      await page.mouse.move(box.x + box.width / 2, y);
+    }
+    expect(await tip.textContent()).toMatch(/Z \+ \d+ s · duration_ms .+ – .+ · \d[\d.kM]* events?/);
+    expect(page.url()).toContain('heatmap=duration_ms');
+    await page.screenshot({ path: join(SHOTS, 'explore-heatmap.png'), fullPage: true });
+  });
+
   it('says "1 row", labels the y axis, has an icon, and focuses the filter on /', async () => {
     const fresh = await b.newPage({ viewport: { width: 1400, height: 1000 } });
     const missing: string[] = [];

@@ -72,6 +72,8 @@ export interface QueryState {
   having: Having[];
   /** Empty: no comparison. */
   compare: CompareShift | '';
+  /** A numeric column drawn as a heatmap over time; empty: none. */
+  heatmap: string;
   /** A result column's name (an aggregate's label or a group column); empty: the first aggregate. */
   orderBy: string;
   orderDesc: boolean;
@@ -93,6 +95,7 @@ export function defaultState(table = ''): QueryState {
     aggs: [{ fn: 'count' }],
     having: [],
     compare: '',
+    heatmap: '',
     orderBy: '',
     orderDesc: true,
     limit: 100,

@@ -247,6 +247,40 @@ export function seriesSql(s: QueryState, columns: Column[], now: Date, topGroups
   ].join('\n');
 }
 
+/** Value buckets per decade of a heatmap: 10^(k/4), so each is ×1.78. */
+export const HEAT_STEPS = 4;
+
+/**
+ * The heatmap of a numeric column: events per time bucket (the chart's)
+ * and value bucket, in one grouped query. Value buckets are log-scaled
+ * (`floor(log10(v) * 4)`, bucket k holds [10^(k/4), 10^((k+1)/4))), as
+ * latencies spread over decades; values ≤ 0 share bucket -1000. Counts are
+ * weighted by the sample rate, as the other views' are.
+ */
+export function heatmapSql(s: QueryState, columns: Column[], now: Date): string {
+  if (!s.table) throw new BuilderError('pick a table');
+  const col = columnOf(columns, s.heatmap, 'heatmap');
+  if (!isNumeric(col.type)) throw new BuilderError(`heatmap: ${col.name} is ${col.type}, not a number`);
+  const id = quoteIdent(col.name);
+  const bucket = bucketSeconds(s.range, now);
+  const w = sampleWeight(columns);
+  return [
+    `SELECT date_bin(INTERVAL '${bucket} seconds', "time", TIMESTAMP '1970-01-01T00:00:00Z') AS "bucket",`,
+    `CAST(CASE WHEN ${id} > 0 THEN floor(log10(CAST(${id} AS DOUBLE)) * ${HEAT_STEPS}) ELSE -1000 END AS BIGINT) AS "step",`,
+    `${w ? `sum(${w})` : 'count(*)'} AS "n"`,
+    `FROM ${quoteIdent(s.table)}`,
+    `WHERE ${whereSql(s, columns, now)} AND ${id} IS NOT NULL`,
+    `GROUP BY 1, 2`,
+    `ORDER BY 1, 2`,
+  ].join('\n');
+}
+
+/** The values a heatmap step holds: [low, high); step -1000 is "≤ 0". */
+export function stepRange(step: number): { low: number; high: number } | null {
+  if (step <= -1000) return null;
+  return { low: 10 ** (step / HEAT_STEPS), high: 10 ** ((step + 1) / HEAT_STEPS) };
+}
+
 /** Raw events matching the filters, newest first. */
 export function samplesSql(s: QueryState, columns: Column[], now: Date, limit = 50): string {
   if (!s.table) throw new BuilderError('pick a table');

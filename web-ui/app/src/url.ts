@@ -31,6 +31,7 @@ export function encode(s: AppState): string {
   for (const a of q.aggs) p.append('agg', a.fn === 'count' ? 'count' : `${a.fn}:${a.column ?? ''}`);
   for (const c of q.having) p.append('having', JSON.stringify([c.agg, c.op, c.value]));
   if (q.compare) p.set('compare', q.compare);
+  if (q.heatmap) p.set('heatmap', q.heatmap);
   if (q.orderBy) p.set('order', q.orderBy);
   p.set('dir', q.orderDesc ? 'desc' : 'asc');
   p.set('limit', String(q.limit));
@@ -87,6 +88,7 @@ export function decode(search: string): AppState {
   q.having = p.getAll('having').map(parseHaving).filter((c): c is Having => c !== null);
   const compare = p.get('compare') ?? '';
   q.compare = (COMPARE_SHIFTS as readonly string[]).includes(compare) ? (compare as CompareShift) : '';
+  q.heatmap = p.get('heatmap') ?? '';
   q.orderBy = p.get('order') ?? '';
   q.orderDesc = p.get('dir') !== 'asc';
   const limit = Number(p.get('limit'));

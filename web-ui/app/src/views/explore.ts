@@ -5,7 +5,8 @@
 import * as api from '../api';
 import { h, select } from '../dom';
 import { AGG_FNS, type Agg, type AggFn, COMPARE_SHIFTS, type Column, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, RELATIVE_RANGES, type Relative, SHIFT_SECONDS, aggLabel } from '../model';
-import { BuilderError, SAMPLE_RATE, comparedState, resolveRange, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
+import { BuilderError, SAMPLE_RATE, bucketSeconds, comparedState, heatmapSql, isNumeric, resolveRange, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
+import { heatmap, toHeat } from './heatmap';
 import { withThen } from '../compare';
 import { MAX_SERIES } from '../series';
 import { type App } from '../app';
@@ -155,6 +156,17 @@ function compareSection(app: App): HTMLElement {
   );
 }
 
+function heatmapSection(app: App, columns: Column[]): HTMLElement {
+  const numeric = columns.filter((c) => isNumeric(c.type));
+  const keep = app.state.query.heatmap;
+  const choices = [{ value: '', label: 'none' }, ...numeric.map((c) => ({ value: c.name, label: c.name }))];
+  if (keep && !numeric.some((c) => c.name === keep)) choices.push({ value: keep, label: `${keep} (missing)` });
+  return section(
+    'Heatmap',
+    select(choices, keep, (v) => app.update((s) => (s.query.heatmap = v)), { 'data-testid': 'heatmap-column', 'aria-label': 'Heatmap' }),
+  );
+}
+
 function orderSection(app: App): HTMLElement {
   const q = app.state.query;
   const labels = [...q.aggs.map(aggLabel), ...q.groupBy];
@@ -216,6 +228,7 @@ function builder(app: App): HTMLElement {
       h('button', { class: 'add', 'data-testid': 'add-having', onclick: () => app.update((s) => s.query.having.push({ agg: aggLabel(s.query.aggs[0]), op: '>', value: '' })) }, '+ HAVING'),
     ),
     compareSection(app),
+    heatmapSection(app, columns),
     orderSection(app),
     h(
       'div',
@@ -293,17 +306,19 @@ export async function runExplore(app: App) {
   try {
     const table = await api.query(sql, signal);
     const top = q.groupBy.length ? groupValues(app, table) : [];
-    const [series, samples, then] = await Promise.all([
+    const [series, samples, then, heat] = await Promise.all([
       api.query(seriesSql(q, columns, now, top), signal),
       api.query(samplesSql(q, columns, now), signal),
       before ? Promise.all([api.query(tableSql(before, columns, now), signal), api.query(seriesSql(before, columns, now, top), signal)]) : null,
+      q.heatmap ? api.query(heatmapSql(q, columns, now), signal) : null,
     ]);
-    const stats = [table.stats, series.stats, samples.stats, ...(then ? then.map((t) => t.stats) : [])];
+    const stats = [table.stats, series.stats, samples.stats, ...(then ? then.map((t) => t.stats) : []), ...(heat ? [heat.stats] : [])];
     status.done(signal, table.rows.length, stats, performance.now() - started);
-    const window = resolveRange(q.range, now);
-    results.dataset.from = window.from.toISOString();
-    results.dataset.to = window.to.toISOString();
-    renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null);
+    const span = resolveRange(q.range, now);
+    results.dataset.from = span.from.toISOString();
+    results.dataset.to = span.to.toISOString();
+    const heatView = heat && q.heatmap ? heatmap(toHeat(heat, q.heatmap, span.from, span.to, bucketSeconds(q.range, now))) : null;
+    renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null, heatView);
   } catch (e) {
     status.failed(signal, (e as Error).message);
     if (!signal.aborted) results.replaceChildren();
@@ -318,10 +333,11 @@ interface Then {
   shift: CompareShift;
 }
 
-function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult, then: Then | null) {
+function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult, then: Then | null, heat: HTMLElement | null) {
   const groups = app.state.query.groupBy.length;
   results.replaceChildren(
     then ? chartOf(series, { result: then.series, shiftSeconds: SHIFT_SECONDS[then.shift], shift: then.shift }) : chartOf(series),
+    heat ?? '',
     h('h3', {}, 'Results'),
     urlSortedTable(app, then ? withThen(table, then.table, groups, then.shift) : table),
     h('details', { open: true, 'data-testid': 'samples' }, h('summary', {}, `Samples (newest ${samples.rows.length})`), resultsTable(samples, null, () => {}, 'samples-table')),

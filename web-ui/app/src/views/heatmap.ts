@@ -1,0 +1,130 @@
+// A heatmap of a numeric column over time: columns are the chart's time
+// buckets, rows the log-scaled value steps of `heatmapSql`, colour the
+// events in the cell (log-scaled too, so that a few slow requests still
+// show beside thousands of fast ones). Drawn on a canvas; hovering a cell
+// says its time, its value range and its count.
+
+import type { QueryResult } from '../api';
+import { h } from '../dom';
+import { formatIn, formatNumber, unitOf } from '../format';
+import { stepRange } from '../sql';
+
+export interface HeatCell {
+  /** Unix seconds of the time bucket's start. */
+  t: number;
+  step: number;
+  n: number;
+}
+
+export interface Heat {
+  column: string;
+  /** Time buckets' starts, ascending, every bucket of the window. */
+  times: number[];
+  bucketSeconds: number;
+  /** Value steps present, ascending (the y axis, bottom up). */
+  steps: number[];
+  cells: HeatCell[];
+  max: number;
+  total: number;
+}
+
+/** The heatmap of an answer of `heatmapSql` over [from, to). */
+export function toHeat(result: QueryResult, column: string, from: Date, to: Date, bucketSeconds: number): Heat {
+  const cells: HeatCell[] = result.rows
+    .map((r) => ({ t: Date.parse(String(r[0])) / 1000, step: Number(r[1]), n: Number(r[2]) }))
+    .filter((c) => Number.isFinite(c.t) && Number.isFinite(c.step) && Number.isFinite(c.n));
+  const first = Math.floor(from.getTime() / 1000 / bucketSeconds) * bucketSeconds;
+  const times: number[] = [];
+  for (let t = first; t < to.getTime() / 1000; t += bucketSeconds) times.push(t);
+  const steps = [...new Set(cells.map((c) => c.step))].sort((a, b) => a - b);
+  const max = cells.reduce((m, c) => Math.max(m, c.n), 0);
+  const total = cells.reduce((s, c) => s + c.n, 0);
+  return { column, times, bucketSeconds, steps, cells, max, total };
+}
+
+/** Light to dark blue by the cell's share of the busiest cell (log scale). */
+export function shade(n: number, max: number): string {
+  if (n <= 0 || max <= 0) return 'rgba(0,0,0,0)';
+  const x = Math.log1p(n) / Math.log1p(max);
+  const mix = (a: number, b: number) => Math.round(a + (b - a) * x);
+  return `rgb(${mix(222, 8)}, ${mix(235, 48)}, ${mix(247, 107)})`;
+}
+
+/** The label of a value step: `10 ms – 17.8 ms`, or `≤ 0`. */
+export function stepLabel(step: number, column: string): string {
+  const r = stepRange(step);
+  if (!r) return '≤ 0';
+  const unit = unitOf(column);
+  return `${formatIn(unit, r.low)} – ${formatIn(unit, r.high)}`;
+}
+
+const LEFT = 90;
+const BOTTOM = 24;
+const HEIGHT = 260;
+
+export function heatmap(heat: Heat): HTMLElement {
+  const canvas = h('canvas', { height: String(HEIGHT) });
+  const tip = h('div', { class: 'heat-tip', 'data-testid': 'heatmap-tip' });
+  const el = h(
+    'div',
+    { class: 'chart heatmap', 'data-view': 'heatmap', 'data-total': String(heat.total), 'data-cells': String(heat.cells.length) },
+    h('div', { class: 'heat-title' }, `${heat.column} over time · ${formatNumber(heat.total)} events`),
+    canvas,
+    tip,
+  );
+  if (heat.cells.length === 0) {
+    el.replaceChildren(h('p', { class: 'muted' }, `No values of ${heat.column} in this time range.`));
+    return el;
+  }
+  const byCell = new Map(heat.cells.map((c) => [`${c.t}:${c.step}`, c.n]));
+  const geometry = () => {
+    const width = Math.max(200, el.clientWidth - 16);
+    const cw = (width - LEFT) / heat.times.length;
+    const ch = (HEIGHT - BOTTOM) / heat.steps.length;
+    return { width, cw, ch };
+  };
+  const draw = () => {
+    const { width, cw, ch } = geometry();
+    canvas.width = width;
+    const g = canvas.getContext('2d');
+    if (!g) return;
+    g.clearRect(0, 0, width, HEIGHT);
+    heat.times.forEach((t, i) =>
+      heat.steps.forEach((step, j) => {
+        const n = byCell.get(`${t}:${step}`) ?? 0;
+        if (n === 0) return;
+        g.fillStyle = shade(n, heat.max);
+        g.fillRect(LEFT + i * cw, HEIGHT - BOTTOM - (j + 1) * ch, Math.ceil(cw), Math.ceil(ch));
+      }),
+    );
+    g.fillStyle = '#5f6b7a';
+    g.font = '11px system-ui, sans-serif';
+    const every = Math.max(1, Math.ceil(heat.steps.length / 8));
+    heat.steps.forEach((step, j) => {
+      if (j % every) return;
+      const r = stepRange(step);
+      g.fillText(r ? formatIn(unitOf(heat.column), r.low) : '≤ 0', 4, HEIGHT - BOTTOM - j * ch - 2);
+    });
+    const ticks = Math.min(6, heat.times.length);
+    for (let k = 0; k < ticks; k++) {
+      const i = Math.floor((k * heat.times.length) / ticks);
+      const label = new Date(heat.times[i] * 1000).toISOString().slice(11, 16);
+      g.fillText(label, LEFT + i * cw, HEIGHT - 6);
+    }
+  };
+  canvas.addEventListener('mousemove', (e) => {
+    const { cw, ch } = geometry();
+    const box = canvas.getBoundingClientRect();
+    const i = Math.floor((e.clientX - box.left - LEFT) / cw);
+    const j = Math.floor((HEIGHT - BOTTOM - (e.clientY - box.top)) / ch);
+    if (i < 0 || i >= heat.times.length || j < 0 || j >= heat.steps.length) return void (tip.textContent = '');
+    const t = heat.times[i];
+    const n = byCell.get(`${t}:${heat.steps[j]}`) ?? 0;
+    const when = `${new Date(t * 1000).toISOString().replace('.000Z', 'Z')} + ${heat.bucketSeconds} s`;
+    tip.textContent = `${when} · ${heat.column} ${stepLabel(heat.steps[j], heat.column)} · ${formatNumber(n)} event${n === 1 ? '' : 's'}`;
+  });
+  canvas.addEventListener('mouseleave', () => (tip.textContent = ''));
+  new ResizeObserver(draw).observe(el);
+  requestAnimationFrame(draw);
+  return el;
+}
