@@ -32,6 +32,16 @@ impl KeyRecord {
     pub fn active(&self) -> bool {
         self.revoked.is_none()
     }
+
+    /// The caller this key stands for.
+    fn caller(&self) -> Caller {
+        Caller {
+            name: self.name.clone(),
+            role: self.role,
+            tables: self.tables.clone(),
+            key_id: Some(self.id.clone()),
+        }
+    }
 }
 
 /// Every key this node knows of, revoked ones included.
@@ -134,12 +144,7 @@ impl Registry {
         if !record.active() {
             return Err(AuthError::Revoked);
         }
-        Ok(Caller {
-            name: record.name.clone(),
-            role: record.role,
-            tables: record.tables.clone(),
-            key_id: Some(record.id.clone()),
-        })
+        Ok(record.caller())
     }
 
     /// The caller key `id` stands for now: its current role and tables,
@@ -149,12 +154,7 @@ impl Registry {
         if !record.active() {
             return Err(AuthError::Revoked);
         }
-        Ok(Caller {
-            name: record.name.clone(),
-            role: record.role,
-            tables: record.tables.clone(),
-            key_id: Some(record.id.clone()),
-        })
+        Ok(record.caller())
     }
 
     /// Every record, tombstones included.
@@ -179,12 +179,7 @@ impl Registry {
                 .max_by_key(|r| r.created)?,
         };
         let verifier = Verifier::parse(&record.scram)?;
-        let caller = Caller {
-            name: record.name.clone(),
-            role: record.role,
-            tables: record.tables.clone(),
-            key_id: Some(record.id.clone()),
-        };
+        let caller = record.caller();
         Some((verifier, caller))
     }
 }
