@@ -216,6 +216,33 @@ describe('one node', () => {
     await page.screenshot({ path: join(SHOTS, 'explore-heatmap.png'), fullPage: true });
   });
 
+  it('stacks the counts by region with a total line equal to the events in the range', async () => {
+    await page.goto(node.url);
+    await buildCountByRegion(page);
+    await page.getByLabel('Chart').selectOption('stacked');
+    await page.locator('[data-testid=chart-total]').check();
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    const area = page.locator('.results-area');
+    const [from, to] = [await area.getAttribute('data-from'), await area.getAttribute('data-to')];
+    const [[n]] = (await node.sql(`SELECT count(*) FROM events WHERE time >= TIMESTAMP '${from}' AND time < TIMESTAMP '${to}'`)).rows;
+    const regions = (await node.sql('SELECT DISTINCT region FROM events')).rows.length;
+    const chart = page.locator('[data-testid=chart]');
+    expect(await chart.getAttribute('data-style')).toBe('stacked');
+    expect(await chart.getAttribute('data-series')).toBe(String(regions + 1));
+    const sums = JSON.parse((await chart.getAttribute('data-sums'))!);
+    expect(sums.total).toBe(Number(n));
+    expect(Object.entries(sums).filter(([k]) => k !== 'total').reduce((a, [, v]) => a + Number(v), 0)).toBe(Number(n));
+    expect(await legend(page)).toContain('total');
+    await page.screenshot({ path: join(SHOTS, 'explore-stacked-total.png'), fullPage: true });
+    await page.getByLabel('Chart').selectOption('bars');
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    expect(await chart.getAttribute('data-style')).toBe('bars');
+    expect(page.url()).toContain('chart=bars');
+    expect(page.url()).toContain('total=1');
+  });
+
   it('says "1 row", labels the y axis, has an icon, and focuses the filter on /', async () => {
     const fresh = await b.newPage({ viewport: { width: 1400, height: 1000 } });
     const missing: string[] = [];

@@ -63,6 +63,9 @@ export const COMPARE_SHIFTS = ['1h', '1d', '1w'] as const;
 export type CompareShift = (typeof COMPARE_SHIFTS)[number];
 export const SHIFT_SECONDS: Record<CompareShift, number> = { '1h': 3600, '1d': 86400, '1w': 7 * 86400 };
 
+export const CHART_STYLES = ['lines', 'stacked', 'bars'] as const;
+export type ChartStyle = (typeof CHART_STYLES)[number];
+
 export interface QueryState {
   table: string;
   range: TimeRange;
@@ -74,6 +77,10 @@ export interface QueryState {
   compare: CompareShift | '';
   /** A numeric column drawn as a heatmap over time; empty: none. */
   heatmap: string;
+  /** How the chart draws its series. */
+  style: ChartStyle;
+  /** A line for the sum of the series (of the first unit). */
+  total: boolean;
   /** A result column's name (an aggregate's label or a group column); empty: the first aggregate. */
   orderBy: string;
   orderDesc: boolean;
@@ -96,6 +103,8 @@ export function defaultState(table = ''): QueryState {
     having: [],
     compare: '',
     heatmap: '',
+    style: 'lines',
+    total: false,
     orderBy: '',
     orderDesc: true,
     limit: 100,

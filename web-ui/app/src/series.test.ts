@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { toChart, unitsOf } from './series';
+import { stacked, toChart, totalOf, unitsOf } from './series';
 
 const T = 'Timestamp(ns, "UTC")';
 
@@ -44,4 +44,22 @@ it('gives counts and durations their own axes', () => {
   const s = (column: string) => ({ label: column, column, values: [] });
   expect(unitsOf([s('count'), s('p99(duration_ms)'), s('count distinct(user_id)'), s('avg(duration_ms)')])).toEqual(['count', 'ms']);
   expect(unitsOf([s('sum(bytes)')])).toEqual(['bytes']);
+});
+
+it('stacks the series of the first unit, gaps as 0, and totals them', () => {
+  const series = [
+    { label: 'eu', column: 'count', values: [1, null, 3] },
+    { label: 'us', column: 'count', values: [2, 5, null] },
+    { label: 'p99', column: 'p99(duration_ms)', values: [9, 9, 9] },
+  ];
+  const s = stacked(series);
+  expect(s.map((x) => x.values)).toEqual([
+    [1, 0, 3],
+    [3, 5, 3],
+    [9, 9, 9],
+  ]);
+  expect(totalOf(series)).toEqual({ label: 'total', column: 'count', values: [3, 5, 3] });
+  // An earlier window laid over the chart is not part of the total.
+  expect(totalOf([...series, { label: 'eu (1h before)', column: 'count', values: [7, 7, 7], dashed: true }])!.values).toEqual([3, 5, 3]);
+  expect(totalOf([])).toBeNull();
 });

@@ -71,3 +71,30 @@ export function toChart(columns: ResultColumn[], rows: unknown[][]): Chart | nul
 export function unitsOf(series: Series[]): Unit[] {
   return [...new Set(series.map((s) => unitOf(s.column)))];
 }
+
+/**
+ * Series stacked: each drawn at the sum of itself and those before it
+ * (of the first series' unit; the others are left as they are), so that
+ * the top of the stack is the total. Gaps count as 0.
+ */
+export function stacked(series: Series[]): Series[] {
+  if (series.length === 0) return series;
+  const unit = unitOf(series[0].column);
+  let below: number[] = new Array(series[0].values.length).fill(0);
+  return series.map((s) => {
+    if (unitOf(s.column) !== unit) return s;
+    const values = s.values.map((v, i) => below[i] + (v ?? 0));
+    below = values;
+    return { ...s, values };
+  });
+}
+
+/** The sum of the series of the first series' unit, per time. */
+export function totalOf(series: Series[]): Series | null {
+  const current = series.filter((s) => !s.dashed);
+  if (current.length === 0) return null;
+  const unit = unitOf(current[0].column);
+  const same = current.filter((s) => unitOf(s.column) === unit);
+  const values = same[0].values.map((_, i) => same.reduce<number>((a, s) => a + (s.values[i] ?? 0), 0));
+  return { label: 'total', column: same[0].column, values };
+}

@@ -2,7 +2,7 @@
 // pasting a URL reproduces it. Unknown or malformed parameters fall back to
 // defaults rather than failing: a hand-edited URL still opens.
 
-import { AGG_FNS, type Agg, type AggFn, COMPARE_SHIFTS, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, type QueryState, RELATIVE_RANGES, type Relative, defaultState } from './model';
+import { AGG_FNS, type Agg, type AggFn, CHART_STYLES, type ChartStyle, COMPARE_SHIFTS, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, type QueryState, RELATIVE_RANGES, type Relative, defaultState } from './model';
 
 export const VIEWS = ['explore', 'sql', 'tables', 'cluster'] as const;
 export type View = (typeof VIEWS)[number];
@@ -32,6 +32,8 @@ export function encode(s: AppState): string {
   for (const c of q.having) p.append('having', JSON.stringify([c.agg, c.op, c.value]));
   if (q.compare) p.set('compare', q.compare);
   if (q.heatmap) p.set('heatmap', q.heatmap);
+  if (q.style !== 'lines') p.set('chart', q.style);
+  if (q.total) p.set('total', '1');
   if (q.orderBy) p.set('order', q.orderBy);
   p.set('dir', q.orderDesc ? 'desc' : 'asc');
   p.set('limit', String(q.limit));
@@ -89,6 +91,9 @@ export function decode(search: string): AppState {
   const compare = p.get('compare') ?? '';
   q.compare = (COMPARE_SHIFTS as readonly string[]).includes(compare) ? (compare as CompareShift) : '';
   q.heatmap = p.get('heatmap') ?? '';
+  const style = p.get('chart') ?? '';
+  if ((CHART_STYLES as readonly string[]).includes(style)) q.style = style as ChartStyle;
+  q.total = p.get('total') === '1';
   q.orderBy = p.get('order') ?? '';
   q.orderDesc = p.get('dir') !== 'asc';
   const limit = Number(p.get('limit'));

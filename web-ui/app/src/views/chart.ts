@@ -6,7 +6,8 @@ import 'uplot/dist/uPlot.min.css';
 import { h } from '../dom';
 import { formatIn, unitOf } from '../format';
 import { overlay } from '../compare';
-import { type Chart, type ResultColumn, toChart, unitsOf } from '../series';
+import type { ChartStyle } from '../model';
+import { type Chart, type ResultColumn, type Series, stacked, toChart, totalOf, unitsOf } from '../series';
 
 const PALETTE = ['#2f6fde', '#e4572e', '#17a398', '#f3a712', '#8e44ad', '#29335c', '#a8c686', '#db2763', '#5c946e', '#ff8c42', '#3f88c5', '#6b4e71', '#b5838d', '#118ab2', '#c0c0c0', '#7a5c61', '#06d6a0', '#ef476f', '#073b4c', '#ffd166'];
 
@@ -25,13 +26,39 @@ export function axisLabel(series: Chart['series'], unit: string): string {
   return [...new Set(series.filter((s) => unitOf(s.column) === unit).map((s) => s.column))].join(', ');
 }
 
-export function chart(data: Chart): HTMLElement {
+/** How a chart draws: lines, stacked areas or stacked bars, and a total line. */
+export interface Style {
+  style: ChartStyle;
+  total: boolean;
+}
+
+/**
+ * The series as drawn, in drawing order (uPlot paints later series over
+ * earlier ones, so a stack is drawn tallest first), each with the values
+ * its legend shows: its own, not the stack's.
+ */
+function drawn(data: Chart, style: Style): { series: Series; shown: (number | null)[]; index: number; stack: boolean }[] {
+  const withTotal = style.total ? [...data.series, ...[totalOf(data.series)].filter((t): t is Series => t !== null)] : data.series;
+  const plain = withTotal.map((s, index) => ({ series: s, shown: s.values, index, stack: false }));
+  if (style.style === 'lines') return plain;
+  const current = data.series.filter((s) => !s.dashed);
+  const unit = current.length ? unitOf(current[0].column) : '';
+  const stackable = (s: Series) => !s.dashed && s.label !== 'total' && unitOf(s.column) === unit;
+  const stacks = stacked(current.filter(stackable));
+  const inStack = plain.filter((d) => stackable(d.series) && d.index < data.series.length);
+  const stackedOnes = inStack.map((d, k) => ({ ...d, series: stacks[k], stack: true })).reverse();
+  return [...stackedOnes, ...plain.filter((d) => !inStack.includes(d))];
+}
+
+export function chart(data: Chart, style: Style = { style: 'lines', total: false }): HTMLElement {
+  const layers = drawn(data, style);
   // Each series' total, for anyone checking what is drawn (tests).
-  const sums = Object.fromEntries(data.series.map((s) => [s.label, s.values.reduce<number>((a, v) => a + (v ?? 0), 0)]));
+  const sums = Object.fromEntries(layers.map((d) => [d.series.label, d.shown.reduce<number>((a, v) => a + (v ?? 0), 0)]));
   const el = h('div', {
     class: 'chart',
     'data-testid': 'chart',
-    'data-series': String(data.series.length),
+    'data-series': String(layers.length),
+    'data-style': style.style,
     'data-axes': unitsOf(data.series).join(' '),
     'data-sums': JSON.stringify(sums),
     // The y axes' labels (drawn on the canvas), left first.
@@ -50,15 +77,23 @@ export function chart(data: Chart): HTMLElement {
     cursor: { points: { size: 6 } },
     series: [
       { label: 'time (UTC)', value: (_u, v) => (v == null ? '—' : new Date(v * 1000).toISOString().replace('T', ' ').replace('.000Z', 'Z')) },
-      ...data.series.map((s, i) => ({
-        label: s.label,
-        stroke: color(s.dashed ? Math.max(0, data.series.findIndex((o) => !o.dashed && s.label.startsWith(`${o.label} (`))) : i),
-        width: 1.5,
-        ...(s.dashed ? { dash: [6, 4] } : {}),
-        points: { show: data.x.length < 3 },
-        scale: unitOf(s.column),
-        value: (_u: uPlot, v: number | null) => (v == null ? '—' : formatIn(unitOf(s.column), v)),
-      })),
+      ...layers.map(({ series: s, shown, index: i, stack }) => {
+        const c = s.label === 'total' ? '#1d2733' : color(s.dashed ? Math.max(0, data.series.findIndex((o) => !o.dashed && s.label.startsWith(`${o.label} (`))) : i);
+        return {
+          label: s.label,
+          stroke: c,
+          width: s.label === 'total' ? 2 : 1.5,
+          ...(s.dashed ? { dash: [6, 4] } : {}),
+          ...(stack ? { fill: `${c}cc` } : {}),
+          ...(stack && style.style === 'bars' ? { paths: uPlot.paths.bars!({ size: [0.8, 64] }) } : {}),
+          points: { show: data.x.length < 3 },
+          scale: unitOf(s.column),
+          value: (_u: uPlot, _v: number | null, _si: number, idx: number | null) => {
+            const v = idx == null ? null : shown[idx];
+            return v == null ? '—' : formatIn(unitOf(s.column), v);
+          },
+        };
+      }),
     ],
     axes: [
       {},
@@ -72,7 +107,7 @@ export function chart(data: Chart): HTMLElement {
       })),
     ],
   };
-  const values = data.series.map((s) => (zeroFills(s.column) ? s.values.map((v) => v ?? 0) : s.values));
+  const values = layers.map(({ series: s }) => (zeroFills(s.column) ? s.values.map((v) => v ?? 0) : s.values));
   const plot = new uPlot(opts, [data.x, ...values] as uPlot.AlignedData, el);
   const fit = () => {
     const w = el.clientWidth;
@@ -84,9 +119,13 @@ export function chart(data: Chart): HTMLElement {
 }
 
 /** The chart of a query answer, or an empty element when it has nothing to draw. */
-export function chartOf(result: { columns: ResultColumn[]; rows: unknown[][] }, then?: { result: { columns: ResultColumn[]; rows: unknown[][] }; shiftSeconds: number; shift: string }): HTMLElement {
+export function chartOf(
+  result: { columns: ResultColumn[]; rows: unknown[][] },
+  then?: { result: { columns: ResultColumn[]; rows: unknown[][] }; shiftSeconds: number; shift: string },
+  style?: Style,
+): HTMLElement {
   const data = toChart(result.columns, result.rows);
   if (!data) return h('div', {});
   const earlier = then && toChart(then.result.columns, then.result.rows);
-  return chart(earlier ? overlay(data, earlier, then.shiftSeconds, then.shift) : data);
+  return chart(earlier ? overlay(data, earlier, then.shiftSeconds, then.shift) : data, style);
 }

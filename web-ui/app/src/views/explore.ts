@@ -4,7 +4,7 @@
 
 import * as api from '../api';
 import { h, select } from '../dom';
-import { AGG_FNS, type Agg, type AggFn, COMPARE_SHIFTS, type Column, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, RELATIVE_RANGES, type Relative, SHIFT_SECONDS, aggLabel } from '../model';
+import { AGG_FNS, type Agg, type AggFn, CHART_STYLES, type ChartStyle, COMPARE_SHIFTS, type Column, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, RELATIVE_RANGES, type Relative, SHIFT_SECONDS, aggLabel } from '../model';
 import { BuilderError, SAMPLE_RATE, bucketSeconds, comparedState, heatmapSql, isNumeric, resolveRange, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
 import { heatmap, toHeat } from './heatmap';
 import { withThen } from '../compare';
@@ -156,6 +156,30 @@ function compareSection(app: App): HTMLElement {
   );
 }
 
+function chartSection(app: App): HTMLElement {
+  const q = app.state.query;
+  const labels: Record<ChartStyle, string> = { lines: 'lines', stacked: 'stacked areas', bars: 'stacked bars' };
+  return section(
+    'Chart',
+    h(
+      'div',
+      { class: 'row' },
+      select(
+        CHART_STYLES.map((c) => ({ value: c, label: labels[c] })),
+        q.style,
+        (v) => app.update((s) => (s.query.style = v as ChartStyle)),
+        { 'data-testid': 'chart-style', 'aria-label': 'Chart' },
+      ),
+      h(
+        'label',
+        { class: 'check' },
+        h('input', { type: 'checkbox', checked: q.total, 'data-testid': 'chart-total', onchange: (e: Event) => app.update((s) => (s.query.total = (e.target as HTMLInputElement).checked)) }),
+        ' total',
+      ),
+    ),
+  );
+}
+
 function heatmapSection(app: App, columns: Column[]): HTMLElement {
   const numeric = columns.filter((c) => isNumeric(c.type));
   const keep = app.state.query.heatmap;
@@ -228,6 +252,7 @@ function builder(app: App): HTMLElement {
       h('button', { class: 'add', 'data-testid': 'add-having', onclick: () => app.update((s) => s.query.having.push({ agg: aggLabel(s.query.aggs[0]), op: '>', value: '' })) }, '+ HAVING'),
     ),
     compareSection(app),
+    chartSection(app),
     heatmapSection(app, columns),
     orderSection(app),
     h(
@@ -336,7 +361,7 @@ interface Then {
 function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult, then: Then | null, heat: HTMLElement | null) {
   const groups = app.state.query.groupBy.length;
   results.replaceChildren(
-    then ? chartOf(series, { result: then.series, shiftSeconds: SHIFT_SECONDS[then.shift], shift: then.shift }) : chartOf(series),
+    chartOf(series, then ? { result: then.series, shiftSeconds: SHIFT_SECONDS[then.shift], shift: then.shift } : undefined, { style: app.state.query.style, total: app.state.query.total }),
     heat ?? '',
     h('h3', {}, 'Results'),
     urlSortedTable(app, then ? withThen(table, then.table, groups, then.shift) : table),
