@@ -34,7 +34,7 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use atoll_auth::{Caller, Need};
-use atoll_errors::{Classified, ErrorKind};
+use atoll_errors::ErrorKind;
 use atoll_query::engine::Execution;
 use atoll_query::metrics::{Counted, QueryMetrics};
 use atoll_query::{QueryEngine, ScalarValue, pg_catalog};
@@ -112,10 +112,10 @@ impl FlightSqlDoor {
         let caller = self
             .guard
             .caller(&headers, PATH)
-            .map_err(|e| status(e.kind(), e.to_string()))?;
+            .map_err(|e| atoll_cluster::error::status(&e))?;
         caller
             .may(Need::Query)
-            .map_err(|e| status(e.kind(), e.to_string()))?;
+            .map_err(|e| atoll_cluster::error::status(&e))?;
         Ok(caller)
     }
 
@@ -125,7 +125,7 @@ impl FlightSqlDoor {
             .engine
             .describe(sql, caller.tables.as_ref())
             .await
-            .map_err(|e| status(e.kind(), e.to_string()))?;
+            .map_err(|e| atoll_cluster::error::status(&e))?;
         Ok(described.schema.as_ref().clone())
     }
 
@@ -173,7 +173,7 @@ impl FlightSqlDoor {
             Ok(execution) => Ok((execution, counted)),
             Err(e) => {
                 counted.end(e.label());
-                Err(status(e.kind(), e.to_string()))
+                Err(atoll_cluster::error::status(&e))
             }
         }
     }
@@ -192,7 +192,7 @@ impl FlightSqlDoor {
                 }
                 Err(e) => {
                     counted.end(e.label());
-                    let error = FlightError::Tonic(Box::new(status(e.kind(), e.to_string())));
+                    let error = FlightError::Tonic(Box::new(atoll_cluster::error::status(&e)));
                     Some((Err(error), None))
                 }
             }
@@ -503,10 +503,10 @@ impl FlightSqlService for FlightSqlDoor {
         let caller = self
             .guard
             .caller(&headers, PATH)
-            .map_err(|e| status(e.kind(), e.to_string()))?;
+            .map_err(|e| atoll_cluster::error::status(&e))?;
         caller
             .may(Need::Query)
-            .map_err(|e| status(e.kind(), e.to_string()))?;
+            .map_err(|e| atoll_cluster::error::status(&e))?;
         let token = bearer.trim_start_matches("Bearer ").to_string();
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -550,7 +550,7 @@ impl FlightSqlService for FlightSqlDoor {
             .engine
             .describe(&sql, caller.tables.as_ref())
             .await
-            .map_err(|e| status(e.kind(), e.to_string()))?;
+            .map_err(|e| atoll_cluster::error::status(&e))?;
         let schema = described.schema.as_ref().clone();
         let parameters = Schema::new(
             described

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use support::answers::{assert_same_rows, benchmark, tolerance};
-use support::clients::{python_with, script};
+use support::clients::{python, python_with, script};
 use support::{Cluster, Server, generated_events, status_of};
 
 const ADMIN: &str = "test-admin-key-0123456789";
@@ -142,8 +142,8 @@ async fn psql_asks_through_the_engine_with_an_api_key() {
     let dsn = format!(
         "host={host} port={port} user=grafana password={reader} dbname=atoll sslmode=disable"
     );
-    let session = std::process::Command::new(support::clients::clients_dir().join("venv/bin/python"))
-        .args(["-c", &format!(r#"
+    let script = format!(
+        r#"
 import json, urllib.request, psycopg
 conn = psycopg.connect({dsn:?}, autocommit=True)
 first = conn.execute("SELECT count(*) FROM events").fetchall()
@@ -154,15 +154,11 @@ try:
     print(json.dumps({{"first": first, "after": "answered"}}))
 except psycopg.Error as e:
     print(json.dumps({{"first": first, "sqlstate": e.sqlstate}}))
-"#, url = s.url, admin = ADMIN)])
-        .output()
-        .unwrap();
-    assert!(
-        session.status.success(),
-        "{}",
-        String::from_utf8_lossy(&session.stderr)
+"#,
+        url = s.url,
+        admin = ADMIN
     );
-    let v: Value = serde_json::from_str(String::from_utf8_lossy(&session.stdout).trim()).unwrap();
+    let v = python(&["-c", &script]);
     assert_eq!(v["first"], json!([[50]]), "{v}");
     assert_eq!(v["sqlstate"], "28000", "{v}");
 }
@@ -347,9 +343,9 @@ async fn a_prepared_statement_whose_columns_changed_is_refused_not_misread() {
     // Same connection: prepare, widen the column, execute the prepared one.
     let (host, port) = pg.rsplit_once(':').unwrap();
     let dsn = format!("host={host} port={port} user=atoll password= dbname=atoll sslmode=disable");
-    let widen = std::process::Command::new(support::clients::clients_dir().join("venv/bin/python"))
-        .args(["-c", &format!(r#"
-import json, sys, urllib.request, psycopg
+    let script = format!(
+        r#"
+import json, urllib.request, psycopg
 conn = psycopg.connect({dsn:?}, autocommit=True)
 conn.prepare_threshold = 0
 cur = conn.cursor(binary=True)
@@ -362,16 +358,10 @@ try:
     print(json.dumps({{"rows": cur.fetchall()}}))
 except psycopg.Error as e:
     print(json.dumps({{"sqlstate": e.sqlstate, "message": str(e)}}))
-"#, url = s.url)])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&widen.stdout);
-    assert!(
-        widen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&widen.stderr)
+"#,
+        url = s.url
     );
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let v = python(&["-c", &script]);
     assert_eq!(v["sqlstate"], "0A000", "{v}");
     assert!(
         v["message"].as_str().unwrap().contains("cached plan"),

@@ -483,10 +483,7 @@ impl QueryEngine {
             .extensions
             .insert(QuerySpread(spread));
         let task_ctx = self.task_context(&state, pool)?;
-        let mut logical = self.logical_plan(&state, sql, tables).await?;
-        if !params.is_empty() || has_placeholders(&logical) {
-            logical = bind(logical, params)?;
-        }
+        let logical = bind(self.logical_plan(&state, sql, tables).await?, params)?;
         let physical = state
             .create_physical_plan(&logical)
             .await
@@ -518,17 +515,20 @@ pub struct Described {
     pub params: Vec<Option<arrow::datatypes::DataType>>,
 }
 
-fn has_placeholders(plan: &LogicalPlan) -> bool {
-    plan.get_parameter_types()
-        .is_ok_and(|types| !types.is_empty())
-}
-
 /// Binds parameters, each cast to the type the plan infers for it (a
 /// client sends `'5'` for a number as often as `5`).
+/// A plan without placeholders and without values is returned as it is
+/// (the common case: one walk of the plan).
 fn bind(plan: LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan, QueryError> {
-    let types = plan
-        .get_parameter_types()
-        .map_err(QueryError::from_planning)?;
+    let types = match plan.get_parameter_types() {
+        Ok(types) => types,
+        // Nothing to bind: the plan goes on as DataFusion planned it.
+        Err(_) if params.is_empty() => return Ok(plan),
+        Err(e) => return Err(QueryError::from_planning(e)),
+    };
+    if types.is_empty() && params.is_empty() {
+        return Ok(plan);
+    }
     if types.len() != params.len() {
         return Err(QueryError::BadRequest(format!(
             "the statement has {} parameter(s) and {} were given",

@@ -878,15 +878,22 @@ fn map_text(
     let Some(first) = args.first() else {
         return constant(ScalarValue::Utf8(None));
     };
-    let array = first.to_array(1)?;
-    let array = arrow::compute::cast(&array, &DataType::Utf8)?;
+    as_text(first, |strings| {
+        let out: StringArray = strings.iter().map(f).collect();
+        Arc::new(out)
+    })
+}
+
+/// `f` over an argument read as text, its answer a scalar or an array as
+/// the argument was.
+fn as_text(arg: &ColumnarValue, f: impl FnOnce(&StringArray) -> ArrayRef) -> Result<ColumnarValue> {
+    let array = arrow::compute::cast(&arg.to_array(1)?, &DataType::Utf8)?;
     let strings = array
         .as_any()
         .downcast_ref::<StringArray>()
         .ok_or_else(|| DataFusionError::Internal("cast to text".into()))?;
-    let out: StringArray = strings.iter().map(f).collect();
-    let out: ArrayRef = Arc::new(out);
-    match first {
+    let out = f(strings);
+    match arg {
         ColumnarValue::Scalar(_) => {
             Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
         }
@@ -990,30 +997,21 @@ fn parse_ident(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let Some(first) = args.first() else {
         return constant(null_texts());
     };
-    let array = arrow::compute::cast(&first.to_array(1)?, &DataType::Utf8)?;
-    let names = array
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("cast to text".into()))?;
-    let mut list = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
-    for name in names.iter() {
-        match name {
-            Some(name) => {
-                for part in split_ident(name) {
-                    list.values().append_value(part);
+    as_text(first, |names| {
+        let mut list = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
+        for name in names.iter() {
+            match name {
+                Some(name) => {
+                    for part in split_ident(name) {
+                        list.values().append_value(part);
+                    }
+                    list.append(true);
                 }
-                list.append(true);
+                None => list.append(false),
             }
-            None => list.append(false),
         }
-    }
-    let out: ArrayRef = Arc::new(list.finish());
-    match first {
-        ColumnarValue::Scalar(_) => {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-        }
-        ColumnarValue::Array(_) => Ok(ColumnarValue::Array(out)),
-    }
+        Arc::new(list.finish())
+    })
 }
 
 fn split_ident(name: &str) -> Vec<String> {

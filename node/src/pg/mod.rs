@@ -162,6 +162,30 @@ impl CancelHandler for Canceller {
     }
 }
 
+/// What a client sent: a statement about the session, or a query (in
+/// the SQL DataFusion plans).
+enum Sent {
+    Session(SessionStatement),
+    Query(String),
+}
+
+fn sent(sql: &str) -> PgWireResult<Sent> {
+    if let Some(statement) = session_statement(sql) {
+        return Ok(Sent::Session(statement));
+    }
+    if sql
+        .trim_start()
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("copy"))
+    {
+        return Err(sqlstate(
+            "0A000",
+            "COPY is not served: Atoll SQL is read-only, and answers come from SELECT".into(),
+        ));
+    }
+    Ok(Sent::Query(dialect::rewrite(sql)))
+}
+
 /// A parsed statement: one about the session, or a query planned once
 /// at Parse (its columns and parameter types known for Describe).
 #[derive(Clone)]
@@ -203,22 +227,14 @@ impl Queries {
         Ok(caller)
     }
 
+    /// Plans a statement for Parse; a query's plan gives Describe its
+    /// columns and parameter types.
     async fn prepare(&self, sql: &str) -> PgWireResult<Statement> {
-        if let Some(statement) = session_statement(sql) {
-            return Ok(Statement::Session(statement));
-        }
-        if sql
-            .trim_start()
-            .get(..4)
-            .is_some_and(|w| w.eq_ignore_ascii_case("copy"))
-        {
-            return Err(sqlstate(
-                "0A000",
-                "COPY is not served: Atoll SQL is read-only, and answers come from SELECT".into(),
-            ));
-        }
+        let sql = match sent(sql)? {
+            Sent::Session(statement) => return Ok(Statement::Session(statement)),
+            Sent::Query(sql) => sql,
+        };
         let caller = self.caller()?;
-        let sql = dialect::rewrite(sql);
         let described = self
             .door
             .engine
@@ -354,13 +370,11 @@ impl SimpleQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // Planned once, when it runs: nothing is described ahead.
         let text = Format::UnifiedText;
-        let response = match self.prepare(query).await? {
-            Statement::Session(statement) => self.answer(&statement, &text)?,
-            Statement::Query(prepared) => {
-                self.run(client, &prepared.sql, Vec::new(), &text, None)
-                    .await?
-            }
+        let response = match sent(query)? {
+            Sent::Session(statement) => self.answer(&statement, &text)?,
+            Sent::Query(sql) => self.run(client, &sql, Vec::new(), &text, None).await?,
         };
         Ok(vec![response])
     }

@@ -16,6 +16,8 @@ use pgwire::messages::startup::SecretKey;
 pub const ALLOW_PARTIAL: &str = "atoll.allow_partial";
 /// Postgres's own name for a query's time limit (milliseconds).
 const STATEMENT_TIMEOUT: &str = "statement_timeout";
+/// What the session's own settings show until it sets them.
+const OWN_DEFAULTS: [(&str, &str); 2] = [(ALLOW_PARTIAL, "default"), (STATEMENT_TIMEOUT, "0")];
 
 /// One connection's session.
 #[derive(Default)]
@@ -93,16 +95,18 @@ impl Session {
         if let Some(v) = self.settings.lock().get(&lower) {
             return Ok(v.clone());
         }
-        match lower.as_str() {
-            ALLOW_PARTIAL => Ok("default".into()),
-            STATEMENT_TIMEOUT => Ok("0".into()),
-            _ => setting(name).map(str::to_string).ok_or_else(|| {
+        OWN_DEFAULTS
+            .iter()
+            .find(|(n, _)| *n == lower)
+            .map(|(_, v)| *v)
+            .or_else(|| setting(name))
+            .map(str::to_string)
+            .ok_or_else(|| {
                 (
                     "42704",
                     format!("unrecognized configuration parameter \"{name}\""),
                 )
-            }),
-        }
+            })
     }
 
     /// Every setting with its value, for `SHOW ALL`.
@@ -111,8 +115,11 @@ impl Session {
             .iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
             .collect();
-        all.insert(ALLOW_PARTIAL.into(), "default".into());
-        all.insert(STATEMENT_TIMEOUT.into(), "0".into());
+        all.extend(
+            OWN_DEFAULTS
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
         all.extend(self.settings.lock().clone());
         all.into_iter().collect()
     }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -26,14 +26,19 @@ pub fn script(name: &str) -> String {
 /// Runs a client program; its stdout as JSON.
 pub fn run(mut cmd: Command) -> Value {
     let out = cmd.output().expect("the client program starts");
+    answer(&format!("{cmd:?}"), &out)
+}
+
+/// The last line a client program that succeeded printed, as JSON.
+fn answer(what: &str, out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}\n{stdout}",
+        "{what} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{cmd:?} printed no JSON ({e}): {stdout}"))
+        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
 }
 
 pub fn python(args: &[&str]) -> Value {
@@ -58,12 +63,5 @@ pub fn python_with(args: &[&str], input: &Value) -> Value {
         .write_all(input.to_string().as_bytes())
         .expect("the client program reads its plan");
     let out = child.wait_with_output().expect("the client program ends");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
+    answer(&format!("{args:?}"), &out)
 }

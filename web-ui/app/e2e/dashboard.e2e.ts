@@ -47,6 +47,17 @@ async function tableCells(page: Page, testid = 'results'): Promise<string[][]> {
     .evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.getAttribute('title') ?? '')));
 }
 
+/**
+ * `count(*)` through `/v1/query` over the window the last run used (the
+ * results area says it), moved back by `backMs`, with more conditions.
+ */
+async function countInRunWindow(page: Page, node: Node, backMs = 0, and = ''): Promise<number> {
+  const area = page.locator('.results-area');
+  const at = async (edge: string) => new Date(new Date((await area.getAttribute(`data-${edge}`))!).getTime() - backMs).toISOString();
+  const [[n]] = (await node.sql(`SELECT count(*) FROM events WHERE time >= TIMESTAMP '${await at('from')}' AND time < TIMESTAMP '${await at('to')}'${and}`)).rows;
+  return Number(n);
+}
+
 async function setEditor(page: Page, text: string) {
   await page.locator('.cm-content').click();
   await page.keyboard.press('ControlOrMeta+a');
@@ -172,22 +183,17 @@ describe('one node', () => {
     await page.getByLabel('Compare to').selectOption('1h');
     await page.locator('[data-testid=run]').click();
     await page.locator('[data-testid=done]').waitFor();
-    const area = page.locator('.results-area');
-    const from = new Date((await area.getAttribute('data-from'))!);
-    const to = new Date((await area.getAttribute('data-to'))!);
-    const back = (d: Date) => new Date(d.getTime() - 3600_000).toISOString();
-    const window = (a: string, b: string) => `SELECT count(*) FROM events WHERE time >= TIMESTAMP '${a}' AND time < TIMESTAMP '${b}'`;
-    const [[now]] = (await node.sql(window(from.toISOString(), to.toISOString()))).rows;
-    const [[then]] = (await node.sql(window(back(from), back(to)))).rows;
-    expect(Number(then)).toBeGreaterThan(0);
-    expect(Number(then)).not.toBe(Number(now));
+    const now = await countInRunWindow(page, node);
+    const then = await countInRunWindow(page, node, 3600_000);
+    expect(then).toBeGreaterThan(0);
+    expect(then).not.toBe(now);
     const chart = page.locator('[data-testid=chart]');
     expect(await chart.getAttribute('data-series')).toBe('2');
     expect(await legend(page)).toEqual(['count', 'count (1h before)']);
-    expect(JSON.parse((await chart.getAttribute('data-sums'))!)).toEqual({ count: Number(now), 'count (1h before)': Number(then) });
+    expect(JSON.parse((await chart.getAttribute('data-sums'))!)).toEqual({ count: now, 'count (1h before)': then });
     const head = await page.locator('[data-testid=results] thead th').allTextContents();
     expect(head).toEqual(['count', 'count (1h before)', 'count change %']);
-    const change = Math.round(((Number(now) - Number(then)) / Number(then)) * 1000) / 10;
+    const change = Math.round(((now - then) / then) * 1000) / 10;
     expect(await tableCells(page)).toEqual([[String(now), String(then), String(change)]]);
     await page.screenshot({ path: join(SHOTS, 'explore-compare-to.png'), fullPage: true });
   });
@@ -199,11 +205,9 @@ describe('one node', () => {
     await page.getByLabel('Heatmap').selectOption('duration_ms');
     await page.locator('[data-testid=run]').click();
     await page.locator('[data-testid=done]').waitFor();
-    const area = page.locator('.results-area');
-    const [from, to] = [await area.getAttribute('data-from'), await area.getAttribute('data-to')];
-    const [[n]] = (await node.sql(`SELECT count(*) FROM events WHERE time >= TIMESTAMP '${from}' AND time < TIMESTAMP '${to}' AND duration_ms IS NOT NULL`)).rows;
+    const n = await countInRunWindow(page, node, 0, ' AND duration_ms IS NOT NULL');
     const heat = page.locator('[data-view=heatmap]');
-    expect(Number(await heat.getAttribute('data-total'))).toBe(Number(n));
+    expect(Number(await heat.getAttribute('data-total'))).toBe(n);
     expect(Number(await heat.getAttribute('data-cells'))).toBeGreaterThan(10);
     // Hovering a cell says its time, value range and count.
     const box = (await heat.locator('canvas').boundingBox())!;
@@ -223,16 +227,14 @@ describe('one node', () => {
     await page.locator('[data-testid=chart-total]').check();
     await page.locator('[data-testid=run]').click();
     await page.locator('[data-testid=done]').waitFor();
-    const area = page.locator('.results-area');
-    const [from, to] = [await area.getAttribute('data-from'), await area.getAttribute('data-to')];
-    const [[n]] = (await node.sql(`SELECT count(*) FROM events WHERE time >= TIMESTAMP '${from}' AND time < TIMESTAMP '${to}'`)).rows;
+    const n = await countInRunWindow(page, node);
     const regions = (await node.sql('SELECT DISTINCT region FROM events')).rows.length;
     const chart = page.locator('[data-testid=chart]');
     expect(await chart.getAttribute('data-style')).toBe('stacked');
     expect(await chart.getAttribute('data-series')).toBe(String(regions + 1));
     const sums = JSON.parse((await chart.getAttribute('data-sums'))!);
-    expect(sums.total).toBe(Number(n));
-    expect(Object.entries(sums).filter(([k]) => k !== 'total').reduce((a, [, v]) => a + Number(v), 0)).toBe(Number(n));
+    expect(sums.total).toBe(n);
+    expect(Object.entries(sums).filter(([k]) => k !== 'total').reduce((a, [, v]) => a + Number(v), 0)).toBe(n);
     expect(await legend(page)).toContain('total');
     await page.screenshot({ path: join(SHOTS, 'explore-stacked-total.png'), fullPage: true });
     await page.getByLabel('Chart').selectOption('bars');
