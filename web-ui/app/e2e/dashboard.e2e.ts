@@ -303,18 +303,107 @@ describe('a brand-new node', () => {
   });
 });
 
-describe('a 3-node cluster with N=1 and a node killed', () => {
+const ENDPOINTS = ['/home', '/search', '/cart', '/login', '/checkout', '/profile'];
+const REGIONS = ['us-east-1', 'us-west-2', 'eu-west-1', 'eu-central-1', 'ap-south-1'];
+
+/**
+ * Web requests of the last 50 minutes where one endpoint (/checkout) is
+ * slow and errors (503) come from one region (ap-south-1) only; endpoint,
+ * region and errors are otherwise independent.
+ */
+function webEvents(n = 600): string {
+  const now = Date.now();
+  return Array.from({ length: n }, (_, i) => {
+    const endpoint = ENDPOINTS[i % 6];
+    const region = REGIONS[Math.floor(i / 6) % 5];
+    const slow = endpoint === '/checkout';
+    const failed = region === 'ap-south-1' && Math.floor(i / 30) % 2 === 0;
+    return JSON.stringify({
+      time: new Date(now - 60_000 - Math.floor((i * 49 * 60_000) / n)).toISOString(),
+      endpoint,
+      region,
+      status: failed ? 503 : 200,
+      duration_ms: slow ? 900 + (i % 7) * 80 : 5 + ((i * 13) % 45),
+    });
+  }).join('\n');
+}
+
+/** The "what is different" columns in their order, with their first value's shares. */
+async function differences(page: Page): Promise<{ column: string; value: string; inside: number; outside: number }[]> {
+  return page.locator('[data-testid=bubble-column]').evaluateAll((cards) =>
+    cards.map((c) => {
+      const v = c.querySelector('[data-testid=bubble-value]') as HTMLElement;
+      return { column: (c as HTMLElement).dataset.column!, value: v.dataset.value!, inside: Number(v.dataset.inside), outside: Number(v.dataset.outside) };
+    }),
+  );
+}
+
+describe('a 3-node cluster with N=1', () => {
   let nodes: Node[];
   let b: Browser;
 
   beforeAll(async () => {
     nodes = await startCluster(3, 1);
     await nodes[0].ingest('events', recentEvents(20000, 8));
+    await nodes[1].ingest('web', webEvents());
     b = await browser();
   });
   afterAll(async () => {
     await b?.close();
     await Promise.all((nodes ?? []).map((n) => n.kill()));
+  });
+
+  it('finds what is different about a box dragged on the heatmap: the slow endpoint first', async () => {
+    const page = await open(b, `${nodes[0].url}/?view=explore&table=web&range=1h&heatmap=duration_ms`);
+    await page.locator('[data-testid=done]').waitFor();
+    const queries: string[] = [];
+    page.on('request', (r) => r.url().endsWith('/v1/query') && queries.push(r.postData() ?? ''));
+    // The heatmap's rows are the value steps present: five fast ones, two slow ones on top.
+    const canvas = page.locator('[data-view=heatmap] canvas');
+    const box = (await canvas.boundingBox())!;
+    const rowHeight = (box.height - 24) / 7;
+    await page.mouse.move(box.x + 92, box.y + 3);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 2, box.y + rowHeight * 1.5, { steps: 4 });
+    await page.mouse.move(box.x + box.width - 2, box.y + rowHeight * 1.5, { steps: 4 });
+    await page.mouse.up();
+    await page.locator('[data-testid=done]').waitFor();
+    const bubble = page.locator('[data-view=bubbleup]');
+    await bubble.waitFor();
+    expect(page.url()).toContain('sel=');
+    const [[slow]] = (await nodes[2].sql(`SELECT count(*) FROM web WHERE endpoint = '/checkout'`)).rows;
+    expect(Number(await bubble.getAttribute('data-inside'))).toBe(Number(slow));
+    const [first, ...rest] = await differences(page);
+    expect(first).toEqual({ column: 'endpoint', value: '/checkout', inside: 1, outside: 0 });
+    expect(Number(await page.locator('[data-testid=bubble-column]').first().getAttribute('data-score'))).toBe(1);
+    expect(rest.map((c) => c.column).sort()).toEqual(['region', 'status']);
+    // A bounded number of queries, whatever the number of columns: the run's four, and two for the comparison.
+    expect(queries.length).toBe(6);
+    await page.screenshot({ path: join(SHOTS, 'explore-what-is-different.png'), fullPage: true });
+    await page.close();
+  });
+
+  it('finds what is different about status >= 500: the failing region first', async () => {
+    const page = await open(b, `${nodes[1].url}/?view=explore&table=web&range=1h`);
+    await page.locator('[data-testid=done]').waitFor();
+    await page.locator('[data-testid=add-selection]').click();
+    await page.locator('[data-testid=selection] select[aria-label="filter column"]').selectOption('status');
+    await page.locator('[data-testid=selection] select[aria-label="filter operator"]').selectOption('>=');
+    await page.locator('[data-testid=selection] input').fill('500');
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    const bubble = page.locator('[data-view=bubbleup]');
+    await bubble.waitFor();
+    const [[failed, others]] = (await nodes[0].sql(`SELECT sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END), sum(CASE WHEN status >= 500 THEN 0 ELSE 1 END) FROM web`)).rows;
+    expect(Number(await bubble.getAttribute('data-inside'))).toBe(Number(failed));
+    expect(Number(await bubble.getAttribute('data-outside'))).toBe(Number(others));
+    const [first] = await differences(page);
+    expect(first.column).toBe('region');
+    expect(first.value).toBe('ap-south-1');
+    expect(first.inside).toBe(1);
+    const [[rest]] = (await nodes[0].sql(`SELECT count(*) FROM web WHERE region = 'ap-south-1' AND status < 500`)).rows;
+    expect(first.outside).toBeCloseTo(Number(rest) / Number(others), 9);
+    await page.close();
   });
 
   it('warns that results are partial and shows the down node', async () => {

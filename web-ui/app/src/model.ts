@@ -1,12 +1,14 @@
 // The explorer's query state: what the builder edits, what the URL holds.
 
-export type Op = '=' | '!=' | '<' | '>' | 'contains' | 'in' | 'exists' | 'not_exists';
+export type Op = '=' | '!=' | '<' | '>' | '<=' | '>=' | 'contains' | 'in' | 'exists' | 'not_exists';
 
 export const OPS: { op: Op; label: string }[] = [
   { op: '=', label: '=' },
   { op: '!=', label: '!=' },
   { op: '<', label: '<' },
   { op: '>', label: '>' },
+  { op: '<=', label: '<=' },
+  { op: '>=', label: '>=' },
   { op: 'contains', label: 'contains' },
   { op: 'in', label: 'in' },
   { op: 'exists', label: 'exists' },
@@ -75,6 +77,11 @@ export interface QueryState {
   having: Having[];
   /** Empty: no comparison. */
   compare: CompareShift | '';
+  /**
+   * "What is different": the conditions (ANDed) that pick the selected
+   * events, compared with the rest of the window; empty: no comparison.
+   */
+  selection: Filter[];
   /** A numeric column drawn as a heatmap over time; empty: none. */
   heatmap: string;
   /** How the chart draws its series. */
@@ -102,6 +109,7 @@ export function defaultState(table = ''): QueryState {
     aggs: [{ fn: 'count' }],
     having: [],
     compare: '',
+    selection: [],
     heatmap: '',
     style: 'lines',
     total: false,

@@ -44,7 +44,7 @@ export function literal(value: string, column: Column): string {
   return quoteString(value);
 }
 
-function columnOf(columns: Column[], name: string | undefined, what: string): Column {
+export function columnOf(columns: Column[], name: string | undefined, what: string): Column {
   const c = columns.find((c) => c.name === name);
   if (!c) throw new BuilderError(`${what}: no column ${name ? `"${name}"` : 'chosen'}`);
   return c;
@@ -65,6 +65,8 @@ export function filterSql(f: Filter, columns: Column[]): string {
     case '!=':
     case '<':
     case '>':
+    case '<=':
+    case '>=':
       return `${id} ${f.op} ${literal(f.value, col)}`;
     case 'contains':
       return `strpos(CAST(${id} AS VARCHAR), ${quoteString(f.value)}) > 0`;
@@ -141,7 +143,8 @@ export function bucketSeconds(range: TimeRange, now: Date): number {
   return BUCKETS.find((b) => span / b <= MAX_POINTS) ?? BUCKETS[BUCKETS.length - 1];
 }
 
-function whereSql(s: QueryState, columns: Column[], now: Date): string {
+/** The window and the filters: what every query of a run is about. */
+export function whereSql(s: QueryState, columns: Column[], now: Date): string {
   const { from, to } = resolveRange(s.range, now);
   const parts = [
     `"time" >= TIMESTAMP ${quoteString(from.toISOString())}`,
@@ -250,6 +253,11 @@ export function seriesSql(s: QueryState, columns: Column[], now: Date, topGroups
 /** Value buckets per decade of a heatmap: 10^(k/4), so each is ×1.78. */
 export const HEAT_STEPS = 4;
 
+/** The log-scaled value step of a numeric column (see `heatmapSql`). */
+export function stepSql(id: string): string {
+  return `CAST(CASE WHEN ${id} > 0 THEN floor(log10(CAST(${id} AS DOUBLE)) * ${HEAT_STEPS}) ELSE -1000 END AS BIGINT)`;
+}
+
 /**
  * The heatmap of a numeric column: events per time bucket (the chart's)
  * and value bucket, in one grouped query. Value buckets are log-scaled
@@ -266,7 +274,7 @@ export function heatmapSql(s: QueryState, columns: Column[], now: Date): string 
   const w = sampleWeight(columns);
   return [
     `SELECT date_bin(INTERVAL '${bucket} seconds', "time", TIMESTAMP '1970-01-01T00:00:00Z') AS "bucket",`,
-    `CAST(CASE WHEN ${id} > 0 THEN floor(log10(CAST(${id} AS DOUBLE)) * ${HEAT_STEPS}) ELSE -1000 END AS BIGINT) AS "step",`,
+    `${stepSql(id)} AS "step",`,
     `${w ? `sum(${w})` : 'count(*)'} AS "n"`,
     `FROM ${quoteIdent(s.table)}`,
     `WHERE ${whereSql(s, columns, now)} AND ${id} IS NOT NULL`,

@@ -16,6 +16,7 @@ it('round-trips the whole state through the query string', () => {
       aggs: [{ fn: 'count' }, { fn: 'p99', column: 'odd:name' }],
       having: [{ agg: 'p99(odd:name)', op: '<', value: '2.5' }],
       compare: '1d',
+      selection: [{ column: 'status', op: '>=', value: '500' }],
       heatmap: 'duration_ms',
       style: 'bars',
       total: true,
@@ -30,7 +31,7 @@ it('round-trips the whole state through the query string', () => {
 });
 
 it('falls back to defaults for malformed parameters', () => {
-  const s = decode('view=nope&range=3y&filter=notjson&filter=["a","like","b"]&agg=median:x&limit=-4&having=["count","~","1"]&compare=2y&chart=pie&total=yes');
+  const s = decode('view=nope&range=3y&filter=notjson&filter=["a","like","b"]&agg=median:x&limit=-4&having=["count","~","1"]&compare=2y&sel=[1,2]&chart=pie&total=yes');
   expect(s.view).toBe('explore');
   expect(s.query).toEqual(defaultState(''));
   expect(s.sort).toBeNull();

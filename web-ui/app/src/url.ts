@@ -31,6 +31,7 @@ export function encode(s: AppState): string {
   for (const a of q.aggs) p.append('agg', a.fn === 'count' ? 'count' : `${a.fn}:${a.column ?? ''}`);
   for (const c of q.having) p.append('having', JSON.stringify([c.agg, c.op, c.value]));
   if (q.compare) p.set('compare', q.compare);
+  for (const f of q.selection) p.append('sel', JSON.stringify([f.column, f.op, f.value]));
   if (q.heatmap) p.set('heatmap', q.heatmap);
   if (q.style !== 'lines') p.set('chart', q.style);
   if (q.total) p.set('total', '1');
@@ -88,6 +89,7 @@ export function decode(search: string): AppState {
   const aggs = p.getAll('agg').map(parseAgg).filter((a): a is Agg => a !== null);
   if (aggs.length) q.aggs = aggs;
   q.having = p.getAll('having').map(parseHaving).filter((c): c is Having => c !== null);
+  q.selection = p.getAll('sel').map(parseFilter).filter((f): f is Filter => f !== null);
   const compare = p.get('compare') ?? '';
   q.compare = (COMPARE_SHIFTS as readonly string[]).includes(compare) ? (compare as CompareShift) : '';
   q.heatmap = p.get('heatmap') ?? '';

@@ -4,9 +4,11 @@
 
 import * as api from '../api';
 import { h, select } from '../dom';
-import { AGG_FNS, type Agg, type AggFn, CHART_STYLES, type ChartStyle, COMPARE_SHIFTS, type Column, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, RELATIVE_RANGES, type Relative, SHIFT_SECONDS, aggLabel } from '../model';
+import { AGG_FNS, type Agg, type AggFn, CHART_STYLES, type ChartStyle, COMPARE_SHIFTS, type Column, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, type QueryState, RELATIVE_RANGES, type Relative, SHIFT_SECONDS, aggLabel } from '../model';
 import { BuilderError, SAMPLE_RATE, bucketSeconds, comparedState, heatmapSql, isNumeric, resolveRange, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
-import { heatmap, toHeat } from './heatmap';
+import { type HeatBox, heatmap, toHeat } from './heatmap';
+import { bubbleUp } from './bubbleup';
+import { boxFilters, planOf, ranked, selectionSql, shapeSql, valuesSql } from '../bubble';
 import { withThen } from '../compare';
 import { MAX_SERIES } from '../series';
 import { type App } from '../app';
@@ -71,12 +73,15 @@ function toLocalInput(iso: string): string {
   return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
 }
 
-function filterRow(app: App, f: Filter, i: number, columns: Column[]): HTMLElement {
-  const set = (change: (f: Filter) => void, rerender = true) => app.update((s) => change(s.query.filters[i]), rerender);
+/** Where a row of conditions lives: the filters, or the "what is different" selection. */
+type Conditions = 'filters' | 'selection';
+
+function filterRow(app: App, f: Filter, i: number, columns: Column[], list: Conditions = 'filters'): HTMLElement {
+  const set = (change: (f: Filter) => void, rerender = true) => app.update((s) => change(s.query[list][i]), rerender);
   const needsValue = f.op !== 'exists' && f.op !== 'not_exists';
   return h(
     'div',
-    { class: 'row', 'data-testid': 'filter' },
+    { class: 'row', 'data-testid': list === 'filters' ? 'filter' : 'selection' },
     select(columnOptions(columns, f.column), f.column, (v) => set((f) => (f.column = v)), { 'aria-label': 'filter column' }),
     select(
       OPS.map((o) => ({ value: o.op, label: o.label })),
@@ -93,7 +98,7 @@ function filterRow(app: App, f: Filter, i: number, columns: Column[]): HTMLEleme
           onkeydown: (e: KeyboardEvent) => e.key === 'Enter' && runExplore(app),
         })
       : null,
-    removeButton(() => app.update((s) => s.query.filters.splice(i, 1)), 'filter'),
+    removeButton(() => app.update((s) => s.query[list].splice(i, 1)), list === 'filters' ? 'filter' : 'selection condition'),
   );
 }
 
@@ -153,6 +158,16 @@ function compareSection(app: App): HTMLElement {
       'data-testid': 'compare',
       'aria-label': 'Compare to',
     }),
+  );
+}
+
+function differenceSection(app: App, columns: Column[]): HTMLElement {
+  const q = app.state.query;
+  return section(
+    'What is different',
+    ...q.selection.map((f, i) => filterRow(app, f, i, columns, 'selection')),
+    h('button', { class: 'add', 'data-testid': 'add-selection', onclick: () => app.update((s) => s.query.selection.push({ column: '', op: '=', value: '' })) }, '+ selection'),
+    h('p', { class: 'hint' }, 'The events these conditions pick (or a box dragged on the heatmap) against the rest of the window, column by column.'),
   );
 }
 
@@ -254,6 +269,7 @@ function builder(app: App): HTMLElement {
     compareSection(app),
     chartSection(app),
     heatmapSection(app, columns),
+    differenceSection(app, columns),
     orderSection(app),
     h(
       'div',
@@ -321,6 +337,7 @@ export async function runExplore(app: App) {
   let sql: string;
   try {
     sql = tableSql(q, columns, now);
+    if (q.selection.length) selectionSql(q, columns);
   } catch (e) {
     if (e instanceof BuilderError) return void (builderError.textContent = e.message);
     throw e;
@@ -331,19 +348,21 @@ export async function runExplore(app: App) {
   try {
     const table = await api.query(sql, signal);
     const top = q.groupBy.length ? groupValues(app, table) : [];
-    const [series, samples, then, heat] = await Promise.all([
+    const [series, samples, then, heat, bubble] = await Promise.all([
       api.query(seriesSql(q, columns, now, top), signal),
       api.query(samplesSql(q, columns, now), signal),
       before ? Promise.all([api.query(tableSql(before, columns, now), signal), api.query(seriesSql(before, columns, now, top), signal)]) : null,
       q.heatmap ? api.query(heatmapSql(q, columns, now), signal) : null,
+      q.selection.length ? differences(q, columns, now, signal) : null,
     ]);
-    const stats = [table.stats, series.stats, samples.stats, ...(then ? then.map((t) => t.stats) : []), ...(heat ? [heat.stats] : [])];
+    const stats = [table.stats, series.stats, samples.stats, ...(then ? then.map((t) => t.stats) : []), ...(heat ? [heat.stats] : []), ...(bubble ? bubble.stats : [])];
     status.done(signal, table.rows.length, stats, performance.now() - started);
     const span = resolveRange(q.range, now);
     results.dataset.from = span.from.toISOString();
     results.dataset.to = span.to.toISOString();
-    const heatView = heat && q.heatmap ? heatmap(toHeat(heat, q.heatmap, span.from, span.to, bucketSeconds(q.range, now))) : null;
-    renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null, heatView);
+    const column = q.heatmap;
+    const heatView = heat && column ? heatmap(toHeat(heat, column, span.from, span.to, bucketSeconds(q.range, now)), (box) => selectBox(app, box, column)) : null;
+    renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null, heatView, bubble?.view ?? null);
   } catch (e) {
     status.failed(signal, (e as Error).message);
     if (!signal.aborted) results.replaceChildren();
@@ -352,17 +371,34 @@ export async function runExplore(app: App) {
   void app.refreshTables();
 }
 
+/** A box dragged on the heatmap becomes the selection, and the run compares it with the rest. */
+function selectBox(app: App, box: HeatBox, column: string) {
+  app.update((s) => (s.query.selection = boxFilters(box, column)));
+  void runExplore(app);
+}
+
+/** "What is different": the selection's size and the columns' shapes, then their top values (two queries). */
+async function differences(q: QueryState, columns: Column[], now: Date, signal: AbortSignal): Promise<{ view: HTMLElement; stats: api.QueryStats[] }> {
+  const shape = await api.query(shapeSql(q, columns, now), signal);
+  const plan = planOf(shape, q, columns);
+  const said = q.selection.map((f) => `${f.column} ${OPS.find((o) => o.op === f.op)?.label ?? f.op} ${f.value}`.trim()).join(' and ');
+  if (plan.inside === 0 || plan.outside === 0 || plan.compared.length === 0) return { view: bubbleUp(plan, [], said), stats: [shape.stats] };
+  const values = await api.query(valuesSql(q, columns, now, plan), signal);
+  return { view: bubbleUp(plan, ranked(values, plan), said), stats: [shape.stats, values.stats] };
+}
+
 interface Then {
   table: api.QueryResult;
   series: api.QueryResult;
   shift: CompareShift;
 }
 
-function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult, then: Then | null, heat: HTMLElement | null) {
+function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult, then: Then | null, heat: HTMLElement | null, bubble: HTMLElement | null) {
   const groups = app.state.query.groupBy.length;
   results.replaceChildren(
     chartOf(series, then ? { result: then.series, shiftSeconds: SHIFT_SECONDS[then.shift], shift: then.shift } : undefined, { style: app.state.query.style, total: app.state.query.total }),
     heat ?? '',
+    bubble ?? '',
     h('h3', {}, 'Results'),
     urlSortedTable(app, then ? withThen(table, then.table, groups, then.shift) : table),
     h('details', { open: true, 'data-testid': 'samples' }, h('summary', {}, `Samples (newest ${samples.rows.length})`), resultsTable(samples, null, () => {}, 'samples-table')),

@@ -2,7 +2,9 @@
 // buckets, rows the log-scaled value steps of `heatmapSql`, colour the
 // events in the cell (log-scaled too, so that a few slow requests still
 // show beside thousands of fast ones). Drawn on a canvas; hovering a cell
-// says its time, its value range and its count.
+// says its time, its value range and its count. Dragging a box (or
+// clicking a cell) selects those time buckets and value steps, for "what is
+// different".
 
 import type { QueryResult } from '../api';
 import { h } from '../dom';
@@ -58,18 +60,28 @@ export function stepLabel(step: number, column: string): string {
   return `${formatIn(unit, r.low)} – ${formatIn(unit, r.high)}`;
 }
 
+/** Cells a drag covered: time buckets [from, to) in unix seconds, value steps lowStep..highStep. */
+export interface HeatBox {
+  from: number;
+  to: number;
+  lowStep: number;
+  highStep: number;
+}
+
 const LEFT = 90;
 const BOTTOM = 24;
 const HEIGHT = 260;
 
-export function heatmap(heat: Heat): HTMLElement {
+export function heatmap(heat: Heat, onSelect?: (box: HeatBox) => void): HTMLElement {
   const canvas = h('canvas', { height: String(HEIGHT) });
   const tip = h('div', { class: 'heat-tip', 'data-testid': 'heatmap-tip' });
+  const box = h('div', { class: 'heat-box', 'data-testid': 'heatmap-box' });
   const el = h(
     'div',
     { class: 'chart heatmap', 'data-view': 'heatmap', 'data-total': String(heat.total), 'data-cells': String(heat.cells.length) },
     h('div', { class: 'heat-title' }, `${heat.column} over time · ${formatNumber(heat.total)} events`),
     canvas,
+    box,
     tip,
   );
   if (heat.cells.length === 0) {
@@ -112,12 +124,52 @@ export function heatmap(heat: Heat): HTMLElement {
       g.fillText(label, LEFT + i * cw, HEIGHT - 6);
     }
   };
-  canvas.addEventListener('mousemove', (e) => {
+  /** The cell under the pointer (clamped to the grid with `clamp`), or null outside it. */
+  const cellAt = (e: MouseEvent, clamp = false) => {
     const { cw, ch } = geometry();
-    const box = canvas.getBoundingClientRect();
-    const i = Math.floor((e.clientX - box.left - LEFT) / cw);
-    const j = Math.floor((HEIGHT - BOTTOM - (e.clientY - box.top)) / ch);
-    if (i < 0 || i >= heat.times.length || j < 0 || j >= heat.steps.length) return void (tip.textContent = '');
+    const r = canvas.getBoundingClientRect();
+    let i = Math.floor((e.clientX - r.left - LEFT) / cw);
+    let j = Math.floor((HEIGHT - BOTTOM - (e.clientY - r.top)) / ch);
+    if (clamp) {
+      i = Math.min(Math.max(i, 0), heat.times.length - 1);
+      j = Math.min(Math.max(j, 0), heat.steps.length - 1);
+    }
+    return i < 0 || i >= heat.times.length || j < 0 || j >= heat.steps.length ? null : { i, j };
+  };
+  let start: { i: number; j: number } | null = null;
+  const cover = (a: { i: number; j: number }, b: { i: number; j: number }) => {
+    const { cw, ch } = geometry();
+    const [i0, i1] = [Math.min(a.i, b.i), Math.max(a.i, b.i)];
+    const [j0, j1] = [Math.min(a.j, b.j), Math.max(a.j, b.j)];
+    Object.assign(box.style, {
+      display: 'block',
+      left: `${canvas.offsetLeft + LEFT + i0 * cw}px`,
+      top: `${canvas.offsetTop + HEIGHT - BOTTOM - (j1 + 1) * ch}px`,
+      width: `${(i1 - i0 + 1) * cw}px`,
+      height: `${(j1 - j0 + 1) * ch}px`,
+    });
+    return { from: heat.times[i0], to: heat.times[i1] + heat.bucketSeconds, lowStep: heat.steps[j0], highStep: heat.steps[j1] };
+  };
+  if (onSelect) {
+    // Capturing the pointer keeps the drag's end on the canvas even when it ends outside.
+    canvas.addEventListener('pointerdown', (e) => {
+      start = cellAt(e);
+      if (!start) return;
+      e.preventDefault();
+      canvas.setPointerCapture(e.pointerId);
+    });
+    canvas.addEventListener('pointerup', (e) => {
+      if (!start) return;
+      const chosen = cover(start, cellAt(e, true)!);
+      start = null;
+      onSelect(chosen);
+    });
+  }
+  canvas.addEventListener('pointermove', (e) => {
+    if (start) cover(start, cellAt(e, true)!);
+    const cell = cellAt(e);
+    if (!cell) return void (tip.textContent = '');
+    const { i, j } = cell;
     const t = heat.times[i];
     const n = byCell.get(`${t}:${heat.steps[j]}`) ?? 0;
     const when = `${new Date(t * 1000).toISOString().replace('.000Z', 'Z')} + ${heat.bucketSeconds} s`;
