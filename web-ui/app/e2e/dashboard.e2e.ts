@@ -338,6 +338,46 @@ async function differences(page: Page): Promise<{ column: string; value: string;
   );
 }
 
+const TRACE = '5b8efff798038103d269b633813fc60c';
+
+/** A checkout trace: the frontend's spans over OTLP/JSON, the database's as native events with the trace columns. */
+async function sendTrace(otlpNode: Node, nativeNode: Node) {
+  const t0 = BigInt(Date.now() - 120_000) * 1_000_000n;
+  const at = (ms: number) => String(t0 + BigInt(ms * 1_000_000));
+  const span = (id: string, parent: string, name: string, from: number, to: number, extra: object = {}) => ({
+    traceId: TRACE,
+    spanId: id,
+    parentSpanId: parent,
+    name,
+    kind: 2,
+    startTimeUnixNano: at(from),
+    endTimeUnixNano: at(to),
+    attributes: [{ key: 'http.route', value: { stringValue: '/checkout' } }],
+    ...extra,
+  });
+  const body = {
+    resourceSpans: [
+      {
+        resource: { attributes: [{ key: 'service.name', value: { stringValue: 'frontend' } }] },
+        scopeSpans: [
+          {
+            spans: [
+              span('00000000000000a1', '', 'GET /checkout', 0, 120),
+              span('00000000000000a2', '00000000000000a1', 'charge card', 10, 70, { status: { code: 2, message: 'card declined' } }),
+              span('00000000000000a3', '00000000000000a1', 'render', 80, 110),
+            ],
+          },
+        ],
+      },
+    ],
+  };
+  const res = await fetch(`${otlpNode.url}/v1/traces`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  expect(res.status).toBe(200);
+  const db = (id: string, parent: string, name: string, from: number, ms: number) =>
+    JSON.stringify({ time: new Date(Number((t0 + BigInt(from * 1_000_000)) / 1_000_000n)).toISOString(), 'trace.trace_id': TRACE, 'trace.span_id': id, 'trace.parent_id': parent, name, service: 'db', duration_ms: ms, 'db.statement': 'SELECT * FROM orders' });
+  await nativeNode.ingest('db', [db('00000000000000b1', '00000000000000a2', 'SELECT orders', 20, 25), db('00000000000000b2', '00000000000000a2', 'UPDATE orders', 50, 10)].join('\n'));
+}
+
 describe('a 3-node cluster with N=1', () => {
   let nodes: Node[];
   let b: Browser;
@@ -346,6 +386,7 @@ describe('a 3-node cluster with N=1', () => {
     nodes = await startCluster(3, 1);
     await nodes[0].ingest('events', recentEvents(20000, 8));
     await nodes[1].ingest('web', webEvents());
+    await sendTrace(nodes[1], nodes[2]);
     b = await browser();
   });
   afterAll(async () => {
@@ -403,6 +444,39 @@ describe('a 3-node cluster with N=1', () => {
     expect(first.inside).toBe(1);
     const [[rest]] = (await nodes[0].sql(`SELECT count(*) FROM web WHERE region = 'ap-south-1' AND status < 500`)).rows;
     expect(first.outside).toBeCloseTo(Number(rest) / Number(others), 9);
+    await page.close();
+  });
+
+  it('opens a trace from a sample as a waterfall gathered from two tables', async () => {
+    const page = await open(b, `${nodes[0].url}/?view=explore&table=frontend&range=1h`);
+    await page.locator('[data-testid=done]').waitFor();
+    await page.locator('[data-testid=samples-table] [data-testid=trace-link]').first().click();
+    const trace = page.locator('[data-view=trace]');
+    await trace.waitFor();
+    expect(page.url()).toContain(`trace=${TRACE}`);
+    const spans = await page.locator('[data-testid=span]').evaluateAll((rows) =>
+      rows.map((r) => {
+        const d = (r as HTMLElement).dataset;
+        return [d.spanId, d.depth, d.service, d.error];
+      }),
+    );
+    expect(spans).toEqual([
+      ['00000000000000a1', '0', 'frontend', 'false'],
+      ['00000000000000a2', '1', 'frontend', 'true'],
+      ['00000000000000b1', '2', 'db', 'false'],
+      ['00000000000000b2', '2', 'db', 'false'],
+      ['00000000000000a3', '1', 'frontend', 'false'],
+    ]);
+    expect(await trace.locator('.heat-title').textContent()).toContain('5 spans · 120 ms · 2 services');
+    expect(await page.locator('[data-testid=span][data-span-id="00000000000000b1"] .span-ms').textContent()).toBe('25 ms');
+    // A click shows the span's row: here the database's own attribute.
+    await page.locator('[data-testid=span][data-span-id="00000000000000b1"]').click();
+    const attrs = page.locator('[data-testid=span-attributes-table]');
+    await attrs.waitFor();
+    expect(await attrs.textContent()).toContain('SELECT * FROM orders');
+    await page.locator('[data-testid=span][data-span-id="00000000000000a2"]').click();
+    await expect.poll(() => attrs.textContent()).toContain('card declined');
+    await page.screenshot({ path: join(SHOTS, 'trace-waterfall.png'), fullPage: true });
     await page.close();
   });
 

@@ -16,7 +16,7 @@ export interface App {
 
 export type ViewRenderer = (app: App) => HTMLElement;
 
-const TITLES: Record<View, string> = { explore: 'Explore', sql: 'SQL', tables: 'Tables', cluster: 'Cluster' };
+const TITLES: Record<View, string> = { explore: 'Explore', sql: 'SQL', tables: 'Tables', cluster: 'Cluster', trace: 'Trace' };
 
 export function startApp(root: HTMLElement, views: Record<View, ViewRenderer>, onLoad: (app: App) => void) {
   let shown: View | null = null;

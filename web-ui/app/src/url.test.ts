@@ -25,6 +25,7 @@ it('round-trips the whole state through the query string', () => {
       limit: 25,
     },
     sql: "SELECT 'x' & 1",
+    trace: 'a&b=c',
     sort: { column: 'count', desc: true },
   };
   expect(decode(encode(s))).toEqual(s);

@@ -4,7 +4,7 @@
 
 import { AGG_FNS, type Agg, type AggFn, CHART_STYLES, type ChartStyle, COMPARE_SHIFTS, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, type QueryState, RELATIVE_RANGES, type Relative, defaultState } from './model';
 
-export const VIEWS = ['explore', 'sql', 'tables', 'cluster'] as const;
+export const VIEWS = ['explore', 'sql', 'tables', 'cluster', 'trace'] as const;
 export type View = (typeof VIEWS)[number];
 
 export interface AppState {
@@ -12,6 +12,8 @@ export interface AppState {
   query: QueryState;
   /** SQL typed in the editor; empty: the builder's. */
   sql: string;
+  /** The trace the trace view shows; empty: none. */
+  trace: string;
   /** Client-side sort of the results table: column and direction. */
   sort: { column: string; desc: boolean } | null;
 }
@@ -39,6 +41,7 @@ export function encode(s: AppState): string {
   p.set('dir', q.orderDesc ? 'desc' : 'asc');
   p.set('limit', String(q.limit));
   if (s.sql) p.set('sql', s.sql);
+  if (s.trace) p.set('trace', s.trace);
   if (s.sort) p.set('sort', `${s.sort.desc ? '-' : ''}${s.sort.column}`);
   return p.toString();
 }
@@ -106,6 +109,7 @@ export function decode(search: string): AppState {
     view: (VIEWS as readonly string[]).includes(view ?? '') ? (view as View) : 'explore',
     query: q,
     sql: p.get('sql') ?? '',
+    trace: p.get('trace') ?? '',
     sort: sort ? { column: sort.replace(/^-/, ''), desc: sort.startsWith('-') } : null,
   };
 }

@@ -5,6 +5,13 @@ import type { App } from '../app';
 import { h } from '../dom';
 import { formatCell } from '../format';
 import { isNumericType } from '../series';
+import { TRACE_ID, traceHref } from '../trace';
+
+/** A cell's content: a trace id links to its waterfall. */
+function cell(v: unknown, column: string): Node | string {
+  if (column === TRACE_ID && typeof v === 'string' && v) return h('a', { href: traceHref(v), class: 'trace-link', 'data-testid': 'trace-link' }, v);
+  return formatCell(v, column);
+}
 
 export type Sort = { column: string; desc: boolean } | null;
 
@@ -35,7 +42,7 @@ export function resultsTable(result: QueryResult, sort: Sort, onSort: (s: Sort) 
       {},
       ...r.map((v, i) => {
         const col = result.columns[i];
-        return h('td', { class: isNumericType(col.type) ? 'num' : '', title: v === null ? 'NULL' : typeof v === 'object' ? JSON.stringify(v) : String(v) }, formatCell(v, col.name));
+        return h('td', { class: isNumericType(col.type) ? 'num' : '', title: v === null ? 'NULL' : typeof v === 'object' ? JSON.stringify(v) : String(v) }, cell(v, col.name));
       }),
     ),
   );
