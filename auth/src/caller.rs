@@ -43,6 +43,9 @@ pub enum Need<'a> {
     Describe(&'a str),
     /// See the cluster's state and the node's metrics.
     Status,
+    /// Read and keep the dashboard's saved views and boards (they name
+    /// tables and hold SQL, so a key limited to some tables may not).
+    Saved,
     /// Change tables, keys or the cluster.
     Admin,
 }
@@ -88,7 +91,7 @@ impl Caller {
             Need::Ingest(_) | Need::IngestSomewhere => {
                 matches!(self.role, Role::Ingest | Role::Admin)
             }
-            Need::Query | Need::Read(_) | Need::Status => {
+            Need::Query | Need::Read(_) | Need::Status | Need::Saved => {
                 matches!(self.role, Role::Query | Role::Admin)
             }
             Need::Describe(_) => true,
@@ -105,6 +108,10 @@ impl Caller {
             // The cluster's state and the metrics name every table.
             Need::Status if self.tables.is_some() => Err(AuthError::Forbidden(format!(
                 "key {:?} is limited to some tables, and the cluster's state and metrics name them all",
+                self.name
+            ))),
+            Need::Saved if self.tables.is_some() => Err(AuthError::Forbidden(format!(
+                "key {:?} is limited to some tables, and saved views and boards may name any table",
                 self.name
             ))),
             Need::Ingest(t) | Need::Read(t) | Need::Describe(t) if !self.sees(t) => {
@@ -134,6 +141,7 @@ fn describe(need: Need<'_>) -> String {
         Need::Read(t) => format!("read table {t:?} (that takes a query or admin key)"),
         Need::Describe(t) => format!("see table {t:?}"),
         Need::Status => "see the cluster's state (that takes a query or admin key)".into(),
+        Need::Saved => "see or save views and boards (that takes a query or admin key)".into(),
         Need::Admin => "change tables, keys or the cluster (that takes an admin key)".into(),
     }
 }
@@ -164,18 +172,28 @@ mod tests {
         assert!(query.may(Need::Read("anything")).is_ok());
         assert!(query.may(Need::Ingest("web")).is_err());
         assert!(query.may(Need::Status).is_ok());
+        assert!(query.may(Need::Saved).is_ok(), "a query key keeps views");
+        assert!(ingest.may(Need::Saved).is_err());
         let scoped = key(Role::Query, Some(&["web"]));
         assert!(
             scoped.may(Need::Status).is_err(),
             "metrics name every table"
         );
+        let err = scoped.may(Need::Saved).unwrap_err();
+        assert!(err.to_string().contains("saved views"), "{err}");
         let err = scoped.may(Need::Read("jobs")).unwrap_err();
         assert!(
             err.to_string().contains("limited to tables [\"web\"]"),
             "{err}"
         );
         let admin = key(Role::Admin, None);
-        for need in [Need::Admin, Need::Query, Need::Ingest("x"), Need::Status] {
+        for need in [
+            Need::Admin,
+            Need::Query,
+            Need::Ingest("x"),
+            Need::Status,
+            Need::Saved,
+        ] {
             assert!(admin.may(need).is_ok());
         }
         assert!(Caller::open().may(Need::Admin).is_ok());

@@ -239,16 +239,22 @@ impl KeySync {
         };
         let _one = self.saving.lock();
         let records: Vec<KeyRecord> = self.auth.registry().read().records().cloned().collect();
-        let partial = path.with_extension("partial");
         let bytes = serde_json::to_vec(&records).map_err(std::io::Error::other)?;
-        std::fs::write(&partial, bytes)?;
-        std::fs::File::open(&partial)?.sync_all()?;
-        std::fs::rename(&partial, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        replace_file(path, &bytes)
     }
+}
+
+/// Writes `bytes` to `path` whole or not at all: a crash leaves the old
+/// file or the new one, never half of one.
+pub(crate) fn replace_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, bytes)?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn tally_text(records: usize, revoked: usize) -> String {

@@ -5,7 +5,7 @@
 //! A node's state is a flat map of string keys to string values
 //! (chitchat's). Fixed keys name one fact each; prefixed keys
 //! (`stat.NAME`, `schema.TABLE`, `dropped.TABLE`, `leave.NODE`,
-//! `apikey.ID`, `keyused.ID`) hold one entry per name.
+//! `apikey.ID`, `keyused.ID`, `saved.ID`) hold one entry per name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +43,10 @@ pub const KEY_TALLY: &str = "keytally";
 /// `keyused.ID`: when this node last saw the key used (ms since the
 /// epoch), refreshed at most every few seconds.
 pub const KEY_USED_PREFIX: &str = "keyused.";
+/// `saved.KIND.HEXNAME`: a saved view or board of the dashboard (JSON of
+/// `saved::Item`), or its tombstone; every node publishes every item it
+/// knows.
+pub const SAVED_PREFIX: &str = "saved.";
 
 pub fn parse_partitions(text: &str) -> BTreeSet<u32> {
     text.split(',').filter_map(|p| p.parse().ok()).collect()

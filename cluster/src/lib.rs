@@ -7,7 +7,8 @@
 //! (`replica`), hinted and ownership handoff and catch-up (`handoff`),
 //! cluster-wide table schemas (`schemas`) and table changes (`tables`),
 //! the figures each node gossips about itself (`stats`), the spread and
-//! keeping of the cluster's API keys (`api_keys`), the proofs that a
+//! keeping of the cluster's API keys (`api_keys`) and of the dashboard's
+//! saved views and boards (`saved`), the proofs that a
 //! datagram or call comes from the cluster (`gossip`, `call_auth`, with the
 //! replay memory of both in `replay`), and what Flight's client trusts
 //! over TLS (`tls`).
@@ -30,6 +31,7 @@ pub mod messages;
 mod replay;
 pub mod replica;
 pub mod replicate;
+pub mod saved;
 pub mod schemas;
 pub mod service;
 pub mod stats;

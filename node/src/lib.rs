@@ -221,6 +221,9 @@ impl Node {
             args.data_dir.clone(),
         )
         .context("cannot read the API keys kept in --data-dir")?;
+        let saved =
+            atoll_cluster::saved::Saved::open(membership.clone(), &name, args.data_dir.clone())
+                .context("cannot read the saved views kept in --data-dir")?;
         let node_metrics = NodeMetrics::new(
             registry,
             store.clone(),
@@ -262,6 +265,7 @@ impl Node {
                 auth: auth.clone(),
                 sync: key_sync.clone(),
             }))
+            .merge(http::saved::router(saved.clone()))
             .merge(atoll_web_ui::router())
             .layer(axum::middleware::from_fn_with_state(
                 guard,
@@ -274,6 +278,7 @@ impl Node {
         handoff.spawn(shutdown.subscribe());
         key_sync.catch_up(Duration::from_secs(10)).await;
         key_sync.spawn(shutdown.subscribe());
+        saved.spawn(shutdown.subscribe());
         memory::Evictor::new(holdings, membership.clone(), budget, eviction)
             .spawn(shutdown.subscribe());
         atoll_cluster::schemas::spawn(

@@ -1368,3 +1368,157 @@ fn status_text(node: &Server) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The names of the saved views (or boards) a node lists.
+async fn saved_names(node: &Server, kind: &str) -> Vec<String> {
+    let (status, body) = node.get("/v1/saved").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Saved views and boards are the cluster's: saved through one node they
+/// are listed on every node, a deletion through another reaches all, a node
+/// that was down when a view was saved learns it once back, and every node
+/// keeps them across a restart with its data dir. Bad names and boards of
+/// missing views are refused, naming what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_views_and_boards_are_cluster_wide_and_survive_restarts() {
+    use reqwest::Method;
+    let root = tempfile::tempdir().unwrap();
+    let dir = |i: usize| root.path().join(format!("n{i}")).display().to_string();
+    let mut cluster = Cluster::start_each(3, &[], |i| vec!["--data-dir".into(), dir(i)]).await;
+    let state =
+        r#"{"state": "view=explore&table=events&range=1h&group=region&agg=p99%3Aduration_ms"}"#;
+    let (status, v) = cluster
+        .node(0)
+        .send(Method::PUT, "/v1/saved/views/p99%20by%20region", state)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["name"], "p99 by region");
+    assert_eq!(v["by"], "n0");
+    let board = r#"{"views": ["p99 by region"]}"#;
+    let (status, v) = cluster
+        .node(1)
+        .send(Method::PUT, "/v1/saved/boards/on%20call", board)
+        .await;
+    assert!(
+        status == 200 || status == 400,
+        "saved, or refused while n1 has not heard of the view: {v}"
+    );
+    wait_until_all(&cluster, "the view on every node", |names| {
+        names == ["p99 by region"]
+    })
+    .await;
+    let (status, v) = cluster
+        .node(1)
+        .send(Method::PUT, "/v1/saved/boards/on%20call", board)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for i in 0..3 {
+        support::wait_until(&format!("the board on n{i}"), async || {
+            saved_names(cluster.node(i), "boards").await == ["on call"]
+        })
+        .await;
+    }
+    let (_, body) = cluster.node(2).get("/v1/saved").await;
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed["views"][0]["state"],
+        "view=explore&table=events&range=1h&group=region&agg=p99%3Aduration_ms"
+    );
+    assert_eq!(
+        listed["boards"][0]["views"],
+        serde_json::json!(["p99 by region"])
+    );
+
+    // Refusals name what is wrong.
+    for (path, body, status, says) in [
+        ("/v1/saved/views/%20x", state, 400, "spaces at either end"),
+        (
+            "/v1/saved/boards/b",
+            r#"{"views": ["nope"]}"#,
+            400,
+            "no saved view named \"nope\"",
+        ),
+        (
+            "/v1/saved/views/v",
+            r#"{"sql": "x"}"#,
+            400,
+            "the body must be",
+        ),
+        ("/v1/saved/things/v", state, 404, "views or boards"),
+    ] {
+        let (got, v) = cluster.node(0).send(Method::PUT, path, body).await;
+        assert_eq!(got, status, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{path}: {v}");
+    }
+    let (got, v) = cluster
+        .node(0)
+        .send(Method::DELETE, "/v1/saved/views/absent", "")
+        .await;
+    assert_eq!(got, 404, "{v}");
+
+    // Saved while n2 is down: n2 learns it once back.
+    cluster.nodes[2].as_mut().unwrap().signal("KILL");
+    cluster.nodes[2] = None;
+    let (status, v) = cluster
+        .node(1)
+        .send(
+            Method::PUT,
+            "/v1/saved/views/errors",
+            r#"{"state": "view=sql&sql=SELECT%201"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let node = cluster.launch(2, &["--data-dir", &dir(2)]);
+    cluster.put(2, node);
+    wait_until_all(&cluster, "both views on every node", |names| {
+        names == ["errors", "p99 by region"]
+    })
+    .await;
+
+    // Deleted through n2: gone everywhere, and stays gone after every node
+    // restarts from its data dir.
+    let (status, v) = cluster
+        .node(2)
+        .send(Method::DELETE, "/v1/saved/views/errors", "")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    wait_until_all(&cluster, "the deletion on every node", |names| {
+        names == ["p99 by region"]
+    })
+    .await;
+    for i in 0..3 {
+        cluster.nodes[i].as_mut().unwrap().signal("TERM");
+        cluster.nodes[i] = None;
+    }
+    for i in 0..3 {
+        let node = cluster.launch(i, &["--data-dir", &dir(i)]);
+        assert_eq!(
+            saved_names(&node, "views").await,
+            ["p99 by region"],
+            "n{i} from its data dir"
+        );
+        assert_eq!(
+            saved_names(&node, "boards").await,
+            ["on call"],
+            "n{i} from its data dir"
+        );
+        cluster.put(i, node);
+    }
+}
+
+async fn wait_until_all(cluster: &Cluster, what: &str, check: impl Fn(&[String]) -> bool) {
+    for (i, node) in cluster.running().enumerate() {
+        support::wait_until(&format!("{what} (node {i})"), async || {
+            check(&saved_names(node, "views").await)
+        })
+        .await;
+    }
+}

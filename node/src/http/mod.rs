@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod keys;
 pub mod otlp;
 pub mod query;
+pub mod saved;
 
 use atoll_errors::{Classified, ErrorKind};
 use axum::Json;
