@@ -220,11 +220,11 @@ impl Saved {
     /// Deletes a saved view or board: a tombstone, so that every node
     /// forgets it.
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<Item, SavedError> {
-        if !self
+        if self
             .items
             .read()
             .get(&id(kind, name))
-            .is_some_and(|i| !i.deleted)
+            .is_none_or(|i| i.deleted)
         {
             return Err(SavedError::NotFound {
                 kind,
