@@ -20,7 +20,23 @@ export class Node {
     readonly gossipAddr: string,
     /** The admin key the node was started with, sent on every call. */
     readonly key?: string,
+    /** The flags it was started with (its name and addresses aside). */
+    readonly extra: string[] = [],
   ) {}
+
+  /** SIGTERM (the node stays in the ring), and wait until the process is gone. */
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    const gone = new Promise((r) => this.proc.once('exit', r));
+    this.proc.kill('SIGTERM');
+    await gone;
+  }
+
+  /** Stops the node and starts it again with the same flags, on its gossip port. */
+  async restart(): Promise<Node> {
+    await this.stop();
+    return startNode(this.name, [...this.extra, '--gossip-addr', this.gossipAddr]);
+  }
 
   private headers(extra: Record<string, string> = {}): Record<string, string> {
     return this.key ? { ...extra, Authorization: `Bearer ${this.key}` } : extra;
@@ -67,7 +83,7 @@ export async function startNode(name: string, extra: string[] = []): Promise<Nod
   }, 60, true);
   rmSync(ready, { force: true });
   const key = extra.includes('--admin-key') ? extra[extra.lastIndexOf('--admin-key') + 1] : undefined;
-  return new Node(name, `http://${said.http_addr}`, proc, said.gossip_addr, key);
+  return new Node(name, `http://${said.http_addr}`, proc, said.gossip_addr, key, extra);
 }
 
 /** Polls `probe` until it gives a value, for at most `seconds`; with `failFast`, an error it throws ends the wait. */
@@ -84,12 +100,12 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-/** `n` nodes with `replicas` replicas, seeded by the first; waits until every node sees all up. */
-export async function startCluster(n: number, replicas: number): Promise<Node[]> {
+/** `n` nodes with `replicas` replicas, seeded by the first, node i with `own(i)`'s flags too; waits until every node sees all up. */
+export async function startCluster(n: number, replicas: number, own: (i: number) => string[] = () => []): Promise<Node[]> {
   const cluster = `e2e-${process.pid}-${Date.now()}`;
   const nodes: Node[] = [];
   for (let i = 0; i < n; i++) {
-    const extra = ['--cluster-name', cluster, '--gossip-interval-ms', '100', '--replicas', String(replicas)];
+    const extra = ['--cluster-name', cluster, '--gossip-interval-ms', '100', '--replicas', String(replicas), ...own(i)];
     if (i > 0) extra.push('--seed', nodes[0].gossipAddr);
     nodes.push(await startNode(`n${i}`, extra));
   }

@@ -1,5 +1,7 @@
 // The dashboard in a real Chromium against real atoll processes.
 
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
@@ -498,6 +500,89 @@ describe('a 3-node cluster with N=1', () => {
     expect(await page.locator('[data-testid=ring] path.arc.down').count()).toBeGreaterThan(0);
     expect(await page.locator('[data-testid=cluster-summary]').textContent()).toContain('3 nodes, 1 down');
     await page.screenshot({ path: join(SHOTS, 'cluster-node-down.png'), fullPage: true });
+  });
+});
+
+const HOURLY = `SELECT date_bin(INTERVAL '1 hour', "time", TIMESTAMP '1970-01-01T00:00:00Z') AS "hour", count(*) AS n FROM events GROUP BY 1 ORDER BY 1`;
+
+/** Saves the page's current view under `name` with the Save control. */
+async function saveAs(page: Page, name: string) {
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await page.locator('[data-testid=save-name]').fill(name);
+  await page.locator('[data-testid=save-confirm]').click();
+  await expect.poll(() => page.locator('[data-testid=save-status]').textContent()).toContain(`Saved as ${name}`);
+}
+
+describe('saved views and boards on a 3-node cluster with data dirs', () => {
+  let nodes: Node[];
+  let b: Browser;
+  let dirs: string;
+
+  beforeAll(async () => {
+    dirs = mkdtempSync(join(tmpdir(), 'atoll-e2e-saved-'));
+    nodes = await startCluster(3, 1, (i) => ['--data-dir', join(dirs, `n${i}`)]);
+    await nodes[0].ingest('events', recentEvents(5000, 9));
+    b = await browser();
+  });
+  afterAll(async () => {
+    await b?.close();
+    await Promise.all((nodes ?? []).map((n) => n.kill()));
+    if (dirs) rmSync(dirs, { recursive: true, force: true });
+  });
+
+  it('saves views on one node, makes a board on another, and reopens both from a third after its restart', async () => {
+    const page = await open(b, nodes[0].url);
+    await buildCountByRegion(page);
+    await saveAs(page, 'regions, last day');
+    await page.locator('[data-testid=nav-sql]').click();
+    await setEditor(page, HOURLY);
+    await saveAs(page, 'hourly events');
+    await page.close();
+
+    const other = await open(b, `${nodes[1].url}/?view=saved`);
+    await waitFor('both views listed on n1', async () => {
+      await other.reload();
+      await other.locator('[data-testid=new-board]').waitFor();
+      return (await other.locator('[data-testid=saved-views] li').count()) === 2;
+    });
+    await other.locator('[data-testid=board-name]').fill('overview');
+    await other.locator('input[data-view-name="regions, last day"]').check();
+    await other.locator('input[data-view-name="hourly events"]').check();
+    await other.locator('[data-testid=make-board]').click();
+    await other.locator('[data-testid=saved-boards] li[data-name=overview]').waitFor();
+    await other.close();
+
+    // n2 hears of the board, then restarts from its data dir.
+    await waitFor('the board on n2', async () => {
+      const res = await fetch(`${nodes[2].url}/v1/saved`);
+      return ((await res.json()) as { boards: { name: string }[] }).boards.some((x) => x.name === 'overview');
+    });
+    nodes[2] = await nodes[2].restart();
+
+    const view = await open(b, `${nodes[2].url}/?saved=${encodeURIComponent('regions, last day')}`);
+    await view.locator('[data-testid=done]').waitFor();
+    expect(await view.locator('[data-testid=range]').inputValue()).toBe('24h');
+    expect(await view.locator('[data-testid=group] select').inputValue()).toBe('region');
+    const regions = await nodes[0].sql('SELECT DISTINCT region FROM events');
+    expect((await legend(view)).sort()).toEqual(regions.rows.map((r) => String(r[0])).sort());
+    await view.close();
+
+    const board = await open(b, `${nodes[2].url}/?view=board&board=overview`);
+    const cells = board.locator('[data-testid=board-cell]');
+    await expect.poll(() => cells.count()).toBe(2);
+    await expect.poll(() => board.locator('[data-testid=board-cell][data-done=true]').count()).toBe(2);
+    const byRegion = board.locator('[data-testid=board-cell][data-view-name="regions, last day"] [data-testid=chart]');
+    expect(await byRegion.getAttribute('data-series')).toBe(String(regions.rows.length));
+    const hourly = board.locator('[data-testid=board-cell][data-view-name="hourly events"] [data-testid=chart]');
+    const [[total]] = (await nodes[0].sql('SELECT count(*) FROM events')).rows;
+    expect(JSON.parse((await hourly.getAttribute('data-sums'))!)).toEqual({ n: Number(total) });
+    await board.screenshot({ path: join(SHOTS, 'board.png'), fullPage: true });
+    await board.close();
+
+    // A name that is not saved says so.
+    const missing = await open(b, `${nodes[1].url}/?saved=nope`);
+    expect(await missing.locator('[data-testid=saved-missing]').textContent()).toContain('No saved view named "nope"');
+    await missing.close();
   });
 });
 

@@ -94,6 +94,48 @@ export interface TableInfo {
   settings: Record<string, unknown>;
 }
 
+export interface SavedView {
+  name: string;
+  /** The dashboard's state, as its URL's query string. */
+  state: string;
+  updated: string;
+  by: string;
+}
+
+export interface Board {
+  name: string;
+  views: string[];
+  updated: string;
+  by: string;
+}
+
+export interface Saved {
+  views: SavedView[];
+  boards: Board[];
+}
+
+export type SavedKind = 'views' | 'boards';
+
+/** The cluster's saved views and boards. */
+export async function saved(): Promise<Saved> {
+  return json<Saved>(await call('/v1/saved'));
+}
+
+function savedPath(kind: SavedKind, name: string): string {
+  return `/v1/saved/${kind}/${encodeURIComponent(name)}`;
+}
+
+/** Saves (or replaces) a view or a board under `name`. */
+export async function save(kind: 'views', name: string, body: { state: string }): Promise<SavedView>;
+export async function save(kind: 'boards', name: string, body: { views: string[] }): Promise<Board>;
+export async function save(kind: SavedKind, name: string, body: object): Promise<unknown> {
+  return json(await call(savedPath(kind, name), { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) }));
+}
+
+export async function unsave(kind: SavedKind, name: string): Promise<void> {
+  await json(await call(savedPath(kind, name), { method: 'DELETE' }));
+}
+
 export async function tables(): Promise<TableInfo[]> {
   const body = await json<{ tables: TableInfo[] }>(await call('/v1/tables'));
   return body.tables;

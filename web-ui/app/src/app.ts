@@ -16,7 +16,7 @@ export interface App {
 
 export type ViewRenderer = (app: App) => HTMLElement;
 
-const TITLES: Record<View, string> = { explore: 'Explore', sql: 'SQL', tables: 'Tables', cluster: 'Cluster', trace: 'Trace' };
+const TITLES: Record<View, string> = { explore: 'Explore', sql: 'SQL', tables: 'Tables', cluster: 'Cluster', trace: 'Trace', saved: 'Saved', board: 'Board' };
 
 export function startApp(root: HTMLElement, views: Record<View, ViewRenderer>, onLoad: (app: App) => void) {
   let shown: View | null = null;
@@ -39,7 +39,8 @@ export function startApp(root: HTMLElement, views: Record<View, ViewRenderer>, o
   };
   const render = () => {
     nav.replaceChildren(
-      ...(Object.keys(TITLES) as View[]).map((v) =>
+      // A board is reached from Saved (or its URL): listed only while shown.
+      ...(Object.keys(TITLES) as View[]).filter((v) => v !== 'board' || app.state.view === 'board').map((v) =>
         h('a', { href: '#', class: v === app.state.view ? 'active' : '', 'data-testid': `nav-${v}`, onclick: (e: Event) => (e.preventDefault(), app.update((s) => (s.view = v))) }, TITLES[v]),
       ),
     );

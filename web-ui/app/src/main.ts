@@ -1,17 +1,46 @@
 import './style.css';
+import * as api from './api';
 import { onKeyNeeded } from './api';
-import { startApp } from './app';
+import { type App, startApp } from './app';
+import { decode } from './url';
 import { keyPrompt } from './views/keyPrompt';
+import { boardView } from './views/board';
 import { clusterView } from './views/cluster';
 import { exploreKeys, exploreView, runExplore } from './views/explore';
+import { rememberSavedName } from './views/save';
+import { missingSaved, savedView } from './views/saved';
 import { runSql, sqlView } from './views/sqlEditor';
 import { tablesView } from './views/tables';
 import { traceView } from './views/trace';
 
-onKeyNeeded(keyPrompt);
-startApp(document.getElementById('app')!, { explore: exploreView, sql: sqlView, tables: tablesView, cluster: clusterView, trace: traceView }, (app) => {
-  document.addEventListener('keydown', (e) => exploreKeys(app, e));
-  // A shared URL reproduces its view: run what it describes.
+/** A shared URL reproduces its view: run what it describes. */
+function runShown(app: App) {
   if (app.state.view === 'explore' && app.state.query.table && app.tables.some((t) => t.name === app.state.query.table)) void runExplore(app);
   if (app.state.view === 'sql' && app.state.sql) void runSql(app);
-});
+}
+
+/** `?saved=NAME`: the saved view's state, from the cluster's saved views. */
+async function openSaved(app: App, name: string) {
+  const saved = await api.saved().catch(() => null);
+  const view = saved?.views.find((v) => v.name === name);
+  if (!view) {
+    missingSaved(name);
+    return app.update((s) => (s.view = 'saved'));
+  }
+  rememberSavedName(name);
+  app.update((s) => Object.assign(s, decode(view.state)));
+  runShown(app);
+}
+
+onKeyNeeded(keyPrompt);
+// Read before the app writes its state into the URL.
+const savedName = new URLSearchParams(location.search).get('saved');
+startApp(
+  document.getElementById('app')!,
+  { explore: exploreView, sql: sqlView, tables: tablesView, cluster: clusterView, trace: traceView, saved: savedView, board: boardView },
+  (app) => {
+    document.addEventListener('keydown', (e) => exploreKeys(app, e));
+    if (savedName) void openSaved(app, savedName);
+    else runShown(app);
+  },
+);

@@ -26,6 +26,7 @@ it('round-trips the whole state through the query string', () => {
     },
     sql: "SELECT 'x' & 1",
     trace: 'a&b=c',
+    board: 'on call',
     sort: { column: 'count', desc: true },
   };
   expect(decode(encode(s))).toEqual(s);

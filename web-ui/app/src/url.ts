@@ -4,7 +4,7 @@
 
 import { AGG_FNS, type Agg, type AggFn, CHART_STYLES, type ChartStyle, COMPARE_SHIFTS, type CompareShift, type Filter, HAVING_OPS, type Having, OPS, type Op, type QueryState, RELATIVE_RANGES, type Relative, defaultState } from './model';
 
-export const VIEWS = ['explore', 'sql', 'tables', 'cluster', 'trace'] as const;
+export const VIEWS = ['explore', 'sql', 'tables', 'cluster', 'trace', 'saved', 'board'] as const;
 export type View = (typeof VIEWS)[number];
 
 export interface AppState {
@@ -14,6 +14,8 @@ export interface AppState {
   sql: string;
   /** The trace the trace view shows; empty: none. */
   trace: string;
+  /** The board the board view shows; empty: none. */
+  board: string;
   /** Client-side sort of the results table: column and direction. */
   sort: { column: string; desc: boolean } | null;
 }
@@ -42,6 +44,7 @@ export function encode(s: AppState): string {
   p.set('limit', String(q.limit));
   if (s.sql) p.set('sql', s.sql);
   if (s.trace) p.set('trace', s.trace);
+  if (s.board) p.set('board', s.board);
   if (s.sort) p.set('sort', `${s.sort.desc ? '-' : ''}${s.sort.column}`);
   return p.toString();
 }
@@ -110,6 +113,7 @@ export function decode(search: string): AppState {
     query: q,
     sql: p.get('sql') ?? '',
     trace: p.get('trace') ?? '',
+    board: p.get('board') ?? '',
     sort: sort ? { column: sort.replace(/^-/, ''), desc: sort.startsWith('-') } : null,
   };
 }

@@ -30,6 +30,8 @@ export function axisLabel(series: Chart['series'], unit: string): string {
 export interface Style {
   style: ChartStyle;
   total: boolean;
+  /** Pixels; 280 unless smaller (a board's cells). */
+  height?: number;
 }
 
 /**
@@ -71,7 +73,7 @@ export function chart(data: Chart, style: Style = { style: 'lines', total: false
   const units = unitsOf(data.series);
   const opts: uPlot.Options = {
     width: 800,
-    height: 280,
+    height: style.height ?? 280,
     scales: { x: { time: true } },
     legend: { live: true },
     cursor: { points: { size: 6 } },
@@ -111,7 +113,7 @@ export function chart(data: Chart, style: Style = { style: 'lines', total: false
   const plot = new uPlot(opts, [data.x, ...values] as uPlot.AlignedData, el);
   const fit = () => {
     const w = el.clientWidth;
-    if (w > 0) plot.setSize({ width: w, height: 280 });
+    if (w > 0) plot.setSize({ width: w, height: style.height ?? 280 });
   };
   new ResizeObserver(fit).observe(el);
   requestAnimationFrame(fit);

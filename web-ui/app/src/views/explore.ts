@@ -15,6 +15,7 @@ import { type App } from '../app';
 import { chartOf } from './chart';
 import { resultsTable, urlSortedTable } from './resultsTable';
 import { QueryStatus } from './status';
+import { saveControl } from './save';
 
 const status = new QueryStatus();
 const results = h('div', { class: 'results-area' });
@@ -277,6 +278,7 @@ function builder(app: App): HTMLElement {
       h('button', { class: 'primary', 'data-testid': 'run', onclick: () => runExplore(app) }, 'Run'),
       h('button', { class: 'link', onclick: () => openInSql(app) }, 'Edit as SQL'),
     ),
+    saveControl(app),
     builderError,
   );
 }
@@ -323,9 +325,9 @@ export function exploreKeys(app: App, e: KeyboardEvent) {
   document.querySelector<HTMLElement>('[data-testid=filter] input, [data-testid=filter] select')?.focus();
 }
 
-function groupValues(app: App, result: api.QueryResult): unknown[][] {
-  const n = app.state.query.groupBy.length;
-  return result.rows.slice(0, MAX_SERIES).map((r) => r.slice(0, n));
+/** The group values of the table's first rows: the groups the chart draws. */
+export function groupValues(groups: number, result: api.QueryResult): unknown[][] {
+  return result.rows.slice(0, MAX_SERIES).map((r) => r.slice(0, groups));
 }
 
 /** Runs the table query, then the chart's series (for the top groups) and the samples. */
@@ -347,7 +349,7 @@ export async function runExplore(app: App) {
   const before = comparedState(q, now);
   try {
     const table = await api.query(sql, signal);
-    const top = q.groupBy.length ? groupValues(app, table) : [];
+    const top = q.groupBy.length ? groupValues(q.groupBy.length, table) : [];
     const [series, samples, then, heat, bubble] = await Promise.all([
       api.query(seriesSql(q, columns, now, top), signal),
       api.query(samplesSql(q, columns, now), signal),

@@ -14,6 +14,7 @@ import { type App } from '../app';
 import { chartOf } from './chart';
 import { urlSortedTable } from './resultsTable';
 import { QueryStatus } from './status';
+import { saveControl } from './save';
 
 const status = new QueryStatus();
 const results = h('div', { class: 'results-area' });
@@ -71,6 +72,8 @@ export function sqlView(app: App): HTMLElement {
       { class: 'actions' },
       h('button', { class: 'primary', 'data-testid': 'run-sql', onclick: () => runSql(app) }, 'Run'),
       h('span', { class: 'muted' }, ' Ctrl/Cmd-Enter runs the query'),
+      // The text in the editor, run or not, is what gets saved.
+      saveControl(app, () => editor && app.update((s) => (s.sql = editor!.state.doc.toString()), false)),
     ),
     errorBox,
     status.el,
