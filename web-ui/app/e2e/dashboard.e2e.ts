@@ -94,6 +94,7 @@ describe('one node', () => {
     expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
     await expect.poll(() => page.locator('[data-testid=samples-table] tbody tr').count()).toBe(50);
     await page.screenshot({ path: join(SHOTS, 'explore-count-by-region.png'), fullPage: true });
+    await page.screenshot({ path: join(SHOTS, 'docs-explore.png') });
   });
 
   it('reproduces the view from its URL', async () => {
@@ -198,6 +199,7 @@ describe('one node', () => {
     const change = Math.round(((now - then) / then) * 1000) / 10;
     expect(await tableCells(page)).toEqual([[String(now), String(then), String(change)]]);
     await page.screenshot({ path: join(SHOTS, 'explore-compare-to.png'), fullPage: true });
+    await chart.screenshot({ path: join(SHOTS, 'docs-compare-to.png') });
   });
 
   it('draws a heatmap of duration_ms whose cells add up to the events in the range', async () => {
@@ -220,6 +222,7 @@ describe('one node', () => {
     expect(await tip.textContent()).toMatch(/Z \+ \d+ s · duration_ms .+ – .+ · \d[\d.kM]* events?/);
     expect(page.url()).toContain('heatmap=duration_ms');
     await page.screenshot({ path: join(SHOTS, 'explore-heatmap.png'), fullPage: true });
+    await heat.screenshot({ path: join(SHOTS, 'docs-heatmap.png') });
   });
 
   it('stacks the counts by region with a total line equal to the events in the range', async () => {
@@ -239,6 +242,7 @@ describe('one node', () => {
     expect(Object.entries(sums).filter(([k]) => k !== 'total').reduce((a, [, v]) => a + Number(v), 0)).toBe(n);
     expect(await legend(page)).toContain('total');
     await page.screenshot({ path: join(SHOTS, 'explore-stacked-total.png'), fullPage: true });
+    await chart.screenshot({ path: join(SHOTS, 'docs-stacked-total.png') });
     await page.getByLabel('Chart').selectOption('bars');
     await page.locator('[data-testid=run]').click();
     await page.locator('[data-testid=done]').waitFor();
@@ -396,6 +400,23 @@ describe('a 3-node cluster with N=1', () => {
     await Promise.all((nodes ?? []).map((n) => n.kill()));
   });
 
+  it('compares, stacks, totals, filters groups with HAVING and draws the heatmap across the ring', async () => {
+    const having = encodeURIComponent(JSON.stringify(['count', '>', '0']));
+    const page = await open(b, `${nodes[1].url}/?view=explore&table=events&range=24h&group=region&having=${having}&compare=1h&heatmap=duration_ms&chart=stacked&total=1`);
+    await page.locator('[data-testid=done]').waitFor();
+    const n = await countInRunWindow(page, nodes[2]);
+    const then = await countInRunWindow(page, nodes[0], 3600_000);
+    const sums = JSON.parse((await page.locator('[data-testid=chart]').getAttribute('data-sums'))!);
+    expect(sums.total).toBe(n);
+    const regions = await nodes[0].sql('SELECT DISTINCT region FROM events');
+    const earlier = Object.entries(sums).filter(([k]) => k.endsWith('(1h before)'));
+    expect(earlier).toHaveLength(regions.rows.length);
+    expect(earlier.reduce((a, [, v]) => a + Number(v), 0)).toBe(then);
+    expect(Number(await page.locator('[data-view=heatmap]').getAttribute('data-total'))).toBe(await countInRunWindow(page, nodes[0], 0, ' AND duration_ms IS NOT NULL'));
+    expect(await page.locator('[data-testid=results] tbody tr').count()).toBe(regions.rows.length);
+    await page.close();
+  });
+
   it('finds what is different about a box dragged on the heatmap: the slow endpoint first', async () => {
     const page = await open(b, `${nodes[0].url}/?view=explore&table=web&range=1h&heatmap=duration_ms`);
     await page.locator('[data-testid=done]').waitFor();
@@ -423,6 +444,8 @@ describe('a 3-node cluster with N=1', () => {
     // A bounded number of queries, whatever the number of columns: the run's four, and two for the comparison.
     expect(queries.length).toBe(6);
     await page.screenshot({ path: join(SHOTS, 'explore-what-is-different.png'), fullPage: true });
+    await page.locator('[data-view=heatmap]').screenshot({ path: join(SHOTS, 'docs-heatmap-box.png') });
+    await bubble.screenshot({ path: join(SHOTS, 'docs-what-is-different.png') });
     await page.close();
   });
 
@@ -479,6 +502,7 @@ describe('a 3-node cluster with N=1', () => {
     await page.locator('[data-testid=span][data-span-id="00000000000000a2"]').click();
     await expect.poll(() => attrs.textContent()).toContain('card declined');
     await page.screenshot({ path: join(SHOTS, 'trace-waterfall.png'), fullPage: true });
+    await page.locator('.trace-view').screenshot({ path: join(SHOTS, 'docs-trace.png') });
     await page.close();
   });
 
@@ -577,6 +601,7 @@ describe('saved views and boards on a 3-node cluster with data dirs', () => {
     const [[total]] = (await nodes[0].sql('SELECT count(*) FROM events')).rows;
     expect(JSON.parse((await hourly.getAttribute('data-sums'))!)).toEqual({ n: Number(total) });
     await board.screenshot({ path: join(SHOTS, 'board.png'), fullPage: true });
+    await board.locator('[data-view=board]').screenshot({ path: join(SHOTS, 'docs-board.png') });
     await board.close();
 
     // A name that is not saved says so.

@@ -44,6 +44,18 @@ export function boxFilters(box: { from: number; to: number; lowStep: number; hig
   return out;
 }
 
+/** The box `boxFilters` made, if the selection is one (to draw it on the heatmap of `column`). */
+export function boxOf(selection: Filter[], column: string): { from: number; to: number; low: number | null; high: number } | null {
+  const [from, to, ...bounds] = selection;
+  if (!from || !to || from.column !== 'time' || from.op !== '>=' || to.column !== 'time' || to.op !== '<') return null;
+  if (bounds.some((b) => b.column !== column)) return null;
+  const t = (f: Filter) => Date.parse(f.value) / 1000;
+  const low = bounds.find((b) => b.op === '>=');
+  const high = bounds.find((b) => b.op === '<' || b.op === '<=');
+  if (!high || bounds.length !== (low ? 2 : 1)) return null;
+  return { from: t(from), to: t(to), low: low ? Number(low.value) : null, high: Number(high.value) };
+}
+
 /** The selection's conditions, ANDed; a BuilderError when there are none. */
 export function selectionSql(s: QueryState, columns: Column[]): string {
   if (s.selection.length === 0) throw new BuilderError('what is different: add a condition that picks the selection, or drag a box on the heatmap');

@@ -1,7 +1,8 @@
 import { expect, it } from 'vitest';
 import { type Column, defaultState } from './model';
 import { BuilderError, heatmapSql, stepRange } from './sql';
-import { shade, stepLabel, toHeat } from './views/heatmap';
+import { selectedCells, shade, stepLabel, toHeat } from './views/heatmap';
+import { boxFilters, boxOf } from './bubble';
 
 const COLUMNS: Column[] = [
   { name: 'time', type: 'Timestamp' },
@@ -60,4 +61,18 @@ it('lays cells on every time bucket of the window, totals and shades them', () =
   expect(heat.max).toBe(6);
   expect(shade(0, 6)).toBe('rgba(0,0,0,0)');
   expect(shade(6, 6)).toBe('rgb(8, 48, 107)');
+});
+
+it('finds the cells of a box it selected again from the selection', () => {
+  const heat = toHeat(
+    { columns: [], rows: [['2026-11-26T11:00:00Z', 4, 1], ['2026-11-26T11:00:30Z', 8, 2], ['2026-11-26T11:01:00Z', 12, 3]], stats: { elapsed_ms: 0, rows_scanned: 0 } },
+    'duration_ms',
+    new Date('2026-11-26T11:00:00Z'),
+    new Date('2026-11-26T11:02:00Z'),
+    30,
+  );
+  const box = { from: heat.times[1], to: heat.times[2] + 30, lowStep: 8, highStep: 12 };
+  const selected = boxOf(boxFilters(box, 'duration_ms'), 'duration_ms')!;
+  expect(selectedCells(heat, selected)).toEqual({ i0: 1, i1: 2, j0: 1, j1: 2 });
+  expect(boxOf([{ column: 'status', op: '>=', value: '500' }], 'duration_ms')).toBeNull();
 });

@@ -8,7 +8,7 @@ import { AGG_FNS, type Agg, type AggFn, CHART_STYLES, type ChartStyle, COMPARE_S
 import { BuilderError, SAMPLE_RATE, bucketSeconds, comparedState, heatmapSql, isNumeric, resolveRange, sampleWeight, samplesSql, seriesSql, tableSql } from '../sql';
 import { type HeatBox, heatmap, toHeat } from './heatmap';
 import { bubbleUp } from './bubbleup';
-import { boxFilters, planOf, ranked, selectionSql, shapeSql, valuesSql } from '../bubble';
+import { boxFilters, boxOf, planOf, ranked, selectionSql, shapeSql, valuesSql } from '../bubble';
 import { withThen } from '../compare';
 import { MAX_SERIES } from '../series';
 import { type App } from '../app';
@@ -363,7 +363,7 @@ export async function runExplore(app: App) {
     results.dataset.from = span.from.toISOString();
     results.dataset.to = span.to.toISOString();
     const column = q.heatmap;
-    const heatView = heat && column ? heatmap(toHeat(heat, column, span.from, span.to, bucketSeconds(q.range, now)), (box) => selectBox(app, box, column)) : null;
+    const heatView = heat && column ? heatmap(toHeat(heat, column, span.from, span.to, bucketSeconds(q.range, now)), (box) => selectBox(app, box, column), boxOf(q.selection, column)) : null;
     renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null, heatView, bubble?.view ?? null);
   } catch (e) {
     status.failed(signal, (e as Error).message);

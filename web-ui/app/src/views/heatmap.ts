@@ -72,7 +72,28 @@ const LEFT = 90;
 const BOTTOM = 24;
 const HEIGHT = 260;
 
-export function heatmap(heat: Heat, onSelect?: (box: HeatBox) => void): HTMLElement {
+/** A selection drawn on the heatmap: time [from, to), values from `low` (none: from the "≤ 0" step) below `high`. */
+export interface Selected {
+  from: number;
+  to: number;
+  low: number | null;
+  high: number;
+}
+
+/** The cells a selection covers, as index ranges, or null when none. */
+export function selectedCells(heat: Heat, s: Selected): { i0: number; i1: number; j0: number; j1: number } | null {
+  const cols = heat.times.map((t, i) => [t, i]).filter(([t]) => t >= s.from && t < s.to).map(([, i]) => i);
+  const within = (step: number) => {
+    const r = stepRange(step);
+    if (!r) return s.low === null;
+    return (s.low === null || r.low >= s.low * (1 - 1e-9)) && r.high <= s.high * (1 + 1e-9);
+  };
+  const rows = heat.steps.map((step, j) => [step, j]).filter(([step]) => within(step)).map(([, j]) => j);
+  if (!cols.length || !rows.length) return null;
+  return { i0: cols[0], i1: cols[cols.length - 1], j0: rows[0], j1: rows[rows.length - 1] };
+}
+
+export function heatmap(heat: Heat, onSelect?: (box: HeatBox) => void, selected?: Selected | null): HTMLElement {
   const canvas = h('canvas', { height: String(HEIGHT) });
   const tip = h('div', { class: 'heat-tip', 'data-testid': 'heatmap-tip' });
   const box = h('div', { class: 'heat-box', 'data-testid': 'heatmap-box' });
@@ -109,6 +130,12 @@ export function heatmap(heat: Heat, onSelect?: (box: HeatBox) => void): HTMLElem
         g.fillRect(LEFT + i * cw, HEIGHT - BOTTOM - (j + 1) * ch, Math.ceil(cw), Math.ceil(ch));
       }),
     );
+    const chosen = selected ? selectedCells(heat, selected) : null;
+    if (chosen) {
+      g.strokeStyle = '#f28e2b';
+      g.lineWidth = 2;
+      g.strokeRect(LEFT + chosen.i0 * cw, HEIGHT - BOTTOM - (chosen.j1 + 1) * ch, (chosen.i1 - chosen.i0 + 1) * cw, (chosen.j1 - chosen.j0 + 1) * ch);
+    }
     g.fillStyle = '#5f6b7a';
     g.font = '11px system-ui, sans-serif';
     const every = Math.max(1, Math.ceil(heat.steps.length / 8));
