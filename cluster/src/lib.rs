@@ -31,6 +31,7 @@ pub mod messages;
 mod replay;
 pub mod replica;
 pub mod replicate;
+mod rounds;
 pub mod saved;
 pub mod schemas;
 pub mod service;

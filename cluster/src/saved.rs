@@ -269,15 +269,10 @@ impl Saved {
     }
 
     /// Merges, keeps and publishes, every round.
-    pub fn spawn(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(ROUND);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => self.round().await,
-                    _ = stop.changed() => return,
-                }
-            }
+    pub fn spawn(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::rounds::every(ROUND, stop, move || {
+            let this = self.clone();
+            async move { this.round().await }
         });
     }
 
