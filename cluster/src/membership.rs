@@ -265,6 +265,22 @@ impl Membership {
             .await;
     }
 
+    /// Stops publishing these entries under `prefix` (their keys are
+    /// deleted, and chitchat forgets them after its grace period).
+    pub async fn forget(&self, prefix: &str, names: &[String]) {
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                for name in names {
+                    let key = format!("{prefix}{name}");
+                    if state.get(&key).is_some() {
+                        state.delete(&key);
+                    }
+                }
+            })
+            .await;
+    }
+
     /// Publishes when this node dropped each table it dropped.
     pub async fn set_dropped(&self, dropped: &BTreeMap<String, i64>) {
         self.handle

@@ -6,9 +6,15 @@
 //! item outlives the node it was saved on and reaches a node that was down
 //! when it was saved. The newer change of a name wins (its time, then the
 //! node's name, so that every node picks the same one); a deletion is a
-//! tombstone, kept like any item, that wins over older saves and loses to a
+//! tombstone, kept like any item for `TOMBSTONE_DAYS` (longer than a node
+//! is expected to stay away), that wins over older saves and loses to a
 //! newer save of the name. With `--data-dir` the items are also kept in
 //! `saved.json`, written whole on every change.
+//!
+//! The limits bound what each node holds and gossips: an item's size, the
+//! live items and the tombstones are counted by the node taking the
+//! request (saves made through several nodes within a gossip round may go
+//! a little over), and items heard by gossip are checked like requests.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +37,12 @@ pub const MAX_STATE_BYTES: usize = 8 * 1024;
 pub const MAX_BOARD_VIEWS: usize = 50;
 /// Most items (views and boards, deletions not counted) in a cluster.
 pub const MAX_ITEMS: usize = 500;
+/// Most deletions remembered at once (a tombstone is a name and a time).
+pub const MAX_TOMBSTONES: usize = 5_000;
+/// How long a deletion is remembered: a node away for longer than this,
+/// back with an old data dir, brings the deleted item back.
+pub const TOMBSTONE_DAYS: i64 = 7;
+const TOMBSTONE_MICROS: i64 = TOMBSTONE_DAYS * 86_400 * 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +105,10 @@ pub enum SavedError {
     NotFound { kind: Kind, name: String },
     #[error("the cluster keeps at most {MAX_ITEMS} saved views and boards: delete some first")]
     Full,
+    #[error(
+        "more than {MAX_TOMBSTONES} saved views and boards were deleted in the last {TOMBSTONE_DAYS} days: try again later"
+    )]
+    TooManyDeletions,
     #[error("cannot keep the saved views in the data dir: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -102,7 +118,7 @@ impl Classified for SavedError {
         match self {
             SavedError::Invalid(_) => ErrorKind::BadInput,
             SavedError::NotFound { .. } => ErrorKind::NotFound,
-            SavedError::Full => ErrorKind::LimitHit,
+            SavedError::Full | SavedError::TooManyDeletions => ErrorKind::LimitHit,
             SavedError::Io(_) => ErrorKind::Internal,
         }
     }
@@ -122,7 +138,50 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), SavedError> {
             "a {what}'s name has no control characters and no spaces at either end: {name:?}"
         )));
     }
+    // A browser resolves `.` and `..` in a URL's path before sending it.
+    if name == "." || name == ".." {
+        return Err(SavedError::Invalid(format!(
+            "a {what} may not be named {name:?}"
+        )));
+    }
     Ok(())
+}
+
+fn validate_state(state: &str) -> Result<(), SavedError> {
+    if state.is_empty() || state.len() > MAX_STATE_BYTES {
+        return Err(SavedError::Invalid(format!(
+            "a view's state has 1 to {MAX_STATE_BYTES} bytes, this one {}",
+            state.len()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_board(name: &str, views: &[String]) -> Result<(), SavedError> {
+    validate_name("board", name)?;
+    if views.len() > MAX_BOARD_VIEWS {
+        return Err(SavedError::Invalid(format!(
+            "a board shows at most {MAX_BOARD_VIEWS} views, not {}",
+            views.len()
+        )));
+    }
+    views.iter().try_for_each(|v| validate_name("view", v))
+}
+
+/// Whether an item (heard by gossip, or read from the data dir) keeps the
+/// limits a request would have to.
+fn valid(item: &Item) -> bool {
+    let ok = match item.kind {
+        _ if item.deleted => validate_name(item.kind.name(), &item.name),
+        Kind::View => validate_name("view", &item.name).and_then(|_| validate_state(&item.state)),
+        Kind::Board => validate_board(&item.name, &item.views),
+    };
+    ok.is_ok() && item.by.len() <= 256
+}
+
+/// A tombstone older than `TOMBSTONE_DAYS` at `now`.
+fn expired(item: &Item, now: i64) -> bool {
+    item.deleted && item.updated < now.saturating_sub(TOMBSTONE_MICROS)
 }
 
 pub struct Saved {
@@ -151,7 +210,7 @@ impl Saved {
         {
             let kept: Vec<Item> = serde_json::from_slice(&std::fs::read(path)?)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-            for item in kept {
+            for item in kept.into_iter().filter(valid) {
                 merge(&mut items, item);
             }
         }
@@ -182,12 +241,7 @@ impl Saved {
     /// that name.
     pub async fn save_view(&self, name: &str, state: &str) -> Result<Item, SavedError> {
         validate_name("view", name)?;
-        if state.is_empty() || state.len() > MAX_STATE_BYTES {
-            return Err(SavedError::Invalid(format!(
-                "a view's state has 1 to {MAX_STATE_BYTES} bytes, this one {}",
-                state.len()
-            )));
-        }
+        validate_state(state)?;
         self.change(Kind::View, name, |item| item.state = state.to_string())
             .await
     }
@@ -195,13 +249,7 @@ impl Saved {
     /// Saves a board of the named views (each must be saved), replacing one
     /// of that name.
     pub async fn save_board(&self, name: &str, views: &[String]) -> Result<Item, SavedError> {
-        validate_name("board", name)?;
-        if views.len() > MAX_BOARD_VIEWS {
-            return Err(SavedError::Invalid(format!(
-                "a board shows at most {MAX_BOARD_VIEWS} views, not {}",
-                views.len()
-            )));
-        }
+        validate_board(name, views)?;
         {
             let items = self.items.read();
             if let Some(missing) = views
@@ -235,35 +283,48 @@ impl Saved {
     }
 
     /// Writes a new version of the item `name`, newer than any this node
-    /// knows, keeps it and publishes it.
+    /// knows, keeps it and publishes it; if it cannot be kept, it is not
+    /// published either.
     async fn change(
         &self,
         kind: Kind,
         name: &str,
         fill: impl FnOnce(&mut Item),
     ) -> Result<Item, SavedError> {
-        let item = {
+        let key = id(kind, name);
+        let (item, before) = {
             let mut items = self.items.write();
-            let key = id(kind, name);
-            let before = items.get(&key);
-            let live = items.values().filter(|i| !i.deleted).count();
-            if before.is_none_or(|i| i.deleted) && live >= MAX_ITEMS {
-                return Err(SavedError::Full);
-            }
+            let before = items.get(&key).cloned();
             let mut item = Item {
                 kind,
                 name: name.to_string(),
                 state: String::new(),
                 views: Vec::new(),
-                updated: atoll_store::now_micros().max(before.map_or(0, |b| b.updated + 1)),
+                updated: atoll_store::now_micros()
+                    .max(before.as_ref().map_or(0, |b| b.updated.saturating_add(1))),
                 by: self.node.clone(),
                 deleted: false,
             };
             fill(&mut item);
-            items.insert(key, item.clone());
-            item
+            let was_live = before.as_ref().is_some_and(|b| !b.deleted);
+            let count = |deleted: bool| items.values().filter(|i| i.deleted == deleted).count();
+            if item.deleted && count(true) >= MAX_TOMBSTONES {
+                return Err(SavedError::TooManyDeletions);
+            }
+            if !item.deleted && !was_live && count(false) >= MAX_ITEMS {
+                return Err(SavedError::Full);
+            }
+            items.insert(key.clone(), item.clone());
+            (item, before)
         };
-        self.save()?;
+        if let Err(e) = self.save() {
+            let mut items = self.items.write();
+            match before {
+                Some(b) => items.insert(key, b),
+                None => items.remove(&key),
+            };
+            return Err(e.into());
+        }
         self.publish().await;
         Ok(item)
     }
@@ -277,25 +338,44 @@ impl Saved {
     }
 
     /// Merges what it hears (only what differs from what it publishes),
-    /// keeps and publishes.
+    /// forgets expired tombstones, keeps and publishes.
     pub async fn round(&self) {
         let heard = self.membership.gossiped(SAVED_PREFIX).await;
+        let now = atoll_store::now_micros();
         let mut changed = false;
-        {
-            let published = self.published.lock();
+        let forgotten: Vec<String> = {
+            let mut published = self.published.lock();
             let mut items = self.items.write();
             for (key, text) in heard.iter().flatten() {
                 if published.get(key) == Some(text) {
                     continue;
                 }
                 match serde_json::from_str::<Item>(text) {
-                    Ok(item) if item.id() == *key => changed |= merge(&mut items, item),
-                    _ => tracing::warn!(key, "a saved item heard by gossip cannot be read"),
+                    Ok(item) if item.id() == *key && valid(&item) && !expired(&item, now) => {
+                        changed |= merge(&mut items, item)
+                    }
+                    Ok(_) => {}
+                    Err(_) => tracing::warn!(key, "a saved item heard by gossip cannot be read"),
                 }
             }
-        }
-        if changed && let Err(e) = self.save() {
+            let old: Vec<String> = items
+                .iter()
+                .filter(|(_, i)| expired(i, now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in &old {
+                items.remove(key);
+                published.remove(key);
+            }
+            old
+        };
+        if (changed || !forgotten.is_empty())
+            && let Err(e) = self.save()
+        {
             tracing::error!(error = %e, "cannot keep the saved views in the data dir");
+        }
+        if !forgotten.is_empty() {
+            self.membership.forget(SAVED_PREFIX, &forgotten).await;
         }
         self.publish().await;
     }
@@ -403,6 +483,26 @@ mod tests {
             let e = validate_name("view", bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::BadInput, "{bad:?}");
         }
+        assert!(validate_name("view", "..").is_err());
         assert_eq!(id(Kind::Board, "a.b"), "board.612e62");
+    }
+
+    #[test]
+    fn items_heard_are_held_to_the_limits_and_deletions_expire() {
+        let mut big = item("v", 1, "n0", false);
+        assert!(valid(&big));
+        big.state = "x".repeat(MAX_STATE_BYTES + 1);
+        assert!(!valid(&big), "a state over the limit");
+        let board = Item {
+            kind: Kind::Board,
+            views: vec!["a".into(); MAX_BOARD_VIEWS + 1],
+            ..item("b", 1, "n0", false)
+        };
+        assert!(!valid(&board), "a board over the limit");
+        let day = 86_400 * 1_000_000;
+        let gone = item("v", 10 * day, "n0", true);
+        assert!(!expired(&gone, 10 * day + TOMBSTONE_MICROS));
+        assert!(expired(&gone, 10 * day + TOMBSTONE_MICROS + 1));
+        assert!(!expired(&item("v", 0, "n0", false), i64::MAX), "only deletions expire");
     }
 }

@@ -606,7 +606,7 @@ describe('saved views and boards on a 3-node cluster with data dirs', () => {
 
     // A name that is not saved says so.
     const missing = await open(b, `${nodes[1].url}/?saved=nope`);
-    expect(await missing.locator('[data-testid=saved-missing]').textContent()).toContain('No saved view named "nope"');
+    expect(await missing.locator('[data-testid=saved-missing]').textContent()).toBe('No saved view named "nope".');
     await missing.close();
   });
 });

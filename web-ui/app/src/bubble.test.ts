@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { type Column, type Filter, defaultState } from './model';
-import { MAX_DISTINCT, TOP_VALUES, boxFilters, candidates, planOf, ranked, score, shapeSql, valuesSql } from './bubble';
+import { MAX_COLUMNS, MAX_DISTINCT, TOP_VALUES, boxFilters, candidates, planOf, ranked, score, shapeSql, valuesSql } from './bubble';
 import { BuilderError } from './sql';
 
 const COLUMNS: Column[] = [
@@ -64,7 +64,7 @@ it('bins wide numeric columns, leaves id-like columns out, and asks for the top 
   expect(plan.skipped).toEqual([{ column: 'user_id', distinct: MAX_DISTINCT + 1 }]);
   const sql = valuesSql(s, COLUMNS, NOW, plan);
   expect(sql.match(/UNION ALL/g)).toHaveLength(3);
-  expect(sql).toContain(`SELECT 'duration_ms' AS "column", CAST(CAST(CASE WHEN "duration_ms" > 0 THEN floor(log10(CAST("duration_ms" AS DOUBLE)) * 4) ELSE -1000 END AS BIGINT) AS VARCHAR) AS "value"`);
+  expect(sql).toContain(`SELECT 'duration_ms' AS "column", CAST(CAST(CASE WHEN "duration_ms" > 0 THEN floor(log10(CAST("duration_ms" AS DOUBLE)) * 4) WHEN "duration_ms" IS NOT NULL THEN -1000 END AS BIGINT) AS VARCHAR) AS "value"`);
   expect(sql).toContain(`ORDER BY greatest(CAST("inside" AS DOUBLE) / 40, CAST("outside" AS DOUBLE) / 960) DESC, "value"`);
   expect(sql).toContain(`WHERE "rank" <= ${TOP_VALUES}`);
   expect(sql.match(new RegExp(`WHERE ${WINDOW.replace(/[().*+?[\]]/g, '\\$&')} GROUP BY 2`, 'g'))).toHaveLength(4);
@@ -109,4 +109,12 @@ it('turns a box on the heatmap into conditions on the time and the column', () =
   ]);
   expect(boxFilters({ ...box, lowStep: -1000, highStep: -1000 }, 'x').slice(2)).toEqual([{ column: 'x', op: '<=', value: '0' }]);
   expect(boxFilters({ ...box, lowStep: -1000, highStep: 0 }, 'x').slice(2)).toEqual([{ column: 'x', op: '<', value: String(10 ** 0.25) }]);
+});
+
+it('names the columns beyond the first ones it compares', () => {
+  const wide: Column[] = [{ name: 'time', type: 'Timestamp' }, ...Array.from({ length: MAX_COLUMNS + 2 }, (_, i) => ({ name: `c${i}`, type: 'Utf8' }))];
+  const s = state([{ column: 'c0', op: '=', value: 'x' }]);
+  const plan = planOf(result([[1, 1, ...Array(MAX_COLUMNS).fill(3)]]), s, wide);
+  expect(plan.compared).toHaveLength(MAX_COLUMNS);
+  expect(plan.skipped).toEqual([{ column: `c${MAX_COLUMNS + 1}` }]);
 });

@@ -68,8 +68,12 @@ export function selectionSql(s: QueryState, columns: Column[]): string {
  * differ by construction).
  */
 export function candidates(s: QueryState, columns: Column[]): Column[] {
+  return comparable(s, columns).slice(0, MAX_COLUMNS);
+}
+
+function comparable(s: QueryState, columns: Column[]): Column[] {
   const chosen = new Set(s.selection.map((f) => f.column));
-  return columns.filter((c) => c.name !== 'time' && c.name !== SAMPLE_RATE && c.type !== 'Timestamp' && !chosen.has(c.name)).slice(0, MAX_COLUMNS);
+  return columns.filter((c) => c.name !== 'time' && c.name !== SAMPLE_RATE && c.type !== 'Timestamp' && !chosen.has(c.name));
 }
 
 /** A column's values as text, one per event (a string set as its members joined). */
@@ -105,8 +109,8 @@ export interface Plan {
   inside: number;
   outside: number;
   compared: Compared[];
-  /** Columns left out for having too many distinct values. */
-  skipped: { column: string; distinct: number }[];
+  /** Columns left out: too many distinct values (`distinct`), or beyond the first `MAX_COLUMNS` (no `distinct`). */
+  skipped: { column: string; distinct?: number }[];
 }
 
 /** What query 2 compares, from query 1's answer. */
@@ -120,6 +124,7 @@ export function planOf(shape: QueryResult, s: QueryState, columns: Column[]): Pl
     else if (distinct <= MAX_DISTINCT) plan.compared.push({ column, binned: false });
     else plan.skipped.push({ column: column.name, distinct });
   });
+  for (const c of comparable(s, columns).slice(MAX_COLUMNS)) plan.skipped.push({ column: c.name });
   return plan;
 }
 

@@ -21,10 +21,16 @@ function runShown(app: App) {
 
 /** `?saved=NAME`: the saved view's state, from the cluster's saved views. */
 async function openSaved(app: App, name: string) {
-  const saved = await api.saved().catch(() => null);
-  const view = saved?.views.find((v) => v.name === name);
+  let saved: api.Saved;
+  try {
+    saved = await api.saved();
+  } catch (e) {
+    missingSaved(`Cannot open the saved view "${name}": ${(e as Error).message}`);
+    return app.update((s) => (s.view = 'saved'));
+  }
+  const view = saved.views.find((v) => v.name === name);
   if (!view) {
-    missingSaved(name);
+    missingSaved(`No saved view named "${name}".`);
     return app.update((s) => (s.view = 'saved'));
   }
   rememberSavedName(name);

@@ -253,9 +253,9 @@ export function seriesSql(s: QueryState, columns: Column[], now: Date, topGroups
 /** Value buckets per decade of a heatmap: 10^(k/4), so each is ×1.78. */
 export const HEAT_STEPS = 4;
 
-/** The log-scaled value step of a numeric column (see `heatmapSql`). */
+/** The log-scaled value step of a numeric column (see `heatmapSql`); NULL stays NULL. */
 export function stepSql(id: string): string {
-  return `CAST(CASE WHEN ${id} > 0 THEN floor(log10(CAST(${id} AS DOUBLE)) * ${HEAT_STEPS}) ELSE -1000 END AS BIGINT)`;
+  return `CAST(CASE WHEN ${id} > 0 THEN floor(log10(CAST(${id} AS DOUBLE)) * ${HEAT_STEPS}) WHEN ${id} IS NOT NULL THEN -1000 END AS BIGINT)`;
 }
 
 /**

@@ -34,14 +34,14 @@ it('gathers the trace from every table with trace and span ids, in one query', (
   expect(traceTables(TABLES).map((t) => t.name)).toEqual(['frontend', "db's spans"]);
   const sql = traceSql(TABLES, "abc' OR '1'='1");
   expect(sql.match(/UNION ALL/g)).toHaveLength(1);
-  expect(sql).toContain(`FROM "frontend" WHERE "trace.trace_id" = 'abc'' OR ''1''=''1' AND "trace.span_id" IS NOT NULL`);
+  expect(sql).toContain(`FROM "frontend" WHERE CAST("trace.trace_id" AS VARCHAR) = 'abc'' OR ''1''=''1' AND "trace.span_id" IS NOT NULL`);
   expect(sql).toContain(`CAST("service.name" AS VARCHAR) AS "service"`);
   expect(sql).toContain(`CAST("duration_ms" AS DOUBLE) AS "duration_ms"`);
   // A table without those columns answers NULLs, and its own name as the service.
   expect(sql).toContain(`SELECT 'db''s spans' AS "table", extract(epoch FROM "time") AS "start", CAST("trace.span_id" AS VARCHAR) AS "span_id", CAST(NULL AS VARCHAR) AS "parent_id", CAST(NULL AS VARCHAR) AS "name", CAST('db''s spans' AS VARCHAR) AS "service", CAST(NULL AS DOUBLE) AS "duration_ms", CAST(NULL AS VARCHAR) AS "error" FROM "db's spans"`);
   expect(sql).toContain(`LIMIT ${MAX_SPANS + 1}`);
   expect(() => traceSql([TABLES[2]], 'x')).toThrow(/trace.span_id/);
-  expect(spanSql("db's spans", 't', "s'1")).toBe(`SELECT * FROM "db's spans" WHERE "trace.trace_id" = 't' AND "trace.span_id" = 's''1' LIMIT 1`);
+  expect(spanSql("db's spans", 't', "s'1")).toBe(`SELECT * FROM "db's spans" WHERE CAST("trace.trace_id" AS VARCHAR) = 't' AND CAST("trace.span_id" AS VARCHAR) = 's''1' LIMIT 1`);
 });
 
 it('nests spans under their parents, children by start, and spans the trace', () => {
@@ -63,6 +63,8 @@ it('nests spans under their parents, children by start, and spans the trace', ()
     ['lost', 0],
   ]);
   expect(t.spans.find((s) => s.spanId === 'lost')?.orphan).toBe(true);
+  const self = toTrace('t', result([['a', 1, 'x', 'x', 'x', 's', 1, null]]));
+  expect(self.spans.map((s) => [s.depth, s.orphan])).toEqual([[0, false]]);
   expect(t.spans.filter((s) => s.error).map((s) => s.spanId)).toEqual(['charge', 'lost']);
   expect(t.durationMs).toBeCloseTo(120, 6);
   expect(t.truncated).toBe(false);

@@ -32,6 +32,11 @@ function text(columns: Column[], names: string[], otherwise = 'CAST(NULL AS VARC
   return c ? `CAST(${quoteIdent(c)} AS VARCHAR)` : otherwise;
 }
 
+/** An id column equal to an id, compared as text (a table may have typed its ids as numbers). */
+function idIs(column: string, id: string): string {
+  return `CAST(${quoteIdent(column)} AS VARCHAR) = ${quoteString(id)}`;
+}
+
 /**
  * One query for the whole trace: a UNION ALL of each span table's rows
  * with that trace id, in common columns (service: `service.name`,
@@ -52,7 +57,7 @@ export function traceSql(tables: TraceTable[], traceId: string): string {
       `${text(t.columns, ['service.name', 'service_name', 'service'], `CAST(${quoteString(t.name)} AS VARCHAR)`)} AS "service"`,
       `${duration} AS "duration_ms"`,
       `${text(t.columns, ['error'])} AS "error"`,
-    ].join(', ') + ` FROM ${quoteIdent(t.name)} WHERE ${quoteIdent(TRACE_ID)} = ${quoteString(traceId)} AND ${quoteIdent(SPAN_ID)} IS NOT NULL`;
+    ].join(', ') + ` FROM ${quoteIdent(t.name)} WHERE ${idIs(TRACE_ID, traceId)} AND ${quoteIdent(SPAN_ID)} IS NOT NULL`;
   });
   return `${branches.join('\nUNION ALL\n')}\nORDER BY "start", "span_id"\nLIMIT ${MAX_SPANS + 1}`;
 }
@@ -64,7 +69,7 @@ export function traceHref(id: string): string {
 
 /** Every column of one span's row, for its attributes. */
 export function spanSql(table: string, traceId: string, spanId: string): string {
-  return `SELECT * FROM ${quoteIdent(table)} WHERE ${quoteIdent(TRACE_ID)} = ${quoteString(traceId)} AND ${quoteIdent(SPAN_ID)} = ${quoteString(spanId)} LIMIT 1`;
+  return `SELECT * FROM ${quoteIdent(table)} WHERE ${idIs(TRACE_ID, traceId)} AND ${idIs(SPAN_ID, spanId)} LIMIT 1`;
 }
 
 export interface Span {
@@ -123,7 +128,7 @@ export function toTrace(id: string, result: QueryResult): Trace {
       list.push(s);
       children.set(s.parentId, list);
     } else {
-      s.orphan = s.parentId !== null;
+      s.orphan = s.parentId !== null && !ids.has(s.parentId);
       roots.push(s);
     }
   }

@@ -21,20 +21,33 @@ async function answer(app: App, state: string): Promise<api.QueryResult> {
   return api.query(seriesSql(q, columns, now, top));
 }
 
-function cell(app: App, name: string, view: api.SavedView | undefined): HTMLElement {
+/** At most this many of a board's views run at once, so that a large board does not fill the node's query slots. */
+const AT_ONCE = 3;
+
+/** Runs `jobs` with at most `n` running at a time. */
+async function limited(jobs: (() => Promise<void>)[], n: number) {
+  const queue = [...jobs];
+  const worker = async () => {
+    for (let job = queue.shift(); job; job = queue.shift()) await job();
+  };
+  await Promise.all(Array.from({ length: Math.min(n, queue.length) }, worker));
+}
+
+function cell(app: App, name: string, view: api.SavedView | undefined, jobs: (() => Promise<void>)[]): HTMLElement {
   const body = h('div', {}, h('p', { class: 'muted' }, view ? 'Running…' : 'This view was deleted.'));
   const el = h('div', { class: 'board-cell chart', 'data-testid': 'board-cell', 'data-view-name': name }, h('h4', {}, h('a', { href: savedHref(name) }, name)), body);
   if (view) {
     const s = decode(view.state).query;
-    answer(app, view.state)
-      .then((r) => {
+    jobs.push(async () => {
+      try {
+        const r = await answer(app, view.state);
         el.dataset.done = 'true';
         body.replaceChildren(chartOf(r, undefined, { style: s.style, total: s.total, height: 180 }));
-      })
-      .catch((e) => {
+      } catch (e) {
         el.dataset.done = 'error';
         body.replaceChildren(h('div', { class: 'error' }, (e as Error).message));
-      });
+      }
+    });
   }
   return el;
 }
@@ -47,7 +60,9 @@ export function boardView(app: App): HTMLElement {
       const board = saved.boards.find((b) => b.name === app.state.board);
       if (!board) return void el.replaceChildren(h('p', { class: 'error' }, `No board named "${app.state.board}".`));
       const views = new Map(saved.views.map((v) => [v.name, v]));
-      el.replaceChildren(h('h3', {}, board.name), h('div', { class: 'board-grid' }, ...board.views.map((n) => cell(app, n, views.get(n)))));
+      const jobs: (() => Promise<void>)[] = [];
+      el.replaceChildren(h('h3', {}, board.name), h('div', { class: 'board-grid' }, ...board.views.map((n) => cell(app, n, views.get(n), jobs))));
+      void limited(jobs, AT_ONCE);
     })
     .catch((e) => el.replaceChildren(h('div', { class: 'error' }, (e as Error).message)));
   return el;

@@ -2,7 +2,7 @@
 // with its top values as bar pairs (share of the selection, share of the
 // rest) and its score.
 
-import { type BubbleColumn, type Plan, TOP_VALUES } from '../bubble';
+import { type BubbleColumn, MAX_COLUMNS, type Plan, TOP_VALUES } from '../bubble';
 import { h } from '../dom';
 import { formatNumber, plural } from '../format';
 import { stepLabel } from './heatmap';
@@ -52,9 +52,14 @@ export function bubbleUp(plan: Plan, columns: BubbleColumn[], selection: string)
     el.replaceChildren(head, h('p', { class: 'muted' }, plan.inside === 0 ? 'The selection holds no events in this time range.' : 'Every event of the time range is in the selection: there is nothing to compare it with.'));
     return el;
   }
-  const skipped = plan.skipped.length
-    ? h('p', { class: 'muted', 'data-testid': 'bubble-skipped' }, `Not compared (too many distinct values): ${plan.skipped.map((s) => `${s.column} (~${formatNumber(s.distinct)})`).join(', ')}.`)
-    : null;
-  el.replaceChildren(head, h('div', { class: 'bubble-grid' }, ...columns.map(columnCard)), skipped ?? '');
+  const many = plan.skipped.filter((s) => s.distinct !== undefined);
+  const beyond = plan.skipped.filter((s) => s.distinct === undefined);
+  const skipped = h(
+    'div',
+    { 'data-testid': 'bubble-skipped' },
+    many.length ? h('p', { class: 'muted' }, `Not compared (too many distinct values): ${many.map((s) => `${s.column} (~${formatNumber(s.distinct!)})`).join(', ')}.`) : '',
+    beyond.length ? h('p', { class: 'muted' }, `Not compared (beyond the first ${MAX_COLUMNS} columns): ${beyond.map((s) => s.column).join(', ')}.`) : '',
+  );
+  el.replaceChildren(head, h('div', { class: 'bubble-grid' }, ...columns.map(columnCard)), skipped);
   return el;
 }

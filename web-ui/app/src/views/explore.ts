@@ -355,7 +355,7 @@ export async function runExplore(app: App) {
       api.query(samplesSql(q, columns, now), signal),
       before ? Promise.all([api.query(tableSql(before, columns, now), signal), api.query(seriesSql(before, columns, now, top), signal)]) : null,
       q.heatmap ? api.query(heatmapSql(q, columns, now), signal) : null,
-      q.selection.length ? differences(q, columns, now, signal) : null,
+      q.selection.length ? differences(q, columns, now, signal).catch((e) => failedDifferences(e, signal)) : null,
     ]);
     const stats = [table.stats, series.stats, samples.stats, ...(then ? then.map((t) => t.stats) : []), ...(heat ? [heat.stats] : []), ...(bubble ? bubble.stats : [])];
     status.done(signal, table.rows.length, stats, performance.now() - started);
@@ -387,6 +387,13 @@ async function differences(q: QueryState, columns: Column[], now: Date, signal: 
   if (plan.inside === 0 || plan.outside === 0 || plan.compared.length === 0) return { view: bubbleUp(plan, [], said), stats: [shape.stats] };
   const values = await api.query(valuesSql(q, columns, now, plan), signal);
   return { view: bubbleUp(plan, ranked(values, plan), said), stats: [shape.stats, values.stats] };
+}
+
+/** A failed comparison says why in its place, without taking the rest of the run with it. */
+function failedDifferences(e: unknown, signal: AbortSignal): { view: HTMLElement; stats: api.QueryStats[] } {
+  if (signal.aborted) throw e;
+  const view = h('div', { class: 'chart bubbleup', 'data-view': 'bubbleup' }, h('div', { class: 'error', 'data-testid': 'bubble-error' }, `What is different: ${(e as Error).message}`));
+  return { view, stats: [] };
 }
 
 interface Then {

@@ -180,6 +180,7 @@ export function heatmap(heat: Heat, onSelect?: (box: HeatBox) => void, selected?
   if (onSelect) {
     // Capturing the pointer keeps the drag's end on the canvas even when it ends outside.
     canvas.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0) return;
       start = cellAt(e);
       if (!start) return;
       e.preventDefault();
@@ -191,6 +192,14 @@ export function heatmap(heat: Heat, onSelect?: (box: HeatBox) => void, selected?
       start = null;
       onSelect(chosen);
     });
+    // A drag the browser took back (a touch scroll, a lost capture) selects nothing.
+    const drop = () => {
+      if (!start) return;
+      start = null;
+      box.style.display = 'none';
+    };
+    canvas.addEventListener('pointercancel', drop);
+    canvas.addEventListener('lostpointercapture', drop);
   }
   canvas.addEventListener('pointermove', (e) => {
     if (start) cover(start, cellAt(e, true)!);

@@ -6,11 +6,11 @@ import { type App } from '../app';
 import { h } from '../dom';
 import { savedHref } from './save';
 
-/** A `?saved=NAME` that named no saved view, said once on this page. */
+/** Why a `?saved=NAME` did not open, said the next time this view shows. */
 let missing = '';
 
-export function missingSaved(name: string) {
-  missing = name;
+export function missingSaved(why: string) {
+  missing = why;
 }
 
 /** `?view=board&board=NAME`: the address of a board. */
@@ -80,12 +80,14 @@ function newBoard(saved: api.Saved, again: () => void): HTMLElement {
 
 export function savedView(_app: App): HTMLElement {
   const el = h('div', { class: 'saved-view' }, h('p', { class: 'muted' }, 'Loading…'));
+  const said = missing;
+  missing = '';
   const draw = () =>
     api
       .saved()
       .then((saved) =>
         el.replaceChildren(
-          missing ? h('p', { class: 'error', 'data-testid': 'saved-missing' }, `No saved view named "${missing}".`) : '',
+          said ? h('p', { class: 'error', 'data-testid': 'saved-missing' }, said) : '',
           h('h3', {}, 'Saved views'),
           viewList(saved, draw),
           h('h3', {}, 'Boards'),

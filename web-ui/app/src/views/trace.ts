@@ -51,7 +51,10 @@ function waterfall(trace: Trace, tables: string[]): HTMLElement {
     ),
   );
   const total = Math.max(trace.durationMs, 0.001);
-  const rows = trace.spans.map((s) => spanRow(s, trace, total, () => showAttributes(trace.id, s, attrs, el)));
+  const rows = trace.spans.map((s) => {
+    const row: HTMLElement = spanRow(s, trace, total, () => showAttributes(trace.id, s, attrs, row));
+    return row;
+  });
   el.append(h('div', { class: 'spans' }, ...rows), attrs);
   return el;
 }
@@ -83,9 +86,9 @@ function spanRow(s: Span, trace: Trace, total: number, onclick: () => void): HTM
   );
 }
 
-async function showAttributes(traceId: string, s: Span, attrs: HTMLElement, el: HTMLElement) {
-  el.querySelectorAll('.span-row.chosen').forEach((r) => r.classList.remove('chosen'));
-  el.querySelector(`.span-row[data-span-id="${CSS.escape(s.spanId)}"]`)?.classList.add('chosen');
+async function showAttributes(traceId: string, s: Span, attrs: HTMLElement, row: HTMLElement) {
+  row.parentElement?.querySelectorAll('.span-row.chosen').forEach((r) => r.classList.remove('chosen'));
+  row.classList.add('chosen');
   attrs.replaceChildren(h('p', { class: 'muted' }, `Loading ${s.name}…`));
   try {
     const row = await api.query(spanSql(s.table, traceId, s.spanId));
