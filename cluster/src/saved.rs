@@ -503,6 +503,9 @@ mod tests {
         let gone = item("v", 10 * day, "n0", true);
         assert!(!expired(&gone, 10 * day + TOMBSTONE_MICROS));
         assert!(expired(&gone, 10 * day + TOMBSTONE_MICROS + 1));
-        assert!(!expired(&item("v", 0, "n0", false), i64::MAX), "only deletions expire");
+        assert!(
+            !expired(&item("v", 0, "n0", false), i64::MAX),
+            "only deletions expire"
+        );
     }
 }
