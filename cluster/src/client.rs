@@ -181,6 +181,26 @@ impl PeerClient {
             .map_err(|s| self.failed(addr, &s))
     }
 
+    /// Starts a long action (a live subscription): no deadline, it lasts
+    /// until the stream is dropped or the peer ends it.
+    pub async fn subscribe(
+        &self,
+        addr: &str,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<tonic::Streaming<arrow_flight::Result>, ClusterError> {
+        let action = Action {
+            r#type: kind.to_string(),
+            body: body.into(),
+        };
+        let request = self.request(addr, "DoAction", action, None)?;
+        self.client(addr)?
+            .do_action(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.failed(addr, &s))
+    }
+
     /// Runs an action whose answer is one message.
     pub async fn ask<T: serde::de::DeserializeOwned>(
         &self,

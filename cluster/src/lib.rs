@@ -6,7 +6,8 @@
 //! from the coordinator's side (`replicate`) and the replica's
 //! (`replica`), hinted and ownership handoff and catch-up (`handoff`),
 //! cluster-wide table schemas (`schemas`) and table changes (`tables`),
-//! the figures each node gossips about itself (`stats`), the spread and
+//! the figures each node gossips about itself (`stats`), live subscriptions
+//! on owners (`live`), the spread and
 //! keeping of the cluster's API keys (`api_keys`) and of the dashboard's
 //! saved views and boards (`saved`), the proofs that a
 //! datagram or call comes from the cluster (`gossip`, `call_auth`, with the
@@ -26,6 +27,7 @@ pub mod error;
 pub mod gossip;
 pub mod handoff;
 pub mod keys;
+pub mod live;
 pub mod membership;
 pub mod messages;
 mod replay;

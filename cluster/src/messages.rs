@@ -52,6 +52,10 @@ pub enum PutDescriptor {
     One(PutCommand),
 }
 
+/// Flight action: a live subscription (its body the query engine's bytes);
+/// answered by a stream that lasts as long as the caller reads it.
+pub const ACTION_LIVE: &str = "live.subscribe";
+
 /// Flight action: the tables of a node.
 pub const ACTION_TABLES: &str = "handoff.tables";
 /// Flight action: the write ids a node holds of a (table, partition).

@@ -87,6 +87,8 @@ pub struct LocalReplica {
     pub wal: Option<Arc<Wal>>,
     /// Where this node says that it holds data, once it is gossiping.
     membership: std::sync::OnceLock<Arc<Membership>>,
+    /// Live subscriptions, offered every write stored as this node's own.
+    pub taps: Arc<crate::live::LiveTaps>,
 }
 
 impl LocalReplica {
@@ -96,6 +98,7 @@ impl LocalReplica {
             hints,
             wal,
             membership: std::sync::OnceLock::new(),
+            taps: Default::default(),
         }
     }
 
@@ -198,7 +201,9 @@ impl LocalReplica {
         let target = self.target(hint_for);
         self.mark_holds_data().await;
         let Some(wal) = &self.wal else {
-            return append(&target, &cmd.table, cmd.partition, stored);
+            let rows = append(&target, &cmd.table, cmd.partition, stored)?;
+            self.offer_live(cmd, &batch, rows, hint_for);
+            return Ok(rows);
         };
         let record = Record::Batch {
             table: cmd.table.clone(),
@@ -213,7 +218,24 @@ impl LocalReplica {
             .map_err(ClusterError::Wal)?;
         let rows = rows?;
         wal.wait(lsn).await.map_err(ClusterError::Wal)?;
+        if let Record::Batch { batch, .. } = &record {
+            self.offer_live(cmd, batch, rows, hint_for);
+        }
         Ok(rows)
+    }
+
+    /// Rows newly stored as this node's own go to its live subscriptions
+    /// (a write it already held, or a hint, does not).
+    fn offer_live(
+        &self,
+        cmd: &PutCommand,
+        batch: &RecordBatch,
+        rows: usize,
+        hint_for: Option<&str>,
+    ) {
+        if rows > 0 && hint_for.is_none() {
+            self.taps.offer(&cmd.table, cmd.partition, batch);
+        }
     }
 
     /// This node's own store, or the one of hints held for `hint_for`.

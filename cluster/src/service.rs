@@ -28,8 +28,8 @@ use crate::call_auth::{CallCheck, CallKey};
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::error::{ClusterError, status};
 use crate::messages::{
-    ACTION_TABLE_CHANGE, ACTION_TABLE_ROWS, ChangeApplied, FragmentStats, PROTOCOL_HEADER,
-    PROTOCOL_VERSION, PutDescriptor, TableChange, TableRows, decode, encode,
+    ACTION_LIVE, ACTION_TABLE_CHANGE, ACTION_TABLE_ROWS, ChangeApplied, FragmentStats,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PutDescriptor, TableChange, TableRows, decode, encode,
 };
 use crate::replica::{LocalReplica, read_put};
 
@@ -54,6 +54,8 @@ pub struct RunningFragment {
 pub struct InternalService {
     pub local: Arc<LocalReplica>,
     pub fragments: Arc<dyn FragmentRunner>,
+    /// Compiles live subscriptions (the query engine).
+    pub live: Arc<dyn crate::live::LiveRunner>,
     /// `atoll_fragments_total{outcome}`.
     pub fragment_outcomes: prometheus::IntCounterVec,
 }
@@ -322,6 +324,16 @@ impl FlightService for InternalService {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
+        if action.r#type == ACTION_LIVE {
+            let tap = self
+                .live
+                .start(&action.body)
+                .map_err(|e| status(e.as_ref()))?;
+            let registered = self.local.taps.register(tap).map_err(|e| status(&e))?;
+            let answers = crate::live::answers(registered)
+                .map(|body| Ok(arrow_flight::Result { body: body.into() }));
+            return Ok(Response::new(Box::pin(answers)));
+        }
         let bodies = match action.r#type.as_str() {
             ACTION_TABLE_CHANGE => {
                 let change: TableChange = decode(&action.body)?;

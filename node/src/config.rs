@@ -205,6 +205,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     pub max_concurrent_queries: usize,
 
+    /// Live views (the dashboard's Live mode, `POST /v1/live`) this node
+    /// coordinates at once; as an owner it serves at most 4 times as many
+    /// subscriptions. Further ones are answered 503.
+    #[arg(long, env = "ATOLL_MAX_LIVE_SESSIONS", default_value_t = 16)]
+    pub max_live_sessions: usize,
+
     /// How long a query waits for a slot before it is answered 503.
     #[arg(long, env = "ATOLL_QUERY_QUEUE_WAIT_MS", default_value_t = 2_000)]
     pub query_queue_wait_ms: u64,
@@ -435,6 +441,7 @@ impl ServeArgs {
             max_json_rows: self.max_result_rows,
             allow_partial: self.allow_partial,
             max_function_bytes: self.max_function_output.0,
+            max_live_sessions: self.max_live_sessions,
         }
     }
 }

@@ -234,7 +234,11 @@ impl Node {
                 args.max_concurrent_ingest.max(1),
             ),
             budget,
+            local.taps.clone(),
         )?;
+        local
+            .taps
+            .set_limit(args.max_live_sessions.saturating_mul(4));
         let cluster = http::cluster::ClusterState {
             membership: membership.clone(),
             replicator,
@@ -260,6 +264,7 @@ impl Node {
             .merge(http::honeycomb::router(ingest.clone()))
             .merge(http::otlp::router(ingest.clone()))
             .merge(http::ingest::router(ingest))
+            .merge(http::live::router(query.clone()))
             .merge(http::query::router(query))
             .merge(http::keys::router(http::keys::KeysState {
                 auth: auth.clone(),
@@ -296,7 +301,8 @@ impl Node {
         let flight = service(
             InternalService {
                 local,
-                fragments: Arc::new(Fragments(engine_for_flight)),
+                fragments: Arc::new(Fragments(engine_for_flight.clone())),
+                live: Arc::new(atoll_query::live::Subscriptions(engine_for_flight)),
                 fragment_outcomes: query_metrics.fragments.clone(),
             },
             secret,

@@ -27,6 +27,8 @@ pub struct NodeMetrics {
     table_kept_from: IntGaugeVec,
     query_memory: IntGauge,
     data_memory: IntGauge,
+    /// Live views coordinated here, and live subscriptions served here.
+    live: (IntGauge, IntGauge, Arc<atoll_cluster::live::LiveTaps>),
 }
 
 impl NodeMetrics {
@@ -37,7 +39,18 @@ impl NodeMetrics {
         ingest: atoll_ingest::IngestMetrics,
         turns: (Arc<tokio::sync::Semaphore>, usize),
         budget: crate::memory::MemoryBudget,
+        taps: Arc<atoll_cluster::live::LiveTaps>,
     ) -> prometheus::Result<NodeMetrics> {
+        let live_views = IntGauge::new(
+            "atoll_live_views",
+            "Live views this node coordinates (--max-live-sessions)",
+        )?;
+        let live_subscriptions = IntGauge::new(
+            "atoll_live_subscriptions",
+            "Live subscriptions this node serves as an owner",
+        )?;
+        registry.register(Box::new(live_views.clone()))?;
+        registry.register(Box::new(live_subscriptions.clone()))?;
         let ingest_in_progress = IntGauge::new(
             "atoll_ingest_in_progress",
             "Ingest requests holding a turn (--max-concurrent-ingest)",
@@ -107,6 +120,7 @@ impl NodeMetrics {
             table_kept_from,
             query_memory,
             data_memory,
+            live: (live_views, live_subscriptions, taps),
         })
     }
 
@@ -147,6 +161,8 @@ impl NodeMetrics {
         }
         self.data_memory.set(data as i64);
         self.query_memory.set(self.engine.memory_in_use() as i64);
+        self.live.0.set(self.engine.live_views() as i64);
+        self.live.1.set(self.live.2.count() as i64);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

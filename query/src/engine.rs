@@ -60,6 +60,8 @@ pub struct QueryConfig {
     /// Bytes one call of a function such as `repeat` or `range` may make
     /// for a batch (elements: a sixteenth of it); `bounded_functions`.
     pub max_function_bytes: usize,
+    /// Live views this node coordinates at once (`live`).
+    pub max_live_sessions: usize,
 }
 
 impl Default for QueryConfig {
@@ -74,6 +76,7 @@ impl Default for QueryConfig {
             max_json_rows: 10_000,
             allow_partial: false,
             max_function_bytes: 256 << 20,
+            max_live_sessions: 16,
         }
     }
 }
@@ -100,6 +103,7 @@ pub struct QueryStats {
 }
 
 /// What the engine needs to know of the cluster.
+#[derive(Clone)]
 pub struct ClusterHandle {
     pub membership: Arc<atoll_cluster::Membership>,
     pub replicas: usize,
@@ -135,6 +139,8 @@ pub struct QueryEngine {
     /// as many at once as local queries (sharing one would let two nodes
     /// that fan out to each other wait on each other's permits).
     fragment_admission: Arc<Semaphore>,
+    /// Live views coordinated here.
+    live_admission: Arc<Semaphore>,
 }
 
 impl QueryEngine {
@@ -183,9 +189,65 @@ impl QueryEngine {
             node_pool: Arc::new(GreedyMemoryPool::new(config.pool_bytes)),
             admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             fragment_admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            live_admission: Arc::new(Semaphore::new(config.max_live_sessions)),
             config,
             base,
         }
+    }
+
+    /// Starts a live view of `spec` for a caller limited to `tables` (if
+    /// given): its filter is checked against the table here, then every
+    /// owner of a coverage plan follows it (`live::session`).
+    pub fn live(
+        &self,
+        spec: crate::live::LiveSpec,
+        tables: Option<&BTreeSet<String>>,
+    ) -> Result<crate::live::LiveStream, QueryError> {
+        spec.check()?;
+        if tables.is_some_and(|t| !t.contains(&spec.table)) {
+            return Err(QueryError::Forbidden(format!(
+                "this key may not read table {:?}",
+                spec.table
+            )));
+        }
+        let Some(cluster) = &self.cluster else {
+            return Err(QueryError::Refused(
+                "live views need a node of a ring".into(),
+            ));
+        };
+        self.live_tap(spec.clone())?;
+        let permit = self
+            .live_admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                QueryError::Unavailable(format!(
+                    "this node serves {} live views already (--max-live-sessions)",
+                    self.config.max_live_sessions
+                ))
+            })?;
+        Ok(crate::live::session::start(cluster.clone(), spec, permit))
+    }
+
+    /// Live views this node coordinates now.
+    pub fn live_views(&self) -> usize {
+        self.config
+            .max_live_sessions
+            .saturating_sub(self.live_admission.available_permits())
+    }
+
+    /// A subscription's state on this node (checked against the table).
+    pub fn live_tap(
+        &self,
+        spec: crate::live::LiveSpec,
+    ) -> Result<crate::live::tap::Tap, QueryError> {
+        spec.check()?;
+        let Some(cluster) = &self.cluster else {
+            return Err(QueryError::Refused(
+                "live views need a node of a ring".into(),
+            ));
+        };
+        crate::live::tap::Tap::new(spec, self.base.clone(), cluster.store.clone())
     }
 
     /// Makes queries span the cluster.

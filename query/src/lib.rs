@@ -9,7 +9,8 @@
 //! plan nodes (`physical_plan`: the fan-out, the remote fragment, the
 //! time-sliced wrapper), what a fragment may hold (`fragment`) and its
 //! bytes on the wire (`codec`), rendering results as JSON values
-//! (`render`), and the Postgres catalog clients browse (`pg_catalog`).
+//! (`render`), the Postgres catalog clients browse (`pg_catalog`), and
+//! live views followed on the owners as events are stored (`live`).
 //! `QueryEngine::start` (`start_bound` with `$n` parameters, `describe` to
 //! plan without running) is the one typed query API that every SQL door
 //! calls.
@@ -25,6 +26,7 @@ pub mod coverage;
 pub mod engine;
 pub mod error;
 pub mod fragment;
+pub mod live;
 pub mod metrics;
 pub mod pg_catalog;
 pub mod physical_optimizer;

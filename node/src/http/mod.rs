@@ -6,6 +6,7 @@ pub mod guard;
 pub mod honeycomb;
 pub mod ingest;
 pub mod keys;
+pub mod live;
 pub mod otlp;
 pub mod query;
 pub mod saved;

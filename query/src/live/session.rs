@@ -1,0 +1,306 @@
+//! A live view on the coordinator: one subscription per owner of a
+//! coverage plan (one up, complete replica per partition, as for queries),
+//! their gatherings merged and sent on as updates every 250 ms.
+//!
+//! The plan is made again every 2 s and whenever an owner's stream fails
+//! or stays silent past its heartbeat: a down replica's partitions move to
+//! another replica, or count as missing (each update says its coverage).
+//! A reader slower than the updates never holds the owners back: what it
+//! has not taken is merged into the next update (counts add up), which
+//! says `lagging`; rows dropped on an owner's full queue say so too, and
+//! the page then re-queries.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use atoll_cluster::messages::ACTION_LIVE;
+use futures::StreamExt;
+use futures::stream::{self, BoxStream, SelectAll};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::gathered::Gathered;
+use super::spec::LiveSpec;
+use crate::coverage::Coverage;
+use crate::engine::ClusterHandle;
+
+const FLUSH: Duration = Duration::from_millis(250);
+const REPLAN: Duration = Duration::from_secs(2);
+/// An owner silent this long (it sends a heartbeat every 2 s) is treated
+/// as failed.
+const SILENT: Duration = Duration::from_secs(6);
+/// A failed owner is left out of plans this long.
+const BENCHED: Duration = Duration::from_secs(5);
+/// Updates waiting for the reader; past them, the reader is lagging.
+const UPDATES_WAITING: usize = 4;
+
+/// One aggregate row of an update: a time bucket (seconds since the
+/// epoch), group values, one value per aggregate of the spec.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LiveBucket {
+    pub t: i64,
+    pub group: Vec<Option<String>>,
+    pub values: Vec<Option<f64>>,
+}
+
+/// What changed since the last update.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LiveUpdate {
+    /// Added to the chart: counts and sums add, min and max combine.
+    pub buckets: Vec<LiveBucket>,
+    /// New matching events, oldest first.
+    pub samples: Vec<Map<String, Value>>,
+    /// Share of the table's partitions followed.
+    pub coverage: f64,
+    pub missing_partitions: usize,
+    /// Events were dropped on the way, or the reader fell behind: the
+    /// counts may be low until the page queries again.
+    pub lagging: bool,
+    /// More groups than a live view keeps: some were not counted.
+    pub overflow: bool,
+}
+
+/// A live view's updates, as long as it is read; dropping it stops the
+/// subscriptions on every owner.
+pub struct LiveStream {
+    updates: mpsc::Receiver<LiveUpdate>,
+    task: tokio::task::JoinHandle<()>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl LiveStream {
+    pub async fn next(&mut self) -> Option<LiveUpdate> {
+        self.updates.recv().await
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) fn start(
+    cluster: ClusterHandle,
+    spec: LiveSpec,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> LiveStream {
+    let (tx, updates) = mpsc::channel(UPDATES_WAITING);
+    let task = tokio::spawn(Follow::new(cluster, spec, tx).run());
+    LiveStream {
+        updates,
+        task,
+        _permit: permit,
+    }
+}
+
+/// An owner's answers: a gathering, a heartbeat (None), or the end of its
+/// stream (an error).
+type Answers = BoxStream<'static, (String, Result<Option<Gathered>, String>)>;
+
+struct Follow {
+    cluster: ClusterHandle,
+    spec: LiveSpec,
+    tx: mpsc::Sender<LiveUpdate>,
+    plan: BTreeMap<String, Vec<u32>>,
+    missing: usize,
+    total: usize,
+    sources: SelectAll<Answers>,
+    heard: HashMap<String, Instant>,
+    benched: HashMap<String, Instant>,
+    pending: Gathered,
+    lagging: bool,
+    sent_first: bool,
+}
+
+impl Follow {
+    fn new(cluster: ClusterHandle, spec: LiveSpec, tx: mpsc::Sender<LiveUpdate>) -> Follow {
+        Follow {
+            cluster,
+            spec,
+            tx,
+            plan: BTreeMap::new(),
+            missing: 0,
+            total: 0,
+            sources: SelectAll::new(),
+            heard: HashMap::new(),
+            benched: HashMap::new(),
+            pending: Gathered::default(),
+            lagging: false,
+            sent_first: false,
+        }
+    }
+
+    async fn run(mut self) {
+        self.replan().await;
+        let mut flush = tokio::time::interval(FLUSH);
+        let mut replan = tokio::time::interval(REPLAN);
+        loop {
+            tokio::select! {
+                _ = self.tx.closed() => return,
+                Some((node, answer)) = self.sources.next() => self.heard_from(node, answer).await,
+                _ = flush.tick() => {
+                    if !self.flush() {
+                        return;
+                    }
+                }
+                _ = replan.tick() => {
+                    let now = Instant::now();
+                    let silent: Vec<String> = self
+                        .heard
+                        .iter()
+                        .filter(|(_, at)| now.duration_since(**at) > SILENT)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for node in silent {
+                        tracing::warn!(node, "a live subscription's owner went silent");
+                        self.benched.insert(node, now + BENCHED);
+                    }
+                    self.replan().await;
+                }
+            }
+        }
+    }
+
+    async fn heard_from(&mut self, node: String, answer: Result<Option<Gathered>, String>) {
+        match answer {
+            Ok(g) => {
+                self.heard.insert(node, Instant::now());
+                if let Some(g) = g {
+                    self.pending.merge(g);
+                }
+            }
+            Err(why) => {
+                tracing::warn!(node, why, "a live subscription's owner stopped answering");
+                self.benched.insert(node, Instant::now() + BENCHED);
+                self.replan().await;
+            }
+        }
+    }
+
+    /// Sends what is pending (or, first, an empty update saying the
+    /// coverage); false once the reader is gone.
+    fn flush(&mut self) -> bool {
+        if self.pending.is_empty() && self.sent_first {
+            return true;
+        }
+        let update = self.update();
+        match self.tx.try_send(update) {
+            Ok(()) => {
+                self.pending = Gathered::default();
+                self.lagging = false;
+                self.sent_first = true;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagging = true;
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn update(&self) -> LiveUpdate {
+        let mut buckets = Vec::with_capacity(self.pending.buckets.len());
+        let mut keys: Vec<_> = self.pending.buckets.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        for ((t, group), states) in keys {
+            buckets.push(LiveBucket {
+                t: *t,
+                group: group.clone(),
+                values: self
+                    .spec
+                    .aggregates
+                    .iter()
+                    .zip(states)
+                    .map(|(a, s)| a.value(s))
+                    .collect(),
+            });
+        }
+        LiveUpdate {
+            buckets,
+            samples: self.pending.samples.clone(),
+            coverage: if self.total == 0 {
+                1.0
+            } else {
+                (self.total - self.missing) as f64 / self.total as f64
+            },
+            missing_partitions: self.missing,
+            lagging: self.lagging || self.pending.lost,
+            overflow: self.pending.overflow,
+        }
+    }
+
+    /// The coverage plan without benched owners; subscribes again when it
+    /// changed.
+    async fn replan(&mut self) {
+        let now = Instant::now();
+        self.benched.retain(|_, until| *until > now);
+        let Some(ring) = self.cluster.membership.ring() else {
+            return;
+        };
+        let mut members = self.cluster.membership.members().await;
+        for m in &mut members {
+            if self.benched.contains_key(&m.name) {
+                m.up = false;
+            }
+        }
+        let me = self.cluster.membership.node_name().to_string();
+        let all: BTreeSet<u32> = (0..ring.partitions()).collect();
+        let cov = Coverage::plan(
+            &ring,
+            ring.replicas(self.cluster.replicas),
+            &members,
+            &me,
+            &all,
+        );
+        self.total = all.len();
+        self.missing = cov.missing.len();
+        if cov.by_node == self.plan {
+            return;
+        }
+        self.plan = cov.by_node;
+        self.sources = SelectAll::new();
+        self.heard.clear();
+        let addrs: HashMap<String, String> = members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
+            .collect();
+        for (node, partitions) in &self.plan {
+            let Some(addr) = addrs.get(node) else {
+                continue;
+            };
+            let mut spec = self.spec.clone();
+            spec.partitions = partitions.iter().copied().collect();
+            self.sources
+                .push(subscribe(&self.cluster, node, addr, &spec).await);
+            self.heard.insert(node.clone(), now);
+        }
+    }
+}
+
+/// An owner's answers as a stream that ends with an error item.
+async fn subscribe(cluster: &ClusterHandle, node: &str, addr: &str, spec: &LiveSpec) -> Answers {
+    let name = node.to_string();
+    let body = serde_json::to_vec(spec).unwrap_or_default();
+    let opened = cluster.peers.subscribe(addr, ACTION_LIVE, body).await;
+    let answers = match opened {
+        Err(e) => return Box::pin(stream::once(async move { (name, Err(e.to_string())) })),
+        Ok(s) => s,
+    };
+    let tag = name.clone();
+    let items = answers.map(move |item| {
+        let answer = match item {
+            Ok(r) if r.body.is_empty() => Ok(None),
+            Ok(r) => serde_json::from_slice::<Gathered>(&r.body)
+                .map(Some)
+                .map_err(|e| format!("an unreadable live message: {e}")),
+            Err(s) => Err(s.message().to_string()),
+        };
+        (tag.clone(), answer)
+    });
+    let end = stream::once(async move { (name, Err("the stream ended".to_string())) });
+    Box::pin(items.chain(end))
+}
