@@ -57,6 +57,16 @@ export class Node {
     return body;
   }
 
+  /** A gauge or counter of `/metrics` (summed over its labels), or null when absent. */
+  async metric(name: string): Promise<number | null> {
+    const text = await (await fetch(`${this.url}/metrics`, { headers: this.headers() })).text();
+    const values = text
+      .split('\n')
+      .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+      .map((l) => Number(l.slice(l.lastIndexOf(' ') + 1)));
+    return values.length ? values.reduce((a, b) => a + b, 0) : null;
+  }
+
   async cluster(): Promise<{ nodes: { name: string; status: string }[] }> {
     return (await fetch(`${this.url}/v1/cluster`, { headers: this.headers() })).json();
   }

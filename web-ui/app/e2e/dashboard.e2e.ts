@@ -611,6 +611,76 @@ describe('saved views and boards on a 3-node cluster with data dirs', () => {
   });
 });
 
+describe('live mode on a 3-node cluster with N=1 and API keys', () => {
+  const KEY = 'e2e-live-admin-key-0123456789';
+  let nodes: Node[];
+  let b: Browser;
+
+  /** Events of now through n1, each with its own id (so they spread over the partitions) and a marker. */
+  async function send(marker: string, n: number) {
+    const now = Date.now();
+    const body = Array.from({ length: n }, (_, i) => JSON.stringify({ time: new Date(now - i).toISOString(), id: `${marker}-${i}`, marker, duration_ms: i })).join('\n');
+    expect(await nodes[1].ingest('live', body)).toBe(n);
+  }
+
+  async function chartCount(page: Page): Promise<number> {
+    const sums = JSON.parse((await page.locator('[data-testid=chart]').getAttribute('data-sums')) ?? '{}');
+    return Number(sums.count ?? 0);
+  }
+
+  async function markers(page: Page): Promise<string[]> {
+    const head = await page.locator('[data-testid=samples-table] thead th').allTextContents();
+    const at = head.findIndex((h) => h.startsWith('marker'));
+    return (await tableCells(page, 'samples-table')).map((r) => r[at]);
+  }
+
+  beforeAll(async () => {
+    nodes = await startCluster(3, 1, () => ['--admin-key', KEY]);
+    await send('seed', 20);
+    b = await browser();
+  });
+  afterAll(async () => {
+    await b?.close();
+    await Promise.all((nodes ?? []).map((n) => n.kill()));
+  });
+
+  it('follows events sent to another node into the chart and the samples, and stops on every owner when the page closes', async () => {
+    const page = await b.newPage({ viewport: { width: 1400, height: 1000 } });
+    await page.addInitScript((key) => sessionStorage.setItem('atoll-api-key', key), KEY);
+    await page.goto(`${nodes[0].url}/?view=explore&table=live&range=15m&live=1`);
+    await page.locator('[data-testid=done]').waitFor();
+    const status = page.locator('[data-testid=live-status]');
+    await expect.poll(() => status.getAttribute('data-state'), { timeout: 15_000 }).toBe('on');
+    // Every owner follows the view (N=1: each holds a third of the partitions).
+    for (const n of nodes) await waitFor(`${n.name} to follow`, async () => (await n.metric('atoll_live_subscriptions')) === 1);
+    const before = await chartCount(page);
+    expect(before).toBe(20);
+
+    await send('wave-1', 30);
+    await expect.poll(() => chartCount(page), { timeout: 15_000 }).toBe(before + 30);
+    await expect.poll(async () => (await markers(page)).filter((m) => m === 'wave-1').length, { timeout: 15_000 }).toBe(30);
+    await page.screenshot({ path: join(SHOTS, 'explore-live.png'), fullPage: true });
+
+    // A filter that excludes what is sent shows none of it.
+    await page.getByRole('button', { name: '+ filter' }).click();
+    await page.locator('[data-testid=filter] select[aria-label="filter column"]').selectOption('marker');
+    await page.locator('[data-testid=filter] input').fill('wave-3');
+    await page.locator('[data-testid=run]').click();
+    await page.locator('[data-testid=done]').waitFor();
+    await expect.poll(() => status.getAttribute('data-state'), { timeout: 15_000 }).toBe('on');
+    for (const n of nodes) await waitFor(`${n.name} to follow the filtered view only`, async () => (await n.metric('atoll_live_subscriptions')) === 1);
+    await send('wave-2', 20);
+    await send('wave-3', 1);
+    await expect.poll(async () => (await markers(page)).filter((m) => m === 'wave-3').length, { timeout: 15_000 }).toBe(1);
+    expect((await markers(page)).filter((m) => m !== 'wave-3')).toEqual([]);
+    expect(await chartCount(page)).toBe(1);
+
+    await page.close();
+    for (const n of nodes) await waitFor(`${n.name} to stop following`, async () => (await n.metric('atoll_live_subscriptions')) === 0);
+    expect(await nodes[0].metric('atoll_live_views')).toBe(0);
+  });
+});
+
 describe('a node that requires API keys', () => {
   const ADMIN = 'e2e-admin-key-0123456789';
   let node: Node;

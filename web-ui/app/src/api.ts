@@ -86,6 +86,38 @@ export async function query(sql: string, signal?: AbortSignal): Promise<QueryRes
   return json<QueryResult>(res);
 }
 
+/**
+ * Follows a live view: the node's Server-Sent Events, read with fetch so
+ * that the key goes in `Authorization`. Resolves when the stream ends
+ * (the signal aborts it); each update goes to `onUpdate`.
+ */
+export async function live<T>(spec: object, signal: AbortSignal, onUpdate: (u: T) => void): Promise<void> {
+  const res = await call('/v1/live', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(spec), signal });
+  if (!res.ok || !res.body) {
+    await json(res);
+    throw new ApiError(res.status, res.statusText);
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end = buffer.indexOf('\n\n');
+    while (end >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event
+        .split('\n')
+        .filter((l) => l.startsWith('data:'))
+        .map((l) => l.slice(5).trimStart())
+        .join('\n');
+      if (data) onUpdate(JSON.parse(data) as T);
+      end = buffer.indexOf('\n\n');
+    }
+  }
+}
+
 export interface TableInfo {
   name: string;
   rows: number;

@@ -88,6 +88,8 @@ export interface QueryState {
   style: ChartStyle;
   /** A line for the sum of the series (of the first unit). */
   total: boolean;
+  /** Follow the view as events arrive (`live.ts`). */
+  live: boolean;
   /** A result column's name (an aggregate's label or a group column); empty: the first aggregate. */
   orderBy: string;
   orderDesc: boolean;
@@ -113,6 +115,7 @@ export function defaultState(table = ''): QueryState {
     heatmap: '',
     style: 'lines',
     total: false,
+    live: false,
     orderBy: '',
     orderDesc: true,
     limit: 100,

@@ -20,6 +20,7 @@ it('round-trips the whole state through the query string', () => {
       heatmap: 'duration_ms',
       style: 'bars',
       total: true,
+      live: true,
       orderBy: 'p99(odd:name)',
       orderDesc: false,
       limit: 25,

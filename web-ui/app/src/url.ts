@@ -39,6 +39,7 @@ export function encode(s: AppState): string {
   if (q.heatmap) p.set('heatmap', q.heatmap);
   if (q.style !== 'lines') p.set('chart', q.style);
   if (q.total) p.set('total', '1');
+  if (q.live) p.set('live', '1');
   if (q.orderBy) p.set('order', q.orderBy);
   p.set('dir', q.orderDesc ? 'desc' : 'asc');
   p.set('limit', String(q.limit));
@@ -102,6 +103,7 @@ export function decode(search: string): AppState {
   const style = p.get('chart') ?? '';
   if ((CHART_STYLES as readonly string[]).includes(style)) q.style = style as ChartStyle;
   q.total = p.get('total') === '1';
+  q.live = p.get('live') === '1';
   q.orderBy = p.get('order') ?? '';
   q.orderDesc = p.get('dir') !== 'asc';
   const limit = Number(p.get('limit'));

@@ -16,10 +16,12 @@ import { chartOf } from './chart';
 import { resultsTable, urlSortedTable } from './resultsTable';
 import { QueryStatus } from './status';
 import { saveControl } from './save';
+import { follow, liveStatus, stopFollowing } from './follow';
 
 const status = new QueryStatus();
 const results = h('div', { class: 'results-area' });
 const builderError = h('div', { class: 'error', 'data-testid': 'builder-error' });
+const liveState = liveStatus();
 
 function columnsOf(app: App): Column[] {
   return app.tables.find((t) => t.name === app.state.query.table)?.columns ?? [];
@@ -276,6 +278,25 @@ function builder(app: App): HTMLElement {
       'div',
       { class: 'actions' },
       h('button', { class: 'primary', 'data-testid': 'run', onclick: () => runExplore(app) }, 'Run'),
+      h(
+        'label',
+        { class: 'check', title: 'Follow events as they arrive' },
+        h('input', {
+          type: 'checkbox',
+          checked: q.live,
+          'data-testid': 'live',
+          onchange: (e: Event) => {
+            const on = (e.target as HTMLInputElement).checked;
+            app.update((s) => (s.query.live = on), false);
+            if (on) void runExplore(app);
+            else {
+              stopFollowing();
+              liveState.replaceChildren();
+            }
+          },
+        }),
+        ' Live',
+      ),
       h('button', { class: 'link', onclick: () => openInSql(app) }, 'Edit as SQL'),
     ),
     saveControl(app),
@@ -332,6 +353,7 @@ export function groupValues(groups: number, result: api.QueryResult): unknown[][
 
 /** Runs the table query, then the chart's series (for the top groups) and the samples. */
 export async function runExplore(app: App) {
+  stopFollowing();
   builderError.textContent = '';
   const columns = columnsOf(app);
   const q = app.state.query;
@@ -364,7 +386,8 @@ export async function runExplore(app: App) {
     results.dataset.to = span.to.toISOString();
     const column = q.heatmap;
     const heatView = heat && column ? heatmap(toHeat(heat, column, span.from, span.to, bucketSeconds(q.range, now)), (box) => selectBox(app, box, column), boxOf(q.selection, column)) : null;
-    renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null, heatView, bubble?.view ?? null);
+    const slots = renderResults(app, table, series, samples, then && q.compare ? { table: then[0], series: then[1], shift: q.compare } : null, heatView, bubble?.view ?? null);
+    if (q.live) follow(q, columns, { series, samples, drawn: top, status: liveState, ...slots });
   } catch (e) {
     status.failed(signal, (e as Error).message);
     if (!signal.aborted) results.replaceChildren();
@@ -402,14 +425,29 @@ interface Then {
   shift: CompareShift;
 }
 
+/** Draws a run; answers how to redraw its chart and its samples (for Live). */
 function renderResults(app: App, table: api.QueryResult, series: api.QueryResult, samples: api.QueryResult, then: Then | null, heat: HTMLElement | null, bubble: HTMLElement | null) {
   const groups = app.state.query.groupBy.length;
+  const style = { style: app.state.query.style, total: app.state.query.total };
+  const earlier = then ? { result: then.series, shiftSeconds: SHIFT_SECONDS[then.shift], shift: then.shift } : undefined;
+  const chartSlot = h('div', {}, chartOf(series, earlier, style));
+  const samplesSlot = h('div', {}, resultsTable(samples, null, () => {}, 'samples-table'));
+  const summary = h('summary', {}, `Samples (newest ${samples.rows.length})`);
+  liveState.replaceChildren();
   results.replaceChildren(
-    chartOf(series, then ? { result: then.series, shiftSeconds: SHIFT_SECONDS[then.shift], shift: then.shift } : undefined, { style: app.state.query.style, total: app.state.query.total }),
+    app.state.query.live ? liveState : '',
+    chartSlot,
     heat ?? '',
     bubble ?? '',
     h('h3', {}, 'Results'),
     urlSortedTable(app, then ? withThen(table, then.table, groups, then.shift) : table),
-    h('details', { open: true, 'data-testid': 'samples' }, h('summary', {}, `Samples (newest ${samples.rows.length})`), resultsTable(samples, null, () => {}, 'samples-table')),
+    h('details', { open: true, 'data-testid': 'samples' }, summary, samplesSlot),
   );
+  return {
+    chart: (s: api.QueryResult) => chartSlot.replaceChildren(chartOf(s, earlier, style)),
+    samplesTable: (s: api.QueryResult) => {
+      summary.textContent = `Samples (newest ${s.rows.length})`;
+      samplesSlot.replaceChildren(resultsTable(s, null, () => {}, 'samples-table'));
+    },
+  };
 }
