@@ -1522,3 +1522,140 @@ async fn wait_until_all(cluster: &Cluster, what: &str, check: impl Fn(&[String])
         .await;
     }
 }
+
+/// `POST /v1/live`'s updates, read as a client reads Server-Sent Events.
+struct LiveReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl LiveReader {
+    async fn open(node: &Server, spec: Value) -> LiveReader {
+        let res = node
+            .request(reqwest::Method::POST, "/v1/live")
+            .header("content-type", "application/json")
+            .body(spec.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        LiveReader {
+            body: Box::pin(res.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next update (bounded by 20 s).
+    async fn next(&mut self) -> Value {
+        use futures::StreamExt;
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty() {
+                    return serde_json::from_str(&data).unwrap();
+                }
+                continue;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.body.next())
+                .await
+                .expect("an update within 20 s")
+                .expect("the stream goes on")
+                .unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads updates until `done` holds on the running totals, counting
+    /// the first aggregate of every bucket.
+    async fn count_until(&mut self, total: &mut f64, done: impl Fn(f64, &Value) -> bool) -> Value {
+        loop {
+            let u = self.next().await;
+            *total += u["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["values"][0].as_f64().unwrap_or(0.0))
+                .sum::<f64>();
+            if done(*total, &u) {
+                return u;
+            }
+        }
+    }
+}
+
+async fn subscriptions(node: &Server) -> f64 {
+    node.metric("atoll_live_subscriptions").await.unwrap_or(-1.0)
+}
+
+/// A live view coordinated by n0 follows events sent through n1 on every
+/// owner (N=1), counts each once even when its reader did not read while
+/// they came, reports the coverage it lost when an owner is killed, and
+/// stops on every owner once its reader goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_view_follows_every_owner_and_stops_when_its_reader_goes() {
+    let mut cluster = Cluster::start(3, &["--replicas", "1"]).await;
+    let seed = (0..30)
+        .map(|i| format!("{{\"id\": \"s{i}\", \"status\": 200}}\n"))
+        .collect::<String>();
+    assert_eq!(cluster.node(1).ingest("lv", seed).await.0, 200);
+    let spec = serde_json::json!({
+        "table": "lv", "bucket_seconds": 60, "filter": "status >= 500",
+        "aggregates": [{"fn": "count"}, {"fn": "max", "column": "ms"}],
+    });
+    let mut live = LiveReader::open(cluster.node(0), spec).await;
+    let first = live.next().await;
+    assert_eq!(first["coverage"], 1.0, "{first}");
+    for i in 0..3 {
+        cluster
+            .node(i)
+            .wait_for_metric("atoll_live_subscriptions", |v| v == 1.0)
+            .await;
+    }
+    // Sent while the reader does not read: 5 requests of 2,000 events, a
+    // tenth of them matching the filter.
+    for r in 0..5 {
+        let body: String = (0..2000)
+            .map(|i| {
+                let status = if i % 10 == 0 { 503 } else { 200 };
+                format!("{{\"id\": \"e{r}-{i}\", \"status\": {status}, \"ms\": {i}}}\n")
+            })
+            .collect();
+        let (status, v) = cluster.node(1).ingest("lv", body).await;
+        assert_eq!((status, v["accepted"].as_i64()), (200, Some(2000)), "{v}");
+    }
+    let mut total = 0.0;
+    let last = live
+        .count_until(&mut total, |t, u| t >= 1000.0 || u["lagging"] == true)
+        .await;
+    assert_eq!(total, 1000.0, "each matching event counted once: {last}");
+    assert!(last["samples"].as_array().unwrap().len() <= 50, "{last}");
+
+    // An owner killed: the view goes on, saying what it no longer follows.
+    cluster.nodes[2].as_mut().unwrap().signal("KILL");
+    cluster.nodes[2] = None;
+    let mut ignored = 0.0;
+    let partial = live
+        .count_until(&mut ignored, |_, u| u["coverage"].as_f64().unwrap() < 1.0)
+        .await;
+    assert!(partial["missing_partitions"].as_u64().unwrap() > 0, "{partial}");
+
+    // The reader goes away: every owner stops following within seconds.
+    drop(live);
+    for i in 0..2 {
+        support::wait_until(&format!("n{i} stops following"), async || {
+            subscriptions(cluster.node(i)).await == 0.0
+        })
+        .await;
+    }
+    cluster
+        .node(0)
+        .wait_for_metric("atoll_live_views", |v| v == 0.0)
+        .await;
+}

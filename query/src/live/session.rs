@@ -112,7 +112,9 @@ struct Follow {
     benched: HashMap<String, Instant>,
     pending: Gathered,
     lagging: bool,
-    sent_first: bool,
+    /// The missing partitions the reader was last told of (None: nothing
+    /// sent yet).
+    told_missing: Option<usize>,
 }
 
 impl Follow {
@@ -129,7 +131,7 @@ impl Follow {
             benched: HashMap::new(),
             pending: Gathered::default(),
             lagging: false,
-            sent_first: false,
+            told_missing: None,
         }
     }
 
@@ -180,10 +182,10 @@ impl Follow {
         }
     }
 
-    /// Sends what is pending (or, first, an empty update saying the
-    /// coverage); false once the reader is gone.
+    /// Sends what is pending, or an empty update when the coverage changed
+    /// (the first says it); false once the reader is gone.
     fn flush(&mut self) -> bool {
-        if self.pending.is_empty() && self.sent_first {
+        if self.pending.is_empty() && self.told_missing == Some(self.missing) {
             return true;
         }
         let update = self.update();
@@ -191,7 +193,7 @@ impl Follow {
             Ok(()) => {
                 self.pending = Gathered::default();
                 self.lagging = false;
-                self.sent_first = true;
+                self.told_missing = Some(self.missing);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {

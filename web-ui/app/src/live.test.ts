@@ -71,10 +71,17 @@ it('adds counts, keeps maxima, adds buckets of drawn groups and slides the windo
 });
 
 it("puts new samples on top, newest first, in the table's columns", () => {
-  const samples = { columns: [{ name: 'time', type: 'Timestamp' }, { name: 'region', type: 'Utf8' }], rows: [['t0', 'eu']], stats: { elapsed_ms: 0, rows_scanned: 0 } };
-  const u = { buckets: [], samples: [{ time: 't1', region: 'us', extra: 1 }, { time: 't2' }], coverage: 1, missing_partitions: 0, lagging: false, overflow: false };
+  const samples = { columns: [{ name: 'time', type: 'Timestamp' }, { name: 'region', type: 'Utf8' }], rows: [['2026-01-01T00:00:00Z', 'eu']], stats: { elapsed_ms: 0, rows_scanned: 0 } };
+  const u = {
+    buckets: [],
+    samples: [{ time: '2026-01-01T00:00:02Z', region: 'us', extra: 1 }, { time: '2026-01-01T00:00:01Z' }],
+    coverage: 1,
+    missing_partitions: 0,
+    lagging: false,
+    overflow: false,
+  };
   expect(withSamples(samples, u, 2).rows).toEqual([
-    ['t2', null],
-    ['t1', 'us'],
+    ['2026-01-01T00:00:02Z', 'us'],
+    ['2026-01-01T00:00:01Z', null],
   ]);
 });

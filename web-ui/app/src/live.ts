@@ -96,10 +96,13 @@ export function applyUpdate(series: QueryResult, update: LiveUpdate, s: QuerySta
   return { ...series, rows: kept };
 }
 
-/** The samples with an update's rows on top (newest first), at most `limit`. */
+/** The samples with an update's rows, newest first by time (as the samples query orders them), at most `limit`. */
 export function withSamples(samples: QueryResult, update: LiveUpdate, limit = 50): QueryResult {
   const fresh = [...update.samples].reverse().map((o) => samples.columns.map((c) => (c.name in o ? o[c.name] : null)));
-  return { ...samples, rows: [...fresh, ...samples.rows].slice(0, limit) };
+  const t = samples.columns.findIndex((c) => c.name === 'time');
+  const rows = [...fresh, ...samples.rows];
+  if (t >= 0) rows.sort((a, b) => String(b[t] ?? '').localeCompare(String(a[t] ?? '')));
+  return { ...samples, rows: rows.slice(0, limit) };
 }
 
 /** The aggregates refreshed by querying, as the page names them. */

@@ -74,7 +74,8 @@ export function chart(data: Chart, style: Style = { style: 'lines', total: false
   const opts: uPlot.Options = {
     width: 800,
     height: style.height ?? 280,
-    scales: { x: { time: true } },
+    // One bucket alone would be stretched over years: a minute either side.
+    scales: { x: { time: true, range: (_u, min, max) => (min === max ? [min - 60, max + 60] : [min, max]) } },
     legend: { live: true },
     cursor: { points: { size: 6 } },
     series: [

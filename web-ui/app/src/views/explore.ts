@@ -439,7 +439,7 @@ function renderResults(app: App, table: api.QueryResult, series: api.QueryResult
     chartSlot,
     heat ?? '',
     bubble ?? '',
-    h('h3', {}, 'Results'),
+    h('h3', {}, app.state.query.live ? 'Results (as of the run; the chart and samples are live)' : 'Results'),
     urlSortedTable(app, then ? withThen(table, then.table, groups, then.shift) : table),
     h('details', { open: true, 'data-testid': 'samples' }, summary, samplesSlot),
   );
