@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod live_views;
 mod sql_doors;
 
 use anyhow::{Context, Result, bail};
@@ -161,6 +162,18 @@ async fn main() -> Result<()> {
         door_rates.push(ingest(&node.url, door_bodies, &counts, args.clients, door).await?);
     }
 
+    // Ingest while 0, 1 and 10 live views follow the table.
+    let first: Vec<u8> = lines.first().map(|l| [l, &b"\n"[..]].concat()).unwrap_or_default();
+    let mut live_rates = Vec::new();
+    for views in [0usize, 1, 10] {
+        let node = Node::start(&atoll_bin)?;
+        let open = live_views::Views::open(&node.url, &first, views).await?;
+        let mut rate = ingest(&node.url, &bodies, &counts, args.clients, Door::Native).await?;
+        rate["live_views"] = json!(views);
+        rate["updates_read"] = json!(open.close());
+        live_rates.push(rate);
+    }
+
     // The same on local clusters, entering and asking through the first node.
     let mut clusters = Vec::new();
     for &n in args
@@ -244,7 +257,7 @@ async fn main() -> Result<()> {
     let report = json!({
         "events": lines.len(), "ndjson_bytes": raw.len(),
         "atoll": {
-            "ingest_plain": plain, "ingest_gzip": gz, "ingest_doors": door_rates,
+            "ingest_plain": plain, "ingest_gzip": gz, "ingest_doors": door_rates, "ingest_live": live_rates,
             "rss_after_load_bytes": rss, "peak_rss_bytes": hwm, "rss_after_gzip_load_bytes": gz_rss,
             "queries": atoll_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
         },
@@ -280,6 +293,7 @@ async fn main() -> Result<()> {
     }
     print_clusters(&clusters, &atoll_q, &df_q);
     print_doors(&report);
+    print_live(&report);
     eprintln!("report: {}", path.display());
     if !report["mismatches"].as_array().unwrap().is_empty() {
         bail!(
@@ -982,6 +996,23 @@ fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
             a.max_ms,
             d.median_ms,
             a.median_ms / d.median_ms
+        );
+    }
+}
+
+/// Ingest with live views following, beside none.
+fn print_live(r: &Value) {
+    let rate = |v: &Value| v["events_per_s"].as_f64().unwrap_or(0.0);
+    let runs = r["atoll"]["ingest_live"].as_array().cloned().unwrap_or_default();
+    let none = runs.first().map_or(0.0, rate);
+    println!("\n| live views | events/s | vs none | updates read |\n| --- | --- | --- | --- |");
+    for v in &runs {
+        println!(
+            "| {} | {:.0} | {:.2}x | {} |",
+            v["live_views"],
+            rate(v),
+            rate(v) / none,
+            v["updates_read"]
         );
     }
 }
