@@ -163,7 +163,10 @@ async fn main() -> Result<()> {
     }
 
     // Ingest while 0, 1 and 10 live views follow the table.
-    let first: Vec<u8> = lines.first().map(|l| [l, &b"\n"[..]].concat()).unwrap_or_default();
+    let first: Vec<u8> = lines
+        .first()
+        .map(|l| [l, &b"\n"[..]].concat())
+        .unwrap_or_default();
     let mut live_rates = Vec::new();
     for views in [0usize, 1, 10] {
         let node = Node::start(&atoll_bin)?;
@@ -1003,7 +1006,10 @@ fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
 /// Ingest with live views following, beside none.
 fn print_live(r: &Value) {
     let rate = |v: &Value| v["events_per_s"].as_f64().unwrap_or(0.0);
-    let runs = r["atoll"]["ingest_live"].as_array().cloned().unwrap_or_default();
+    let runs = r["atoll"]["ingest_live"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let none = runs.first().map_or(0.0, rate);
     println!("\n| live views | events/s | vs none | updates read |\n| --- | --- | --- | --- |");
     for v in &runs {

@@ -46,7 +46,9 @@ fn the_harness_runs_end_to_end_and_the_engines_agree() {
     }
     // Ingest with 0, 1 and 10 live views following: every event stored,
     // and the views read updates.
-    let live = report["atoll"]["ingest_live"].as_array().expect("live rates");
+    let live = report["atoll"]["ingest_live"]
+        .as_array()
+        .expect("live rates");
     let views: Vec<_> = live.iter().map(|l| l["live_views"].as_u64()).collect();
     assert_eq!(views, [Some(0), Some(1), Some(10)]);
     for l in live {

@@ -169,16 +169,7 @@ impl PeerClient {
         kind: &str,
         body: Vec<u8>,
     ) -> Result<tonic::Streaming<arrow_flight::Result>, ClusterError> {
-        let action = Action {
-            r#type: kind.to_string(),
-            body: body.into(),
-        };
-        let request = self.request(addr, "DoAction", action, Some(CALL_TIMEOUT))?;
-        self.client(addr)?
-            .do_action(request)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.failed(addr, &s))
+        self.action(addr, kind, body, Some(CALL_TIMEOUT)).await
     }
 
     /// Starts a long action (a live subscription): no deadline, it lasts
@@ -189,11 +180,21 @@ impl PeerClient {
         kind: &str,
         body: Vec<u8>,
     ) -> Result<tonic::Streaming<arrow_flight::Result>, ClusterError> {
+        self.action(addr, kind, body, None).await
+    }
+
+    async fn action(
+        &self,
+        addr: &str,
+        kind: &str,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<tonic::Streaming<arrow_flight::Result>, ClusterError> {
         let action = Action {
             r#type: kind.to_string(),
             body: body.into(),
         };
-        let request = self.request(addr, "DoAction", action, None)?;
+        let request = self.request(addr, "DoAction", action, timeout)?;
         self.client(addr)?
             .do_action(request)
             .await

@@ -1591,7 +1591,9 @@ impl LiveReader {
 }
 
 async fn subscriptions(node: &Server) -> f64 {
-    node.metric("atoll_live_subscriptions").await.unwrap_or(-1.0)
+    node.metric("atoll_live_subscriptions")
+        .await
+        .unwrap_or(-1.0)
 }
 
 /// A live view coordinated by n0 follows events sent through n1 on every
@@ -1644,7 +1646,10 @@ async fn a_live_view_follows_every_owner_and_stops_when_its_reader_goes() {
     let partial = live
         .count_until(&mut ignored, |_, u| u["coverage"].as_f64().unwrap() < 1.0)
         .await;
-    assert!(partial["missing_partitions"].as_u64().unwrap() > 0, "{partial}");
+    assert!(
+        partial["missing_partitions"].as_u64().unwrap() > 0,
+        "{partial}"
+    );
 
     // The reader goes away: every owner stops following within seconds.
     drop(live);
