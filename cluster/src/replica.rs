@@ -173,8 +173,14 @@ impl LocalReplica {
                 partition,
             };
             async move {
-                let stored = self.write(&cmd, batch, hint_for).await;
-                stored.err().map(|e| (partition, e.to_string()))
+                let offered = batch.clone();
+                match self.write(&cmd, batch, hint_for).await {
+                    Ok(rows) => {
+                        self.offer_live(&cmd, &offered, rows, hint_for);
+                        None
+                    }
+                    Err(e) => Some((partition, e.to_string())),
+                }
             }
         });
         let failed = futures::future::join_all(writes).await;
@@ -201,9 +207,7 @@ impl LocalReplica {
         let target = self.target(hint_for);
         self.mark_holds_data().await;
         let Some(wal) = &self.wal else {
-            let rows = append(&target, &cmd.table, cmd.partition, stored)?;
-            self.offer_live(cmd, &batch, rows, hint_for);
-            return Ok(rows);
+            return append(&target, &cmd.table, cmd.partition, stored);
         };
         let record = Record::Batch {
             table: cmd.table.clone(),
@@ -218,14 +222,13 @@ impl LocalReplica {
             .map_err(ClusterError::Wal)?;
         let rows = rows?;
         wal.wait(lsn).await.map_err(ClusterError::Wal)?;
-        if let Record::Batch { batch, .. } = &record {
-            self.offer_live(cmd, batch, rows, hint_for);
-        }
         Ok(rows)
     }
 
-    /// Rows newly stored as this node's own go to its live subscriptions
-    /// (a write it already held, or a hint, does not).
+    /// Rows a coordinator's write newly stored as this node's own go to its
+    /// live subscriptions: not a write it already held, not a hint, and not
+    /// what handoff or catch-up brings (those events were new elsewhere
+    /// first, where they were followed).
     fn offer_live(
         &self,
         cmd: &PutCommand,

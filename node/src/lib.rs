@@ -278,6 +278,17 @@ impl Node {
             ));
 
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
+        {
+            // A live view's response never ends by itself: end them all
+            // when the node stops, so that the server's graceful shutdown
+            // does not wait for them.
+            let engine = engine_for_pg.clone();
+            let mut stopping = shutdown.subscribe();
+            tokio::spawn(async move {
+                let _ = stopping.changed().await;
+                engine.stop_live();
+            });
+        }
         spawn_sealer(holdings.clone(), shutdown.subscribe());
         durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
         handoff.spawn(shutdown.subscribe());

@@ -1604,7 +1604,7 @@ async fn subscriptions(node: &Server) -> f64 {
 async fn a_live_view_follows_every_owner_and_stops_when_its_reader_goes() {
     let mut cluster = Cluster::start(3, &["--replicas", "1"]).await;
     let seed = (0..30)
-        .map(|i| format!("{{\"id\": \"s{i}\", \"status\": 200}}\n"))
+        .map(|i| format!("{{\"id\": \"s{i}\", \"status\": 200, \"ms\": 1}}\n"))
         .collect::<String>();
     assert_eq!(cluster.node(1).ingest("lv", seed).await.0, 200);
     let spec = serde_json::json!({
@@ -1637,6 +1637,12 @@ async fn a_live_view_follows_every_owner_and_stops_when_its_reader_goes() {
         .count_until(&mut total, |t, u| t >= 1000.0 || u["lagging"] == true)
         .await;
     assert_eq!(total, 1000.0, "each matching event counted once: {last}");
+    // The max of matching events' `ms` (multiples of 10 below 2,000), not a count.
+    let max = last["buckets"][0]["values"][1].as_f64();
+    assert!(
+        max.is_some_and(|m| m % 10.0 == 0.0 && m < 2000.0 && m > 1.0),
+        "max(ms): {last}"
+    );
     assert!(last["samples"].as_array().unwrap().len() <= 50, "{last}");
 
     // An owner killed: the view goes on, saying what it no longer follows.
@@ -1663,4 +1669,22 @@ async fn a_live_view_follows_every_owner_and_stops_when_its_reader_goes() {
         .node(0)
         .wait_for_metric("atoll_live_views", |v| v == 0.0)
         .await;
+
+    // A node stops on SIGTERM with a live view open (its response ends).
+    let spec = serde_json::json!({"table": "lv", "bucket_seconds": 60});
+    let mut open = LiveReader::open(cluster.node(1), spec).await;
+    open.next().await;
+    let node = cluster.nodes[1].as_mut().unwrap();
+    let pid = node.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = node
+        .wait_exit("n1 stops on SIGTERM although a live view is open")
+        .await;
+    assert!(status.success(), "{status}");
 }

@@ -141,6 +141,11 @@ pub struct QueryEngine {
     fragment_admission: Arc<Semaphore>,
     /// Live views coordinated here.
     live_admission: Arc<Semaphore>,
+    /// Set when the node stops: every live view ends.
+    live_stop: tokio::sync::watch::Sender<bool>,
+    /// The session live filters are planned in: the functions and limits
+    /// of queries, and no tables (a filter reads one row, nothing else).
+    live_state: SessionState,
 }
 
 impl QueryEngine {
@@ -190,6 +195,10 @@ impl QueryEngine {
             admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             fragment_admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             live_admission: Arc::new(Semaphore::new(config.max_live_sessions)),
+            live_stop: tokio::sync::watch::Sender::new(false),
+            live_state: SessionStateBuilder::new_from_existing(base.clone())
+                .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
+                .build(),
             config,
             base,
         }
@@ -215,7 +224,8 @@ impl QueryEngine {
                 "live views need a node of a ring".into(),
             ));
         };
-        self.live_tap(spec.clone())?;
+        let tap = self.live_tap(spec.clone())?;
+        crate::live::tap::check_columns(&spec, &tap.schema())?;
         let permit = self
             .live_admission
             .clone()
@@ -226,7 +236,18 @@ impl QueryEngine {
                     self.config.max_live_sessions
                 ))
             })?;
-        Ok(crate::live::session::start(cluster.clone(), spec, permit))
+        Ok(crate::live::session::start(
+            cluster.clone(),
+            spec,
+            permit,
+            self.live_stop.subscribe(),
+        ))
+    }
+
+    /// Ends every live view (the node is stopping: their responses would
+    /// never end by themselves).
+    pub fn stop_live(&self) {
+        self.live_stop.send_replace(true);
     }
 
     /// Live views this node coordinates now.
@@ -247,7 +268,7 @@ impl QueryEngine {
                 "live views need a node of a ring".into(),
             ));
         };
-        crate::live::tap::Tap::new(spec, self.base.clone(), cluster.store.clone())
+        crate::live::tap::Tap::new(spec, self.live_state.clone(), cluster.store.clone())
     }
 
     /// Makes queries span the cluster.

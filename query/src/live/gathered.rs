@@ -25,7 +25,12 @@ pub struct AggState {
 }
 
 impl AggState {
+    /// Adds a value (a NaN or an infinity is left out: JSON cannot carry
+    /// it, and it would spoil every sum after it).
     pub fn add(&mut self, value: f64, weight: f64) {
+        if !value.is_finite() || !weight.is_finite() {
+            return;
+        }
         self.n += weight;
         self.sum += value * weight;
         self.min = Some(self.min.map_or(value, |m| m.min(value)));

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use atoll_cluster::messages::ACTION_LIVE;
 use futures::StreamExt;
-use futures::stream::{self, BoxStream, SelectAll};
+use futures::stream::{self, BoxStream};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::StreamMap;
 
 use super::gathered::Gathered;
 use super::spec::LiveSpec;
@@ -31,8 +32,12 @@ const REPLAN: Duration = Duration::from_secs(2);
 /// An owner silent this long (it sends a heartbeat every 2 s) is treated
 /// as failed.
 const SILENT: Duration = Duration::from_secs(6);
-/// A failed owner is left out of plans this long.
+/// A failed owner is left out of plans this long, twice as long after
+/// each further failure (at most `BENCHED_MAX`).
 const BENCHED: Duration = Duration::from_secs(5);
+const BENCHED_MAX: Duration = Duration::from_secs(60);
+/// How long opening a subscription on an owner may take.
+const OPEN_WAIT: Duration = Duration::from_secs(3);
 /// Updates waiting for the reader; past them, the reader is lagging.
 const UPDATES_WAITING: usize = 4;
 
@@ -55,9 +60,13 @@ pub struct LiveUpdate {
     /// Share of the table's partitions followed.
     pub coverage: f64,
     pub missing_partitions: usize,
-    /// Events were dropped on the way, or the reader fell behind: the
-    /// counts may be low until the page queries again.
+    /// The reader fell behind: this update holds several updates' worth
+    /// (counts still exact).
     pub lagging: bool,
+    /// Events were dropped on the way (a full queue on an owner, an owner
+    /// resubscribed while the plan changed): counts may be low until the
+    /// page queries again.
+    pub lost: bool,
     /// More groups than a live view keeps: some were not counted.
     pub overflow: bool,
 }
@@ -86,9 +95,10 @@ pub(crate) fn start(
     cluster: ClusterHandle,
     spec: LiveSpec,
     permit: tokio::sync::OwnedSemaphorePermit,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> LiveStream {
     let (tx, updates) = mpsc::channel(UPDATES_WAITING);
-    let task = tokio::spawn(Follow::new(cluster, spec, tx).run());
+    let task = tokio::spawn(Follow::new(cluster, spec, tx).run(stop));
     LiveStream {
         updates,
         task,
@@ -107,9 +117,10 @@ struct Follow {
     plan: BTreeMap<String, Vec<u32>>,
     missing: usize,
     total: usize,
-    sources: SelectAll<Answers>,
+    sources: StreamMap<String, Answers>,
     heard: HashMap<String, Instant>,
-    benched: HashMap<String, Instant>,
+    /// Owners left out of plans: until when, and for how long last time.
+    benched: HashMap<String, (Instant, Duration)>,
     pending: Gathered,
     lagging: bool,
     /// The missing partitions the reader was last told of (None: nothing
@@ -126,7 +137,7 @@ impl Follow {
             plan: BTreeMap::new(),
             missing: 0,
             total: 0,
-            sources: SelectAll::new(),
+            sources: StreamMap::new(),
             heard: HashMap::new(),
             benched: HashMap::new(),
             pending: Gathered::default(),
@@ -135,14 +146,17 @@ impl Follow {
         }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         self.replan().await;
         let mut flush = tokio::time::interval(FLUSH);
         let mut replan = tokio::time::interval(REPLAN);
         loop {
             tokio::select! {
                 _ = self.tx.closed() => return,
-                Some((node, answer)) = self.sources.next() => self.heard_from(node, answer).await,
+                // The node is stopping: the stream ends, so that its
+                // response does too.
+                _ = stop.changed() => return,
+                Some((node, (_, answer))) = self.sources.next() => self.heard_from(node, answer).await,
                 _ = flush.tick() => {
                     if !self.flush() {
                         return;
@@ -158,7 +172,7 @@ impl Follow {
                         .collect();
                     for node in silent {
                         tracing::warn!(node, "a live subscription's owner went silent");
-                        self.benched.insert(node, now + BENCHED);
+                        self.bench(&node);
                     }
                     self.replan().await;
                 }
@@ -176,9 +190,22 @@ impl Follow {
             }
             Err(why) => {
                 tracing::warn!(node, why, "a live subscription's owner stopped answering");
-                self.benched.insert(node, Instant::now() + BENCHED);
+                self.bench(&node);
                 self.replan().await;
             }
+        }
+    }
+
+    /// Leaves an owner out of plans for a while (longer each time in a
+    /// row); what it gathered and did not send is lost.
+    fn bench(&mut self, node: &str) {
+        let last = self.benched.get(node).map(|b| b.1);
+        let wait = last.map_or(BENCHED, |d| (d * 2).min(BENCHED_MAX));
+        self.benched
+            .insert(node.to_string(), (Instant::now() + wait, wait));
+        self.heard.remove(node);
+        if self.sources.remove(node).is_some() {
+            self.pending.lost = true;
         }
     }
 
@@ -230,22 +257,29 @@ impl Follow {
                 (self.total - self.missing) as f64 / self.total as f64
             },
             missing_partitions: self.missing,
-            lagging: self.lagging || self.pending.lost,
+            lagging: self.lagging,
+            lost: self.pending.lost,
             overflow: self.pending.overflow,
         }
     }
 
-    /// The coverage plan without benched owners; subscribes again when it
-    /// changed.
+    /// The coverage plan without benched owners; subscribes again the
+    /// owners whose partitions changed, and only them.
     async fn replan(&mut self) {
         let now = Instant::now();
-        self.benched.retain(|_, until| *until > now);
+        // A bench that ended is remembered a while, for the next one's
+        // length.
+        self.benched.retain(|_, (until, wait)| *until + *wait > now);
         let Some(ring) = self.cluster.membership.ring() else {
             return;
         };
         let mut members = self.cluster.membership.members().await;
         for m in &mut members {
-            if self.benched.contains_key(&m.name) {
+            if self
+                .benched
+                .get(&m.name)
+                .is_some_and(|(until, _)| *until > now)
+            {
                 m.up = false;
             }
         }
@@ -263,35 +297,65 @@ impl Follow {
         if cov.by_node == self.plan {
             return;
         }
-        self.plan = cov.by_node;
-        self.sources = SelectAll::new();
-        self.heard.clear();
         let addrs: HashMap<String, String> = members
             .iter()
             .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
             .collect();
+        let before = std::mem::replace(&mut self.plan, cov.by_node);
+        for node in before.keys().filter(|n| !self.plan.contains_key(*n)) {
+            self.heard.remove(node);
+            if self.sources.remove(node).is_some() {
+                self.pending.lost = true;
+            }
+        }
         for (node, partitions) in &self.plan {
+            if before.get(node) == Some(partitions) && self.sources.contains_key(node) {
+                continue;
+            }
             let Some(addr) = addrs.get(node) else {
                 continue;
             };
             let mut spec = self.spec.clone();
             spec.partitions = partitions.iter().copied().collect();
-            self.sources
-                .push(subscribe(&self.cluster, node, addr, &spec).await);
+            if self.sources.remove(node).is_some() {
+                self.pending.lost = true;
+            }
+            // Opened as the stream is first polled: a plan never waits on
+            // the network.
+            self.sources.insert(
+                node.clone(),
+                subscribe(self.cluster.clone(), node.clone(), addr.clone(), spec),
+            );
             self.heard.insert(node.clone(), now);
         }
     }
 }
 
-/// An owner's answers as a stream that ends with an error item.
-async fn subscribe(cluster: &ClusterHandle, node: &str, addr: &str, spec: &LiveSpec) -> Answers {
-    let name = node.to_string();
-    let body = serde_json::to_vec(spec).unwrap_or_default();
-    let opened = cluster.peers.subscribe(addr, ACTION_LIVE, body).await;
-    let answers = match opened {
-        Err(e) => return Box::pin(stream::once(async move { (name, Err(e.to_string())) })),
-        Ok(s) => s,
+/// An owner's answers as a stream (opened when first polled, within
+/// `OPEN_WAIT`) that ends with an error item.
+fn subscribe(cluster: ClusterHandle, node: String, addr: String, spec: LiveSpec) -> Answers {
+    let body = serde_json::to_vec(&spec).unwrap_or_default();
+    let name = node.clone();
+    let opened = async move {
+        match tokio::time::timeout(OPEN_WAIT, cluster.peers.subscribe(&addr, ACTION_LIVE, body))
+            .await
+        {
+            Ok(Ok(s)) => answers(name, s),
+            Ok(Err(e)) => failed(name, e.to_string()),
+            Err(_) => failed(name, format!("no answer within {} s", OPEN_WAIT.as_secs())),
+        }
     };
+    Box::pin(stream::once(opened).flatten())
+}
+
+fn failed(node: String, why: String) -> Answers {
+    Box::pin(stream::once(async move { (node, Err(why)) }))
+}
+
+fn answers<E: std::fmt::Display>(
+    name: String,
+    answers: impl futures::Stream<Item = Result<arrow_flight::Result, E>> + Send + 'static,
+) -> Answers {
     let tag = name.clone();
     let items = answers.map(move |item| {
         let answer = match item {
@@ -299,7 +363,7 @@ async fn subscribe(cluster: &ClusterHandle, node: &str, addr: &str, spec: &LiveS
             Ok(r) => serde_json::from_slice::<Gathered>(&r.body)
                 .map(Some)
                 .map_err(|e| format!("an unreadable live message: {e}")),
-            Err(s) => Err(s.message().to_string()),
+            Err(s) => Err(s.to_string()),
         };
         (tag.clone(), answer)
     });

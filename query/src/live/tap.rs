@@ -13,7 +13,9 @@ use atoll_store::Store;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Expr, ExprSchemable};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use serde_json::{Map, Value};
 
@@ -24,14 +26,21 @@ use crate::error::QueryError;
 /// The column of an event's sample rate: it stands for that many.
 const SAMPLE_RATE: &str = "samplerate";
 
+/// Group values longer than this are cut (a gathering's size is bounded
+/// by its keys' count times this).
+const MAX_GROUP_BYTES: usize = 256;
+
 /// The filter as a logical expression over `schema`, refused unless it is
-/// a plain row predicate (no subquery, aggregate or window).
+/// a plain row predicate (no subquery, aggregate or window) that is true
+/// or false. `state` has no tables (`QueryEngine::live_state`): a subquery
+/// cannot even be planned, so its errors say nothing of other tables.
+/// Simplified once, so that `now()` is the subscription's start.
 pub fn logical_filter(
     state: &SessionState,
     schema: &SchemaRef,
     sql: &str,
 ) -> Result<Expr, QueryError> {
-    let df = DFSchema::try_from(schema.as_ref().clone())?;
+    let df = Arc::new(DFSchema::try_from(schema.as_ref().clone())?);
     let expr = state.create_logical_expr(sql, &df)?;
     let mut refused = None;
     expr.apply(|e| {
@@ -52,9 +61,21 @@ pub fn logical_filter(
             "a live filter is a condition on each event's columns, not {what}"
         )));
     }
-    Ok(expr)
+    let kind = expr.get_type(df.as_ref())?;
+    if !matches!(kind, DataType::Boolean | DataType::Null) {
+        return Err(QueryError::BadRequest(format!(
+            "a live filter is true or false for each event; this one is {kind}"
+        )));
+    }
+    let context = SimplifyContext::builder()
+        .with_schema(df)
+        .with_current_time()
+        .build();
+    Ok(ExprSimplifier::new(context).simplify(expr)?)
 }
 
+/// The filter compiled for `schema`, tried once on a row of NULLs so that
+/// one that cannot run is refused now rather than failing every batch.
 fn physical_filter(
     state: &SessionState,
     schema: &SchemaRef,
@@ -62,7 +83,58 @@ fn physical_filter(
 ) -> Result<Arc<dyn PhysicalExpr>, QueryError> {
     let expr = logical_filter(state, schema, sql)?;
     let df = DFSchema::try_from(schema.as_ref().clone())?;
-    Ok(state.create_physical_expr(expr, &df)?)
+    let physical = state.create_physical_expr(expr, &df)?;
+    let nulls: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| arrow::array::new_null_array(f.data_type(), 1))
+        .collect();
+    if let Ok(row) = RecordBatch::try_new(schema.clone(), nulls) {
+        physical.evaluate(&row)?;
+    }
+    Ok(physical)
+}
+
+/// The columns a view groups and aggregates must be the table's, and what
+/// it sums or compares a number (the coordinator's check; an owner that
+/// has not heard of a new column yet reads it as NULL).
+pub fn check_columns(spec: &LiveSpec, schema: &SchemaRef) -> Result<(), QueryError> {
+    let field = |name: &str| {
+        schema.field_with_name(name).map_err(|_| {
+            QueryError::BadRequest(format!("table {:?} has no column {name:?}", spec.table))
+        })
+    };
+    for g in &spec.group_by {
+        field(g)?;
+    }
+    for a in &spec.aggregates {
+        match (&a.func, &a.column) {
+            (LiveFn::Count, None) => {}
+            (LiveFn::Count, Some(_)) => {
+                return Err(QueryError::BadRequest(
+                    "a live count counts events: it takes no column".into(),
+                ));
+            }
+            (_, None) => {}
+            (f, Some(c)) if !field(c)?.data_type().is_numeric() => {
+                return Err(QueryError::BadRequest(
+                    format!("{f:?} of {c:?}: a live view sums and compares numbers only",)
+                        .to_lowercase(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What one aggregate reads from a row.
+enum Input {
+    /// Every row counts.
+    Rows,
+    /// A numeric column; None when the batch has no such column (nothing
+    /// to add).
+    Column(Option<arrow::array::ArrayRef>),
 }
 
 struct Compiled {
@@ -77,6 +149,7 @@ pub struct Tap {
     store: Arc<Store>,
     compiled: parking_lot::Mutex<Option<Compiled>>,
     gathered: parking_lot::Mutex<Gathered>,
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Tap {
@@ -97,25 +170,37 @@ impl Tap {
             store,
             compiled: parking_lot::Mutex::new(Some(Compiled { schema, filter })),
             gathered: Default::default(),
+            warned: Default::default(),
         })
     }
 
+    /// The table's schema as the tap last compiled for it.
+    pub fn schema(&self) -> SchemaRef {
+        let compiled = self.compiled.lock();
+        compiled
+            .as_ref()
+            .map(|c| c.schema.clone())
+            .expect("compiled at start")
+    }
+
     /// The batch read through the table's schema, and the filter for it
-    /// (compiled again when the table gained columns).
+    /// (compiled again when the table's schema changed: a column it gained
+    /// is read, not dropped).
     fn read(
         &self,
         batch: &RecordBatch,
     ) -> Result<(RecordBatch, Option<Arc<dyn PhysicalExpr>>), QueryError> {
-        let mut compiled = self.compiled.lock();
-        if let Some(c) = compiled.as_ref()
-            && let Ok(b) = atoll_store::schema::adapt_batch(batch, &c.schema)
-        {
-            return Ok((b, c.filter.clone()));
-        }
         let table = self.store.table(&self.spec.table).ok_or_else(|| {
             QueryError::BadRequest(format!("table {:?} is gone", self.spec.table))
         })?;
         let schema = table.schema().arrow().clone();
+        let mut compiled = self.compiled.lock();
+        if let Some(c) = compiled.as_ref()
+            && (Arc::ptr_eq(&c.schema, &schema) || c.schema.fields() == schema.fields())
+            && let Ok(b) = atoll_store::schema::adapt_batch(batch, &c.schema)
+        {
+            return Ok((b, c.filter.clone()));
+        }
         let filter = match &self.spec.filter {
             Some(sql) => Some(physical_filter(&self.state, &schema, sql)?),
             None => None,
@@ -161,13 +246,14 @@ impl Tap {
             .iter()
             .map(|g| column(&batch, g, &DataType::Utf8))
             .collect::<Result<_, _>>()?;
-        let inputs: Vec<_> = self
+        let inputs: Vec<Input> = self
             .spec
             .aggregates
             .iter()
             .map(|a| match (&a.func, &a.column) {
-                (LiveFn::Count, _) | (_, None) => Ok(None),
-                (_, Some(c)) => column(&batch, c, &DataType::Float64),
+                (LiveFn::Count, _) => Ok(Input::Rows),
+                (_, None) => Ok(Input::Column(None)),
+                (_, Some(c)) => column(&batch, c, &DataType::Float64).map(Input::Column),
             })
             .collect::<Result<_, _>>()?;
         let weights = column(&batch, SAMPLE_RATE, &DataType::Float64)?;
@@ -183,7 +269,7 @@ impl Tap {
                 .map(|g| {
                     g.as_ref()
                         .filter(|a| a.is_valid(row))
-                        .map(|a| a.as_string::<i32>().value(row).to_string())
+                        .map(|a| cut(a.as_string::<i32>().value(row)))
                 })
                 .collect();
             let weight = weights
@@ -195,11 +281,11 @@ impl Tap {
             };
             for (state, input) in states.iter_mut().zip(&inputs) {
                 match input {
-                    None => state.add(1.0, weight),
-                    Some(a) if a.is_valid(row) => {
+                    Input::Rows => state.add(1.0, weight),
+                    Input::Column(Some(a)) if a.is_valid(row) => {
                         state.add(a.as_primitive::<Float64Type>().value(row), weight)
                     }
-                    Some(_) => {}
+                    Input::Column(_) => {}
                 }
             }
         }
@@ -207,6 +293,18 @@ impl Tap {
         gathered.add_samples(objects(&newest));
         Ok(())
     }
+}
+
+/// At most `MAX_GROUP_BYTES` of a group value (on a character boundary).
+fn cut(value: &str) -> String {
+    if value.len() <= MAX_GROUP_BYTES {
+        return value.to_string();
+    }
+    let mut end = MAX_GROUP_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_string()
 }
 
 fn arrow_error(e: arrow::error::ArrowError) -> QueryError {
@@ -258,7 +356,10 @@ impl atoll_cluster::live::LiveTap for Tap {
 
     fn apply(&self, batch: &RecordBatch) {
         if let Err(e) = self.gather(batch) {
-            tracing::warn!(table = %self.spec.table, error = %e, "a live subscription could not read stored rows");
+            // Said once per subscription: it may fail on every batch.
+            if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(table = %self.spec.table, error = %e, "a live subscription could not read stored rows");
+            }
             self.gathered.lock().lost = true;
         }
     }
@@ -270,5 +371,72 @@ impl atoll_cluster::live::LiveTap for Tap {
             return None;
         }
         serde_json::to_vec(&taken).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::execution::session_state::SessionStateBuilder;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("status", DataType::Int64, true),
+            Field::new("region", DataType::Utf8, true),
+        ]))
+    }
+
+    fn state() -> SessionState {
+        SessionStateBuilder::new().with_default_features().build()
+    }
+
+    #[test]
+    fn a_filter_is_a_condition_on_one_event() {
+        let ok = physical_filter(&state(), &schema(), "status >= 500 AND region <> 'eu'");
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        assert!(
+            physical_filter(&state(), &schema(), "time > now() - INTERVAL '1 minute'").is_err(),
+            "no time column"
+        );
+        for (sql, says) in [
+            ("status", "true or false"),
+            ("status IN (SELECT 1)", ""),
+            ("status = ANY (SELECT 1)", ""),
+            ("count(*) > 1", ""),
+            ("nope = 1", "nope"),
+        ] {
+            let e = physical_filter(&state(), &schema(), sql)
+                .err()
+                .unwrap_or_else(|| panic!("{sql} accepted"));
+            assert!(e.to_string().contains(says), "{sql}: {e}");
+        }
+    }
+
+    #[test]
+    fn groups_and_aggregates_name_the_tables_columns() {
+        let spec = |text: &str| serde_json::from_str::<LiveSpec>(text).unwrap();
+        let ok = spec(
+            r#"{"table": "t", "bucket_seconds": 1, "group_by": ["region"], "aggregates": [{"fn": "max", "column": "status"}]}"#,
+        );
+        assert!(check_columns(&ok, &schema()).is_ok());
+        for (text, says) in [
+            (
+                r#"{"table": "t", "bucket_seconds": 1, "group_by": ["nope"]}"#,
+                "no column \"nope\"",
+            ),
+            (
+                r#"{"table": "t", "bucket_seconds": 1, "aggregates": [{"fn": "sum", "column": "region"}]}"#,
+                "numbers only",
+            ),
+            (
+                r#"{"table": "t", "bucket_seconds": 1, "aggregates": [{"fn": "count", "column": "region"}]}"#,
+                "no column",
+            ),
+        ] {
+            let e = check_columns(&spec(text), &schema()).unwrap_err();
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+        assert_eq!(cut(&"é".repeat(200)).len(), 256);
     }
 }

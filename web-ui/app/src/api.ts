@@ -98,6 +98,16 @@ export async function live<T>(spec: object, signal: AbortSignal, onUpdate: (u: T
     throw new ApiError(res.status, res.statusText);
   }
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    await readEvents(reader, onUpdate);
+  } finally {
+    // However it ended (an unreadable event, a throwing handler), the
+    // node must see the stream closed.
+    await reader.cancel().catch(() => {});
+  }
+}
+
+async function readEvents<T>(reader: ReadableStreamDefaultReader<string>, onUpdate: (u: T) => void) {
   let buffer = '';
   for (;;) {
     const { value, done } = await reader.read();

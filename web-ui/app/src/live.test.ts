@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { type Column, defaultState } from './model';
-import { applyUpdate, liveSpec, requeried, withSamples } from './live';
+import { applyUpdate, liveSpec, requeried, withRequeried, withSamples } from './live';
 import { BuilderError } from './sql';
 
 const COLUMNS: Column[] = [
@@ -29,7 +29,10 @@ it('follows the filters (not the time range), the groups and the aggregates that
     aggregates: [{ fn: 'count' }, { fn: 'max', column: 'duration_ms' }],
     bucket_seconds: 10,
   });
-  expect(requeried(state())).toEqual(['p99(duration_ms)']);
+  expect(requeried(state(), COLUMNS)).toEqual(['p99(duration_ms)']);
+  const minOfText = { ...state(), aggs: [{ fn: 'min' as const, column: 'region' }] };
+  expect(liveSpec(minOfText, COLUMNS, NOW).aggregates).toEqual([{ fn: 'count' }]);
+  expect(requeried(minOfText, COLUMNS)).toEqual(['min(region)']);
   const absolute = { ...state(), range: { kind: 'absolute' as const, from: '2026-11-26T11:00:00Z', to: '2026-11-26T12:00:00Z' } };
   expect(() => liveSpec(absolute, COLUMNS, NOW)).toThrow(BuilderError);
 });
@@ -60,14 +63,22 @@ it('adds counts, keeps maxima, adds buckets of drawn groups and slides the windo
     coverage: 1,
     missing_partitions: 0,
     lagging: false,
+    lost: false,
     overflow: false,
   };
   const later = new Date('2026-11-26T12:00:05Z');
-  const out = applyUpdate(series, update, s, later, [['eu']]);
+  const out = applyUpdate(series, update, s, COLUMNS, later, [['eu']]);
   expect(out.rows).toEqual([
     ['2026-11-26T11:59:50Z', 'eu', 5, 10, 40],
     ['2026-11-26T12:00:00.000Z', 'eu', 1, null, 5],
   ]);
+  // A run that found nothing: the groups that come are drawn.
+  const empty = applyUpdate({ ...series, rows: [] }, update, s, COLUMNS, later, []);
+  expect(empty.rows).toHaveLength(3);
+  expect(new Set(empty.rows.map((r) => r[1]))).toEqual(new Set(['eu', 'elsewhere']));
+  // A fresh query brings the other aggregates, not the followed ones.
+  const fresh = { ...series, rows: [['2026-11-26T11:59:50Z', 'eu', 999, 77, 999]] };
+  expect(withRequeried(out, fresh, s, COLUMNS).rows[0]).toEqual(['2026-11-26T11:59:50Z', 'eu', 5, 77, 40]);
 });
 
 it("puts new samples on top, newest first, in the table's columns", () => {
@@ -78,6 +89,7 @@ it("puts new samples on top, newest first, in the table's columns", () => {
     coverage: 1,
     missing_partitions: 0,
     lagging: false,
+    lost: false,
     overflow: false,
   };
   expect(withSamples(samples, u, 2).rows).toEqual([

@@ -2,7 +2,8 @@ import './style.css';
 import * as api from './api';
 import { onKeyNeeded } from './api';
 import { type App, startApp } from './app';
-import { decode } from './url';
+import { type View, decode } from './url';
+import { stopFollowing } from './views/follow';
 import { keyPrompt } from './views/keyPrompt';
 import { boardView } from './views/board';
 import { clusterView } from './views/cluster';
@@ -43,7 +44,11 @@ onKeyNeeded(keyPrompt);
 const savedName = new URLSearchParams(location.search).get('saved');
 startApp(
   document.getElementById('app')!,
-  { explore: exploreView, sql: sqlView, tables: tablesView, cluster: clusterView, trace: traceView, saved: savedView, board: boardView },
+  {
+    explore: exploreView,
+    // Leaving Explore stops a live view.
+    ...Object.fromEntries(Object.entries({ sql: sqlView, tables: tablesView, cluster: clusterView, trace: traceView, saved: savedView, board: boardView }).map(([k, v]) => [k, (a: App) => (stopFollowing(), v(a))])),
+  } as Record<View, (a: App) => HTMLElement>,
   (app) => {
     document.addEventListener('keydown', (e) => exploreKeys(app, e));
     if (savedName) void openSaved(app, savedName);

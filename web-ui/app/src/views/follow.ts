@@ -4,7 +4,7 @@
 
 import * as api from '../api';
 import { h } from '../dom';
-import { type LiveUpdate, REQUERY_SECONDS, applyUpdate, liveSpec, requeried, withSamples } from '../live';
+import { type LiveUpdate, REQUERY_SECONDS, applyUpdate, liveSpec, requeried, withRequeried, withSamples } from '../live';
 import type { Column, QueryState } from '../model';
 import { BuilderError, seriesSql } from '../sql';
 
@@ -46,17 +46,18 @@ export function follow(q: QueryState, columns: Column[], f: Followed) {
   let series = f.series;
   let samples = f.samples;
   let updates = 0;
-  const others = requeried(q);
+  const others = requeried(q, columns);
   const note = others.length ? ` · ${others.join(', ')} refreshed by query every ${REQUERY_SECONDS} s` : '';
-  const requery = async () => {
+  /** A fresh chart query: all of it when events were lost, else only the aggregates not followed. */
+  const requery = async (all: boolean) => {
     const now = new Date();
     const fresh = await api.query(seriesSql(q, columns, now, f.drawn), signal).catch(() => null);
     if (fresh && !signal.aborted) {
-      series = fresh;
+      series = all ? fresh : withRequeried(series, fresh, q, columns);
       f.chart(series);
     }
   };
-  const timer = others.length ? window.setInterval(requery, REQUERY_SECONDS * 1000) : 0;
+  const timer = others.length ? window.setInterval(() => requery(false), REQUERY_SECONDS * 1000) : 0;
   let lastRequery = 0;
   signal.addEventListener('abort', () => clearInterval(timer));
   say(f.status, 'connecting', 'Live: connecting…');
@@ -66,20 +67,20 @@ export function follow(q: QueryState, columns: Column[], f: Followed) {
     if (!f.status.isConnected) return stopFollowing();
     updates += 1;
     f.status.dataset.updates = String(updates);
-    series = applyUpdate(series, u, q, new Date(), f.drawn);
+    series = applyUpdate(series, u, q, columns, new Date(), f.drawn);
     f.chart(series);
     if (u.samples.length) {
       samples = withSamples(samples, u);
       f.samplesTable(samples);
     }
     const coverage = u.coverage < 1 ? ` · coverage ${(u.coverage * 100).toFixed(1)}% (${u.missing_partitions} partitions not followed)` : '';
-    const behind = u.lagging || u.overflow ? ' · fell behind: counts refreshed by query' : '';
+    const behind = u.lost || u.overflow ? ' · events were dropped on the way: counts refreshed by query' : u.lagging ? ' · the page fell behind (counts kept)' : '';
     say(f.status, u.coverage < 1 ? 'partial' : 'on', `Live${coverage}${note}${behind}`);
     f.status.dataset.coverage = String(u.coverage);
-    // Counts the page did not get: ask again, at most every few seconds.
-    if ((u.lagging || u.overflow) && Date.now() - lastRequery > REQUERY_SECONDS * 1000) {
+    // Counts that missed events: ask again, at most every few seconds.
+    if ((u.lost || u.overflow) && Date.now() - lastRequery > REQUERY_SECONDS * 1000) {
       lastRequery = Date.now();
-      void requery();
+      void requery(true);
     }
   };
   api
