@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod live_views;
+mod peers;
 mod sql_doors;
+mod svg;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
@@ -53,10 +55,18 @@ struct Args {
     /// all nodes, N=3 puts every partition on every node.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     cluster_replicas: Vec<usize>,
-    /// Skip the DuckDB peer (by default installed with pip into a
-    /// virtualenv under `--out`, and skipped with a message if that fails).
-    #[arg(long)]
-    no_duckdb: bool,
+    /// Skip the peers (by default installed with pip into a virtualenv
+    /// under `--out`, each skipped with a message if that fails).
+    #[arg(long, alias = "no-duckdb")]
+    no_peers: bool,
+    /// The peers to run beside Atoll: duckdb, chdb (ClickHouse), polars,
+    /// datafusion (the pip wheel, fully optimized).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "duckdb,chdb,polars,datafusion"
+    )]
+    peers: Vec<String>,
     /// Give every node a fresh data directory under this one (persistence
     /// on: the write-ahead log's cost shows in the ingest figures).
     #[arg(long)]
@@ -221,10 +231,10 @@ async fn main() -> Result<()> {
     for (tag, sql) in &queries {
         df_q.push((tag.clone(), time_datafusion(&ctx, sql, args.runs).await?));
     }
-    let duck = if args.no_duckdb {
-        None
+    let peer_runs = if args.no_peers {
+        Vec::new()
     } else {
-        duckdb_peer(&args.out, &events, args.runs)?
+        peers::run(&args.out, &events, args.runs, &args.peers)?
     };
     // Exact queries must give DataFusion's answers; approximate ones are
     // checked against exact answers (DataFusion's percentile_cont and
@@ -244,17 +254,18 @@ async fn main() -> Result<()> {
     for (name, _, _, q) in &clusters {
         mismatches.extend(judge(name, q));
     }
-    // DuckDB's sketches are other algorithms (its approx_count_distinct
-    // errs by several %): its approximate answers are reported, its exact
-    // ones must agree.
-    let mut duck_approx = Vec::new();
-    if let Some((_, q)) = &duck {
+    // The peers' sketches are other algorithms (DuckDB's
+    // approx_count_distinct errs by several %; polars answers exactly):
+    // their approximate answers are reported, their exact ones must agree.
+    let mut peer_approx = Vec::new();
+    for p in &peer_runs {
+        let name = peers::name(p);
         mismatches.extend(
-            compare(q, &df_q)
+            compare(&p.1, &df_q)
                 .into_iter()
-                .map(|m| format!("DuckDB: {m}")),
+                .map(|m| format!("{name}: {m}")),
         );
-        duck_approx = check_approximate(q, &exact);
+        peer_approx.push(check_approximate(&p.1, &exact));
     }
 
     let report = json!({
@@ -268,11 +279,11 @@ async fn main() -> Result<()> {
             "load_seconds": df_load, "arrow_bytes": df_bytes,
             "queries": df_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
         },
-        "duckdb": duck.as_ref().map(|(info, q)| json!({
-            "version": info["version"], "load_seconds": info["load_seconds"],
-            "approximate_answers_off_by_more_than_2_percent": duck_approx,
+        "peers": peer_runs.iter().zip(&peer_approx).map(|((info, q), approx)| json!({
+            "engine": info["engine"], "version": info["version"], "load_seconds": info["load_seconds"],
+            "approximate_answers_off_by_more_than_2_percent": approx,
             "queries": q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms})).collect::<Vec<_>>(),
-        })),
+        })).collect::<Vec<_>>(),
         "clusters": clusters.iter().map(|(name, ingest, rss, q)| json!({
             "cluster": name, "ingest_plain": ingest,
             "rss_after_load_bytes_all_nodes": rss.iter().map(|m| m.0).sum::<u64>(),
@@ -288,12 +299,20 @@ async fn main() -> Result<()> {
         .join(format!("atoll-vs-datafusion-{}.json", lines.len()));
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     print_table(&report, &atoll_q, &df_q);
-    if let Some((info, q)) = &duck {
-        print_duckdb(info, q, &atoll_q);
-        for m in &duck_approx {
-            println!("DuckDB's sketch is off the exact answer by more than 2%: {m}");
+    if !peer_runs.is_empty() {
+        peers::print(&peer_runs, &atoll_q);
+        for (p, approx) in peer_runs.iter().zip(&peer_approx) {
+            for m in approx {
+                println!(
+                    "{}'s answer is off the exact one by more than 2%: {m}",
+                    peers::name(p)
+                );
+            }
         }
     }
+    let picture = args.out.join(format!("atoll-vs-peers-{}.svg", lines.len()));
+    std::fs::write(&picture, picture_of(&report, &atoll_q, &df_q, &peer_runs))?;
+    eprintln!("chart: {}", picture.display());
     print_clusters(&clusters, &atoll_q, &df_q);
     print_doors(&report);
     print_live(&report);
@@ -842,84 +861,85 @@ fn cells_close(a: &[Value], b: &[Value], tol: f64) -> bool {
             })
 }
 
-/// A peer's own report and its timings per query.
-type PeerRun = (Value, Vec<(String, Timing)>);
-
-/// DuckDB over the same file, through `peers/duckdb_peer.py` in a
-/// virtualenv of its own; None (and a message) when it cannot be set up.
-fn duckdb_peer(out: &Path, events: &Path, runs: usize) -> Result<Option<PeerRun>> {
-    let venv = out.join("venv");
-    let python = venv.join("bin/python");
-    let quiet = |c: &mut Command| c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-    let ready = |python: &Path| {
-        quiet(Command::new(python).args(["-c", "import duckdb"])).is_ok_and(|s| s.success())
-    };
-    if !ready(&python) {
-        eprintln!("installing DuckDB into {} ...", venv.display());
-        let made = python.exists()
-            || quiet(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-                .is_ok_and(|s| s.success());
-        let pip = venv.join("bin/pip");
-        let installed = made
-            && quiet(Command::new(pip).args(["install", "-q", "duckdb"]))
-                .is_ok_and(|s| s.success());
-        if !installed || !ready(&python) {
-            eprintln!(
-                "DuckDB: could not be installed with pip into {}; the run goes on without it",
-                venv.display()
-            );
-            return Ok(None);
-        }
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/duckdb_peer.py");
-    let output = Command::new(&python)
-        .arg(script)
-        .arg(events)
-        .arg(shared_bench().join("queries.sql"))
-        .arg(runs.to_string())
-        .output()?;
-    if !output.status.success() {
-        bail!(
-            "the DuckDB peer failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&output.stdout)?;
-    let queries = v["queries"]
-        .as_array()
-        .context("queries")?
-        .iter()
-        .map(|q| {
-            let ms = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
-            let timing = Timing {
-                median_ms: ms("median_ms"),
-                max_ms: ms("max_ms"),
-                engine_ms: ms("median_ms"),
-                rows: serde_json::from_value(q["rows"].clone()).unwrap_or_default(),
-            };
-            (q["query"].as_str().unwrap_or("?").to_string(), timing)
-        })
-        .collect();
-    Ok(Some((v, queries)))
-}
-
-fn print_duckdb(info: &Value, duck: &[(String, Timing)], atoll: &[(String, Timing)]) {
-    println!(
-        "\nDuckDB {} loads the file in {:.2} s (read_json, explicit columns).\n",
-        info["version"].as_str().unwrap_or("?"),
-        info["load_seconds"].as_f64().unwrap_or(0.0)
-    );
-    println!(
-        "| query | DuckDB median ms | Atoll 1 node median ms | Atoll / DuckDB |\n| --- | --- | --- | --- |"
-    );
-    for ((tag, d), (_, a)) in duck.iter().zip(atoll) {
-        println!(
-            "| {tag} | {:.1} | {:.1} | {:.2}x |",
-            d.median_ms,
+/// The run's chart: every query's medians, ingest beside the peers' loads,
+/// memory beside DataFusion's Arrow bytes.
+fn picture_of(
+    r: &Value,
+    atoll: &[(String, Timing)],
+    df: &[(String, Timing)],
+    peer_runs: &[peers::PeerRun],
+) -> String {
+    let ms = |v: f64| format!("{v:.1} ms");
+    let mut groups = Vec::new();
+    for (i, (tag, a)) in atoll.iter().enumerate() {
+        let mut bars = vec![(
+            "Atoll (1 node, HTTP)".to_string(),
             a.median_ms,
-            a.median_ms / d.median_ms
-        );
+            ms(a.median_ms),
+        )];
+        if let Some((_, d)) = df.get(i) {
+            bars.push((
+                "DataFusion (harness build)".into(),
+                d.median_ms,
+                ms(d.median_ms),
+            ));
+        }
+        for p in peer_runs {
+            if let Some((_, t)) = p.1.get(i) {
+                bars.push((peers::name(p).to_string(), t.median_ms, ms(t.median_ms)));
+            }
+        }
+        groups.push(svg::Group {
+            label: format!("{tag} (ms, shorter is faster)"),
+            bars,
+        });
     }
+    let events = r["events"].as_f64().unwrap_or(0.0);
+    let rate = |v: f64| format!("{:.0}k events/s", v / 1e3);
+    let mut ingest = vec![(
+        "Atoll (HTTP, 4 clients)".to_string(),
+        r["atoll"]["ingest_plain"]["events_per_s"]
+            .as_f64()
+            .unwrap_or(0.0),
+        String::new(),
+    )];
+    let df_load = r["datafusion"]["load_seconds"].as_f64().unwrap_or(f64::NAN);
+    ingest.push((
+        "DataFusion (harness build)".into(),
+        events / df_load,
+        String::new(),
+    ));
+    for p in peer_runs {
+        let s = p.0["load_seconds"].as_f64().unwrap_or(f64::NAN);
+        ingest.push((peers::name(p).to_string(), events / s, String::new()));
+    }
+    for b in &mut ingest {
+        b.2 = rate(b.1);
+    }
+    groups.push(svg::Group {
+        label: "ingest / file load (events/s, longer is faster)".into(),
+        bars: ingest,
+    });
+    let mb = |b: &Value| b.as_f64().unwrap_or(0.0) / 1e6;
+    groups.push(svg::Group {
+        label: "memory after load (MB)".into(),
+        bars: vec![
+            (
+                "Atoll RSS".into(),
+                mb(&r["atoll"]["rss_after_load_bytes"]),
+                format!("{:.0} MB", mb(&r["atoll"]["rss_after_load_bytes"])),
+            ),
+            (
+                "DataFusion Arrow bytes".into(),
+                mb(&r["datafusion"]["arrow_bytes"]),
+                format!("{:.0} MB", mb(&r["datafusion"]["arrow_bytes"])),
+            ),
+        ],
+    });
+    svg::chart(
+        &format!("Atoll and its peers, {} events, one run", r["events"]),
+        &groups,
+    )
 }
 
 /// Name, ingest figures, (RSS, peak RSS) of each node after load, timings.

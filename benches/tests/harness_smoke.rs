@@ -34,6 +34,25 @@ fn the_harness_runs_end_to_end_and_the_engines_agree() {
     .unwrap();
     assert_eq!(report["events"], 10_000);
     assert_eq!(report["mismatches"], serde_json::json!([]));
+    // Every peer ran (installed with pip; a peer that cannot be installed
+    // is left out of a run, which this test does not accept).
+    let engines: Vec<_> = report["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p["engine"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(
+        engines,
+        [
+            "DuckDB",
+            "ClickHouse (chDB)",
+            "polars",
+            "DataFusion (pip, optimized)"
+        ],
+        "{stderr}"
+    );
+    assert!(out.join("atoll-vs-peers-10000.svg").exists(), "the chart");
     assert_eq!(report["clusters"].as_array().map(Vec::len), Some(2));
     // Honeycomb batches and OTLP spans of the same events, on one node and
     // on the N=3 cluster: every event stored.
