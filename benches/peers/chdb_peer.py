@@ -44,12 +44,7 @@ def load(events):
 
 def translate(_tag, sql):
     """DataFusion's spelling of the same questions, in ClickHouse's."""
-    sql = re.sub(
-        r"approx_percentile_cont\(([^)]*)\) WITHIN GROUP \(ORDER BY (\w+)\)",
-        r"quantile(\1)(\2)",
-        sql,
-    )
-    sql = sql.replace("approx_distinct(", "uniq(")
+    sql = peer.sketches(sql, "quantile({p})({column})", "uniq")
     sql = sql.replace("date_trunc('minute', time)", "CAST(toStartOfMinute(time) AS DateTime64(6, 'UTC'))")
     return re.sub(r"TIMESTAMP '([^']*)Z'", r"toDateTime64('\1', 6, 'UTC')", sql.replace("T06", " 06").replace("T07", " 07"))
 

@@ -38,12 +38,7 @@ def load(events):
 
 def translate(_tag, sql):
     """DataFusion's spelling of the same questions, in DuckDB's."""
-    sql = re.sub(
-        r"approx_percentile_cont\(([^)]*)\) WITHIN GROUP \(ORDER BY (\w+)\)",
-        r"approx_quantile(\2, \1)",
-        sql,
-    )
-    sql = sql.replace("approx_distinct(", "approx_count_distinct(")
+    sql = peer.sketches(sql, "approx_quantile({column}, {p})", "approx_count_distinct")
     return re.sub(r"TIMESTAMP '([^']*)Z'", r"TIMESTAMPTZ '\1+00:00'", sql)
 
 

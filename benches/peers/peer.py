@@ -12,6 +12,7 @@ rows as tuples; `main(peer_module)` does the rest.
 import datetime
 import decimal
 import json
+import re
 import sys
 import time
 
@@ -32,6 +33,17 @@ def load_queries(path):
             out.append((tag, line.strip().rstrip(";")))
             tag = None
     return out
+
+
+def sketches(sql, quantile, distinct):
+    """The shared questions' approximate functions in a peer's spelling:
+    `quantile` formats `{p}` and `{column}`, `distinct` names a function."""
+    sql = re.sub(
+        r"approx_percentile_cont\(([^)]*)\) WITHIN GROUP \(ORDER BY (\w+)\)",
+        lambda m: quantile.format(p=m.group(1), column=m.group(2)),
+        sql,
+    )
+    return sql.replace("approx_distinct(", f"{distinct}(")
 
 
 def render(value):
