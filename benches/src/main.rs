@@ -13,6 +13,7 @@ mod live_views;
 mod peers;
 mod sql_doors;
 mod svg;
+mod under_load;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
@@ -172,6 +173,23 @@ async fn main() -> Result<()> {
         door_rates.push(ingest(&node.url, door_bodies, &counts, args.clients, door).await?);
     }
 
+    // The queries right after a bulk load, then while ingest goes on at
+    // half the rate the node reached above.
+    let node = Node::start(&atoll_bin)?;
+    ingest(&node.url, &bodies, &counts, args.clients, Door::Native).await?;
+    let after_load = under_load::timings(&node.url, &queries, args.runs).await?;
+    let half = plain["events_per_s"].as_f64().unwrap_or(0.0) / 2.0;
+    let (under_ingest, steady) = under_load::while_ingesting(
+        &node.url,
+        &bodies,
+        &counts,
+        half.max(1.0),
+        &queries,
+        args.runs,
+    )
+    .await?;
+    drop(node);
+
     // Ingest while 0, 1 and 10 live views follow the table.
     let first: Vec<u8> = lines
         .first()
@@ -272,6 +290,9 @@ async fn main() -> Result<()> {
         "events": lines.len(), "ndjson_bytes": raw.len(),
         "atoll": {
             "ingest_plain": plain, "ingest_gzip": gz, "ingest_doors": door_rates, "ingest_live": live_rates,
+            "queries_after_load": after_load.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms})).collect::<Vec<_>>(),
+            "queries_under_ingest": under_ingest.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms})).collect::<Vec<_>>(),
+            "steady_ingest_events_per_s": steady,
             "rss_after_load_bytes": rss, "peak_rss_bytes": hwm, "rss_after_gzip_load_bytes": gz_rss,
             "queries": atoll_q.iter().map(|(t, r)| json!({"query": t, "median_ms": r.median_ms, "max_ms": r.max_ms, "engine_ms": r.engine_ms})).collect::<Vec<_>>(),
         },
@@ -316,6 +337,7 @@ async fn main() -> Result<()> {
     print_clusters(&clusters, &atoll_q, &df_q);
     print_doors(&report);
     print_live(&report);
+    print_under_load(&atoll_q, &after_load, &under_ingest, steady);
     eprintln!("report: {}", path.display());
     if !report["mismatches"].as_array().unwrap().is_empty() {
         bail!(
@@ -1019,6 +1041,28 @@ fn print_table(r: &Value, atoll: &[(String, Timing)], df: &[(String, Timing)]) {
             a.max_ms,
             d.median_ms,
             a.median_ms / d.median_ms
+        );
+    }
+}
+
+/// Queries after a bulk load and under steady ingest, beside idle.
+fn print_under_load(
+    idle: &[(String, Timing)],
+    after: &[(String, Timing)],
+    under: &[(String, Timing)],
+    steady: f64,
+) {
+    println!(
+        "\n| query | idle ms | right after a bulk load | vs idle | under ingest ({steady:.0} events/s) | vs idle |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    for (((tag, i), (_, a)), (_, u)) in idle.iter().zip(after).zip(under) {
+        println!(
+            "| {tag} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.2}x |",
+            i.median_ms,
+            a.median_ms,
+            a.median_ms / i.median_ms,
+            u.median_ms,
+            u.median_ms / i.median_ms
         );
     }
 }

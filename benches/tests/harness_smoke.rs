@@ -63,6 +63,22 @@ fn the_harness_runs_end_to_end_and_the_engines_agree() {
     for d in doors {
         assert_eq!(d["accepted"], 10_000, "{d}");
     }
+    // Queries right after a bulk load and under steady ingest: all eight,
+    // with ingest running meanwhile.
+    for key in ["queries_after_load", "queries_under_ingest"] {
+        let q = report["atoll"][key].as_array().expect(key);
+        assert_eq!(q.len(), 8, "{key}");
+        assert!(
+            q.iter()
+                .all(|t| t["median_ms"].as_f64().is_some_and(|m| m > 0.0)),
+            "{key}"
+        );
+    }
+    assert!(
+        report["atoll"]["steady_ingest_events_per_s"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0)
+    );
     // Ingest with 0, 1 and 10 live views following: every event stored,
     // and the views read updates.
     let live = report["atoll"]["ingest_live"]
