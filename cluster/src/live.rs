@@ -170,27 +170,21 @@ impl LiveTaps {
 /// Dropping the stream (the coordinator went away) removes the tap.
 pub fn answers(registered: Registered) -> BoxStream<'static, Vec<u8>> {
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(FLUSH_EVERY));
-    let quiet_for = Arc::new(parking_lot::Mutex::new(Duration::ZERO));
+    let mut quiet = Duration::ZERO;
     Box::pin(futures::StreamExt::filter_map(ticks, move |_| {
-        let message = registered.take();
-        let quiet_for = quiet_for.clone();
-        async move {
-            let mut quiet = quiet_for.lock();
-            match message {
-                Some(m) => {
-                    *quiet = Duration::ZERO;
-                    Some(m)
-                }
-                None => {
-                    *quiet += FLUSH_EVERY;
-                    if *quiet >= HEARTBEAT_EVERY {
-                        *quiet = Duration::ZERO;
-                        Some(Vec::new())
-                    } else {
-                        None
-                    }
-                }
+        let message = match registered.take() {
+            Some(m) => {
+                quiet = Duration::ZERO;
+                Some(m)
             }
-        }
+            None => {
+                quiet += FLUSH_EVERY;
+                (quiet >= HEARTBEAT_EVERY).then(|| {
+                    quiet = Duration::ZERO;
+                    Vec::new()
+                })
+            }
+        };
+        futures::future::ready(message)
     }))
 }

@@ -212,7 +212,6 @@ impl QueryEngine {
         spec: crate::live::LiveSpec,
         tables: Option<&BTreeSet<String>>,
     ) -> Result<crate::live::LiveStream, QueryError> {
-        spec.check()?;
         if tables.is_some_and(|t| !t.contains(&spec.table)) {
             return Err(QueryError::Forbidden(format!(
                 "this key may not read table {:?}",

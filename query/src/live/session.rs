@@ -106,9 +106,9 @@ pub(crate) fn start(
     }
 }
 
-/// An owner's answers: a gathering, a heartbeat (None), or the end of its
-/// stream (an error).
-type Answers = BoxStream<'static, (String, Result<Option<Gathered>, String>)>;
+/// An owner's answers (the stream map's key names the owner): a gathering,
+/// a heartbeat (None), or the end of its stream (an error).
+type Answers = BoxStream<'static, Result<Option<Gathered>, String>>;
 
 struct Follow {
     cluster: ClusterHandle,
@@ -156,7 +156,7 @@ impl Follow {
                 // The node is stopping: the stream ends, so that its
                 // response does too.
                 _ = stop.changed() => return,
-                Some((node, (_, answer))) = self.sources.next() => self.heard_from(node, answer).await,
+                Some((node, answer)) = self.sources.next() => self.heard_from(node, answer).await,
                 _ = flush.tick() => {
                     if !self.flush() {
                         return;
@@ -203,6 +203,12 @@ impl Follow {
         let wait = last.map_or(BENCHED, |d| (d * 2).min(BENCHED_MAX));
         self.benched
             .insert(node.to_string(), (Instant::now() + wait, wait));
+        self.unsubscribe(node);
+    }
+
+    /// Stops following an owner; what it gathered and did not send is
+    /// lost, and the next update says so.
+    fn unsubscribe(&mut self, node: &str) {
         self.heard.remove(node);
         if self.sources.remove(node).is_some() {
             self.pending.lost = true;
@@ -302,71 +308,59 @@ impl Follow {
             .filter_map(|m| Some((m.name.clone(), m.flight_addr.clone()?)))
             .collect();
         let before = std::mem::replace(&mut self.plan, cov.by_node);
-        for node in before.keys().filter(|n| !self.plan.contains_key(*n)) {
-            self.heard.remove(node);
-            if self.sources.remove(node).is_some() {
-                self.pending.lost = true;
+        for node in before.keys() {
+            if !self.plan.contains_key(node) {
+                self.unsubscribe(node);
             }
         }
-        for (node, partitions) in &self.plan {
-            if before.get(node) == Some(partitions) && self.sources.contains_key(node) {
+        for (node, partitions) in self.plan.clone() {
+            if before.get(&node) == Some(&partitions) && self.sources.contains_key(&node) {
                 continue;
             }
-            let Some(addr) = addrs.get(node) else {
+            let Some(addr) = addrs.get(&node) else {
                 continue;
             };
             let mut spec = self.spec.clone();
-            spec.partitions = partitions.iter().copied().collect();
-            if self.sources.remove(node).is_some() {
-                self.pending.lost = true;
-            }
+            spec.partitions = partitions.into_iter().collect();
+            self.unsubscribe(&node);
             // Opened as the stream is first polled: a plan never waits on
             // the network.
-            self.sources.insert(
-                node.clone(),
-                subscribe(self.cluster.clone(), node.clone(), addr.clone(), spec),
-            );
-            self.heard.insert(node.clone(), now);
+            let answers = subscribe(self.cluster.clone(), addr.clone(), spec);
+            self.sources.insert(node.clone(), answers);
+            self.heard.insert(node, now);
         }
     }
 }
 
 /// An owner's answers as a stream (opened when first polled, within
 /// `OPEN_WAIT`) that ends with an error item.
-fn subscribe(cluster: ClusterHandle, node: String, addr: String, spec: LiveSpec) -> Answers {
+fn subscribe(cluster: ClusterHandle, addr: String, spec: LiveSpec) -> Answers {
     let body = serde_json::to_vec(&spec).unwrap_or_default();
-    let name = node.clone();
     let opened = async move {
         match tokio::time::timeout(OPEN_WAIT, cluster.peers.subscribe(&addr, ACTION_LIVE, body))
             .await
         {
-            Ok(Ok(s)) => answers(name, s),
-            Ok(Err(e)) => failed(name, e.to_string()),
-            Err(_) => failed(name, format!("no answer within {} s", OPEN_WAIT.as_secs())),
+            Ok(Ok(s)) => answers(s),
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(_) => failed(format!("no answer within {} s", OPEN_WAIT.as_secs())),
         }
     };
     Box::pin(stream::once(opened).flatten())
 }
 
-fn failed(node: String, why: String) -> Answers {
-    Box::pin(stream::once(async move { (node, Err(why)) }))
+fn failed(why: String) -> Answers {
+    Box::pin(stream::once(async move { Err(why) }))
 }
 
 fn answers<E: std::fmt::Display>(
-    name: String,
     answers: impl futures::Stream<Item = Result<arrow_flight::Result, E>> + Send + 'static,
 ) -> Answers {
-    let tag = name.clone();
-    let items = answers.map(move |item| {
-        let answer = match item {
-            Ok(r) if r.body.is_empty() => Ok(None),
-            Ok(r) => serde_json::from_slice::<Gathered>(&r.body)
-                .map(Some)
-                .map_err(|e| format!("an unreadable live message: {e}")),
-            Err(s) => Err(s.to_string()),
-        };
-        (tag.clone(), answer)
+    let items = answers.map(|item| match item {
+        Ok(r) if r.body.is_empty() => Ok(None),
+        Ok(r) => serde_json::from_slice::<Gathered>(&r.body)
+            .map(Some)
+            .map_err(|e| format!("an unreadable live message: {e}")),
+        Err(s) => Err(s.to_string()),
     });
-    let end = stream::once(async move { (name, Err("the stream ended".to_string())) });
-    Box::pin(items.chain(end))
+    Box::pin(items.chain(failed("the stream ended".to_string())))
 }

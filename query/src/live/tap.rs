@@ -137,9 +137,24 @@ enum Input {
     Column(Option<arrow::array::ArrayRef>),
 }
 
+/// The filter as compiled for one schema of the table.
 struct Compiled {
     schema: SchemaRef,
     filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl Compiled {
+    fn new(
+        state: &SessionState,
+        spec: &LiveSpec,
+        schema: SchemaRef,
+    ) -> Result<Compiled, QueryError> {
+        let filter = match &spec.filter {
+            Some(sql) => Some(physical_filter(state, &schema, sql)?),
+            None => None,
+        };
+        Ok(Compiled { schema, filter })
+    }
 }
 
 pub struct Tap {
@@ -147,7 +162,7 @@ pub struct Tap {
     partitions: BTreeSet<u32>,
     state: SessionState,
     store: Arc<Store>,
-    compiled: parking_lot::Mutex<Option<Compiled>>,
+    compiled: parking_lot::Mutex<Compiled>,
     gathered: parking_lot::Mutex<Gathered>,
     warned: std::sync::atomic::AtomicBool,
 }
@@ -158,17 +173,13 @@ impl Tap {
         let table = store
             .table(&spec.table)
             .ok_or_else(|| QueryError::BadRequest(format!("no table {:?} here", spec.table)))?;
-        let schema = table.schema().arrow().clone();
-        let filter = match &spec.filter {
-            Some(sql) => Some(physical_filter(&state, &schema, sql)?),
-            None => None,
-        };
+        let compiled = Compiled::new(&state, &spec, table.schema().arrow().clone())?;
         Ok(Tap {
             partitions: spec.partitions.clone(),
             spec,
             state,
             store,
-            compiled: parking_lot::Mutex::new(Some(Compiled { schema, filter })),
+            compiled: parking_lot::Mutex::new(compiled),
             gathered: Default::default(),
             warned: Default::default(),
         })
@@ -176,11 +187,7 @@ impl Tap {
 
     /// The table's schema as the tap last compiled for it.
     pub fn schema(&self) -> SchemaRef {
-        let compiled = self.compiled.lock();
-        compiled
-            .as_ref()
-            .map(|c| c.schema.clone())
-            .expect("compiled at start")
+        self.compiled.lock().schema.clone()
     }
 
     /// The batch read through the table's schema, and the filter for it
@@ -195,22 +202,16 @@ impl Tap {
         })?;
         let schema = table.schema().arrow().clone();
         let mut compiled = self.compiled.lock();
-        if let Some(c) = compiled.as_ref()
-            && (Arc::ptr_eq(&c.schema, &schema) || c.schema.fields() == schema.fields())
-            && let Ok(b) = atoll_store::schema::adapt_batch(batch, &c.schema)
+        if (Arc::ptr_eq(&compiled.schema, &schema) || compiled.schema.fields() == schema.fields())
+            && let Ok(b) = atoll_store::schema::adapt_batch(batch, &compiled.schema)
         {
-            return Ok((b, c.filter.clone()));
+            return Ok((b, compiled.filter.clone()));
         }
-        let filter = match &self.spec.filter {
-            Some(sql) => Some(physical_filter(&self.state, &schema, sql)?),
-            None => None,
-        };
-        let b = atoll_store::schema::adapt_batch(batch, &schema)
+        let fresh = Compiled::new(&self.state, &self.spec, schema)?;
+        let b = atoll_store::schema::adapt_batch(batch, &fresh.schema)
             .map_err(|e| QueryError::BadRequest(e.to_string()))?;
-        *compiled = Some(Compiled {
-            schema,
-            filter: filter.clone(),
-        });
+        let filter = fresh.filter.clone();
+        *compiled = fresh;
         Ok((b, filter))
     }
 
