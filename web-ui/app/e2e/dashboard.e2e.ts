@@ -26,14 +26,26 @@ async function open(b: Browser, url: string): Promise<Page> {
   return page;
 }
 
+/** Presses Run and waits for the run to finish. */
+async function runBuilder(page: Page) {
+  await page.locator('[data-testid=run]').click();
+  await page.locator('[data-testid=done]').waitFor();
+}
+
+/** The events table over the last 24 h, on a fresh page of the node. */
+async function events24h(page: Page, url: string) {
+  await page.goto(url);
+  await page.locator('[data-testid=table]').selectOption('events');
+  await page.locator('[data-testid=range]').selectOption('24h');
+}
+
 /** Count by region over the last 24 h, built with the builder's controls. */
 async function buildCountByRegion(page: Page) {
   await page.locator('[data-testid=table]').selectOption('events');
   await page.locator('[data-testid=range]').selectOption('24h');
   await page.getByRole('button', { name: '+ group' }).click();
   await page.locator('[data-testid=group] select').selectOption('region');
-  await page.locator('[data-testid=run]').click();
-  await page.locator('[data-testid=done]').waitFor();
+  await runBuilder(page);
 }
 
 /** Series names in the chart's legend (uPlot's first row is the x axis). */
@@ -113,8 +125,7 @@ describe('one node', () => {
     await page.getByRole('button', { name: '+ filter' }).click();
     await page.locator('[data-testid=filter] select[aria-label="filter column"]').selectOption('region');
     await page.locator('[data-testid=filter] input').fill("x' OR '1'='1");
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     expect(await tableCells(page)).toEqual([]);
     await page.locator('[data-testid=filter] button').click();
   });
@@ -171,8 +182,7 @@ describe('one node', () => {
     await page.locator('[data-testid=having] select[aria-label="having aggregate"]').selectOption('count');
     await page.locator('[data-testid=having] select[aria-label="having operator"]').selectOption('>');
     await page.locator('[data-testid=having] input').fill(String(threshold));
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     const expected = await node.sql(`SELECT region, count(*) AS n FROM events GROUP BY region HAVING count(*) > ${threshold} ORDER BY n DESC, region`);
     expect(expected.rows.length).toBeLessThan(all.rows.length);
     expect(await tableCells(page)).toEqual(expected.rows.map((r) => r.map(String)));
@@ -180,12 +190,9 @@ describe('one node', () => {
   });
 
   it('compares to an hour before: a dashed series and columns then and change', async () => {
-    await page.goto(node.url);
-    await page.locator('[data-testid=table]').selectOption('events');
-    await page.locator('[data-testid=range]').selectOption('24h');
+    await events24h(page, node.url);
     await page.getByLabel('Compare to').selectOption('1h');
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     const now = await countInRunWindow(page, node);
     const then = await countInRunWindow(page, node, 3600_000);
     expect(then).toBeGreaterThan(0);
@@ -203,12 +210,9 @@ describe('one node', () => {
   });
 
   it('draws a heatmap of duration_ms whose cells add up to the events in the range', async () => {
-    await page.goto(node.url);
-    await page.locator('[data-testid=table]').selectOption('events');
-    await page.locator('[data-testid=range]').selectOption('24h');
+    await events24h(page, node.url);
     await page.getByLabel('Heatmap').selectOption('duration_ms');
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     const n = await countInRunWindow(page, node, 0, ' AND duration_ms IS NOT NULL');
     const heat = page.locator('[data-view=heatmap]');
     expect(Number(await heat.getAttribute('data-total'))).toBe(n);
@@ -230,8 +234,7 @@ describe('one node', () => {
     await buildCountByRegion(page);
     await page.getByLabel('Chart').selectOption('stacked');
     await page.locator('[data-testid=chart-total]').check();
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     const n = await countInRunWindow(page, node);
     const regions = (await node.sql('SELECT DISTINCT region FROM events')).rows.length;
     const chart = page.locator('[data-testid=chart]');
@@ -244,8 +247,7 @@ describe('one node', () => {
     await page.screenshot({ path: join(SHOTS, 'explore-stacked-total.png'), fullPage: true });
     await chart.screenshot({ path: join(SHOTS, 'docs-stacked-total.png') });
     await page.getByLabel('Chart').selectOption('bars');
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     expect(await chart.getAttribute('data-style')).toBe('bars');
     expect(page.url()).toContain('chart=bars');
     expect(page.url()).toContain('total=1');
@@ -277,8 +279,7 @@ describe('one node', () => {
     await page.locator('[data-testid=table]').selectOption('sampled');
     await page.locator('[data-testid=range]').selectOption('1h');
     await page.locator('[data-testid=sampled]').waitFor();
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     expect(await tableCells(page)).toEqual([['117']]);
   });
 
@@ -456,8 +457,7 @@ describe('a 3-node cluster with N=1', () => {
     await page.locator('[data-testid=selection] select[aria-label="filter column"]').selectOption('status');
     await page.locator('[data-testid=selection] select[aria-label="filter operator"]').selectOption('>=');
     await page.locator('[data-testid=selection] input').fill('500');
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     const bubble = page.locator('[data-view=bubbleup]');
     await bubble.waitFor();
     const [[failed, others]] = (await nodes[0].sql(`SELECT sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END), sum(CASE WHEN status >= 500 THEN 0 ELSE 1 END) FROM web`)).rows;
@@ -665,8 +665,7 @@ describe('live mode on a 3-node cluster with N=1 and API keys', () => {
     await page.getByRole('button', { name: '+ filter' }).click();
     await page.locator('[data-testid=filter] select[aria-label="filter column"]').selectOption('marker');
     await page.locator('[data-testid=filter] input').fill('wave-3');
-    await page.locator('[data-testid=run]').click();
-    await page.locator('[data-testid=done]').waitFor();
+    await runBuilder(page);
     await expect.poll(() => status.getAttribute('data-state'), { timeout: 15_000 }).toBe('on');
     for (const n of nodes) await waitFor(`${n.name} to follow the filtered view only`, async () => (await n.metric('atoll_live_subscriptions')) === 1);
     await send('wave-2', 20);
