@@ -705,6 +705,14 @@ async fn retention_applies_on_every_node() {
         );
     }
     assert_eq!(held().await, 300, "recent rows are kept");
+    // Old and recent rows in one request (so in the same batches): the
+    // rows count(*) counts without reading them are the rows a scan reads.
+    let mixed = format!("{}{}", events(now - 7200, 100), events(now - 100, 50));
+    assert_eq!(cluster.node(0).ingest("ret", mixed).await.0, 200);
+    for s in cluster.running() {
+        let (_, v) = s.query("SELECT count(*), count(i) FROM ret").await;
+        assert_eq!(v["rows"][0], serde_json::json!([350, 350]), "{v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -830,6 +838,23 @@ async fn queries_span_the_ring_and_say_when_they_are_partial() {
         .find("physical_plan after atoll_distribute")
         .unwrap_or_else(|| panic!("{verbose}"));
     assert!(verbose[after..].contains("FanoutExec"), "{verbose}");
+    // count(*) without a filter: each owner counts its partitions' rows
+    // without reading them (the scan says so), the coordinator sums.
+    let counted = explain(cluster.node(0).rows("EXPLAIN SELECT count(*) FROM q").await);
+    let fanout = counted
+        .find("FanoutExec")
+        .unwrap_or_else(|| panic!("{counted}"));
+    let scan = counted
+        .find("rows counted")
+        .unwrap_or_else(|| panic!("{counted}"));
+    assert!(fanout < scan, "owners count: {counted}");
+    let filtered = explain(
+        cluster
+            .node(0)
+            .rows("EXPLAIN SELECT count(*) FROM q WHERE i > 5")
+            .await,
+    );
+    assert!(!filtered.contains("rows counted"), "{filtered}");
 
     cluster.nodes[2].as_mut().unwrap().signal("KILL");
     cluster.nodes[2] = None;

@@ -46,18 +46,25 @@ impl PhysicalExtensionCodec for AtollCodec {
             from: desc.time_from,
             to: desc.time_to,
         };
-        Ok(Arc::new(
-            PartitionScanExec::new(
-                self.store.clone(),
-                &desc.table,
-                schema,
-                &desc.partitions,
-                self.streams,
-                time,
-                desc.limit,
+        let scan = PartitionScanExec::new(
+            self.store.clone(),
+            &desc.table,
+            schema.clone(),
+            &desc.partitions,
+            self.streams,
+            time,
+            desc.limit,
+        )
+        .with_kept_from(desc.kept_from);
+        if !desc.count_rows {
+            return Ok(Arc::new(scan));
+        }
+        let counting = scan.counting(schema).ok_or_else(|| {
+            DataFusionError::Plan(
+                "a scan that counts rows has Int64 columns only, no time range and no limit".into(),
             )
-            .with_kept_from(desc.kept_from),
-        ))
+        })?;
+        Ok(Arc::new(counting))
     }
 
     fn try_encode(

@@ -29,6 +29,7 @@ use crate::QueryError;
 use crate::catalog::AtollSchema;
 use crate::codec::{AtollCodec, decode_fragment};
 use crate::pg_catalog::{PG_CATALOG, PgCatalogSchema};
+use crate::physical_optimizer::count_rows::CountRows;
 use crate::physical_optimizer::distribute::{CoverageInfo, Distribute, QuerySpread, Spread};
 use crate::physical_optimizer::slice_joins::SliceJoins;
 use crate::physical_plan::fanout::NodeStats;
@@ -171,6 +172,7 @@ impl QueryEngine {
             .with_catalog_list(Arc::new(catalogs))
             .with_default_features()
             .with_table_functions(HashMap::new())
+            .with_physical_optimizer_rule(Arc::new(CountRows))
             .with_physical_optimizer_rule(Arc::new(Distribute))
             .with_physical_optimizer_rule(Arc::new(SliceJoins))
             .build();

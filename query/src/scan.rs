@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
 use atoll_store::schema::adapt_batch;
 use atoll_store::{Store, StoredBatch};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -37,6 +38,9 @@ pub struct ScanDescription {
     /// The coordinator's eviction cut-off of the table (see `kept_from`).
     #[serde(default)]
     pub kept_from: Option<i64>,
+    /// Row counts instead of rows (see `PartitionScanExec::counting`).
+    #[serde(default)]
+    pub count_rows: bool,
 }
 
 /// What a scan read, for the query's `stats`.
@@ -63,6 +67,9 @@ pub struct PartitionScanExec {
     /// planned: an owner that has not heard of it yet applies it before
     /// reading, so that every replica answers alike.
     kept_from: Option<i64>,
+    /// Each stream answers one row: the number of rows it would have read,
+    /// in every column of `schema` (the partial state of `count(*)`s).
+    count_rows: bool,
 }
 
 impl PartitionScanExec {
@@ -97,7 +104,41 @@ impl PartitionScanExec {
             counters: Arc::default(),
             properties: Arc::new(properties),
             kept_from: None,
+            count_rows: false,
         }
+    }
+
+    /// The same scan answering, per stream, how many rows it would read
+    /// instead of reading them, in a batch of `schema` (Int64 columns: the
+    /// partial state of `count(*)`s). Counting is exact without
+    /// decompressing a packed batch, since a batch knows its rows; a
+    /// batch cut by the table's retention is counted after the cut, as a
+    /// scan reads it. `None` when this scan cannot (a time range or a
+    /// limit: their batches are cut by row, not counted whole).
+    pub fn counting(&self, schema: SchemaRef) -> Option<PartitionScanExec> {
+        let counts = schema
+            .fields()
+            .iter()
+            .all(|f| f.data_type() == &DataType::Int64);
+        if !counts || self.time != TimeRange::default() || self.limit.is_some() {
+            return None;
+        }
+        let mut scan = PartitionScanExec::new(
+            self.store.clone(),
+            &self.table,
+            schema,
+            &self.partitions(),
+            self.groups.len(),
+            self.time,
+            None,
+        );
+        scan.counters = self.counters.clone();
+        scan.count_rows = true;
+        Some(scan.with_kept_from(self.kept_from))
+    }
+
+    pub fn counts_rows(&self) -> bool {
+        self.count_rows
     }
 
     /// The scan, applying at least this eviction cut-off (µs).
@@ -135,6 +176,7 @@ impl PartitionScanExec {
             self.limit,
         );
         scan.counters = self.counters.clone();
+        scan.count_rows = self.count_rows;
         scan.with_kept_from(self.kept_from)
     }
 
@@ -154,6 +196,7 @@ impl PartitionScanExec {
             time_to: self.time.to,
             limit: self.limit,
             kept_from: self.kept_from,
+            count_rows: self.count_rows,
         }
     }
 
@@ -201,6 +244,9 @@ impl DisplayAs for PartitionScanExec {
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
         }
+        if self.count_rows {
+            write!(f, ", rows counted")?;
+        }
         Ok(())
     }
 }
@@ -243,6 +289,9 @@ impl ExecutionPlan for PartitionScanExec {
             )));
         }
         let batches = self.read(partition);
+        if self.count_rows {
+            return self.count(batches);
+        }
         let schema = self.schema.clone();
         let counters = self.counters.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
@@ -266,6 +315,33 @@ impl ExecutionPlan for PartitionScanExec {
             self.schema.clone(),
             time_sliced(adapted),
         ))))
+    }
+}
+
+impl PartitionScanExec {
+    /// One stream's answer when counting: its rows in one row.
+    fn count(&self, batches: Vec<StoredBatch>) -> Result<SendableRecordBatchStream> {
+        let mut rows = 0usize;
+        for b in &batches {
+            // No columns: a packed batch is not decompressed, unless cut by
+            // retention (then only its time column).
+            let read = b
+                .read(Some(&[]))
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            rows += read.num_rows();
+        }
+        self.counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.counters
+            .batches
+            .fetch_add(batches.len() as u64, Ordering::Relaxed);
+        let columns: Vec<ArrayRef> = (0..self.schema.fields().len())
+            .map(|_| Arc::new(Int64Array::from(vec![rows as i64])) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream::iter([Ok(batch)]),
+        )))
     }
 }
 
