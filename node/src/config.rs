@@ -366,6 +366,21 @@ fn retention_arg(text: &str) -> Result<Duration, ConfigError> {
     atoll_store::parse_retention(text).ok_or_else(|| ConfigError::Retention(text.to_string()))
 }
 
+/// The defaults of `atoll serve` with no flags, from the flags' own
+/// declarations (one source), ignoring `ATOLL_*` variables: a library's
+/// configuration must not change with its host's environment.
+impl Default for ServeArgs {
+    fn default() -> ServeArgs {
+        use clap::{FromArgMatches, builder::Resettable};
+        let command = ServeArgs::augment_args(clap::Command::new("atoll"))
+            .mut_args(|a| a.env(Resettable::Reset));
+        let matches = command
+            .try_get_matches_from(["atoll"])
+            .expect("every flag of atoll serve has a default or is optional");
+        ServeArgs::from_arg_matches(&matches).expect("the defaults are valid")
+    }
+}
+
 impl ServeArgs {
     /// The node's certificate (`--tls-cert`/`--tls-key`), read and checked.
     pub fn certificate(&self) -> Result<Option<crate::tls::NodeCertificate>, crate::tls::TlsError> {

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod durability;
+pub mod embed;
 pub mod flight_sql;
 pub mod http;
 pub mod memory;
@@ -41,6 +42,11 @@ use tokio::net::TcpListener;
 pub use config::ServeArgs;
 use metrics::NodeMetrics;
 
+/// A node's configuration: every flag of `atoll serve` as a field of the
+/// same name; `NodeConfig::default()` is the binary's defaults (no
+/// environment, no command line read).
+pub type NodeConfig = ServeArgs;
+
 /// A started node: where it listens, and how to stop it.
 pub struct Node {
     pub http_addr: SocketAddr,
@@ -61,13 +67,48 @@ pub struct Node {
     membership: Arc<Membership>,
     handoff: Arc<Handoff>,
     transfer_limit: usize,
+    replicas: usize,
     shutdown: tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Every HTTP door behind the guard.
+    router: Router,
+    doors: embed::Doors,
+    /// The HTTP server, when the node serves its own listener.
+    server: parking_lot::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
 
 impl Node {
-    /// Binds, joins or founds the cluster, and starts serving.
+    /// Binds, joins or founds the cluster, and starts serving, HTTP on
+    /// its own listener (`http_addr`).
     pub async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
+        let listener = TcpListener::bind(&args.http_addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let node = Node::assemble(args, http_addr).await?;
+        node.serve(listener, args)?;
+        Ok(node)
+    }
+
+    /// Joins or founds the cluster and serves every door but HTTP: the
+    /// application serves [`Node::router`] on its own listener, whose
+    /// address is `http_addr` (a port, not 0: it is advertised to the
+    /// other nodes and is the name the Host check accepts).
+    pub async fn embed(args: &ServeArgs) -> anyhow::Result<Node> {
+        let http_addr: SocketAddr = args.http_addr.parse().with_context(|| {
+            format!(
+                "http_addr {:?} must be the IP:PORT the application serves on",
+                args.http_addr
+            )
+        })?;
+        if http_addr.port() == 0 {
+            bail!(
+                "http_addr must be the port the application serves on, not 0: bind first, then pass its local address"
+            );
+        }
+        Node::assemble(args, http_addr).await
+    }
+
+    async fn assemble(args: &ServeArgs, http_addr: SocketAddr) -> anyhow::Result<Node> {
         let (secret, generated_secret) = match (&args.cluster_secret, args.seeds.is_empty()) {
             (Some(s), _) => (s.clone(), None),
             (None, true) => {
@@ -88,10 +129,6 @@ impl Node {
             queries = %memory::mib(budget.queries),
             "memory limit (--memory-limit): data and running queries share it"
         );
-        let listener = TcpListener::bind(&args.http_addr)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
-        let http_addr = listener.local_addr()?;
         let otlp_grpc_listener = bind_optional(&args.otlp_grpc_addr, "OTLP/gRPC").await?;
         let pg_listener = bind_optional(&args.pg_addr, "Postgres clients").await?;
         let flight_sql_listener = bind_optional(&args.flight_sql_addr, "Flight SQL").await?;
@@ -257,6 +294,11 @@ impl Node {
             guard.clone(),
             store.clone(),
         )?;
+        let doors = embed::Doors {
+            ingest: ingest.clone(),
+            query: query.clone(),
+            auth: auth.clone(),
+        };
         let app = Router::new()
             .route("/healthz", get(move || healthz(wal.clone())))
             .merge(metrics::router(node_metrics))
@@ -277,7 +319,7 @@ impl Node {
                 http::guard::guard,
             ));
 
-        let (shutdown, stopped) = tokio::sync::watch::channel(false);
+        let (shutdown, _) = tokio::sync::watch::channel(false);
         {
             // A live view's response never ends by itself: end them all
             // when the node stops, so that the server's graceful shutdown
@@ -367,26 +409,10 @@ impl Node {
             }
             None => None,
         };
-        let mut http_stop = stopped;
-        let stop = async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        };
-        let (server, scheme) = match &certificate {
-            Some(cert) => {
-                let listener = tls::TlsListener::new(listener, cert.https()?)?;
-                let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
-                (tokio::spawn(async move { serving.await }), "https")
-            }
-            None => {
-                // No Nagle: an answer streamed in pieces (Arrow) must not
-                // wait for the client's delayed ACK (40 ms a query).
-                use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
-                (tokio::spawn(async move { serving.await }), "http")
-            }
+        let scheme = if certificate.is_some() {
+            "https"
+        } else {
+            "http"
         };
         Ok(Node {
             http_addr,
@@ -402,9 +428,78 @@ impl Node {
             membership,
             handoff,
             transfer_limit: args.transfer_limit,
+            replicas: args.replicas,
             shutdown,
-            server,
+            router: app,
+            doors,
+            server: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Serves the HTTP doors on `listener` (over TLS with a certificate)
+    /// until the node stops.
+    fn serve(&self, listener: TcpListener, args: &ServeArgs) -> anyhow::Result<()> {
+        let mut http_stop = self.shutdown.subscribe();
+        let stop = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        let app = self.router.clone();
+        let server = match args.certificate()? {
+            Some(cert) => {
+                let listener = tls::TlsListener::new(listener, cert.https()?)?;
+                let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
+                tokio::spawn(async move { serving.await })
+            }
+            None => {
+                // No Nagle: an answer streamed in pieces (Arrow) must not
+                // wait for the client's delayed ACK (40 ms a query).
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
+                tokio::spawn(async move { serving.await })
+            }
+        };
+        *self.server.lock() = Some(server);
+        Ok(())
+    }
+
+    /// Every HTTP door (the dashboard, `/v1`, Honeycomb's and OTLP's
+    /// routes, `/metrics`, `/healthz`) behind the node's guard (API keys,
+    /// roles, Host and Origin checks, limits, metrics), to merge into an
+    /// application's router.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The in-process door, acting with `key` (None: no key), refused as
+    /// an HTTP request with that key would be.
+    pub fn client(&self, key: Option<&str>) -> Result<embed::Client, embed::EmbedError> {
+        self.doors.client(key)
+    }
+
+    /// Which nodes hold the events whose partition key value is `key` (its
+    /// text): the partition and its replicas, in the ring's order.
+    pub async fn owners(&self, key: &[u8]) -> Result<embed::Owners, embed::EmbedError> {
+        let ring = self
+            .membership
+            .ring()
+            .ok_or_else(|| embed::EmbedError::NotReady("this node has no ring yet".into()))?;
+        let members = self.membership.members().await;
+        Ok(embed::Owners::of(
+            &ring,
+            self.replicas,
+            &members,
+            &self.name,
+            key,
+        ))
+    }
+
+    /// Asks the ring to take this node out (as `atoll cluster leave`);
+    /// [`Node::left`] resolves once it is out and has handed its data on.
+    pub async fn leave(&self) {
+        self.membership.request_leave(&self.name, false).await;
     }
 
     /// Resolves once this node has been taken out of the ring and has
@@ -429,11 +524,16 @@ impl Node {
         }
     }
 
-    /// Stops accepting requests and waits for those under way.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Stops accepting requests and waits for those under way, as
+    /// `SIGTERM` does: the node stays a member of the ring (the other
+    /// replicas serve its partitions until it is back).
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.membership.shutdown().await;
-        self.server.await??;
+        let server = self.server.lock().take();
+        if let Some(server) = server {
+            server.await??;
+        }
         Ok(())
     }
 }

@@ -96,7 +96,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = wait_for_signal() => tracing::info!("stopping"),
             _ = node.left() => tracing::info!("left the cluster; stopping"),
         }
-        node.stop().await
+        node.shutdown().await
     })
 }
 

@@ -51,7 +51,7 @@ pub fn router(state: IngestState) -> Router {
 
 impl IngestState {
     /// Counts a request's events (native or of a protocol door).
-    pub(super) fn count_events(&self, table: &str, accepted: usize, rejected: usize) {
+    pub(crate) fn count_events(&self, table: &str, accepted: usize, rejected: usize) {
         self.metrics
             .events_accepted
             .with_label_values(&[table])
@@ -108,7 +108,7 @@ async fn read_raw(
 }
 
 /// Who sent a request, as idempotency keys and logs name them.
-pub(super) fn sender(caller: &Caller) -> String {
+pub(crate) fn sender(caller: &Caller) -> String {
     caller.key_id.clone().unwrap_or_else(|| caller.name.clone())
 }
 

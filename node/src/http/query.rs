@@ -97,7 +97,7 @@ async fn run(
 
 /// The JSON rows a request may get: the node's cap, or fewer if asked.
 /// A count outside 1..=the cap is refused, naming the range.
-fn max_rows(asked: Option<usize>, cap: usize) -> Result<usize, QueryError> {
+pub(crate) fn max_rows(asked: Option<usize>, cap: usize) -> Result<usize, QueryError> {
     match asked {
         None => Ok(cap),
         Some(n) if (1..=cap).contains(&n) => Ok(n),
