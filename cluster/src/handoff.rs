@@ -56,6 +56,30 @@ pub struct Transfer {
     ended: Option<Instant>,
 }
 
+/// Marks the partitions that other nodes report missed writes of (since
+/// this node last looked) incomplete; the newest such report, when there
+/// was one.
+fn missed_here(
+    me: &str,
+    members: &[Member],
+    held: &BTreeSet<u32>,
+    incomplete: &mut BTreeSet<u32>,
+) -> Option<i64> {
+    let seen = members
+        .iter()
+        .find(|m| m.name == me)
+        .map_or(0, |m| m.missed_seen);
+    let fresh: Vec<(u32, i64)> = members
+        .iter()
+        .flat_map(|m| m.missed.iter())
+        .filter(|((node, _), at)| node == me && **at > seen)
+        .map(|((_, p), at)| (*p, *at))
+        .collect();
+    let newest = fresh.iter().map(|(_, at)| *at).max()?;
+    incomplete.extend(fresh.iter().map(|(p, _)| *p).filter(|p| held.contains(p)));
+    Some(newest)
+}
+
 /// How long a finished transfer stays listed.
 const RECENT: Duration = Duration::from_secs(30);
 
@@ -204,7 +228,17 @@ impl Handoff {
             self.hand_back(&ring, n, &held, &members).await;
         }
         let routed = all_route_with(&ring, &members);
+        self.forget_handled_reports(&ring, &members).await;
         let mut incomplete = membership.incomplete();
+        if let Some(seen) = missed_here(&me, &members, &held, &mut incomplete) {
+            tracing::warn!(
+                partitions = ?incomplete,
+                "other nodes could not write to this one: marked incomplete until caught up"
+            );
+            membership
+                .set_incomplete_for_missed(&incomplete, seen)
+                .await;
+        }
         let stale: Vec<u32> = incomplete.difference(&held).copied().collect();
         let full = {
             let mut last = self.last_full_check.lock();
@@ -253,6 +287,30 @@ impl Handoff {
         }
         if changed {
             membership.set_incomplete(&incomplete).await;
+        }
+    }
+
+    /// Drops this node's reports of missed writes once their replica acted
+    /// on them (or left the ring).
+    async fn forget_handled_reports(&self, ring: &Ring, members: &[Member]) {
+        let me = self.replicator.membership.node_name();
+        let Some(mine) = members.iter().find(|m| m.name == me) else {
+            return;
+        };
+        let in_ring = ring.members();
+        let handled: Vec<(String, u32)> = mine
+            .missed
+            .iter()
+            .filter(|((node, _), at)| {
+                !in_ring.contains(node)
+                    || members
+                        .iter()
+                        .any(|m| &m.name == node && m.missed_seen >= **at)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !handled.is_empty() {
+            self.replicator.membership.forget_missed(&handled).await;
         }
     }
 

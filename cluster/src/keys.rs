@@ -16,6 +16,15 @@ pub const KEY_FLIGHT: &str = "flight";
 pub const KEY_PARTITIONS: &str = "partitions";
 pub const KEY_RING: &str = "ring";
 pub const KEY_INCOMPLETE: &str = "incomplete";
+/// `missed.NODE/PARTITION`: when (µs since the epoch) a write this node
+/// coordinated last failed to reach NODE, a replica of PARTITION (NODE was
+/// down, cut off or paused): NODE may lack acknowledged events there until
+/// it catches up. Deleted once NODE says it saw it (`missed_seen`).
+pub const MISSED_PREFIX: &str = "missed.";
+/// `missed_seen`: the newest `missed.` report about this node it has acted
+/// on (marked the partition incomplete, to catch up), set after
+/// `incomplete`: a reader that has this value has that mark too.
+pub const KEY_MISSED_SEEN: &str = "missed_seen";
 /// `leave.NODE`: a request, made through any node, that NODE leave the ring.
 pub const LEAVE_PREFIX: &str = "leave.";
 /// The value of a `leave.NODE` key that does not wait for handoff.
@@ -149,6 +158,12 @@ pub const CUTOFF_PREFIX: &str = "cutoff.";
 
 pub fn format_cutoff(cut: i64, at: i64) -> String {
     format!("{cut},{at}")
+}
+
+/// A `missed.NODE/PARTITION` entry (prefix removed) and its time.
+pub fn parse_missed(key: &str, value: &str) -> Option<((String, u32), i64)> {
+    let (node, p) = key.rsplit_once('/')?;
+    Some(((node.to_string(), p.parse().ok()?), value.parse().ok()?))
 }
 
 pub fn parse_cutoff(value: &str) -> Option<(i64, i64)> {

@@ -54,6 +54,11 @@ pub struct Member {
     pub gossip_addr: Option<String>,
     /// Partitions this node does not hold every acknowledged write of.
     pub incomplete: BTreeSet<u32>,
+    /// Writes this node coordinated that failed to reach a replica:
+    /// (replica, partition) -> when, µs (`keys::MISSED_PREFIX`).
+    pub missed: BTreeMap<(String, u32), i64>,
+    /// The newest report of a missed write about this node it acted on.
+    pub missed_seen: i64,
     pub stats: BTreeMap<String, String>,
     /// Table -> digest of its columns and settings on this node.
     pub schemas: BTreeMap<String, String>,
@@ -315,6 +320,41 @@ impl Membership {
             .await;
     }
 
+    /// Reports that writes this node coordinated did not reach these
+    /// replicas of these partitions (now).
+    pub async fn report_missed(&self, missed: &BTreeSet<(String, u32)>) {
+        let now = atoll_store::now_micros().to_string();
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                for (node, p) in missed {
+                    state.set(format!("{MISSED_PREFIX}{node}/{p}"), &now);
+                }
+            })
+            .await;
+    }
+
+    /// Forgets this node's reports that their replicas acted on.
+    pub async fn forget_missed(&self, handled: &[(String, u32)]) {
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                for (node, p) in handled {
+                    state.delete(&format!("{MISSED_PREFIX}{node}/{p}"));
+                }
+            })
+            .await;
+    }
+
+    /// Marks partitions incomplete because of missed-write reports up to
+    /// `seen` (µs): the mark goes out before the watermark.
+    pub async fn set_incomplete_for_missed(&self, partitions: &BTreeSet<u32>, seen: i64) {
+        self.set_incomplete(partitions).await;
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(KEY_MISSED_SEEN, seen))
+            .await;
+    }
+
     /// Each known node's entries under `prefix` (prefix removed), its own
     /// included.
     pub async fn gossiped(&self, prefix: &str) -> Vec<BTreeMap<String, String>> {
@@ -389,6 +429,15 @@ impl Membership {
                             incomplete: get(KEY_INCOMPLETE)
                                 .map(|s| parse_partitions(&s))
                                 .unwrap_or_default(),
+                            missed: found
+                                .map(|(_, s)| prefixed(s, MISSED_PREFIX))
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter_map(|(k, v)| parse_missed(&k, &v))
+                                .collect(),
+                            missed_seen: get(KEY_MISSED_SEEN)
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0),
                             stats: found
                                 .map(|(_, s)| prefixed(s, STAT_PREFIX))
                                 .unwrap_or_default(),

@@ -3,7 +3,7 @@
 //! partition of the request that node replicates. The sends run
 //! concurrently; an event counts as accepted only once W replicas hold it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -57,6 +57,11 @@ pub struct Delivery {
     pub failure: Option<String>,
 }
 
+/// W for N replicas: as configured (`--write-quorum`), or a majority.
+pub fn write_quorum(n: usize, configured: Option<usize>) -> usize {
+    configured.unwrap_or(n / 2 + 1).clamp(1, n)
+}
+
 impl Replicator {
     pub fn new(
         membership: Arc<Membership>,
@@ -77,8 +82,7 @@ impl Replicator {
     /// N and W on this ring.
     pub fn factors(&self, ring: &Ring) -> (usize, usize) {
         let n = ring.replicas(self.n);
-        let w = self.w.unwrap_or(n / 2 + 1).clamp(1, n);
-        (n, w)
+        (n, write_quorum(n, self.w))
     }
 
     /// Writes each partition's rows to its replicas; one `Delivery` per
@@ -152,21 +156,47 @@ impl Replicator {
                     .into_iter()
                     .filter(|p| !p.target.pending)
                     .map(|p| match failed.get(&p.partition) {
-                        None => (p.write, None),
-                        Some(error) => (p.write, Some(format!("{node}: {error}"))),
+                        None => (p.write, p.target, None),
+                        Some(error) => (p.write, p.target, Some(format!("{node}: {error}"))),
                     })
                     .collect::<Vec<_>>()
             }
         });
         let mut acks = vec![0; writes.len()];
         let mut failures: Vec<Option<String>> = vec![None; writes.len()];
-        for (i, failure) in futures::future::join_all(sends).await.into_iter().flatten() {
+        // The primaries each write reached itself (not through a hint).
+        let mut reached: BTreeSet<(usize, &str)> = BTreeSet::new();
+        for (i, target, failure) in futures::future::join_all(sends).await.into_iter().flatten() {
             match failure {
-                None => acks[i] += 1,
+                None => {
+                    acks[i] += 1;
+                    if target.hint_for.is_none() {
+                        reached.insert((i, target.node.as_str()));
+                    }
+                }
                 Some(f) => {
                     failures[i].get_or_insert(f);
                 }
             }
+        }
+        // Before any of these writes is acknowledged, say which replicas
+        // did not get them: until they catch up, their copies are not
+        // complete, and no query may count on them. (A write that is not
+        // acknowledged leaves nothing missing: its sender retries it.)
+        let missed: BTreeSet<(String, u32)> = writes
+            .iter()
+            .enumerate()
+            .filter(|(i, write)| write.batch.is_some() && acks[*i] >= w)
+            .flat_map(|(i, w)| {
+                let reached = &reached;
+                ring.primaries(w.partition, n)
+                    .into_iter()
+                    .filter(move |r| !reached.contains(&(i, r.as_str())))
+                    .map(move |r| (r.clone(), w.partition))
+            })
+            .collect();
+        if !missed.is_empty() {
+            self.membership.report_missed(&missed).await;
         }
         Ok(writes
             .into_iter()

@@ -230,6 +230,7 @@ impl Node {
                 ClusterHandle {
                     membership: membership.clone(),
                     replicas: args.replicas,
+                    write_quorum: args.write_quorum,
                     peers,
                     store: store.clone(),
                 },

@@ -1,6 +1,7 @@
 //! The coverage plan of a query (riak_core's coverage query): for every
 //! partition exactly one replica that is up and complete, preferring the
-//! coordinator, grouped by node.
+//! coordinator, grouped by node; a partition of which the coordinator
+//! sees fewer than N - W + 1 replicas up is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,19 +22,31 @@ impl Coverage {
     /// the others are never asked, nor missing).
     pub fn plan(
         ring: &Ring,
-        n: usize,
+        (n, w): (usize, usize),
         members: &[Member],
         me: &str,
         needed: &BTreeSet<u32>,
     ) -> Coverage {
+        let suspect = missed_writes(members);
         let usable = |node: &str, p: u32| {
             members
                 .iter()
                 .any(|m| m.name == node && m.up && !m.incomplete.contains(&p))
+                && !suspect.contains(&(node, p))
         };
         let mut cov = Coverage::default();
+        let up = |node: &str| node == me || members.iter().any(|m| m.name == node && m.up);
         for p in needed.iter().copied().filter(|&p| p < ring.partitions()) {
             let replicas = ring.primaries(p, n);
+            // An acknowledged write is on W replicas: unless this node sees
+            // N - W + 1 of them up, all it can read may have missed it (this
+            // node cut off from the others, their reports of missed writes
+            // with them), and the partition counts as missing.
+            let seen = replicas.iter().filter(|r| up(r)).count();
+            if seen + w < replicas.len() + 1 {
+                cov.missing.push(p);
+                continue;
+            }
             let pick = replicas
                 .iter()
                 .find(|r| r.as_str() == me && usable(me, p))
@@ -57,6 +70,22 @@ impl Coverage {
     pub fn is_local(&self, me: &str) -> bool {
         self.missing.is_empty() && self.by_node.keys().all(|n| n == me)
     }
+}
+
+/// Replicas that a write did not reach, by a report their node has not
+/// acted on yet (`missed_seen`): their copy may lack acknowledged events
+/// before they even know it.
+fn missed_writes(members: &[Member]) -> BTreeSet<(&str, u32)> {
+    let seen: BTreeMap<&str, i64> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.missed_seen))
+        .collect();
+    members
+        .iter()
+        .flat_map(|m| m.missed.iter())
+        .filter(|((node, _), at)| seen.get(node.as_str()).is_none_or(|s| **at > *s))
+        .map(|((node, p), _)| (node.as_str(), *p))
+        .collect()
 }
 
 #[cfg(test)]
@@ -86,10 +115,10 @@ mod tests {
             member("n2", true, &[]),
         ];
         // N=1: partition 1 lives on the down n1 alone, partition 0 on n0.
-        let c = Coverage::plan(&ring, 1, &members, "n2", &BTreeSet::from([0]));
+        let c = Coverage::plan(&ring, (1, 1), &members, "n2", &BTreeSet::from([0]));
         assert_eq!(c.missing, Vec::<u32>::new(), "{c:?}");
         assert_eq!(c.by_node.keys().collect::<Vec<_>>(), ["n0"], "{c:?}");
-        let c = Coverage::plan(&ring, 1, &members, "n2", &BTreeSet::from([0, 1]));
+        let c = Coverage::plan(&ring, (1, 1), &members, "n2", &BTreeSet::from([0, 1]));
         assert_eq!(c.missing, vec![1]);
     }
 
@@ -98,9 +127,9 @@ mod tests {
         let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
         let ring = Ring::new(8, &names).unwrap();
         let all_up: Vec<Member> = names.iter().map(|n| member(n, true, &[])).collect();
-        let c = Coverage::plan(&ring, 3, &all_up, "n1", &all(8));
+        let c = Coverage::plan(&ring, (3, 2), &all_up, "n1", &all(8));
         assert!(c.is_local("n1"), "{c:?}");
-        let c = Coverage::plan(&ring, 1, &all_up, "n1", &all(8));
+        let c = Coverage::plan(&ring, (1, 1), &all_up, "n1", &all(8));
         assert_eq!(c.by_node.values().map(Vec::len).sum::<usize>(), 8);
         assert_eq!(
             c.by_node.len(),
@@ -112,17 +141,63 @@ mod tests {
             member("n1", false, &[]),
             member("n2", true, &[0, 1, 2, 3, 4, 5, 6, 7]),
         ];
-        let c = Coverage::plan(&ring, 3, &down, "n1", &all(8));
+        let c = Coverage::plan(&ring, (3, 2), &down, "n1", &all(8));
         assert_eq!(
             c.by_node.keys().collect::<Vec<_>>(),
             ["n0"],
             "down and incomplete replicas are not used"
         );
-        let c = Coverage::plan(&ring, 1, &down, "n0", &all(8));
+        let c = Coverage::plan(&ring, (1, 1), &down, "n0", &all(8));
         assert_eq!(
             c.missing.len(),
             5,
             "N=1 with two unusable nodes: their partitions are missing: {c:?}"
         );
+    }
+
+    #[test]
+    fn a_coordinator_cut_off_from_the_other_replicas_answers_partially() {
+        let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(8, &names).unwrap();
+        let alone = vec![
+            member("n0", true, &[]),
+            member("n1", false, &[]),
+            member("n2", false, &[]),
+        ];
+        // N=3, W=2: a write acknowledged by n1 and n2 alone is not on n0.
+        let c = Coverage::plan(&ring, (3, 2), &alone, "n0", &all(8));
+        assert_eq!(c.missing.len(), 8, "{c:?}");
+        // One other replica seen: every acknowledged write is on n0 or on
+        // it (and a report of what n0 missed would be seen with it).
+        let mut two = alone.clone();
+        two[1].up = true;
+        let c = Coverage::plan(&ring, (3, 2), &two, "n0", &all(8));
+        assert!(c.missing.is_empty() && c.is_local("n0"), "{c:?}");
+        // W=1: only every replica seen up is enough.
+        let c = Coverage::plan(&ring, (3, 1), &two, "n0", &all(8));
+        assert_eq!(c.missing.len(), 8, "{c:?}");
+        // W=N: any replica holds every acknowledged write.
+        let c = Coverage::plan(&ring, (3, 3), &alone, "n0", &all(8));
+        assert!(c.missing.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_replica_that_missed_writes_is_not_used_until_it_knows() {
+        let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(8, &names).unwrap();
+        let mut members: Vec<Member> = names.iter().map(|n| member(n, true, &[])).collect();
+        // n0 could not write partition 2 to n1 at t=100.
+        members[0].missed.insert(("n1".into(), 2), 100);
+        let c = Coverage::plan(&ring, (3, 2), &members, "n1", &all(8));
+        assert_eq!(c.by_node.get("n1").map(Vec::len), Some(7), "{c:?}");
+        assert!(!c.alternates[&2].contains(&"n1".to_string()), "{c:?}");
+        // Once n1 has acted on it (marked partition 2 incomplete, then said
+        // so), its incomplete mark is what counts.
+        members[1].missed_seen = 100;
+        let c = Coverage::plan(&ring, (3, 2), &members, "n1", &all(8));
+        assert!(c.is_local("n1"), "{c:?}");
+        members[1].incomplete.insert(2);
+        let c = Coverage::plan(&ring, (3, 2), &members, "n1", &all(8));
+        assert_eq!(c.by_node.get("n1").map(Vec::len), Some(7), "{c:?}");
     }
 }

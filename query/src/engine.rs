@@ -108,6 +108,8 @@ pub struct QueryStats {
 pub struct ClusterHandle {
     pub membership: Arc<atoll_cluster::Membership>,
     pub replicas: usize,
+    /// `--write-quorum` (None: a majority of N).
+    pub write_quorum: Option<usize>,
     /// The one client of the cluster's internal service.
     pub peers: Arc<atoll_cluster::PeerClient>,
     pub store: Arc<Store>,
@@ -432,8 +434,10 @@ impl QueryEngine {
             .membership
             .ring()
             .ok_or_else(|| QueryError::Unavailable("this node has not joined a ring yet".into()))?;
+        let n = ring.replicas(cluster.replicas);
         Ok(Some(Arc::new(Spread {
-            n: ring.replicas(cluster.replicas),
+            n,
+            w: atoll_cluster::replicate::write_quorum(n, cluster.write_quorum),
             ring,
             members: cluster.membership.members().await,
             me: cluster.membership.node_name().to_string(),

@@ -291,13 +291,9 @@ impl Follow {
         }
         let me = self.cluster.membership.node_name().to_string();
         let all: BTreeSet<u32> = (0..ring.partitions()).collect();
-        let cov = Coverage::plan(
-            &ring,
-            ring.replicas(self.cluster.replicas),
-            &members,
-            &me,
-            &all,
-        );
+        let n = ring.replicas(self.cluster.replicas);
+        let w = atoll_cluster::replicate::write_quorum(n, self.cluster.write_quorum);
+        let cov = Coverage::plan(&ring, (n, w), &members, &me, &all);
         self.total = all.len();
         self.missing = cov.missing.len();
         if cov.by_node == self.plan {

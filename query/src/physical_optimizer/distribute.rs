@@ -38,6 +38,8 @@ pub struct Spread {
     pub members: Vec<Member>,
     /// Replicas of each partition.
     pub n: usize,
+    /// Replicas that hold a write when it is acknowledged.
+    pub w: usize,
     pub me: String,
     pub timeout: Duration,
     pub allow_partial: bool,
@@ -119,7 +121,13 @@ impl PhysicalOptimizerRule for Distribute {
         // filter narrowed them) are planned: the rest are not asked at all.
         let mut needed = BTreeSet::new();
         visit_scans(&plan, &mut |s| needed.extend(s.partitions()));
-        let coverage = Coverage::plan(&spread.ring, spread.n, &spread.members, &spread.me, &needed);
+        let coverage = Coverage::plan(
+            &spread.ring,
+            (spread.n, spread.w),
+            &spread.members,
+            &spread.me,
+            &needed,
+        );
         if !coverage.missing.is_empty() && !spread.allow_partial {
             return Err(DataFusionError::External(Box::new(
                 QueryError::Unavailable(format!(
