@@ -37,6 +37,7 @@ mod rounds;
 pub mod saved;
 pub mod schemas;
 pub mod service;
+pub mod stall;
 pub mod stats;
 pub mod tables;
 pub mod tls;

@@ -225,12 +225,14 @@ impl Node {
             },
             metrics: IngestMetrics::new(&registry)?,
         };
+        let stall = atoll_cluster::stall::StallWatch::new();
         let engine = Arc::new(
             QueryEngine::new(store.clone(), args.query_config(&budget)).with_cluster(
                 ClusterHandle {
                     membership: membership.clone(),
                     replicas: args.replicas,
                     write_quorum: args.write_quorum,
+                    stall: stall.clone(),
                     peers,
                     store: store.clone(),
                 },
@@ -333,6 +335,7 @@ impl Node {
             });
         }
         spawn_sealer(holdings.clone(), shutdown.subscribe());
+        stall.spawn(membership.clone(), args.replicas, shutdown.subscribe());
         durability::spawn_checkpoints(local.clone(), shutdown.subscribe());
         handoff.spawn(shutdown.subscribe());
         key_sync.catch_up(Duration::from_secs(10)).await;

@@ -28,10 +28,15 @@ impl Coverage {
         needed: &BTreeSet<u32>,
     ) -> Coverage {
         let suspect = missed_writes(members);
+        // A replica on another ring than this one may have dropped a
+        // partition it no longer holds there, or not yet marked one it
+        // just gained as incomplete (it marks them before it adopts a
+        // ring, so one that says it is on this ring has marked them).
+        let same_ring = |m: &Member| m.name == me || m.ring_epoch == Some(ring.epoch());
         let usable = |node: &str, p: u32| {
             members
                 .iter()
-                .any(|m| m.name == node && m.up && !m.incomplete.contains(&p))
+                .any(|m| m.name == node && m.up && !m.incomplete.contains(&p) && same_ring(m))
                 && !suspect.contains(&(node, p))
         };
         let mut cov = Coverage::default();
@@ -92,11 +97,13 @@ fn missed_writes(members: &[Member]) -> BTreeSet<(&str, u32)> {
 mod tests {
     use super::*;
 
+    /// A member on the tests' rings (epoch 1, `Ring::new`'s).
     fn member(name: &str, up: bool, incomplete: &[u32]) -> Member {
         Member {
             name: name.into(),
             up,
             incomplete: incomplete.iter().copied().collect(),
+            ring_epoch: Some(1),
             ..Default::default()
         }
     }
@@ -179,6 +186,24 @@ mod tests {
         // W=N: any replica holds every acknowledged write.
         let c = Coverage::plan(&ring, (3, 3), &alone, "n0", &all(8));
         assert!(c.missing.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn replicas_on_another_ring_are_not_used() {
+        let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(8, &names).unwrap();
+        let mut members: Vec<Member> = names.iter().map(|n| member(n, true, &[])).collect();
+        members[0].incomplete = all(8);
+        members[1].ring_epoch = Some(2);
+        members[2].ring_epoch = None;
+        let c = Coverage::plan(&ring, (3, 2), &members, "n0", &all(8));
+        assert_eq!(c.missing.len(), 8, "{c:?}");
+        members[2].ring_epoch = Some(1);
+        let c = Coverage::plan(&ring, (3, 2), &members, "n0", &all(8));
+        assert_eq!(c.by_node.keys().collect::<Vec<_>>(), ["n2"], "{c:?}");
+        // The coordinator reads its own copies, on its own ring.
+        let c = Coverage::plan(&ring, (3, 2), &members, "n1", &all(8));
+        assert!(c.is_local("n1"), "{c:?}");
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct ClusterHandle {
     pub replicas: usize,
     /// `--write-quorum` (None: a majority of N).
     pub write_quorum: Option<usize>,
+    /// Whether this node may have just resumed from a stall.
+    pub stall: Arc<atoll_cluster::stall::StallWatch>,
     /// The one client of the cluster's internal service.
     pub peers: Arc<atoll_cluster::PeerClient>,
     pub store: Arc<Store>,
@@ -435,12 +437,20 @@ impl QueryEngine {
             .ring()
             .ok_or_else(|| QueryError::Unavailable("this node has not joined a ring yet".into()))?;
         let n = ring.replicas(cluster.replicas);
+        let me = cluster.membership.node_name().to_string();
+        let mut members = cluster.membership.members().await;
+        if cluster.stall.suspect() {
+            // Just resumed from a stall: read the other replicas.
+            for m in members.iter_mut().filter(|m| m.name == me) {
+                m.incomplete = (0..ring.partitions()).collect();
+            }
+        }
         Ok(Some(Arc::new(Spread {
             n,
             w: atoll_cluster::replicate::write_quorum(n, cluster.write_quorum),
             ring,
-            members: cluster.membership.members().await,
-            me: cluster.membership.node_name().to_string(),
+            members,
+            me,
             timeout,
             allow_partial,
             codec: Arc::new(AtollCodec {
