@@ -4,8 +4,9 @@
 //! killing one, stopping one, and Atoll's routes on the app's own port
 //! refusing requests without a key.
 //!
-//! The example is built by `cargo test` (examples are built with the
-//! tests; `cargo build -p atoll-node --example embedded_app` otherwise).
+//! The example must be built first (`cargo build -p atoll-node --example
+//! embedded_app`; `scripts/test` does): `cargo test` builds examples only
+//! as test harnesses.
 
 mod support;
 
@@ -39,7 +40,7 @@ fn example() -> PathBuf {
     let path = atoll.with_file_name("examples").join("embedded_app");
     assert!(
         path.exists(),
-        "{} is missing: `cargo test` builds it with the tests; run `cargo build -p atoll-node --example embedded_app` when running this test alone",
+        "{} is missing: build it first with `cargo build -p atoll-node --example embedded_app` (scripts/test does)",
         path.display()
     );
     path
