@@ -42,6 +42,8 @@ pub struct MembershipConfig {
     pub replicas: usize,
     /// How long without heartbeats before a node is considered down (about).
     pub down_after: Duration,
+    /// Where the node keeps its last gossip generation (in `--data-dir`).
+    pub generation_file: Option<std::path::PathBuf>,
 }
 
 /// What the cluster knows of one node.
@@ -119,9 +121,12 @@ impl Membership {
             })?;
         config.gossip_addr = transport.local_addr();
         let drops = transport.drops();
-        let generation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let generation = next_generation(config.generation_file.as_deref()).map_err(|e| {
+            MembershipError::Start {
+                addr: config.gossip_addr,
+                source: e.into(),
+            }
+        })?;
         let interval = config.gossip_interval;
         let chitchat_config = ChitchatConfig {
             chitchat_id: ChitchatId::new(config.node_name.clone(), generation, config.gossip_addr),
@@ -711,6 +716,28 @@ impl Membership {
     }
 }
 
+/// This start's gossip generation: the clock's time (µs), but always past
+/// the one the node used last (kept in `file`). Peers take a name's
+/// highest generation as its current state: a node restarted with its
+/// clock set back (by NTP, or 45 s off) had its new state ignored, its
+/// incomplete marks and ring epoch with it.
+fn next_generation(file: Option<&std::path::Path>) -> std::io::Result<u64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let Some(file) = file else {
+        return Ok(now);
+    };
+    let last = match std::fs::read_to_string(file) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let generation = now.max(last + 1);
+    std::fs::write(file, generation.to_string())?;
+    Ok(generation)
+}
+
 /// Each node name's state of its latest generation (a restarted node's
 /// earlier states linger in gossip for a while).
 fn latest_states(c: &chitchat::Chitchat) -> BTreeMap<String, (&ChitchatId, &chitchat::NodeState)> {
@@ -771,6 +798,18 @@ fn ring_order(r: &Ring) -> (u64, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_gossips_a_later_generation_whatever_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gossip_generation");
+        // The last start's generation is an hour ahead of this clock.
+        let ahead = next_generation(None).unwrap() + 3_600_000_000;
+        std::fs::write(&file, ahead.to_string()).unwrap();
+        let next = next_generation(Some(&file)).unwrap();
+        assert_eq!(next, ahead + 1);
+        assert!(next_generation(Some(&file)).unwrap() > next);
+    }
 
     #[test]
     fn rings_survive_encoding() {

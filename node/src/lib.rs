@@ -178,6 +178,7 @@ impl Node {
             gossip_interval: Duration::from_millis(args.gossip_interval_ms),
             replicas: args.replicas,
             down_after: Duration::from_secs(10),
+            generation_file: args.data_dir.as_ref().map(|d| d.join("gossip_generation")),
         })
         .await?;
         wait_for_ring(&membership).await?;

@@ -28,6 +28,7 @@ pub async fn member(
         gossip_interval: Duration::from_millis(50),
         replicas: 1,
         down_after: Duration::from_secs(5),
+        generation_file: None,
     })
     .await
     .unwrap()
