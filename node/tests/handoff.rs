@@ -219,17 +219,20 @@ async fn wait_until_whole(cluster: &Cluster, rows: u64) {
 
 /// Waits (at most 15 s: a few handoff rounds, well under anti-entropy's
 /// 30 s) until every running node answers `sql` with `expected`.
+/// Each node answers `expected`, within 15 s: while a ring change spreads
+/// a node may answer 503 (a replica not yet on its ring), and is asked
+/// again, as a client would.
 async fn every_node_answers(cluster: &Cluster, sql: &str, expected: &[Value]) {
     let started = Instant::now();
     for s in cluster.running() {
         loop {
-            let rows = s.rows(sql).await;
-            if rows[0] == expected {
+            let (status, v) = s.query(sql).await;
+            if status == 200 && v["rows"][0] == json!(expected) {
                 break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(15),
-                "{} answers {rows:?}",
+                "{} answers {status} {v}",
                 s.url
             );
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -28,11 +28,13 @@ impl Coverage {
         needed: &BTreeSet<u32>,
     ) -> Coverage {
         let suspect = missed_writes(members);
-        // A replica on another ring than this one may have dropped a
-        // partition it no longer holds there, or not yet marked one it
-        // just gained as incomplete (it marks them before it adopts a
-        // ring, so one that says it is on this ring has marked them).
-        let same_ring = |m: &Member| m.name == me || m.ring_epoch == Some(ring.epoch());
+        // A replica still on an older ring than this one may not have
+        // marked a partition it gains in this one as incomplete yet (it
+        // marks them before it adopts a ring, so one that says it is on
+        // this ring or a later one has). One on a later ring still holds
+        // what this ring gives it: partitions are dropped only once every
+        // node routes with the later ring.
+        let same_ring = |m: &Member| m.name == me || m.ring_epoch >= Some(ring.epoch());
         let usable = |node: &str, p: u32| {
             members
                 .iter()
@@ -189,16 +191,16 @@ mod tests {
     }
 
     #[test]
-    fn replicas_on_another_ring_are_not_used() {
+    fn replicas_on_an_older_ring_are_not_used() {
         let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
         let ring = Ring::new(8, &names).unwrap();
         let mut members: Vec<Member> = names.iter().map(|n| member(n, true, &[])).collect();
         members[0].incomplete = all(8);
-        members[1].ring_epoch = Some(2);
+        members[1].ring_epoch = Some(0);
         members[2].ring_epoch = None;
         let c = Coverage::plan(&ring, (3, 2), &members, "n0", &all(8));
         assert_eq!(c.missing.len(), 8, "{c:?}");
-        members[2].ring_epoch = Some(1);
+        members[2].ring_epoch = Some(2);
         let c = Coverage::plan(&ring, (3, 2), &members, "n0", &all(8));
         assert_eq!(c.by_node.keys().collect::<Vec<_>>(), ["n2"], "{c:?}");
         // The coordinator reads its own copies, on its own ring.
