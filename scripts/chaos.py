@@ -193,7 +193,9 @@ class Cluster:
                 if j != i:
                     cmd += ["--seed", f"{self.net.addr(j)}:{GOSSIP}"]
         out = open(os.path.join(self.workdir, f"n{i}.log"), "ab")
-        self.procs[i] = subprocess.Popen(cmd, stdout=out, stderr=out)
+        # A process group of its own: signals reach the node itself, not
+        # only a wrapper (`faketime` runs it as a child).
+        self.procs[i] = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
         self.expected_exit.discard(i)
 
     def wait_http(self, i, bound=30):
@@ -210,7 +212,7 @@ class Cluster:
     def signal(self, i, sig):
         p = self.procs.get(i)
         if p and p.poll() is None:
-            os.kill(p.pid, sig)
+            os.killpg(p.pid, sig)
 
     def kill(self, i):
         self.expected_exit.add(i)
@@ -227,10 +229,12 @@ class Cluster:
 
     def stop_all(self):
         for i, p in self.procs.items():
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-                p.wait()
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            p.wait()
         for i in range(len(self.net.nodes)):
             sh("umount", "-l", self.data_dir(i), check=False, quiet=True)
 
