@@ -65,15 +65,9 @@ fn missed_here(
     held: &BTreeSet<u32>,
     incomplete: &mut BTreeSet<u32>,
 ) -> Option<i64> {
-    let seen = members
-        .iter()
-        .find(|m| m.name == me)
-        .map_or(0, |m| m.missed_seen);
-    let fresh: Vec<(u32, i64)> = members
-        .iter()
-        .flat_map(|m| m.missed.iter())
-        .filter(|((node, _), at)| node == me && **at > seen)
-        .map(|((_, p), at)| (*p, *at))
+    let fresh: Vec<(u32, i64)> = crate::membership::unseen_missed(members)
+        .filter(|(node, _, _)| *node == me)
+        .map(|(_, p, at)| (p, at))
         .collect();
     let newest = fresh.iter().map(|(_, at)| *at).max()?;
     incomplete.extend(fresh.iter().map(|(p, _)| *p).filter(|p| held.contains(p)));

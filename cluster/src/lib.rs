@@ -6,7 +6,8 @@
 //! from the coordinator's side (`replicate`) and the replica's
 //! (`replica`), hinted and ownership handoff and catch-up (`handoff`),
 //! cluster-wide table schemas (`schemas`) and table changes (`tables`),
-//! the figures each node gossips about itself (`stats`), live subscriptions
+//! the figures each node gossips about itself (`stats`), a node's notice
+//! that it was frozen (`stall`), live subscriptions
 //! on owners (`live`), the spread and
 //! keeping of the cluster's API keys (`api_keys`) and of the dashboard's
 //! saved views and boards (`saved`), the proofs that a

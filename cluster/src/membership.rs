@@ -46,6 +46,21 @@ pub struct MembershipConfig {
     pub generation_file: Option<std::path::PathBuf>,
 }
 
+/// Reports of missed writes (`Member::missed`) that the replica they name
+/// has not acted on yet (newer than its `missed_seen`): (replica,
+/// partition, when).
+pub fn unseen_missed(members: &[Member]) -> impl Iterator<Item = (&str, u32, i64)> {
+    let seen: BTreeMap<&str, i64> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.missed_seen))
+        .collect();
+    members
+        .iter()
+        .flat_map(|m| m.missed.iter())
+        .filter(move |((node, _), at)| seen.get(node.as_str()).is_none_or(|s| **at > *s))
+        .map(|((node, p), at)| (node.as_str(), *p, *at))
+}
+
 /// What the cluster knows of one node.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Member {
@@ -311,6 +326,13 @@ impl Membership {
     /// Partitions this node does not hold every acknowledged write of.
     pub fn incomplete(&self) -> BTreeSet<u32> {
         self.incomplete.read().clone()
+    }
+
+    /// Adds partitions to those marked incomplete.
+    pub async fn mark_incomplete(&self, partitions: impl IntoIterator<Item = u32>) {
+        let mut incomplete = self.incomplete();
+        incomplete.extend(partitions);
+        self.set_incomplete(&incomplete).await;
     }
 
     pub async fn set_incomplete(&self, partitions: &BTreeSet<u32>) {
@@ -651,9 +673,7 @@ impl Membership {
             partitions = gained.len(),
             "became a replica of partitions whose data is elsewhere: marked incomplete"
         );
-        let mut incomplete = self.incomplete.write().clone();
-        incomplete.extend(gained);
-        self.set_incomplete(&incomplete).await;
+        self.mark_incomplete(gained).await;
     }
 
     async fn adopt(&self, ring: Ring) {

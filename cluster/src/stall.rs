@@ -76,12 +76,10 @@ async fn mark_held_incomplete(membership: &Membership, replicas: usize, gap_ms: 
         return;
     };
     let held = ring.held_by(membership.node_name(), ring.replicas(replicas));
-    let mut incomplete = membership.incomplete();
-    incomplete.extend(held);
     tracing::warn!(
         stalled_ms = gap_ms,
-        partitions = incomplete.len(),
+        partitions = held.len(),
         "this node was frozen: its partitions are incomplete until caught up"
     );
-    membership.set_incomplete(&incomplete).await;
+    membership.mark_incomplete(held).await;
 }

@@ -234,19 +234,7 @@ impl Client {
             )
             .await?;
         let schema = execution.schema();
-        let mut batches = Vec::new();
-        let mut rows = 0;
-        let mut truncated = false;
-        while let Some(batch) = execution.next().await? {
-            let room = cap - rows;
-            if batch.num_rows() > room {
-                batches.push(batch.slice(0, room));
-                truncated = true;
-                break;
-            }
-            rows += batch.num_rows();
-            batches.push(batch);
-        }
+        let (batches, truncated) = execution.first_rows(cap).await?;
         let stats = execution.stats(truncated);
         Ok(Answer {
             schema,

@@ -4,7 +4,8 @@
 //! cluster, ingest, query and dashboard behind the listeners (`Node`), the
 //! doors (every HTTP handler in `http`, with the one mapping of error
 //! kinds to HTTP statuses, OTLP over gRPC in `otlp_grpc`, the Postgres
-//! wire protocol in `pg`, Arrow Flight SQL in `flight_sql`), the
+//! wire protocol in `pg`, Arrow Flight SQL in `flight_sql`, the
+//! in-process door of an embedding application in `embed`), the
 //! write-ahead log's start-up (`durability`), the memory budget
 //! (`memory`), metrics (`metrics`) and TLS (`tls`).
 //!

@@ -27,7 +27,12 @@ impl Coverage {
         me: &str,
         needed: &BTreeSet<u32>,
     ) -> Coverage {
-        let suspect = missed_writes(members);
+        // Replicas that a write did not reach, by a report their node has
+        // not acted on yet: their copy may lack acknowledged events before
+        // they even know it.
+        let suspect: BTreeSet<(&str, u32)> = atoll_cluster::membership::unseen_missed(members)
+            .map(|(node, p, _)| (node, p))
+            .collect();
         // A replica still on an older ring than this one may not have
         // marked a partition it gains in this one as incomplete yet (it
         // marks them before it adopts a ring, so one that says it is on
@@ -77,22 +82,6 @@ impl Coverage {
     pub fn is_local(&self, me: &str) -> bool {
         self.missing.is_empty() && self.by_node.keys().all(|n| n == me)
     }
-}
-
-/// Replicas that a write did not reach, by a report their node has not
-/// acted on yet (`missed_seen`): their copy may lack acknowledged events
-/// before they even know it.
-fn missed_writes(members: &[Member]) -> BTreeSet<(&str, u32)> {
-    let seen: BTreeMap<&str, i64> = members
-        .iter()
-        .map(|m| (m.name.as_str(), m.missed_seen))
-        .collect();
-    members
-        .iter()
-        .flat_map(|m| m.missed.iter())
-        .filter(|((node, _), at)| seen.get(node.as_str()).is_none_or(|s| **at > *s))
-        .map(|((node, p), _)| (node.as_str(), *p))
-        .collect()
 }
 
 #[cfg(test)]

@@ -760,6 +760,22 @@ impl Execution {
         }
     }
 
+    /// The batches of the first `cap` rows, and whether rows were left out.
+    pub async fn first_rows(&mut self, cap: usize) -> Result<(Vec<RecordBatch>, bool), QueryError> {
+        let mut batches = Vec::new();
+        let mut rows = 0;
+        while let Some(batch) = self.next().await? {
+            let room = cap - rows;
+            if batch.num_rows() > room {
+                batches.push(batch.slice(0, room));
+                return Ok((batches, true));
+            }
+            rows += batch.num_rows();
+            batches.push(batch);
+        }
+        Ok((batches, false))
+    }
+
     pub fn stats(&self, truncated: bool) -> QueryStats {
         let (mut rows_scanned, mut partitions_scanned) = scan_totals(&self.plan);
         let mut partitions_total = 0;

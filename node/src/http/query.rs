@@ -109,16 +109,10 @@ pub(crate) fn max_rows(asked: Option<usize>, cap: usize) -> Result<usize, QueryE
 
 async fn json_response(mut execution: Execution, cap: usize) -> Result<Response, QueryError> {
     let schema = execution.schema();
+    let (batches, truncated) = execution.first_rows(cap).await?;
     let mut rows = Vec::new();
-    let mut truncated = false;
-    while let Some(batch) = execution.next().await? {
-        let room = cap - rows.len();
-        if batch.num_rows() > room {
-            append_rows(&batch.slice(0, room), &mut rows);
-            truncated = true;
-            break;
-        }
-        append_rows(&batch, &mut rows);
+    for batch in &batches {
+        append_rows(batch, &mut rows);
     }
     let columns: Vec<Value> = schema
         .fields()
