@@ -115,12 +115,47 @@ impl Sealer {
     }
 }
 
+/// When this node last heard its cluster: the last datagram that opened
+/// with the cluster's key. A node that hears nobody while it still thinks
+/// others are up does not know what they reported since (`Membership::
+/// deaf`).
+#[derive(Clone)]
+pub struct LastHeard {
+    since: std::time::Instant,
+    /// ms after `since`.
+    at: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LastHeard {
+    fn new() -> LastHeard {
+        LastHeard {
+            since: std::time::Instant::now(),
+            at: Default::default(),
+        }
+    }
+
+    fn now(&self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.at.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long ago the last datagram of the cluster arrived (since the
+    /// transport was bound, when none did).
+    pub fn ago(&self) -> std::time::Duration {
+        let at = self.at.load(std::sync::atomic::Ordering::Relaxed);
+        self.since
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(at))
+    }
+}
+
 /// A UDP socket bound ahead of chitchat, handed to it once.
 pub struct GossipTransport {
     socket: Mutex<Option<tokio::net::UdpSocket>>,
     addr: SocketAddr,
     sealer: std::sync::Arc<Sealer>,
     drops: GossipDrops,
+    heard: LastHeard,
 }
 
 impl GossipTransport {
@@ -133,6 +168,7 @@ impl GossipTransport {
             socket: Mutex::new(Some(socket)),
             sealer: std::sync::Arc::new(Sealer::new(secret)),
             drops: GossipDrops::new(),
+            heard: LastHeard::new(),
         })
     }
 
@@ -143,6 +179,10 @@ impl GossipTransport {
 
     pub fn drops(&self) -> GossipDrops {
         self.drops.clone()
+    }
+
+    pub fn heard(&self) -> LastHeard {
+        self.heard.clone()
     }
 }
 
@@ -163,6 +203,7 @@ impl Transport for GossipTransport {
             socket,
             sealer: self.sealer.clone(),
             drops: self.drops.clone(),
+            heard: self.heard.clone(),
             send: Vec::with_capacity(MAX_DATAGRAM),
             recv: vec![0; MAX_DATAGRAM].into_boxed_slice(),
         }))
@@ -173,6 +214,7 @@ struct GossipSocket {
     socket: tokio::net::UdpSocket,
     sealer: std::sync::Arc<Sealer>,
     drops: GossipDrops,
+    heard: LastHeard,
     send: Vec<u8>,
     recv: Box<[u8]>,
 }
@@ -218,6 +260,7 @@ impl Socket for GossipSocket {
             };
             match ChitchatEnvelope::deserialize(&mut payload) {
                 Ok(envelope) => {
+                    self.heard.now();
                     return Ok(RecvOutcome {
                         from_addr,
                         envelope,

@@ -33,9 +33,12 @@ pub struct MembershipConfig {
     pub cluster_name: String,
     pub secret: String,
     pub gossip_addr: SocketAddr,
+    /// Where the other nodes send gossip, when not `gossip_addr`.
+    pub gossip_advertise_addr: Option<SocketAddr>,
     pub seeds: Vec<String>,
     pub partitions: u32,
     pub http_addr: SocketAddr,
+    /// The Flight address the other nodes dial (advertised).
     pub flight_addr: SocketAddr,
     pub gossip_interval: Duration,
     /// Replicas per partition (N), to know which partitions this node serves.
@@ -59,6 +62,13 @@ pub fn unseen_missed(members: &[Member]) -> impl Iterator<Item = (&str, u32, i64
         .flat_map(|m| m.missed.iter())
         .filter(move |((node, _), at)| seen.get(node.as_str()).is_none_or(|s| **at > *s))
         .map(|((node, p), at)| (node.as_str(), *p, *at))
+}
+
+/// Silence after which a node with live peers counts as deaf: five gossip
+/// rounds (each brings datagrams from every live peer that gossips with
+/// it), at least a second.
+fn deaf_after(interval: Duration) -> Duration {
+    (interval * 5).max(Duration::from_secs(1))
 }
 
 /// What the cluster knows of one node.
@@ -120,6 +130,7 @@ pub struct Membership {
     holds_data: std::sync::atomic::AtomicBool,
     /// Datagrams the gossip transport dropped, by reason.
     drops: crate::gossip::GossipDrops,
+    heard: crate::gossip::LastHeard,
 }
 
 impl Membership {
@@ -136,6 +147,7 @@ impl Membership {
             })?;
         config.gossip_addr = transport.local_addr();
         let drops = transport.drops();
+        let heard = transport.heard();
         let generation = next_generation(config.generation_file.as_deref()).map_err(|e| {
             MembershipError::Start {
                 addr: config.gossip_addr,
@@ -144,7 +156,11 @@ impl Membership {
         })?;
         let interval = config.gossip_interval;
         let chitchat_config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(config.node_name.clone(), generation, config.gossip_addr),
+            chitchat_id: ChitchatId::new(
+                config.node_name.clone(),
+                generation,
+                config.gossip_advertise_addr.unwrap_or(config.gossip_addr),
+            ),
             cluster_id: cluster_id(&config.cluster_name, &config.secret),
             gossip_interval: interval,
             listen_addr: config.gossip_addr,
@@ -185,6 +201,7 @@ impl Membership {
             after_leave: Default::default(),
             holds_data: Default::default(),
             drops,
+            heard,
         });
         if founding {
             let ring = Ring::new(
@@ -210,6 +227,18 @@ impl Membership {
     }
 
     /// The count of gossip datagrams dropped unread, for `/metrics`.
+    /// True when this node heard no gossip for several rounds while it
+    /// still counts other members up: cut off from their gossip (a blocked
+    /// UDP port, an inbound partition) before its failure detector says
+    /// so. It does not know what they reported meanwhile (writes its
+    /// copies missed), so queries coordinated here do not read its copies.
+    pub fn deaf(&self, members: &[Member]) -> bool {
+        let others_up = members
+            .iter()
+            .any(|m| m.up && m.name != self.config.node_name);
+        others_up && self.heard.ago() > deaf_after(self.config.gossip_interval)
+    }
+
     pub fn gossip_drops(&self) -> prometheus::IntCounterVec {
         self.drops.counter()
     }
@@ -347,15 +376,23 @@ impl Membership {
             .await;
     }
 
-    /// Reports that writes this node coordinated did not reach these
-    /// replicas of these partitions (now).
-    pub async fn report_missed(&self, missed: &BTreeSet<(String, u32)>) {
-        let now = atoll_store::now_micros().to_string();
+    /// Reports that writes did not reach these replicas of these
+    /// partitions, as of `at` (µs): writes this node coordinated, or
+    /// another coordinator's report relayed here (`ACTION_MISSED`). A
+    /// later report of the same pair is kept.
+    pub async fn report_missed(&self, missed: &BTreeSet<(String, u32)>, at: i64) {
         self.handle
             .with_chitchat(|c| {
                 let state = c.self_node_state();
                 for (node, p) in missed {
-                    state.set(format!("{MISSED_PREFIX}{node}/{p}"), &now);
+                    let key = format!("{MISSED_PREFIX}{node}/{p}");
+                    let newer = state
+                        .get(&key)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .is_none_or(|had| had < at);
+                    if newer {
+                        state.set(key, at.to_string());
+                    }
                 }
             })
             .await;

@@ -114,6 +114,25 @@ pub struct ChangeApplied {
     pub applied: bool,
 }
 
+/// Flight action: a coordinator's reports of replicas that missed writes
+/// it is about to acknowledge, sent to the replicas that did get them, so
+/// that the reports spread even when the coordinator's own gossip does not
+/// get out (`MissedReport`, answered by `MissedNoted`).
+pub const ACTION_MISSED: &str = "writes.missed";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MissedReport {
+    /// (replica, partition) pairs.
+    pub missed: Vec<(String, u32)>,
+    /// When the coordinator made the report, µs (its gossip value).
+    pub at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MissedNoted {
+    pub noted: usize,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TableRows {
     pub table: String,

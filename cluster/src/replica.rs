@@ -130,6 +130,17 @@ impl LocalReplica {
         }
     }
 
+    /// Gossips another coordinator's report of missed writes as this
+    /// node's own (`ACTION_MISSED`); answers how many pairs it names.
+    pub async fn relay_missed(&self, report: crate::messages::MissedReport) -> usize {
+        let Some(m) = self.membership.get() else {
+            return 0;
+        };
+        let missed: std::collections::BTreeSet<(String, u32)> = report.missed.into_iter().collect();
+        m.report_missed(&missed, report.at).await;
+        missed.len()
+    }
+
     /// Stores each part of `batch` (the parts' rows, in order); answers
     /// the parts that failed, with why.
     pub async fn write_many(

@@ -17,7 +17,9 @@ use futures::TryStreamExt;
 use crate::client::PeerClient;
 use crate::error::ClusterError;
 use crate::membership::Membership;
-use crate::messages::{PutCommand, PutFailures, PutMany, PutPart};
+use crate::messages::{
+    ACTION_MISSED, MissedNoted, MissedReport, PutCommand, PutFailures, PutMany, PutPart,
+};
 use crate::replica::LocalReplica;
 
 /// Replication settings and the connections to other nodes.
@@ -56,6 +58,9 @@ pub struct Delivery {
     /// Why a replica did not take the write (`node: error`), the first one.
     pub failure: Option<String>,
 }
+
+/// How long a coordinator waits for a relay of its missed-write reports.
+const RELAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// W for N replicas: as configured (`--write-quorum`), or a majority.
 pub fn write_quorum(n: usize, configured: Option<usize>) -> usize {
@@ -166,10 +171,15 @@ impl Replicator {
         let mut failures: Vec<Option<String>> = vec![None; writes.len()];
         // The primaries each write reached itself (not through a hint).
         let mut reached: BTreeSet<(usize, &str)> = BTreeSet::new();
+        // The other nodes that stored some of these writes.
+        let mut holders: BTreeSet<&str> = BTreeSet::new();
         for (i, target, failure) in futures::future::join_all(sends).await.into_iter().flatten() {
             match failure {
                 None => {
                     acks[i] += 1;
+                    if target.node != me {
+                        holders.insert(target.node.as_str());
+                    }
                     if target.hint_for.is_none() {
                         reached.insert((i, target.node.as_str()));
                     }
@@ -196,7 +206,9 @@ impl Replicator {
             })
             .collect();
         if !missed.is_empty() {
-            self.membership.report_missed(&missed).await;
+            let at = atoll_store::now_micros();
+            self.membership.report_missed(&missed, at).await;
+            self.relay_missed(&missed, at, &holders, &flight).await;
         }
         Ok(writes
             .into_iter()
@@ -208,6 +220,47 @@ impl Replicator {
                 failure,
             })
             .collect())
+    }
+
+    /// Hands the reports of missed writes to the nodes that stored these
+    /// writes, which gossip them too: a coordinator whose gossip does not
+    /// get out (UDP blocked, its peers' failure detectors not yet fired)
+    /// can still reach replicas over Flight, and acknowledge writes that
+    /// a replica missed, and then only the relays' gossip tells that
+    /// replica and the other coordinators not to count on its copy. Best
+    /// effort and bounded: a relay that does not answer in time is
+    /// skipped (the report is in this node's gossip regardless).
+    async fn relay_missed(
+        &self,
+        missed: &BTreeSet<(String, u32)>,
+        at: i64,
+        holders: &BTreeSet<&str>,
+        flight: &HashMap<String, String>,
+    ) {
+        let report = MissedReport {
+            missed: missed.iter().cloned().collect(),
+            at,
+        };
+        let Ok(body) = crate::messages::encode(&report) else {
+            return;
+        };
+        let sends = holders
+            .iter()
+            .filter_map(|node| Some((*node, flight.get(*node)?)))
+            .map(|(node, addr)| {
+                let body = body.clone();
+                async move {
+                    let ask = self.peers.ask::<MissedNoted>(addr, ACTION_MISSED, body);
+                    match tokio::time::timeout(RELAY_WAIT, ask).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(node, error = %e, "missed-write report not relayed")
+                        }
+                        Err(_) => tracing::debug!(node, "missed-write report not relayed in time"),
+                    }
+                }
+            });
+        futures::future::join_all(sends).await;
     }
 
     /// Another node's share of a request's writes, in one call (a call per

@@ -28,8 +28,9 @@ use crate::call_auth::{CallCheck, CallKey};
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::error::{ClusterError, status};
 use crate::messages::{
-    ACTION_LIVE, ACTION_TABLE_CHANGE, ACTION_TABLE_ROWS, ChangeApplied, FragmentStats,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, PutDescriptor, TableChange, TableRows, decode, encode,
+    ACTION_LIVE, ACTION_MISSED, ACTION_TABLE_CHANGE, ACTION_TABLE_ROWS, ChangeApplied,
+    FragmentStats, MissedNoted, MissedReport, PROTOCOL_HEADER, PROTOCOL_VERSION, PutDescriptor,
+    TableChange, TableRows, decode, encode,
 };
 use crate::replica::{LocalReplica, read_put};
 
@@ -343,6 +344,11 @@ impl FlightService for InternalService {
             ACTION_TABLE_ROWS => {
                 let request: TableRows = decode(&action.body)?;
                 vec![encode(&crate::tables::rows_here(&self.local, &request))?.into()]
+            }
+            ACTION_MISSED => {
+                let report: MissedReport = decode(&action.body)?;
+                let noted = self.local.relay_missed(report).await;
+                vec![encode(&MissedNoted { noted })?.into()]
             }
             _ => {
                 let store = self.local.store.clone();

@@ -89,6 +89,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ATOLL_GOSSIP_ADDR", default_value = "127.0.0.1:7072")]
     pub gossip_addr: String,
 
+    /// Address the other nodes reach this node's Flight service at, when it
+    /// is not `--flight-addr` (a 0.0.0.0 bind, NAT, a proxy in between).
+    #[arg(long, env = "ATOLL_FLIGHT_ADVERTISE_ADDR")]
+    pub flight_advertise_addr: Option<String>,
+
+    /// Address the other nodes send gossip to, when it is not
+    /// `--gossip-addr` (a 0.0.0.0 bind, NAT, a proxy in between).
+    #[arg(long, env = "ATOLL_GOSSIP_ADVERTISE_ADDR")]
+    pub gossip_advertise_addr: Option<String>,
+
     /// Gossip address of a node of the cluster to join (repeatable). Without
     /// seeds the node founds a cluster of its own.
     #[arg(long = "seed", env = "ATOLL_SEEDS", value_delimiter = ',')]

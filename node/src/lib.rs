@@ -149,7 +149,16 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen for Flight on {}", args.flight_addr))?;
         let flight_addr = flight_listener.local_addr()?;
-        let gossip_addr = gossip_addr(&args.gossip_addr)?;
+        let flight_advertised = match &args.flight_advertise_addr {
+            Some(a) => socket_addr(a, "--flight-advertise-addr")?,
+            None => flight_addr,
+        };
+        let gossip_addr = socket_addr(&args.gossip_addr, "--gossip-addr")?;
+        let gossip_advertise_addr = args
+            .gossip_advertise_addr
+            .as_deref()
+            .map(|a| socket_addr(a, "--gossip-advertise-addr"))
+            .transpose()?;
         let name = args
             .node_name
             .clone()
@@ -172,10 +181,11 @@ impl Node {
             cluster_name: args.cluster_name.clone(),
             secret: secret.clone(),
             gossip_addr,
+            gossip_advertise_addr,
             seeds: args.seeds.clone(),
             partitions: args.partitions,
             http_addr,
-            flight_addr,
+            flight_addr: flight_advertised,
             gossip_interval: Duration::from_millis(args.gossip_interval_ms),
             replicas: args.replicas,
             down_after: Duration::from_secs(10),
@@ -365,7 +375,7 @@ impl Node {
                 fragment_outcomes: query_metrics.fragments.clone(),
             },
             secret,
-            flight_addr.to_string(),
+            flight_advertised.to_string(),
         );
         let flight_tls = match (&internal_tls, &certificate) {
             (Some(_), Some(cert)) => Some(cert.https()?),
@@ -562,11 +572,11 @@ async fn healthz(wal: Option<Arc<atoll_store::wal::Wal>>) -> axum::response::Res
 /// How long a node that left waits to hand over its last rows.
 const HAND_BACK_WAIT: Duration = Duration::from_secs(30);
 
-/// A gossip address; with port 0 membership binds a port the system
-/// picks, and advertises it.
-fn gossip_addr(addr: &str) -> anyhow::Result<SocketAddr> {
+/// A gossip or Flight address given as a flag. (A gossip address with
+/// port 0: membership binds a port the system picks, and advertises it.)
+fn socket_addr(addr: &str, flag: &str) -> anyhow::Result<SocketAddr> {
     addr.parse()
-        .with_context(|| format!("--gossip-addr {addr:?} is not IP:PORT"))
+        .with_context(|| format!("{flag} {addr:?} is not IP:PORT"))
 }
 
 /// Waits until the claimant put this node in the ring, or a peer showed the

@@ -1713,3 +1713,25 @@ async fn a_live_view_follows_every_owner_and_stops_when_its_reader_goes() {
         .await;
     assert!(status.success(), "{status}");
 }
+
+/// Behind NAT or a proxy, a node tells the others where to reach it:
+/// `/v1/cluster` lists the advertised gossip and Flight addresses, not the
+/// bound ones. (`scripts/chaos --mode loopback` runs whole clusters this
+/// way, through its proxies.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_advertises_the_addresses_it_is_given() {
+    let node = Server::start(&[
+        "--flight-advertise-addr",
+        "127.0.0.1:9",
+        "--gossip-advertise-addr",
+        "127.0.0.1:10",
+    ]);
+    let v = node.cluster().await;
+    let me = &v["nodes"][0];
+    assert_eq!(me["flight_addr"], "127.0.0.1:9", "{v}");
+    assert_eq!(me["gossip_addr"], "127.0.0.1:10", "{v}");
+    assert!(
+        Server::try_start(&["--gossip-advertise-addr", "nowhere"]).is_err(),
+        "an advertised address that is not IP:PORT is refused"
+    );
+}

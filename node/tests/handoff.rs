@@ -240,6 +240,29 @@ async fn every_node_answers(cluster: &Cluster, sql: &str, expected: &[Value]) {
     }
 }
 
+/// Every node (each a replica of every partition: N = the node count)
+/// holds the same writes of `ev`, partition by partition, `rows` in all.
+async fn same_writes_everywhere(cluster: &Cluster, rows: u64) {
+    let mut held = Vec::new();
+    for s in cluster.running() {
+        let (status, body) = s.get("/v1/cluster/writes").await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        held.push(v["tables"]["ev"].clone());
+    }
+    let total: u64 = held[0]
+        .as_object()
+        .expect("partitions of ev")
+        .values()
+        .map(|p| p["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, rows, "{}", held[0]);
+    assert!(
+        held.iter().all(|h| *h == held[0]),
+        "replicas hold different writes: {held:?}"
+    );
+}
+
 async fn counts(s: &Server) -> (i64, i64) {
     let rows = s.rows("SELECT count(*), count(DISTINCT id) FROM ev").await;
     (rows[0][0].as_i64().unwrap(), rows[0][1].as_i64().unwrap())
@@ -268,6 +291,7 @@ async fn a_replica_killed_mid_ingest_catches_up_and_nothing_is_lost() {
     }
     let n2 = cluster.node(2).query("SELECT count(*) FROM ev").await.1;
     assert_eq!(n2["stats"]["coverage"], 1.0, "{n2}");
+    same_writes_everywhere(&cluster, all as u64).await;
 
     for i in 0..3 {
         cluster.nodes[i].as_mut().unwrap().signal("KILL");

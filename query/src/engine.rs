@@ -439,8 +439,9 @@ impl QueryEngine {
         let n = ring.replicas(cluster.replicas);
         let me = cluster.membership.node_name().to_string();
         let mut members = cluster.membership.members().await;
-        if cluster.stall.suspect() {
-            // Just resumed from a stall: read the other replicas.
+        if cluster.stall.suspect() || cluster.membership.deaf(&members) {
+            // Just resumed from a stall, or hearing no gossip: read the
+            // other replicas.
             for m in members.iter_mut().filter(|m| m.name == me) {
                 m.incomplete = (0..ring.partitions()).collect();
             }

@@ -21,6 +21,7 @@ pub async fn member(
         cluster_name: cluster.into(),
         secret: secret.into(),
         gossip_addr: "127.0.0.1:0".parse().unwrap(),
+        gossip_advertise_addr: None,
         seeds,
         partitions: PARTITIONS,
         http_addr: "127.0.0.1:1".parse().unwrap(),

@@ -32,6 +32,7 @@ pub fn router(state: ClusterState) -> Router {
     Router::new()
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/leave", axum::routing::post(leave))
+        .route("/v1/cluster/writes", get(writes))
         .with_state(state)
 }
 
@@ -64,6 +65,19 @@ async fn leave(
     st.membership.request_leave(&node, force).await;
     let reply = json!({"leaving": node, "force": force});
     Ok((StatusCode::ACCEPTED, Json(reply)).into_response())
+}
+
+/// `GET /v1/cluster/writes`: the writes this node holds, per table and
+/// partition (count and digest of their ids), to compare replicas.
+async fn writes(
+    State(st): State<ClusterState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    caller.may(Need::Status)?;
+    let tables = atoll_cluster::stats::write_digests(&st.store);
+    Ok(Json(
+        json!({"node": st.membership.node_name(), "tables": tables}),
+    ))
 }
 
 async fn cluster(
