@@ -30,6 +30,11 @@ SUBNET = "10.77"
 HTTP, FLIGHT, GOSSIP = 7070, 7071, 7072
 DOWN_AFTER_S = 10  # the node's gossip failure timeout (MembershipConfig)
 TABLE = "chaos"
+# A query may miss writes acknowledged in the first moments after a link
+# is cut (docs/reliability.md): until the cut-off node's silence passes
+# `Membership::deaf` (1 s), and a report of a missed write takes a gossip
+# round from its relay.
+CUT_WINDOW = 1.5
 
 
 def log(*args):
@@ -59,19 +64,52 @@ def enter_netns(name):
     os.close(fd)
 
 
-class Net:
+class NetnsNet:
     """The driver's own namespace (`ctl`, entered once: its clients live
     there) holds a bridge; each node gets a namespace with a veth into it.
-    Nothing is added to the host's own network."""
+    Nothing is added to the host's own network. Any link can be cut, in
+    either direction."""
+
+    mode = "netns"
+    faults = {"isolate", "bridge", "one_way", "loss", "pause", "kill", "kill_wipe",
+              "disk_full", "clock_skew", "join_leave"}
+    tmpfs = True
 
     def __init__(self, tag, schedule, count):
         self.tag = tag
+        self.count = count
         self.nodes = [f"{tag}-s{schedule}n{i}" for i in range(count)]
         self.veths = [f"vs{schedule}n{i}" for i in range(count)]
         self.rules = set()
 
     def addr(self, i):
         return f"{SUBNET}.0.{10 + i}"
+
+    def http(self, i):
+        return f"{self.addr(i)}:{HTTP}"
+
+    def prefix(self, i):
+        return ["ip", "netns", "exec", self.nodes[i]]
+
+    def node_args(self, i):
+        a = self.addr(i)
+        return ["--http-addr", f"{a}:{HTTP}", "--flight-addr", f"{a}:{FLIGHT}",
+                "--gossip-addr", f"{a}:{GOSSIP}"]
+
+    def seed(self, j):
+        return f"{self.addr(j)}:{GOSSIP}"
+
+    def isolate(self, x):
+        for o in range(self.count):
+            if o != x:
+                self.cut(x, o)
+                self.cut(o, x)
+
+    def loss(self, pct, nodes):
+        for a in nodes:
+            for b in nodes:
+                if a != b:
+                    self.cut(a, b, loss=pct)
 
     @staticmethod
     def control(tag):
@@ -124,14 +162,310 @@ class Net:
             sh("ip", "netns", "del", ns, check=False, quiet=True)
 
 
+class LoopbackNet:
+    """Without namespaces (no root): every node on 127.0.0.1, its gossip
+    and Flight reached through userspace proxies that it advertises
+    (`--gossip-advertise-addr`, `--flight-advertise-addr`). A proxy knows
+    which node a gossip datagram comes from (its source port), but not who
+    opened a Flight connection: a node can be cut off from all others
+    (gossip both ways, Flight into it), not on single links. The proxies
+    also delay and reorder: the faults a kernel without `netem` cannot."""
+
+    mode = "loopback"
+    faults = {"isolate", "loss", "delay", "pause", "kill", "kill_wipe", "clock_skew",
+              "join_leave"}
+    tmpfs = False
+
+    def __init__(self, tag, schedule, count):
+        self.count = count
+        self.base = free_port_block(count * 10)
+        self.lock = threading.Lock()
+        self.isolated = set()
+        self.loss_pct = 0
+        self.delay_ms = {}  # node -> (base, jitter) on what it receives
+        self.stop = threading.Event()
+        self.proxies = []
+        self.later = Later(self.stop)
+
+    def port(self, i, k):
+        """k: 0 HTTP, 1 Flight, 2 gossip, 3 Flight proxy, 4 gossip proxy."""
+        return self.base + 10 * i + k
+
+    def http(self, i):
+        return f"127.0.0.1:{self.port(i, 0)}"
+
+    def prefix(self, i):
+        return []
+
+    def node_args(self, i):
+        return ["--http-addr", self.http(i),
+                "--flight-addr", f"127.0.0.1:{self.port(i, 1)}",
+                "--gossip-addr", f"127.0.0.1:{self.port(i, 2)}",
+                "--flight-advertise-addr", f"127.0.0.1:{self.port(i, 3)}",
+                "--gossip-advertise-addr", f"127.0.0.1:{self.port(i, 4)}"]
+
+    def seed(self, j):
+        return f"127.0.0.1:{self.port(j, 4)}"
+
+    def up(self):
+        for i in range(self.count):
+            self.proxies.append(UdpProxy(self, i))
+            self.proxies.append(TcpProxy(self, i))
+        for p in self.proxies:
+            p.start()
+
+    def node_of(self, port):
+        """The node whose gossip socket has this port."""
+        i, k = divmod(port - self.base, 10)
+        return i if k == 2 and 0 <= i < self.count else None
+
+    def cut_off(self, i):
+        with self.lock:
+            return i in self.isolated
+
+    def dropped(self, src, dst):
+        """Whether a datagram from node `src` to node `dst` is lost."""
+        with self.lock:
+            if src in self.isolated or dst in self.isolated:
+                return True
+            return random.random() * 100 < self.loss_pct
+
+    def delay_of(self, dst):
+        with self.lock:
+            base, jitter = self.delay_ms.get(dst, (0, 0))
+        return (base + random.random() * jitter) / 1000
+
+    def isolate(self, x):
+        with self.lock:
+            self.isolated.add(x)
+        for p in self.proxies:
+            if p.node == x and isinstance(p, TcpProxy):
+                p.cut_all()
+
+    def loss(self, pct, nodes):
+        with self.lock:
+            self.loss_pct = pct
+
+    def delay(self, nodes, base, jitter):
+        with self.lock:
+            for n in nodes:
+                self.delay_ms[n] = (base, jitter)
+
+    def heal(self):
+        with self.lock:
+            self.isolated.clear()
+            self.loss_pct = 0
+            self.delay_ms.clear()
+
+    def down(self):
+        self.stop.set()
+        for p in self.proxies:
+            p.close()
+        for p in self.proxies:
+            p.join(5)
+
+
+def free_port_block(size):
+    """The first port of `size` consecutive free ones (TCP and UDP)."""
+    import socket
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - size)
+        socks = []
+        try:
+            for port in range(base, base + size):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    s = socket.socket(socket.AF_INET, kind)
+                    socks.append(s)
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports on 127.0.0.1")
+
+
+class Later(threading.Thread):
+    """Runs calls after a delay, in time order: delayed datagrams that
+    overtake one another arrive reordered."""
+
+    def __init__(self, stop):
+        super().__init__(daemon=True)
+        import heapq
+        self.heapq = heapq
+        self.stop = stop
+        self.cv = threading.Condition()
+        self.heap = []
+        self.seq = 0
+        self.start()
+
+    def call(self, delay, fn, *args):
+        if delay <= 0:
+            try:
+                fn(*args)
+            except OSError:
+                pass
+            return
+        with self.cv:
+            self.seq += 1
+            self.heapq.heappush(self.heap, (time.time() + delay, self.seq, fn, args))
+            self.cv.notify()
+
+    def run(self):
+        while not self.stop.is_set():
+            with self.cv:
+                while not self.heap or self.heap[0][0] > time.time():
+                    wait = self.heap[0][0] - time.time() if self.heap else 0.2
+                    self.cv.wait(min(0.2, max(0.0, wait)))
+                    if self.stop.is_set():
+                        return
+                _, _, fn, args = self.heapq.heappop(self.heap)
+            try:
+                fn(*args)
+            except OSError:
+                pass
+
+
+class UdpProxy(threading.Thread):
+    """Gossip into node `i`: one upstream socket per sender (as a NAT
+    does), so that the node's replies find their way back."""
+
+    def __init__(self, net, i):
+        import socket
+        super().__init__(daemon=True)
+        self.net, self.node = net, i
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", net.port(i, 4)))
+        self.sock.settimeout(0.2)
+        self.target = ("127.0.0.1", net.port(i, 2))
+        self.upstream = {}
+
+    def run(self):
+        import socket
+        while not self.net.stop.is_set():
+            try:
+                data, src = self.sock.recvfrom(65536)
+            except (socket.timeout, OSError):
+                continue
+            sender = self.net.node_of(src[1])
+            if self.net.dropped(sender, self.node):
+                continue
+            up = self.upstream.get(src)
+            if up is None:
+                up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                up.bind(("127.0.0.1", 0))
+                up.settimeout(0.2)
+                self.upstream[src] = up
+                threading.Thread(target=self.replies, args=(up, src, sender),
+                                 daemon=True).start()
+            self.net.later.call(self.net.delay_of(self.node), up.sendto, data, self.target)
+
+    def replies(self, up, src, sender):
+        import socket
+        while not self.net.stop.is_set():
+            try:
+                data = up.recv(65536)
+            except (socket.timeout, OSError):
+                continue
+            if self.net.dropped(self.node, sender):
+                continue
+            self.net.later.call(self.net.delay_of(sender) if sender is not None else 0,
+                                self.sock.sendto, data, src)
+
+    def close(self):
+        self.sock.close()
+        for up in self.upstream.values():
+            up.close()
+
+
+class TcpProxy(threading.Thread):
+    """Flight into node `i`. Cut off, it refuses connections and closes
+    the open ones; under loss it resets a connection now and then; under
+    delay every chunk waits (in order: TCP does not reorder)."""
+
+    def __init__(self, net, i):
+        import socket
+        super().__init__(daemon=True)
+        self.net, self.node = net, i
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", net.port(i, 3)))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.target = ("127.0.0.1", net.port(i, 1))
+        self.open = set()
+        self.lock = threading.Lock()
+
+    def run(self):
+        import socket
+        while not self.net.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            if self.net.cut_off(self.node):
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            pair = (client, server)
+            with self.lock:
+                self.open.add(pair)
+            for a, b, dst in ((client, server, self.node), (server, client, None)):
+                threading.Thread(target=self.pump, args=(a, b, dst, pair), daemon=True).start()
+
+    def pump(self, a, b, dst, pair):
+        try:
+            a.settimeout(None)
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                if self.net.cut_off(self.node):
+                    break
+                if self.net.loss_pct and random.random() * 100 < self.net.loss_pct / 20:
+                    break
+                if dst is not None:
+                    wait = self.net.delay_of(dst)
+                    if wait:
+                        time.sleep(wait)
+                b.sendall(data)
+        except OSError:
+            pass
+        self.drop(pair)
+
+    def drop(self, pair):
+        with self.lock:
+            self.open.discard(pair)
+        for s in pair:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut_all(self):
+        with self.lock:
+            pairs = list(self.open)
+        for pair in pairs:
+            self.drop(pair)
+
+    def close(self):
+        self.listener.close()
+        self.cut_all()
+
+
 # ---------------------------------------------------------------- HTTP
 
 
 def request(host, method, path, body=None, headers=None, timeout=5.0):
-    """(status, parsed JSON or text); status None on a connection error
-    or timeout."""
+    """(status, parsed JSON or text) from HOST:PORT; status None on a
+    connection error or timeout."""
     try:
-        c = http.client.HTTPConnection(host, HTTP, timeout=timeout)
+        c = http.client.HTTPConnection(host, timeout=timeout)
         c.request(method, path, body=body, headers=headers or {})
         r = c.getresponse()
         data = r.read()
@@ -164,24 +498,29 @@ class Cluster:
         self.members = set(range(count))
         self.skew = {}
         self.crashes = []
+        self.cuts = []  # when links were cut
+
+    def cut_recently(self, t):
+        return any(0 <= t - c <= CUT_WINDOW for c in self.cuts)
 
     def data_dir(self, i):
         return os.path.join(self.workdir, f"n{i}")
 
     def mount(self, i):
+        """The node's data dir: a small tmpfs where one can be mounted (a
+        full disk is then a fault), else a plain directory."""
         d = self.data_dir(i)
         os.makedirs(d, exist_ok=True)
-        sh("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", d)
+        if self.net.tmpfs:
+            sh("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", d)
         os.makedirs(os.path.join(d, "atoll"), exist_ok=True)
 
     def start(self, i, seed=True):
-        a = self.net.addr(i)
-        cmd = ["ip", "netns", "exec", self.net.nodes[i]]
+        cmd = self.net.prefix(i)
         if self.skew.get(i):
             cmd += ["faketime", "-f", f"{self.skew[i]:+d}s"]
-        cmd += [self.atoll, "serve", "--node-name", f"n{i}",
-                "--http-addr", f"{a}:{HTTP}", "--flight-addr", f"{a}:{FLIGHT}",
-                "--gossip-addr", f"{a}:{GOSSIP}", "--gossip-interval-ms", "100",
+        cmd += [self.atoll, "serve", "--node-name", f"n{i}", *self.net.node_args(i),
+                "--gossip-interval-ms", "100",
                 "--cluster-secret", self.secret, "--insecure-no-auth",
                 "--data-dir", os.path.join(self.data_dir(i), "atoll"),
                 "--memory-limit", "512MiB", "--max-result-rows", "1000000",
@@ -191,7 +530,7 @@ class Cluster:
         if seed:
             for j in sorted(self.members):
                 if j != i:
-                    cmd += ["--seed", f"{self.net.addr(j)}:{GOSSIP}"]
+                    cmd += ["--seed", self.net.seed(j)]
         out = open(os.path.join(self.workdir, f"n{i}.log"), "ab")
         # A process group of its own: signals reach the node itself, not
         # only a wrapper (`faketime` runs it as a child).
@@ -201,7 +540,7 @@ class Cluster:
     def wait_http(self, i, bound=30):
         deadline = time.time() + bound
         while time.time() < deadline:
-            status, _ = request(self.net.addr(i), "GET", "/healthz", timeout=1)
+            status, _ = request(self.net.http(i), "GET", "/healthz", timeout=1)
             if status is not None:
                 return
             if self.procs[i].poll() is not None:
@@ -235,8 +574,9 @@ class Cluster:
                 except ProcessLookupError:
                     pass
             p.wait()
-        for i in range(len(self.net.nodes)):
-            sh("umount", "-l", self.data_dir(i), check=False, quiet=True)
+        for i in range(self.net.count):
+            if self.net.tmpfs:
+                sh("umount", "-l", self.data_dir(i), check=False, quiet=True)
 
 
 # ---------------------------------------------------------------- workload
@@ -253,6 +593,7 @@ class Workload:
         self.sent = set()
         self.acked = set()
         self.acked_order = []  # (time acknowledged, ids)
+        self.stale_after_cut = []
         self.stop_new = threading.Event()
         self.give_up = threading.Event()
         self.clients = clients
@@ -263,7 +604,7 @@ class Workload:
         self.threads = []
 
     def hosts(self):
-        return [self.cluster.net.addr(i) for i in sorted(self.cluster.members)]
+        return [self.cluster.net.http(i) for i in sorted(self.cluster.members)]
 
     def writer(self, c):
         rng = random.Random(self.rng.random())
@@ -291,25 +632,49 @@ class Workload:
                 time.sleep(0.2 + rng.random() * 0.3)
 
     def reader(self):
+        """Counts, and every other time reads every id: a full answer holds
+        every id acknowledged before it started, once, and nothing never
+        sent. A full answer short of ids acknowledged in the first
+        `CUT_WINDOW` s after a link was cut is counted apart (the window
+        docs/reliability.md documents); any other is wrong."""
         rng = random.Random(self.rng.random())
+        ids_query = False
         while not self.stop_new.is_set():
+            ids_query = not ids_query
+            started = time.time()
             with self.lock:
-                acked_before = len(self.acked)
+                acked_before = set(self.acked) if ids_query else None
+                acked_count = len(self.acked)
             host = rng.choice(self.hosts())
-            status, answer = query(host, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {TABLE}")
+            sql = f"SELECT id FROM {TABLE}" if ids_query else \
+                f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {TABLE}"
+            status, answer = query(host, sql)
             with self.lock:
-                sent_after = len(self.sent)
+                sent_after = set(self.sent) if ids_query else None
+                sent_count = len(self.sent)
             if status == 200 and isinstance(answer, dict):
-                n, d = answer["rows"][0]
-                coverage = answer["stats"]["coverage"]
-                if coverage >= 1.0:
-                    self.queries["full"] += 1
-                    if not (acked_before <= n <= sent_after and n == d):
-                        self.wrong.append({"at": time.strftime("%H:%M:%S"), "host": host,
-                                           "count": n, "distinct": d,
-                                           "acked_before": acked_before, "sent_by_end": sent_after})
-                else:
+                if answer["stats"]["coverage"] < 1.0:
                     self.queries["partial"] += 1
+                    time.sleep(0.3)
+                    continue
+                self.queries["full"] += 1
+                if ids_query:
+                    ids = [r[0] for r in answer["rows"]]
+                    got = set(ids)
+                    short = len(acked_before - got)
+                    extra = len(got - sent_after) + len(ids) - len(got)
+                else:
+                    n, d = answer["rows"][0]
+                    short = max(0, acked_count - n)
+                    extra = max(0, n - sent_count) + n - d
+                if short or extra:
+                    seen = {"at": time.strftime("%H:%M:%S", time.localtime(started)),
+                            "host": host, "ids" if ids_query else "count": True,
+                            "short": short, "extra": extra}
+                    if not extra and self.cluster.cut_recently(started):
+                        self.stale_after_cut.append(seen)
+                    else:
+                        self.wrong.append(seen)
             elif status == 404 or (isinstance(answer, dict) and "not found" in str(answer.get("error", ""))):
                 pass  # no event stored yet: the table does not exist
             else:
@@ -339,7 +704,7 @@ class Workload:
 # ---------------------------------------------------------------- faults
 
 
-FAULTS = ["isolate", "bridge", "one_way", "loss", "pause", "kill", "kill_wipe",
+FAULTS = ["isolate", "bridge", "one_way", "loss", "delay", "pause", "kill", "kill_wipe",
           "disk_full", "clock_skew", "join_leave"]
 
 
@@ -359,10 +724,10 @@ class Nemesis:
         x = self.rng.choice(nodes)
         others = [n for n in nodes if n != x]
         self.counts[fault] = self.counts.get(fault, 0) + 1
+        if fault in ("isolate", "bridge", "one_way"):
+            self.c.cuts.append(time.time())
         if fault == "isolate":
-            for o in others:
-                self.net.cut(x, o)
-                self.net.cut(o, x)
+            self.net.isolate(x)
             return f"n{x} cut off from {others}"
         if fault == "bridge":
             a, b = self.rng.sample(others, 2) if len(others) >= 2 else (others[0], x)
@@ -375,11 +740,13 @@ class Nemesis:
             return f"n{o} stops hearing n{x}"
         if fault == "loss":
             pct = self.rng.choice([20, 40])
-            for a in nodes:
-                for b in nodes:
-                    if a != b:
-                        self.net.cut(a, b, loss=pct)
+            self.net.loss(pct, nodes)
             return f"{pct}% loss between every pair"
+        if fault == "delay":
+            base, jitter = self.rng.choice([(20, 80), (100, 200), (300, 600)])
+            hit = nodes if self.rng.random() < 0.5 else [x]
+            self.net.delay(hit, base, jitter)
+            return f"{base}-{base + jitter} ms delay (reordered) into {['n%d' % n for n in hit]}"
         if fault == "pause":
             self.c.signal(x, signal.SIGSTOP)
             self.healing.append(lambda: self.c.signal(x, signal.SIGCONT))
@@ -414,7 +781,7 @@ class Nemesis:
             self.healing.append(lambda: self.c.skew.pop(x, None))
             return f"n{x} restarted with its clock {skew:+d} s off"
         if fault == "join_leave":
-            spare = len(self.net.nodes) - 1
+            spare = self.net.count - 1
             if spare in self.c.members:
                 return "join skipped: the spare node is in use"
             self.c.members.add(spare)
@@ -424,7 +791,7 @@ class Nemesis:
         raise ValueError(fault)
 
     def leave(self, i):
-        host = self.net.addr(min(n for n in self.c.members if n != i))
+        host = self.net.http(min(n for n in self.c.members if n != i))
         request(host, "POST", "/v1/cluster/leave", json.dumps({"node": f"n{i}"}),
                 {"Content-Type": "application/json"})
         self.c.members.discard(i)
@@ -456,7 +823,7 @@ def converge(cluster, bound=90):
     while time.time() - started < bound:
         views = []
         for i in sorted(cluster.members):
-            status, v = request(cluster.net.addr(i), "GET", "/v1/cluster", timeout=3)
+            status, v = request(cluster.net.http(i), "GET", "/v1/cluster", timeout=3)
             views.append(v if status == 200 and isinstance(v, dict) and "ring" in v else None)
         last = views
         if all(v and settled(v, want) for v in views) and len({v["epoch"] for v in views}) == 1:
@@ -478,7 +845,7 @@ def settled(v, want):
 def final_check(cluster, work):
     result = {"lost": 0, "duplicated": 0, "unexpected": 0, "per_node": {}}
     for i in sorted(cluster.members):
-        status, answer = query(cluster.net.addr(i), f"SELECT id FROM {TABLE}", timeout=30,
+        status, answer = query(cluster.net.http(i), f"SELECT id FROM {TABLE}", timeout=30,
                                partial=False)
         if status != 200:
             result["per_node"][f"n{i}"] = f"no answer: {status} {answer}"
@@ -494,7 +861,28 @@ def final_check(cluster, work):
         result["unexpected"] = max(result["unexpected"], len(unexpected))
         result["per_node"][f"n{i}"] = {"rows": len(ids), "lost": sorted(lost)[:5],
                                         "duplicated": dup, "unexpected": sorted(unexpected)[:5]}
+    result["divergent"] = divergent_partitions(cluster)
     return result
+
+
+def divergent_partitions(cluster):
+    """Partitions whose primary replicas do not hold the same write ids
+    (`GET /v1/cluster/writes`: count and digest per partition)."""
+    members = sorted(cluster.members)
+    status, view = request(cluster.net.http(members[0]), "GET", "/v1/cluster", timeout=5)
+    held = {}
+    for i in members:
+        s, w = request(cluster.net.http(i), "GET", "/v1/cluster/writes", timeout=10)
+        if status != 200 or s != 200:
+            return [f"no answer from n{i}: {s} {w}"]
+        held[f"n{i}"] = w["tables"].get(TABLE, {})
+    differ = []
+    for r in view["ring"]:
+        p = str(r["partition"])
+        copies = {n: held.get(n, {}).get(p) for n in r["primaries"]}
+        if len({json.dumps(c, sort_keys=True) for c in copies.values()}) > 1:
+            differ.append({"partition": r["partition"], "copies": copies})
+    return differ
 
 
 # ---------------------------------------------------------------- schedules
@@ -502,7 +890,7 @@ def final_check(cluster, work):
 
 def run_schedule(args, k, seed, totals):
     rng = random.Random(f"{seed}-{k}")
-    net = Net(args.tag, k, args.nodes + 1)
+    net = args.net(args.tag, k, args.nodes + 1)
     workdir = os.path.join(args.workdir, f"s{k}")
     os.makedirs(workdir, exist_ok=True)
     cluster = Cluster(net, args.atoll, workdir, args.nodes, f"chaos-{seed}-{k}")
@@ -550,10 +938,12 @@ def run_schedule(args, k, seed, totals):
         totals["lost"] += check["lost"]
         totals["duplicated"] += check["duplicated"]
         totals["unexpected"] += check["unexpected"]
+        totals["divergent_partitions"] += len(check["divergent"])
         totals["partial_answers"] += work.queries["partial"]
         totals["full_answers"] += work.queries["full"]
         totals["failed_answers"] += work.queries["failed"]
         totals["wrong_full_answers"] += len(work.wrong)
+        totals["stale_after_cut"] += len(work.stale_after_cut)
         totals["crashes"] += len(cluster.crashes)
         totals["retried_requests"] += work.requests["retried"]
         if took is None:
@@ -562,12 +952,14 @@ def run_schedule(args, k, seed, totals):
         else:
             totals["converge_s"].append(round(took, 1))
         bad = check["lost"] or check["duplicated"] or check["unexpected"] or work.wrong \
-            or cluster.crashes or took is None
-        log(f"  acknowledged {len(work.acked)} of {len(work.sent)} sent; queries {work.queries}; "
+            or check["divergent"] or cluster.crashes or took is None
+        log(f"  acknowledged {len(work.acked)} of {len(work.sent)} sent; queries {work.queries} "
+            f"({len(work.stale_after_cut)} full ones short just after a cut); "
             f"converged in {took if took is None else round(took, 1)} s; check "
             f"{json.dumps({k2: v for k2, v in check.items() if k2 != 'per_node'})}")
         if bad:
-            log(f"  FAILED schedule {k}: per node {json.dumps(check['per_node'])}; wrong answers "
+            log(f"  FAILED schedule {k}: per node {json.dumps(check['per_node'])}; replicas "
+                f"differ {json.dumps(check['divergent'][:3])}; wrong answers "
                 f"{work.wrong[:5]}; crashes {cluster.crashes}; logs in {workdir}")
             totals["failed_schedules"].append(k)
     finally:
@@ -596,33 +988,58 @@ def main():
     p.add_argument("--faults", default=",".join(FAULTS))
     p.add_argument("--atoll", default="target/debug/atoll")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--mode", choices=["auto", "netns", "loopback"], default="auto",
+                   help="netns (root: any link can be cut) or loopback (proxies, no "
+                        "privileges); auto picks netns when it can")
     args = p.parse_args()
-    args.faults = args.faults.split(",")
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     args.atoll = os.path.abspath(args.atoll)
-    if os.geteuid() != 0:
-        print("scripts/chaos: needs root (network namespaces, nftables, tmpfs); "
-              "the loopback-proxy mode is not built yet", file=sys.stderr)
-        return 2
     if not os.access(args.atoll, os.X_OK):
         print(f"scripts/chaos: no atoll binary at {args.atoll} (cargo build --bin atoll)",
               file=sys.stderr)
         return 2
-    lacking = install([("nftables", "nft"), ("faketime", "faketime")])
-    if "nftables" in lacking:
+    root = os.geteuid() == 0
+    if args.mode == "netns" and not root:
+        print("scripts/chaos: --mode netns needs root (network namespaces, nftables, "
+              "tmpfs); --mode loopback runs without", file=sys.stderr)
+        return 2
+    if args.mode == "auto":
+        args.mode = "netns" if root and shutil.which("ip") else "loopback"
+        if args.mode == "loopback":
+            log("not root: LOOPBACK mode (userspace proxies; a node can only be cut off "
+                "from all others, no full disk)")
+    packages = [("faketime", "faketime")] + ([("nftables", "nft")] if args.mode == "netns" else [])
+    lacking = install(packages) if root else [p for p, b in packages if not shutil.which(b)]
+    if args.mode == "netns" and "nftables" in lacking:
         print("scripts/chaos: nft is missing and apt-get could not install nftables",
               file=sys.stderr)
         return 2
-    if "faketime" in lacking:
-        log("faketime could not be installed: clock skew faults are skipped")
+    args.net = NetnsNet if args.mode == "netns" else LoopbackNet
+    wanted = args.faults.split(",")
+    unknown = [f for f in wanted if f not in FAULTS]
+    if unknown:
+        print(f"scripts/chaos: unknown faults {unknown}; known: {FAULTS}", file=sys.stderr)
+        return 2
+    args.faults = [f for f in wanted if f in args.net.faults]
+    if "faketime" in lacking and "clock_skew" in args.faults:
+        log("faketime is not installed (and could not be): clock skew faults are SKIPPED")
+        args.faults.remove("clock_skew")
+    skipped = [f for f in wanted if f not in args.faults]
+    if skipped:
+        log(f"{args.mode} mode cannot inject {skipped}: left out of the schedules")
+    if not args.faults:
+        print("scripts/chaos: no fault left to inject", file=sys.stderr)
+        return 2
     args.workdir = args.workdir or f"/tmp/atoll-chaos-{os.getpid()}"
     os.makedirs(args.workdir, exist_ok=True)
-    log(f"seed {seed}: {args.schedules} schedules of {args.faults_per_schedule} faults, "
-        f"{args.nodes} nodes, logs under {args.workdir}")
+    log(f"seed {seed}, {args.mode} mode: {args.schedules} schedules of "
+        f"{args.faults_per_schedule} faults from {args.faults}, {args.nodes} nodes, "
+        f"logs under {args.workdir}")
     args.tag = f"atc{os.getpid() % 100000}"
-    ctl = Net.control(args.tag)
-    totals = {"mode": "netns", "seed": seed, "schedules": 0, "sent": 0, "acknowledged": 0,
-              "lost": 0, "duplicated": 0, "unexpected": 0, "full_answers": 0,
+    ctl = NetnsNet.control(args.tag) if args.mode == "netns" else None
+    totals = {"mode": args.mode, "seed": seed, "schedules": 0, "sent": 0, "acknowledged": 0,
+              "lost": 0, "duplicated": 0, "unexpected": 0, "divergent_partitions": 0,
+              "full_answers": 0, "stale_after_cut": 0,
               "partial_answers": 0, "failed_answers": 0, "wrong_full_answers": 0,
               "crashes": 0, "not_converged": 0, "retried_requests": 0, "converge_s": [],
               "faults": {}, "failed_schedules": []}
@@ -635,14 +1052,16 @@ def main():
         except Exception as e:  # a harness failure is a failed run, said loudly
             log(f"schedule {k} could not run: {e}")
             totals["failed_schedules"].append(k)
-    sh("ip", "netns", "del", ctl, check=False, quiet=True)
+    if ctl:
+        sh("ip", "netns", "del", ctl, check=False, quiet=True)
     c = sorted(totals.pop("converge_s"))
     totals["converge_s_p50"] = c[len(c) // 2] if c else None
     totals["converge_s_max"] = c[-1] if c else None
     totals["seconds"] = round(time.time() - started)
     print(json.dumps(totals))
     bad = totals["lost"] or totals["duplicated"] or totals["unexpected"] or totals["crashes"] \
-        or totals["wrong_full_answers"] or totals["failed_schedules"] or totals["not_converged"]
+        or totals["wrong_full_answers"] or totals["failed_schedules"] or totals["not_converged"] \
+        or totals["divergent_partitions"]
     if not bad and not any(totals["failed_schedules"]):
         shutil.rmtree(args.workdir, ignore_errors=True)
     return 1 if bad else 0
