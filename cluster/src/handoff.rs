@@ -56,22 +56,26 @@ pub struct Transfer {
     ended: Option<Instant>,
 }
 
-/// Marks the partitions that other nodes report missed writes of (since
-/// this node last looked) incomplete; the newest such report, when there
-/// was one.
+/// The partitions (held here) that other nodes report missed writes of
+/// since this node last looked, and the newest such report of each
+/// reporter, when there was one.
 fn missed_here(
     me: &str,
     members: &[Member],
     held: &BTreeSet<u32>,
-    incomplete: &mut BTreeSet<u32>,
-) -> Option<i64> {
-    let fresh: Vec<(u32, i64)> = crate::membership::unseen_missed(members)
-        .filter(|(node, _, _)| *node == me)
-        .map(|(_, p, at)| (p, at))
-        .collect();
-    let newest = fresh.iter().map(|(_, at)| *at).max()?;
-    incomplete.extend(fresh.iter().map(|(p, _)| *p).filter(|p| held.contains(p)));
-    Some(newest)
+) -> Option<(BTreeSet<u32>, BTreeMap<String, i64>)> {
+    let mut marked = BTreeSet::new();
+    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+    for report in crate::membership::unseen_missed(members).filter(|r| r.replica == me) {
+        if held.contains(&report.partition) {
+            marked.insert(report.partition);
+        }
+        let at = newest
+            .entry(report.reporter.to_string())
+            .or_insert(report.at);
+        *at = (*at).max(report.at);
+    }
+    (!newest.is_empty()).then_some((marked, newest))
 }
 
 /// How long a finished transfer stays listed.
@@ -203,6 +207,10 @@ impl Handoff {
 
     async fn round(&self) {
         let membership = &self.replicator.membership;
+        // First of all: marks made from here on (a ring change, a stall, a
+        // report) survive what this round clears, whatever ring it
+        // started with.
+        let (mut incomplete, since) = membership.incomplete_since();
         let members = membership.members().await;
         self.gossip_hints().await;
         if self.limit > 0 {
@@ -219,21 +227,19 @@ impl Handoff {
         let me = membership.node_name().to_string();
         let held: BTreeSet<u32> = ring.held_by(&me, n).into_iter().collect();
         if self.limit > 0 {
-            self.hand_back(&ring, n, &held, &members).await;
+            self.hand_back(&ring, n, &held, &members, true).await;
         }
         let routed = all_route_with(&ring, &members);
         self.forget_handled_reports(&ring, &members).await;
-        let mut incomplete = membership.incomplete();
-        if let Some(seen) = missed_here(&me, &members, &held, &mut incomplete) {
+        if let Some((marked, seen)) = missed_here(&me, &members, &held) {
             tracing::warn!(
-                partitions = ?incomplete,
+                partitions = ?marked,
                 "other nodes could not write to this one: marked incomplete until caught up"
             );
-            membership
-                .set_incomplete_for_missed(&incomplete, seen)
-                .await;
+            membership.mark_incomplete_for_missed(&marked, &seen).await;
+            incomplete.extend(marked);
         }
-        let stale: Vec<u32> = incomplete.difference(&held).copied().collect();
+        let mut cleared: BTreeSet<u32> = incomplete.difference(&held).copied().collect();
         let full = {
             let mut last = self.last_full_check.lock();
             let due = last.is_none_or(|t| t.elapsed() >= ANTI_ENTROPY_EVERY);
@@ -242,9 +248,8 @@ impl Handoff {
             }
             due
         };
-        let mut changed = !stale.is_empty();
-        for p in stale {
-            incomplete.remove(&p);
+        for p in &cleared {
+            incomplete.remove(p);
         }
         if self.limit > 0 {
             let due: Vec<u32> = held
@@ -268,8 +273,7 @@ impl Handoff {
                             && !hints_pending
                             && (routed || !pending_here(&ring, n, p, &me)) =>
                     {
-                        incomplete.remove(&p);
-                        changed = true;
+                        cleared.insert(p);
                         tracing::info!(partition = p, "caught up: complete again");
                     }
                     Ok(_) => {}
@@ -279,8 +283,8 @@ impl Handoff {
                 }
             }
         }
-        if changed {
-            membership.set_incomplete(&incomplete).await;
+        if !cleared.is_empty() {
+            membership.clear_incomplete(&cleared, since).await;
         }
     }
 
@@ -299,7 +303,7 @@ impl Handoff {
                 !in_ring.contains(node)
                     || members
                         .iter()
-                        .any(|m| &m.name == node && m.missed_seen >= **at)
+                        .any(|m| &m.name == node && m.missed_seen.get(me).is_some_and(|s| s >= *at))
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -337,10 +341,16 @@ impl Handoff {
         if !any_complete && !all_up {
             return Ok(false);
         }
+        // Every source is asked, even when one fails: a replica that
+        // counts up but refuses this node (its clock too far off, a link
+        // cut one way) must not keep it from the others' writes.
+        let mut failed = None;
         for source in &up {
-            self.fetch_missing(source, p).await?;
+            if let Err(e) = self.fetch_missing(source, p).await {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(true)
+        failed.map_or(Ok(true), Err)
     }
 
     async fn fetch_missing(&self, source: &Member, p: u32) -> Result<(), ClusterError> {
@@ -540,7 +550,9 @@ impl Handoff {
             return;
         }
         let n = after.replicas(self.replicator.n);
-        let kept = self.hand_back(after, n, &BTreeSet::new(), members).await;
+        let kept = self
+            .hand_back(after, n, &BTreeSet::new(), members, false)
+            .await;
         let hints = self.hints.rows().into_iter().any(|(_, rows)| rows > 0);
         self.handed_back
             .store(kept == 0 && !hints, std::sync::atomic::Ordering::Relaxed);
@@ -556,13 +568,26 @@ impl Handoff {
     /// routed with the ring before a move can land here after the new
     /// replicas caught up; this is where it reaches them. Returns how many
     /// partitions still hold rows (no replica up, or a transfer failed).
+    /// With `recheck`, a partition is dropped only if the ring in force
+    /// then still does not give it to this node: a ring change during the
+    /// transfers may have given it back.
     async fn hand_back(
         &self,
         ring: &Ring,
         n: usize,
         held: &BTreeSet<u32>,
         members: &[Member],
+        recheck: bool,
     ) -> usize {
+        let me = self.replicator.membership.node_name().to_string();
+        let held_now = |p: u32| {
+            recheck
+                && self
+                    .replicator
+                    .membership
+                    .ring()
+                    .is_none_or(|r| r.held_by(&me, r.replicas(self.replicator.n)).contains(&p))
+        };
         let mut kept = 0;
         for table in self.replicator.local.store.tables() {
             for p in (0..table.partitions()).filter(|p| !held.contains(p)) {
@@ -577,6 +602,7 @@ impl Handoff {
                     .hand_back_partition(ring, n, &table, p, &ids, members)
                     .await
                 {
+                    Ok(()) if held_now(p) => {}
                     Ok(()) if table.clear_partition_if(p, &ids) => {
                         tracing::info!(
                             table = table.name(),

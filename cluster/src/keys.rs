@@ -21,7 +21,8 @@ pub const KEY_INCOMPLETE: &str = "incomplete";
 /// down, cut off or paused): NODE may lack acknowledged events there until
 /// it catches up. Deleted once NODE says it saw it (`missed_seen`).
 pub const MISSED_PREFIX: &str = "missed.";
-/// `missed_seen`: the newest `missed.` report about this node it has acted
+/// `missed_seen`: per reporter (a JSON object, node name -> µs by that
+/// node's clock), the newest `missed.` report about this node it has acted
 /// on (marked the partition incomplete, to catch up), set after
 /// `incomplete`: a reader that has this value has that mark too.
 pub const KEY_MISSED_SEEN: &str = "missed_seen";

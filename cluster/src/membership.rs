@@ -49,19 +49,49 @@ pub struct MembershipConfig {
     pub generation_file: Option<std::path::PathBuf>,
 }
 
+/// This node's incomplete partitions, and when each was last marked (a
+/// count of marks), so that a catch-up does not clear a later mark.
+#[derive(Debug, Default)]
+struct Marks {
+    set: BTreeSet<u32>,
+    marked: BTreeMap<u32, u64>,
+    count: u64,
+}
+
+/// A report of a missed write that its replica has not acted on yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnseenMissed<'m> {
+    pub replica: &'m str,
+    pub partition: u32,
+    /// The node whose gossip carries the report, and its time there (µs,
+    /// by that node's clock: reports are compared only with others of
+    /// the same reporter, so skewed clocks cannot hide one).
+    pub reporter: &'m str,
+    pub at: i64,
+}
+
 /// Reports of missed writes (`Member::missed`) that the replica they name
-/// has not acted on yet (newer than its `missed_seen`): (replica,
-/// partition, when).
-pub fn unseen_missed(members: &[Member]) -> impl Iterator<Item = (&str, u32, i64)> {
-    let seen: BTreeMap<&str, i64> = members
+/// has not acted on yet (newer than its `missed_seen` for that reporter).
+pub fn unseen_missed(members: &[Member]) -> impl Iterator<Item = UnseenMissed<'_>> {
+    let seen: BTreeMap<&str, &BTreeMap<String, i64>> = members
         .iter()
-        .map(|m| (m.name.as_str(), m.missed_seen))
+        .map(|m| (m.name.as_str(), &m.missed_seen))
         .collect();
-    members
-        .iter()
-        .flat_map(|m| m.missed.iter())
-        .filter(move |((node, _), at)| seen.get(node.as_str()).is_none_or(|s| **at > *s))
-        .map(|((node, p), at)| (node.as_str(), *p, *at))
+    members.iter().flat_map(move |m| {
+        let seen = seen.clone();
+        m.missed.iter().filter_map(move |((node, p), at)| {
+            let acted = seen
+                .get(node.as_str())
+                .and_then(|s| s.get(&m.name))
+                .is_some_and(|s| at <= s);
+            (!acted).then_some(UnseenMissed {
+                replica: node.as_str(),
+                partition: *p,
+                reporter: m.name.as_str(),
+                at: *at,
+            })
+        })
+    })
 }
 
 /// Silence after which a node with live peers counts as deaf: five gossip
@@ -84,8 +114,9 @@ pub struct Member {
     /// Writes this node coordinated that failed to reach a replica:
     /// (replica, partition) -> when, µs (`keys::MISSED_PREFIX`).
     pub missed: BTreeMap<(String, u32), i64>,
-    /// The newest report of a missed write about this node it acted on.
-    pub missed_seen: i64,
+    /// Per reporter, the newest report of a missed write about this node
+    /// it acted on (in the reporter's clock).
+    pub missed_seen: BTreeMap<String, i64>,
     pub stats: BTreeMap<String, String>,
     /// Table -> digest of its columns and settings on this node.
     pub schemas: BTreeMap<String, String>,
@@ -119,7 +150,10 @@ pub struct Membership {
     /// it was restarted (and, in memory, lost what it held).
     rejoined: std::sync::atomic::AtomicBool,
     /// Partitions this node does not hold every acknowledged write of.
-    incomplete: RwLock<BTreeSet<u32>>,
+    incomplete: RwLock<Marks>,
+    /// Held while the incomplete set is changed and gossiped, so that the
+    /// gossiped set is the last one made.
+    publishing: tokio::sync::Mutex<()>,
     /// Nodes asked to leave the ring.
     leaving: RwLock<BTreeSet<String>>,
     /// Set once this node was in a ring and a later ring no longer has it.
@@ -196,6 +230,7 @@ impl Membership {
             conflict: RwLock::new(None),
             rejoined: Default::default(),
             incomplete: Default::default(),
+            publishing: Default::default(),
             leaving: Default::default(),
             left: Default::default(),
             after_leave: Default::default(),
@@ -354,45 +389,72 @@ impl Membership {
     /// Marks partitions as not holding every acknowledged write.
     /// Partitions this node does not hold every acknowledged write of.
     pub fn incomplete(&self) -> BTreeSet<u32> {
-        self.incomplete.read().clone()
+        self.incomplete.read().set.clone()
     }
 
-    /// Adds partitions to those marked incomplete.
-    pub async fn mark_incomplete(&self, partitions: impl IntoIterator<Item = u32>) {
-        let mut incomplete = self.incomplete();
-        incomplete.extend(partitions);
-        self.set_incomplete(&incomplete).await;
+    /// The incomplete partitions and the mark count so far: clearing with
+    /// [`Membership::clear_incomplete`] after work that started here
+    /// leaves any partition marked since then marked.
+    pub fn incomplete_since(&self) -> (BTreeSet<u32>, u64) {
+        let marks = self.incomplete.read();
+        (marks.set.clone(), marks.count)
     }
 
-    pub async fn set_incomplete(&self, partitions: &BTreeSet<u32>) {
-        *self.incomplete.write() = partitions.clone();
-        let text = partitions
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+    /// Clears the marks of `partitions`, except those marked again after
+    /// `since` (from [`Membership::incomplete_since`]): a catch-up that
+    /// began before a ring change or a missed-write report must not
+    /// clear the mark that change made.
+    pub async fn clear_incomplete(&self, partitions: &BTreeSet<u32>, since: u64) {
+        self.change_incomplete(|m| {
+            for p in partitions {
+                if m.marked.get(p).is_none_or(|at| *at <= since) {
+                    m.set.remove(p);
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn change_incomplete(&self, change: impl FnOnce(&mut Marks)) {
+        let _turn = self.publishing.lock().await;
+        let text = {
+            let mut marks = self.incomplete.write();
+            change(&mut marks);
+            marks
+                .set
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         self.handle
             .with_chitchat(|c| c.self_node_state().set(KEY_INCOMPLETE, text.clone()))
             .await;
     }
 
+    /// Adds partitions to those marked incomplete.
+    pub async fn mark_incomplete(&self, partitions: impl IntoIterator<Item = u32>) {
+        self.change_incomplete(|m| {
+            m.count += 1;
+            for p in partitions {
+                m.set.insert(p);
+                m.marked.insert(p, m.count);
+            }
+        })
+        .await;
+    }
+
     /// Reports that writes did not reach these replicas of these
-    /// partitions, as of `at` (µs): writes this node coordinated, or
-    /// another coordinator's report relayed here (`ACTION_MISSED`). A
-    /// later report of the same pair is kept.
-    pub async fn report_missed(&self, missed: &BTreeSet<(String, u32)>, at: i64) {
+    /// partitions (now, by this node's clock): writes this node
+    /// coordinated, or another coordinator's report relayed here
+    /// (`ACTION_MISSED`).
+    pub async fn report_missed(&self, missed: &BTreeSet<(String, u32)>) {
+        let now = atoll_store::now_micros().to_string();
         self.handle
             .with_chitchat(|c| {
                 let state = c.self_node_state();
                 for (node, p) in missed {
-                    let key = format!("{MISSED_PREFIX}{node}/{p}");
-                    let newer = state
-                        .get(&key)
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .is_none_or(|had| had < at);
-                    if newer {
-                        state.set(key, at.to_string());
-                    }
+                    state.set(format!("{MISSED_PREFIX}{node}/{p}"), &now);
                 }
             })
             .await;
@@ -411,11 +473,28 @@ impl Membership {
     }
 
     /// Marks partitions incomplete because of missed-write reports up to
-    /// `seen` (µs): the mark goes out before the watermark.
-    pub async fn set_incomplete_for_missed(&self, partitions: &BTreeSet<u32>, seen: i64) {
-        self.set_incomplete(partitions).await;
+    /// `seen` (per reporter, µs by its clock): the mark goes out before the
+    /// watermark.
+    pub async fn mark_incomplete_for_missed(
+        &self,
+        partitions: &BTreeSet<u32>,
+        seen: &BTreeMap<String, i64>,
+    ) {
+        self.mark_incomplete(partitions.iter().copied()).await;
         self.handle
-            .with_chitchat(|c| c.self_node_state().set(KEY_MISSED_SEEN, seen))
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                let mut all: BTreeMap<String, i64> = state
+                    .get(KEY_MISSED_SEEN)
+                    .and_then(|v| serde_json::from_str(v).ok())
+                    .unwrap_or_default();
+                for (reporter, at) in seen {
+                    let had = all.entry(reporter.clone()).or_insert(*at);
+                    *had = (*had).max(*at);
+                }
+                let text = serde_json::to_string(&all).unwrap_or_default();
+                state.set(KEY_MISSED_SEEN, text);
+            })
             .await;
     }
 
@@ -500,8 +579,8 @@ impl Membership {
                                 .filter_map(|(k, v)| parse_missed(&k, &v))
                                 .collect(),
                             missed_seen: get(KEY_MISSED_SEEN)
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(0),
+                                .and_then(|v| serde_json::from_str(&v).ok())
+                                .unwrap_or_default(),
                             stats: found
                                 .map(|(_, s)| prefixed(s, STAT_PREFIX))
                                 .unwrap_or_default(),
@@ -595,7 +674,12 @@ impl Membership {
             (None, Some(c)) => (*c).clone(),
             (None, None) => return,
         };
-        let claimant = live.iter().find(|n| !leaving.contains(*n));
+        // The claimant is a live member of the ring: a node that just
+        // started, and sees only itself live, must not claim for others.
+        let in_ring = ring.members();
+        let claimant = live
+            .iter()
+            .find(|n| !leaving.contains(*n) && in_ring.contains(n));
         if claimant == Some(&me) {
             let members: BTreeSet<&NodeId> = ring.members();
             let force = forced.iter().any(|f| members.contains(f));

@@ -122,10 +122,9 @@ pub const ACTION_MISSED: &str = "writes.missed";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MissedReport {
-    /// (replica, partition) pairs.
+    /// (replica, partition) pairs. The relay reports them at its own
+    /// time: each node's reports are in its own clock.
     pub missed: Vec<(String, u32)>,
-    /// When the coordinator made the report, µs (its gossip value).
-    pub at: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -137,7 +137,7 @@ impl LocalReplica {
             return 0;
         };
         let missed: std::collections::BTreeSet<(String, u32)> = report.missed.into_iter().collect();
-        m.report_missed(&missed, report.at).await;
+        m.report_missed(&missed).await;
         missed.len()
     }
 

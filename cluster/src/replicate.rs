@@ -159,7 +159,6 @@ impl Replicator {
                 }
                 parts
                     .into_iter()
-                    .filter(|p| !p.target.pending)
                     .map(|p| match failed.get(&p.partition) {
                         None => (p.write, p.target, None),
                         Some(error) => (p.write, p.target, Some(format!("{node}: {error}"))),
@@ -176,7 +175,11 @@ impl Replicator {
         for (i, target, failure) in futures::future::join_all(sends).await.into_iter().flatten() {
             match failure {
                 None => {
-                    acks[i] += 1;
+                    // A pending replica takes the write but does not count
+                    // towards W; whether it got it counts all the same.
+                    if !target.pending {
+                        acks[i] += 1;
+                    }
                     if target.node != me {
                         holders.insert(target.node.as_str());
                     }
@@ -184,31 +187,49 @@ impl Replicator {
                         reached.insert((i, target.node.as_str()));
                     }
                 }
-                Some(f) => {
+                Some(f) if !target.pending => {
                     failures[i].get_or_insert(f);
                 }
+                Some(_) => {}
             }
         }
         // Before any of these writes is acknowledged, say which replicas
         // did not get them: until they catch up, their copies are not
-        // complete, and no query may count on them. (A write that is not
-        // acknowledged leaves nothing missing: its sender retries it.)
+        // complete, and no query may count on them. That includes the
+        // pending replicas of a moving partition: one that caught up
+        // before this write and missed it would otherwise be promoted,
+        // and read, without it. (A write that is not acknowledged leaves
+        // nothing missing: its sender retries it.) A ring that changed
+        // while the writes were under way counts too: a replica it added
+        // may have caught up before these writes landed elsewhere.
+        let later = self.membership.ring().filter(|r| r.epoch() != ring.epoch());
+        let replicas_of = |r: &Ring, p: u32| -> Vec<String> {
+            let n = r.replicas(self.n);
+            r.primaries(p, n)
+                .into_iter()
+                .chain(r.pending_replicas(p, n))
+                .cloned()
+                .collect()
+        };
         let missed: BTreeSet<(String, u32)> = writes
             .iter()
             .enumerate()
             .filter(|(i, write)| write.batch.is_some() && acks[*i] >= w)
             .flat_map(|(i, w)| {
                 let reached = &reached;
-                ring.primaries(w.partition, n)
+                let mut replicas = replicas_of(&ring, w.partition);
+                if let Some(later) = &later {
+                    replicas.extend(replicas_of(later, w.partition));
+                }
+                replicas
                     .into_iter()
                     .filter(move |r| !reached.contains(&(i, r.as_str())))
-                    .map(move |r| (r.clone(), w.partition))
+                    .map(move |r| (r, w.partition))
             })
             .collect();
         if !missed.is_empty() {
-            let at = atoll_store::now_micros();
-            self.membership.report_missed(&missed, at).await;
-            self.relay_missed(&missed, at, &holders, &flight).await;
+            self.membership.report_missed(&missed).await;
+            self.relay_missed(&missed, &holders, &flight).await;
         }
         Ok(writes
             .into_iter()
@@ -233,13 +254,11 @@ impl Replicator {
     async fn relay_missed(
         &self,
         missed: &BTreeSet<(String, u32)>,
-        at: i64,
         holders: &BTreeSet<&str>,
         flight: &HashMap<String, String>,
     ) {
         let report = MissedReport {
             missed: missed.iter().cloned().collect(),
-            at,
         };
         let Ok(body) = crate::messages::encode(&report) else {
             return;

@@ -33,41 +33,59 @@ async fn heard(a: &atoll_cluster::Membership, replica: &str, partition: u32) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relayed_report_is_gossiped_by_the_relay_and_the_latest_is_kept() {
+async fn a_relayed_report_is_gossiped_by_the_relay_at_its_own_time() {
     let a = support::member("relay", "s", "a", vec![]).await;
     wait_until("a founds its ring", async || a.ring().is_some()).await;
     let b = support::member("relay", "s", "b", vec![a.gossip_addr().to_string()]).await;
     let local = replica();
     local.publish_to(b.clone()).await;
 
-    let report = |at| MissedReport {
-        missed: vec![("c".into(), 3), ("c".into(), 5)],
-        at,
-    };
-    assert_eq!(local.relay_missed(report(2_000)).await, 2);
+    let report = |missed: Vec<(String, u32)>| MissedReport { missed };
+    let before = atoll_store::now_micros();
+    let pairs = vec![("c".to_string(), 3), ("c".to_string(), 5)];
+    assert_eq!(local.relay_missed(report(pairs)).await, 2);
     wait_until("a hears b relay the report", async || {
-        heard(&a, "c", 3).await == Some(2_000) && heard(&a, "c", 5).await == Some(2_000)
+        heard(&a, "c", 3).await.is_some() && heard(&a, "c", 5).await.is_some()
     })
     .await;
+    let first = heard(&a, "c", 5).await.unwrap();
+    assert!(first >= before, "reported at the relay's time");
 
-    // An older report of the same pair (a slower relay) does not hide
-    // the later one; a newer one replaces it.
-    local.relay_missed(report(1_000)).await;
-    local
-        .relay_missed(MissedReport {
-            missed: vec![("c".into(), 5)],
-            at: 3_000,
-        })
-        .await;
+    // Relayed again later: the report is renewed, so that a replica that
+    // acted on the first one acts on this one too.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    local.relay_missed(report(vec![("c".into(), 5)])).await;
     wait_until("a hears the newer report", async || {
-        heard(&a, "c", 5).await == Some(3_000)
+        heard(&a, "c", 5).await.is_some_and(|at| at > first)
     })
     .await;
     assert_eq!(
         heard(&a, "c", 3).await,
-        Some(2_000),
-        "the later report is kept"
+        Some(first),
+        "the other is unchanged"
     );
+}
+
+/// Reports are compared with what their replica acted on per reporter:
+/// one reporter's clock running behind another's does not hide its
+/// reports.
+#[test]
+fn a_report_by_a_node_with_a_slow_clock_is_not_hidden_by_a_faster_one() {
+    let member = |name: &str| Member {
+        name: name.into(),
+        up: true,
+        ..Default::default()
+    };
+    let (mut fast, mut slow, mut replica) = (member("fast"), member("slow"), member("r"));
+    fast.missed.insert(("r".into(), 1), 1_000_000);
+    slow.missed.insert(("r".into(), 2), 955_000);
+    // r acted on fast's report.
+    replica.missed_seen.insert("fast".into(), 1_000_000);
+    let members = [fast, slow, replica];
+    let unseen: Vec<_> = atoll_cluster::membership::unseen_missed(&members)
+        .map(|u| (u.replica, u.partition, u.reporter))
+        .collect();
+    assert_eq!(unseen, [("r", 2, "slow")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,7 +202,7 @@ impl Node {
             let ring = membership.ring().expect("joined");
             let n = ring.replicas(args.replicas);
             restarted = ring.held_by(&name, n).into_iter().collect();
-            membership.set_incomplete(&restarted).await;
+            membership.mark_incomplete(restarted.iter().copied()).await;
             tracing::warn!(
                 partitions = restarted.len(),
                 "rejoined the ring: partitions marked incomplete until caught up"

@@ -31,7 +31,7 @@ impl Coverage {
         // not acted on yet: their copy may lack acknowledged events before
         // they even know it.
         let suspect: BTreeSet<(&str, u32)> = atoll_cluster::membership::unseen_missed(members)
-            .map(|(node, p, _)| (node, p))
+            .map(|r| (r.replica, r.partition))
             .collect();
         // A replica still on an older ring than this one may not have
         // marked a partition it gains in this one as incomplete yet (it
@@ -209,7 +209,7 @@ mod tests {
         assert!(!c.alternates[&2].contains(&"n1".to_string()), "{c:?}");
         // Once n1 has acted on it (marked partition 2 incomplete, then said
         // so), its incomplete mark is what counts.
-        members[1].missed_seen = 100;
+        members[1].missed_seen.insert("n0".into(), 100);
         let c = Coverage::plan(&ring, (3, 2), &members, "n1", &all(8));
         assert!(c.is_local("n1"), "{c:?}");
         members[1].incomplete.insert(2);
