@@ -496,7 +496,8 @@ class Cluster:
         self.procs = {}
         self.expected_exit = set()
         self.members = set(range(count))
-        self.skew = {}
+        self.skew = {}  # the skew of a node's next start
+        self.running_skew = {}  # the skew each running node started with
         self.crashes = []
         self.cuts = []  # when links were cut
 
@@ -517,6 +518,7 @@ class Cluster:
 
     def start(self, i, seed=True):
         cmd = self.net.prefix(i)
+        self.running_skew[i] = self.skew.get(i, 0)
         if self.skew.get(i):
             cmd += ["faketime", "-f", f"{self.skew[i]:+d}s"]
         cmd += [self.atoll, "serve", "--node-name", f"n{i}", *self.net.node_args(i),
@@ -524,7 +526,7 @@ class Cluster:
                 "--cluster-secret", self.secret, "--insecure-no-auth",
                 "--data-dir", os.path.join(self.data_dir(i), "atoll"),
                 "--memory-limit", "512MiB", "--max-result-rows", "1000000",
-                "--log", "warn"]
+                "--log", os.environ.get("CHAOS_NODE_LOG", "warn")]
         # Every node but a founder's first start seeds from the others: a
         # restarted founder rejoins its ring instead of founding a new one.
         if seed:
@@ -772,7 +774,11 @@ class Nemesis:
             # Within the 60 s nodes accept between their clocks (gossip and
             # internal calls are signed with the time: docs/security.md);
             # a node further off is refused, saying so.
-            skew = self.rng.choice([-45, -5, 5, 45])
+            # Any two nodes stay within 50 s of each other: a node already
+            # skewed keeps its skew (healing does not restart it).
+            others_skew = [s for n, s in self.c.running_skew.items() if n != x] + [0]
+            skew = self.rng.choice([s for s in (-45, -5, 5, 45)
+                                    if all(abs(s - o) <= 50 for o in others_skew)])
             self.c.signal(x, signal.SIGTERM)
             self.c.expected_exit.add(x)
             self.c.procs[x].wait()

@@ -47,6 +47,7 @@ async fn every_route_needs_a_key_and_roles_and_scopes_hold() {
         "/v1/tables",
         "/v1/tables/web",
         "/v1/cluster",
+        "/v1/cluster/writes",
         "/v1/keys",
         "/metrics",
     ] {
@@ -138,6 +139,7 @@ async fn every_route_needs_a_key_and_roles_and_scopes_hold() {
     // ...but not scoped ones: the cluster's state and metrics name every table.
     assert_eq!(reader.get("/metrics").await.0, 403);
     assert_eq!(reader.get("/v1/cluster").await.0, 403);
+    assert_eq!(reader.get("/v1/cluster/writes").await.0, 403);
     // The Honeycomb header carries a key for ingest only.
     let honeycomb = nobody
         .request(Method::GET, "/v1/keys")
