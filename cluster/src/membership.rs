@@ -162,6 +162,8 @@ pub struct Membership {
     after_leave: RwLock<Option<Arc<Ring>>>,
     /// Set once `KEY_HOLDS_DATA` is published.
     holds_data: std::sync::atomic::AtomicBool,
+    /// Set once any member was heard to hold data.
+    cluster_holds_data: std::sync::atomic::AtomicBool,
     /// Datagrams the gossip transport dropped, by reason.
     drops: crate::gossip::GossipDrops,
     heard: crate::gossip::LastHeard,
@@ -235,6 +237,7 @@ impl Membership {
             left: Default::default(),
             after_leave: Default::default(),
             holds_data: Default::default(),
+            cluster_holds_data: Default::default(),
             drops,
             heard,
         });
@@ -289,6 +292,12 @@ impl Membership {
     }
 
     /// True when this node came back into a ring that already had it.
+    /// Whether any member of the cluster was heard to hold data.
+    pub fn cluster_holds_data(&self) -> bool {
+        self.cluster_holds_data
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn rejoined(&self) -> bool {
         self.rejoined.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -614,7 +623,7 @@ impl Membership {
     async fn refresh(&self) {
         let me = self.config.node_name.clone();
         let partitions = self.config.partitions;
-        let (best, live, conflict, any_data, leaving, forced, incomplete) = self
+        let (best, live, conflict, any_data, leaving, forced, incomplete, epochs) = self
             .handle
             .with_chitchat(|c| {
                 let mut best: Option<Ring> = None;
@@ -623,11 +632,15 @@ impl Membership {
                 let mut leaving = BTreeSet::new();
                 let mut forced = BTreeSet::new();
                 let mut incomplete: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+                let mut epochs: BTreeMap<String, Option<u64>> = BTreeMap::new();
                 for (id, state) in c.node_states() {
-                    incomplete.insert(
-                        id.node_id.to_string(),
-                        state.get(KEY_INCOMPLETE).map(parse_partitions).unwrap_or_default(),
-                    );
+                    // A node's marks count once it says it is on this ring
+                    // (it marks what a ring gives it before adopting it):
+                    // before that, its gossiped set may predate the ring.
+                    let epoch = state.get(KEY_RING).and_then(decode_ring).map(|r| r.epoch());
+                    let marks = state.get(KEY_INCOMPLETE).map(parse_partitions).unwrap_or_default();
+                    incomplete.insert(id.node_id.to_string(), marks);
+                    epochs.insert(id.node_id.to_string(), epoch);
                     for (k, v) in state.key_values() {
                         if let Some(node) = k.strip_prefix(LEAVE_PREFIX) {
                             leaving.insert(node.to_string());
@@ -655,10 +668,14 @@ impl Membership {
                     .filter(|id| c.node_state(id).and_then(|s| s.get(KEY_PARTITIONS)) == Some(&partitions.to_string()))
                     .map(|id| id.node_id.to_string())
                     .collect();
-                (best, live, conflict, any_data, leaving, forced, incomplete)
+                (best, live, conflict, any_data, leaving, forced, incomplete, epochs)
             })
             .await;
         *self.leaving.write() = leaving.clone();
+        if any_data {
+            self.cluster_holds_data
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let current = self.ring();
         if current.is_none() && conflict.is_some() {
             *self.conflict.write() = conflict;
@@ -683,7 +700,7 @@ impl Membership {
         if claimant == Some(&me) {
             let members: BTreeSet<&NodeId> = ring.members();
             let force = forced.iter().any(|f| members.contains(f));
-            let handed_off = handed_off(&ring, self.config.replicas, &live, &incomplete);
+            let handed_off = handed_off(&ring, self.config.replicas, &live, &incomplete, &epochs);
             ring = self.claim(ring, &live, &leaving, any_data && !force, handed_off);
         }
         let previous = self.ring();
@@ -782,7 +799,10 @@ impl Membership {
         let n = self.config.replicas;
         let before: BTreeSet<u32> = match previous {
             Some(r) => r.held_by(me, r.replicas(n)).into_iter().collect(),
-            None if self.rejoined() => return,
+            // First ring heard, already with this node in it (a restart, or
+            // a join the claimant made before this node heard of it):
+            // everything it holds is marked before it says it is on the
+            // ring, so that no claimant takes it as complete meanwhile.
             None => BTreeSet::new(),
         };
         let after = next.held_by(me, next.replicas(n));
@@ -903,14 +923,24 @@ fn handed_off(
     n: usize,
     live: &BTreeSet<String>,
     incomplete: &BTreeMap<String, BTreeSet<u32>>,
+    epochs: &BTreeMap<String, Option<u64>>,
 ) -> bool {
     if ring.next().is_none() {
         return false;
     }
     let n = ring.replicas(n);
+    let on_this_ring = |node: &str| {
+        epochs
+            .get(node)
+            .copied()
+            .flatten()
+            .is_some_and(|e| e >= ring.epoch())
+    };
     (0..ring.partitions()).all(|p| {
         ring.pending_replicas(p, n).into_iter().all(|node| {
-            live.contains(node) && incomplete.get(node).is_some_and(|i| !i.contains(&p))
+            live.contains(node)
+                && on_this_ring(node)
+                && incomplete.get(node).is_some_and(|i| !i.contains(&p))
         })
     })
 }
@@ -973,7 +1003,13 @@ mod tests {
         let names: Vec<NodeId> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
         let ring = Ring::new(16, &names[..3]).unwrap();
         assert!(
-            !handed_off(&ring, 1, &BTreeSet::new(), &BTreeMap::new()),
+            !handed_off(
+                &ring,
+                1,
+                &BTreeSet::new(),
+                &BTreeMap::new(),
+                &BTreeMap::new()
+            ),
             "nothing pending"
         );
         let moving = ring.claim_pending(&names).unwrap();
@@ -989,13 +1025,24 @@ mod tests {
         let live: BTreeSet<String> = names.iter().cloned().collect();
         let mut incomplete: BTreeMap<String, BTreeSet<u32>> =
             names.iter().map(|n| (n.clone(), BTreeSet::new())).collect();
+        let mut epochs: BTreeMap<String, Option<u64>> = names
+            .iter()
+            .map(|n| (n.clone(), Some(moving.epoch())))
+            .collect();
         incomplete.insert("d".into(), gained.clone());
-        assert!(!handed_off(&moving, 1, &live, &incomplete));
+        assert!(!handed_off(&moving, 1, &live, &incomplete, &epochs));
         incomplete.insert("d".into(), BTreeSet::new());
-        assert!(handed_off(&moving, 1, &live, &incomplete));
+        assert!(handed_off(&moving, 1, &live, &incomplete, &epochs));
+        // Its set, until it says it is on the pending ring, may predate it.
+        epochs.insert("d".into(), Some(ring.epoch()));
+        assert!(
+            !handed_off(&moving, 1, &live, &incomplete, &epochs),
+            "a pending replica not yet on the ring"
+        );
+        epochs.insert("d".into(), Some(moving.epoch()));
         let down: BTreeSet<String> = names[..3].iter().cloned().collect();
         assert!(
-            !handed_off(&moving, 1, &down, &incomplete),
+            !handed_off(&moving, 1, &down, &incomplete, &epochs),
             "a down pending replica"
         );
         let promoted = moving.promote();

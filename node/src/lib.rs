@@ -195,7 +195,7 @@ impl Node {
         wait_for_ring(&membership).await?;
         local.publish_to(membership.clone()).await;
         let mut restarted = std::collections::BTreeSet::new();
-        if membership.rejoined() {
+        if membership.rejoined() && membership.cluster_holds_data() {
             // Back after a restart: whatever it recovered, it missed the
             // writes made while it was away, so it is not complete for its
             // partitions until it caught up from the other replicas.
