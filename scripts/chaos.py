@@ -31,9 +31,9 @@ HTTP, FLIGHT, GOSSIP = 7070, 7071, 7072
 DOWN_AFTER_S = 10  # the node's gossip failure timeout (MembershipConfig)
 TABLE = "chaos"
 # A query may miss writes acknowledged in the first moments after a link
-# is cut (docs/reliability.md): until the cut-off node's silence passes
-# `Membership::deaf` (1 s), and a report of a missed write takes a gossip
-# round from its relay.
+# is cut, or while gossip is lossy (docs/reliability.md): until the
+# cut-off node's silence passes `Membership::deaf` (1 s), and a report of
+# a missed write takes a gossip round (more under loss) from its relay.
 CUT_WINDOW = 1.5
 
 
@@ -499,10 +499,10 @@ class Cluster:
         self.skew = {}  # the skew of a node's next start
         self.running_skew = {}  # the skew each running node started with
         self.crashes = []
-        self.cuts = []  # when links were cut
+        self.cuts = []  # [from, to]: when links were cut, or lossy
 
     def cut_recently(self, t):
-        return any(0 <= t - c <= CUT_WINDOW for c in self.cuts)
+        return any(start <= t <= end + CUT_WINDOW for start, end in self.cuts)
 
     def data_dir(self, i):
         return os.path.join(self.workdir, f"n{i}")
@@ -727,7 +727,14 @@ class Nemesis:
         others = [n for n in nodes if n != x]
         self.counts[fault] = self.counts.get(fault, 0) + 1
         if fault in ("isolate", "bridge", "one_way"):
-            self.c.cuts.append(time.time())
+            now = time.time()
+            self.c.cuts.append([now, now])
+        if fault == "loss":
+            # Lost gossip delays the reports of missed writes for as long
+            # as the loss lasts: the window spans it.
+            span = [time.time(), float("inf")]
+            self.c.cuts.append(span)
+            self.healing.append(lambda: span.__setitem__(1, time.time()))
         if fault == "isolate":
             self.net.isolate(x)
             return f"n{x} cut off from {others}"
