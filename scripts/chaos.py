@@ -14,12 +14,14 @@ See docs/reliability.md.
 """
 
 import argparse
+import heapq
 import http.client
 import json
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -267,7 +269,6 @@ class LoopbackNet:
 
 def free_port_block(size):
     """The first port of `size` consecutive free ones (TCP and UDP)."""
-    import socket
     for _ in range(200):
         base = random.randrange(20000, 60000 - size)
         socks = []
@@ -292,8 +293,6 @@ class Later(threading.Thread):
 
     def __init__(self, stop):
         super().__init__(daemon=True)
-        import heapq
-        self.heapq = heapq
         self.stop = stop
         self.cv = threading.Condition()
         self.heap = []
@@ -309,7 +308,7 @@ class Later(threading.Thread):
             return
         with self.cv:
             self.seq += 1
-            self.heapq.heappush(self.heap, (time.time() + delay, self.seq, fn, args))
+            heapq.heappush(self.heap, (time.time() + delay, self.seq, fn, args))
             self.cv.notify()
 
     def run(self):
@@ -320,7 +319,7 @@ class Later(threading.Thread):
                     self.cv.wait(min(0.2, max(0.0, wait)))
                     if self.stop.is_set():
                         return
-                _, _, fn, args = self.heapq.heappop(self.heap)
+                _, _, fn, args = heapq.heappop(self.heap)
             try:
                 fn(*args)
             except OSError:
@@ -332,7 +331,6 @@ class UdpProxy(threading.Thread):
     does), so that the node's replies find their way back."""
 
     def __init__(self, net, i):
-        import socket
         super().__init__(daemon=True)
         self.net, self.node = net, i
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -342,7 +340,6 @@ class UdpProxy(threading.Thread):
         self.upstream = {}
 
     def run(self):
-        import socket
         while not self.net.stop.is_set():
             try:
                 data, src = self.sock.recvfrom(65536)
@@ -362,7 +359,6 @@ class UdpProxy(threading.Thread):
             self.net.later.call(self.net.delay_of(self.node), up.sendto, data, self.target)
 
     def replies(self, up, src, sender):
-        import socket
         while not self.net.stop.is_set():
             try:
                 data = up.recv(65536)
@@ -385,7 +381,6 @@ class TcpProxy(threading.Thread):
     delay every chunk waits (in order: TCP does not reorder)."""
 
     def __init__(self, net, i):
-        import socket
         super().__init__(daemon=True)
         self.net, self.node = net, i
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -398,7 +393,6 @@ class TcpProxy(threading.Thread):
         self.lock = threading.Lock()
 
     def run(self):
-        import socket
         while not self.net.stop.is_set():
             try:
                 client, _ = self.listener.accept()

@@ -55,10 +55,7 @@ pub fn write_digests(
             for id in &ids {
                 hash.update(id.to_le_bytes());
             }
-            let digest = hash.finalize()[..12]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = crate::call_auth::hex(&hash.finalize()[..12]);
             let writes = ids.len();
             held.insert(
                 p as u32,

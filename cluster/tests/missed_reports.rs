@@ -53,7 +53,10 @@ async fn a_relayed_report_is_gossiped_by_the_relay_at_its_own_time() {
 
     // Relayed again later: the report is renewed, so that a replica that
     // acted on the first one acts on this one too.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    wait_until("the clock moves on", async || {
+        atoll_store::now_micros() > first
+    })
+    .await;
     local.relay_missed(report(vec![("c".into(), 5)])).await;
     wait_until("a hears the newer report", async || {
         heard(&a, "c", 5).await.is_some_and(|at| at > first)

@@ -149,10 +149,12 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen for Flight on {}", args.flight_addr))?;
         let flight_addr = flight_listener.local_addr()?;
-        let flight_advertised = match &args.flight_advertise_addr {
-            Some(a) => socket_addr(a, "--flight-advertise-addr")?,
-            None => flight_addr,
-        };
+        let flight_advertised = args
+            .flight_advertise_addr
+            .as_deref()
+            .map(|a| socket_addr(a, "--flight-advertise-addr"))
+            .transpose()?
+            .unwrap_or(flight_addr);
         let gossip_addr = socket_addr(&args.gossip_addr, "--gossip-addr")?;
         let gossip_advertise_addr = args
             .gossip_advertise_addr
