@@ -31,6 +31,7 @@ use crate::codec::{AtollCodec, decode_fragment};
 use crate::pg_catalog::{PG_CATALOG, PgCatalogSchema};
 use crate::physical_optimizer::count_rows::CountRows;
 use crate::physical_optimizer::distribute::{CoverageInfo, Distribute, QuerySpread, Spread};
+use crate::physical_optimizer::one_key_aggregate::OneKeyAggregate;
 use crate::physical_optimizer::slice_joins::SliceJoins;
 use crate::physical_plan::fanout::NodeStats;
 use crate::pool::QueryPool;
@@ -179,10 +180,12 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(CountRows))
             .with_physical_optimizer_rule(Arc::new(Distribute))
             .with_physical_optimizer_rule(Arc::new(SliceJoins))
+            .with_physical_optimizer_rule(Arc::new(OneKeyAggregate))
             .build();
         crate::bounded_functions::register(&mut base, config.max_function_bytes)
             .expect("the session takes functions");
         crate::pg_catalog::register_functions(&mut base).expect("the session takes functions");
+        crate::approx_percentile::register(&mut base).expect("the session takes functions");
         let exec = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.target_partitions.max(1))
             // New queries and cancellations arrive from other threads, so
@@ -439,9 +442,11 @@ impl QueryEngine {
         let n = ring.replicas(cluster.replicas);
         let me = cluster.membership.node_name().to_string();
         let mut members = cluster.membership.members().await;
-        if cluster.stall.suspect() || cluster.membership.deaf(&members) {
+        if n > 1 && (cluster.stall.suspect() || cluster.membership.deaf(&members)) {
             // Just resumed from a stall, or hearing no gossip: read the
-            // other replicas.
+            // other replicas. With one replica there are none, and none
+            // can have taken a write this node's copy missed (it was the
+            // only one to acknowledge it): its copies are read as always.
             for m in members.iter_mut().filter(|m| m.name == me) {
                 m.incomplete = (0..ring.partitions()).collect();
             }
@@ -489,6 +494,8 @@ impl QueryEngine {
             streams: self.config.target_partitions.max(1),
         };
         let (header, plan) = decode_fragment(ticket, &task_ctx, &codec)
+            .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
+        let plan = crate::physical_optimizer::one_key_aggregate::rewrite(plan)
             .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
         let (batches, task) = self.spawn_stream(plan.clone(), task_ctx, None);
         // The coordinator's limit, within this node's own.

@@ -5,9 +5,11 @@
 //! the per-query memory and time limits (`engine`, `pool`, and
 //! `bounded_functions` for functions whose output size is an argument), the coverage
 //! plan (`coverage`), the plan rewrites registered on the session
-//! (`physical_optimizer`: the distributed split, the join slicing), Atoll's
-//! plan nodes (`physical_plan`: the fan-out, the remote fragment, the
-//! time-sliced wrapper), what a fragment may hold (`fragment`) and its
+//! (`physical_optimizer`: counting rows, the distributed split, the join
+//! slicing, one-key aggregates), Atoll's plan nodes (`physical_plan`: the
+//! fan-out, the remote fragment, the time-sliced wrapper, the aggregate of
+//! one key and its group index), `approx_percentile_cont` with a group
+//! accumulator (`approx_percentile`), what a fragment may hold (`fragment`) and its
 //! bytes on the wire (`codec`), rendering results as JSON values
 //! (`render`), the Postgres catalog clients browse (`pg_catalog`), and
 //! live views followed on the owners as events are stored (`live`).
@@ -19,6 +21,7 @@
 //! or how bytes reach another node (`atoll-cluster`'s client carries the
 //! fragments; its service hands received ones to `engine::Fragments`).
 
+pub mod approx_percentile;
 pub mod bounded_functions;
 pub mod catalog;
 pub mod codec;

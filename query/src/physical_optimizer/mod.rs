@@ -3,4 +3,5 @@
 
 pub mod count_rows;
 pub mod distribute;
+pub mod one_key_aggregate;
 pub mod slice_joins;

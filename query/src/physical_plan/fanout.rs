@@ -26,6 +26,7 @@ use serde::Serialize;
 use super::remote::{BatchStream, run_remote};
 use crate::codec::{AtollCodec, encode_fragment};
 use crate::fragment::restrict;
+use crate::physical_optimizer::one_key_aggregate;
 
 /// Where fragments go: one group per node.
 #[derive(Debug, Clone)]
@@ -182,8 +183,8 @@ impl ExecutionPlan for FanoutExec {
             )));
         };
         if place.node == self.ctx.me {
-            return restrict(&self.subtree, &place.partitions, self.ctx.codec.streams)?
-                .execute(0, context);
+            let plan = restrict(&self.subtree, &place.partitions, self.ctx.codec.streams)?;
+            return one_key_aggregate::rewrite(plan)?.execute(0, context);
         }
         let (ctx, subtree) = (self.ctx.clone(), self.subtree.clone());
         let stream = futures::stream::once(run_with_retry(ctx, subtree, place, context)).flatten();
@@ -201,7 +202,7 @@ async fn run_share(
 ) -> Result<BatchStream> {
     let plan = restrict(subtree, &place.partitions, ctx.codec.streams)?;
     if place.node == ctx.me {
-        return Ok(plan.execute(0, task)?.boxed());
+        return Ok(one_key_aggregate::rewrite(plan)?.execute(0, task)?.boxed());
     }
     let ticket = encode_fragment(plan, &ctx.codec, ctx.timeout.as_millis() as u64)?;
     let counters = ctx.counters.clone();

@@ -1,0 +1,369 @@
+//! An aggregate grouped by one integer or string column, its groups found
+//! by [`group_keys`](super::group_keys) instead of DataFusion's general
+//! hash table.
+//!
+//! Dashboards group by one column far more often than by several
+//! (`count by status`, `p99 by endpoint`, `top users`), and there
+//! DataFusion's lookup of each row's group was most of the query: 60% of
+//! `GROUP BY status` (hashing small integers), 70% of `GROUP BY user_id`
+//! over 700k users (a hash table entry, then the string through an offset
+//! into another buffer: two cache misses a row). Here an integer key
+//! close to the others is an array index, and a string of up to 16
+//! bytes is compared as one integer held in the table itself.
+//!
+//! The aggregates are DataFusion's own [`GroupsAccumulator`]s, fed group
+//! indices as DataFusion feeds them, so the output (the key, then each
+//! aggregate's partial state or final value) is the aggregate's own, and
+//! the plan above is unchanged. A partial aggregate may answer a group
+//! more than once (the final one merges), so when the query's memory pool
+//! refuses more it emits the groups so far and starts over; a final one
+//! cannot, and fails as DataFusion's would.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_plan::aggregates::{
+    AggregateExec, AggregateInputMode, AggregateOutputMode, aggregate_expressions,
+};
+use datafusion::physical_plan::execution_plan::apply_expression_roots;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties, RecordBatchStream,
+    replace_children_if_necessary,
+};
+use futures::{Stream, StreamExt};
+
+use super::group_keys::{self, GroupKeys};
+
+/// Interleaved counters of a batch's rows per group: consecutive rows of
+/// one group add to different counters instead of waiting on one.
+const LANES: usize = 4;
+
+/// `count(*)` (a count of a non-null literal): its state is the rows of
+/// each group.
+fn counts_rows(f: &AggregateFunctionExpr) -> bool {
+    f.fun().name() == "count"
+        && !f.is_distinct()
+        && f.expressions().iter().all(|e| {
+            e.downcast_ref::<Literal>()
+                .is_some_and(|l| !l.value().is_null())
+        })
+}
+
+#[derive(Debug)]
+pub struct OneKeyAggregateExec {
+    /// The aggregate this node computes: its mode, schema, expressions and
+    /// display.
+    agg: Arc<AggregateExec>,
+    key: Arc<dyn PhysicalExpr>,
+    key_type: DataType,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl OneKeyAggregateExec {
+    /// The node for `agg`, or None when it is not an aggregate of one
+    /// integer or string key whose aggregates all have group accumulators
+    /// (and no ordering, DISTINCT or limit of its own).
+    pub fn try_new(agg: &AggregateExec) -> Option<Self> {
+        let group = agg.group_expr();
+        let eligible = group.expr().len() == 1
+            && group.null_expr().is_empty()
+            && group.groups().len() == 1
+            && agg.limit_options().is_none()
+            && *agg.input_order_mode() == InputOrderMode::Linear
+            && agg.aggr_expr().iter().all(|f| {
+                f.order_bys().is_empty() && !f.is_distinct() && f.groups_accumulator_supported()
+            });
+        if !eligible {
+            return None;
+        }
+        let key = group.expr()[0].0.clone();
+        // The input's schema: a final aggregate's `input_schema()` is the
+        // one its partial aggregate read.
+        let key_type = key.data_type(&agg.input().schema()).ok()?;
+        group_keys::for_type(&key_type)?;
+        Some(OneKeyAggregateExec {
+            agg: Arc::new(agg.clone()),
+            key,
+            key_type,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl OneKeyAggregateExec {
+    pub fn mode(&self) -> &datafusion::physical_plan::aggregates::AggregateMode {
+        self.agg.mode()
+    }
+}
+
+impl DisplayAs for OneKeyAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let aggs: Vec<&str> = self.agg.aggr_expr().iter().map(|a| a.name()).collect();
+        write!(
+            f,
+            "OneKeyAggregateExec: mode={:?}, gby=[{}], aggr=[{}]",
+            self.agg.mode(),
+            self.agg.group_expr().expr()[0].1,
+            aggs.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for OneKeyAggregateExec {
+    fn name(&self) -> &str {
+        "OneKeyAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.agg.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![self.agg.input()]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        apply_expression_roots([&self.key], f)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let agg = Arc::new(self.agg.as_ref().clone()) as Arc<dyn ExecutionPlan>;
+        let agg = replace_children_if_necessary(agg, children)?;
+        let agg = agg
+            .downcast_ref::<AggregateExec>()
+            .and_then(OneKeyAggregateExec::try_new)
+            .ok_or_else(|| {
+                DataFusionError::Internal("OneKeyAggregateExec lost its aggregate".into())
+            })?;
+        Ok(Arc::new(agg))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.agg.input().execute(partition, context.clone())?;
+        let accumulators = self
+            .agg
+            .aggr_expr()
+            .iter()
+            .map(|f| f.create_groups_accumulator())
+            .collect::<Result<Vec<_>>>()?;
+        let raw = self.agg.mode().input_mode() == AggregateInputMode::Raw;
+        let reservation = MemoryConsumer::new(format!("OneKeyAggregateExec[{partition}]"))
+            .with_can_spill(self.agg.mode().output_mode() == AggregateOutputMode::Partial)
+            .register(context.memory_pool());
+        Ok(Box::pin(OneKeyStream {
+            schema: self.agg.schema(),
+            input,
+            key: self.key.clone(),
+            raw,
+            partial: self.agg.mode().output_mode() == AggregateOutputMode::Partial,
+            args: aggregate_expressions(self.agg.aggr_expr(), self.agg.mode(), 1)?,
+            filters: self.agg.filter_expr().to_vec(),
+            row_counts: (self.agg.aggr_expr().iter())
+                .zip(self.agg.filter_expr())
+                .map(|(f, filter)| raw && filter.is_none() && counts_rows(f))
+                .collect(),
+            lanes: Vec::new(),
+            groups: group_keys::for_type(&self.key_type).ok_or_else(|| {
+                DataFusionError::Internal(format!("no group keys for {}", self.key_type))
+            })?,
+            accumulators,
+            indices: Vec::new(),
+            reservation,
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            done: false,
+        }))
+    }
+}
+
+struct OneKeyStream {
+    schema: SchemaRef,
+    input: SendableRecordBatchStream,
+    key: Arc<dyn PhysicalExpr>,
+    /// The input is rows (else partial states to merge).
+    raw: bool,
+    /// The output is partial states (else final values).
+    partial: bool,
+    /// Each aggregate's arguments (or state columns).
+    args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Which aggregates are `count(*)` over rows: fed a batch's counts per
+    /// group.
+    row_counts: Vec<bool>,
+    /// A batch's rows per group, in [`LANES`] interleaved counters.
+    lanes: Vec<u32>,
+    groups: Box<dyn GroupKeys>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    indices: Vec<usize>,
+    reservation: MemoryReservation,
+    baseline: BaselineMetrics,
+    done: bool,
+}
+
+impl OneKeyStream {
+    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        let keys = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
+        self.groups.assign(&keys, &mut self.indices)?;
+        let total = self.groups.groups();
+        let counted = self.count_rows(total);
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            if let (Some((groups, counts)), true) = (&counted, self.row_counts[i]) {
+                acc.merge_batch(std::slice::from_ref(counts), groups, total)?;
+                continue;
+            }
+            let values = self.args[i]
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            if !self.raw {
+                acc.merge_batch(&values, &self.indices, total)?;
+                continue;
+            }
+            let filter = match &self.filters[i] {
+                Some(f) => Some(f.evaluate(batch)?.into_array(batch.num_rows())?),
+                None => None,
+            };
+            let filter = filter.as_ref().map(|f| f.as_boolean());
+            acc.update_batch(&values, &self.indices, filter, total)?;
+        }
+        Ok(())
+    }
+
+    /// The batch's rows per group (the groups it has, and their counts),
+    /// when some aggregate is `count(*)` and there are few groups enough
+    /// to count them in an array.
+    fn count_rows(&mut self, groups: usize) -> Option<(Vec<usize>, ArrayRef)> {
+        if !self.row_counts.contains(&true) || groups * LANES > self.indices.len().max(1024) {
+            return None;
+        }
+        self.lanes.clear();
+        self.lanes.resize(groups * LANES, 0);
+        let chunks = self.indices.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            for (lane, &group) in chunk.iter().enumerate() {
+                self.lanes[group * LANES + lane] += 1;
+            }
+        }
+        for &group in rest {
+            self.lanes[group * LANES] += 1;
+        }
+        let (mut present, mut counts) = (Vec::new(), Vec::new());
+        for (group, lanes) in self.lanes.chunks_exact(LANES).enumerate() {
+            let n: u32 = lanes.iter().sum();
+            if n > 0 {
+                present.push(group);
+                counts.push(n as i64);
+            }
+        }
+        Some((present, Arc::new(Int64Array::from(counts))))
+    }
+
+    /// Accounts the memory held; false when the pool refuses it.
+    fn reserve(&mut self) -> bool {
+        let size = self.groups.bytes() + self.accumulators.iter().map(|a| a.size()).sum::<usize>();
+        self.reservation.try_resize(size).is_ok()
+    }
+
+    fn emit(&mut self) -> Result<RecordBatch> {
+        let mut columns = vec![self.groups.take()?];
+        for acc in &mut self.accumulators {
+            if self.partial {
+                columns.extend(acc.state(EmitTo::All)?);
+            } else {
+                columns.push(acc.evaluate(EmitTo::All)?);
+            }
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        self.reservation.free();
+        Ok(batch)
+    }
+
+    /// Takes in one input batch; an output batch when the groups so far
+    /// must leave first.
+    fn take_in(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        self.update(batch)?;
+        if self.reserve() {
+            return Ok(None);
+        }
+        if !self.partial {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the query's memory limit: {} groups of {} are more than it holds",
+                self.groups.groups(),
+                self.key
+            )));
+        }
+        self.emit().map(Some)
+    }
+
+    fn next_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<RecordBatch>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match futures::ready!(self.input.poll_next_unpin(cx)) {
+                Some(Ok(batch)) => match self.take_in(&batch) {
+                    Ok(None) => {}
+                    Ok(Some(out)) => return Poll::Ready(Some(Ok(out))),
+                    Err(e) => {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    self.done = true;
+                    if self.groups.groups() > 0 {
+                        return Poll::Ready(Some(self.emit()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Stream for OneKeyStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.next_batch(cx);
+        self.baseline.record_poll(polled)
+    }
+}
+
+impl RecordBatchStream for OneKeyStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
