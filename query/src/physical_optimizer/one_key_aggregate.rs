@@ -125,6 +125,10 @@ mod tests {
             "SELECT small, count(v), sum(v), min(v), max(v), avg(v) FROM t GROUP BY small ORDER BY small",
             "SELECT status / 100 AS s, count(*) FILTER (WHERE v > 500), sum(v) FILTER (WHERE small = 1) FROM t GROUP BY s ORDER BY s",
             "SELECT wide, count(*), sum(v) FROM t GROUP BY wide ORDER BY wide",
+            // Counts only: small spans counted by offset, without group
+            // indices; no aggregate at all.
+            "SELECT coalesce(v, 0) % 50 AS w, count(*), count(1) FROM t GROUP BY w ORDER BY w",
+            "SELECT small FROM t GROUP BY small ORDER BY small",
             "SELECT small, count(*) FROM t WHERE status > 1000 GROUP BY small ORDER BY small",
             "SELECT arrow_cast(status, 'Utf8') AS s, count(*), sum(v) FROM t GROUP BY s ORDER BY s",
             "SELECT arrow_cast('user ' || CAST(wide AS VARCHAR) || CASE WHEN wide % 3 = 0 THEN ' with a longer name' ELSE '' END, 'Utf8') AS u, count(*), max(v) FROM t GROUP BY u ORDER BY u",

@@ -32,6 +32,48 @@ pub trait GroupKeys: Send {
     fn bytes(&self) -> usize;
     /// The key of every group, in group order, and a fresh start.
     fn take(&mut self) -> Result<ArrayRef>;
+    /// The rows of each group among `keys` (new keys get groups), for an
+    /// aggregate of `count(*)`s only: where it can, without a group index
+    /// a row (`scratch` holds them otherwise).
+    fn count(&mut self, keys: &ArrayRef, scratch: &mut Vec<usize>) -> Result<GroupCounts> {
+        self.assign(keys, scratch)?;
+        Ok(histogram(scratch, self.groups()))
+    }
+}
+
+/// Groups present in a batch, and the rows of each.
+pub type GroupCounts = (Vec<usize>, Vec<i64>);
+
+/// Interleaved counters of a batch's rows per group: consecutive rows of
+/// one group add to different counters instead of waiting on one.
+const LANES: usize = 4;
+
+/// Rows per group, from each row's group: counted in an array when there
+/// are few groups, else one row at a time.
+pub fn histogram(indices: &[usize], groups: usize) -> GroupCounts {
+    if groups * LANES > indices.len().max(1024) {
+        return (indices.to_vec(), vec![1; indices.len()]);
+    }
+    present(lane_counts(indices.iter().copied(), groups))
+}
+
+/// The groups counted at least once, and their counts.
+fn present(counts: Vec<u32>) -> GroupCounts {
+    counts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > 0)
+        .map(|(group, n)| (group, n as i64))
+        .unzip()
+}
+
+/// How many of `slots` fall on each of `0..len`.
+fn lane_counts(slots: impl Iterator<Item = usize>, len: usize) -> Vec<u32> {
+    let mut lanes = vec![0u32; len * LANES];
+    for (i, slot) in slots.enumerate() {
+        lanes[slot * LANES + i % LANES] += 1;
+    }
+    lanes.chunks_exact(LANES).map(|l| l.iter().sum()).collect()
 }
 
 /// The key index for a key of type `t`, if there is one.
@@ -77,6 +119,20 @@ impl GroupKeys for TypedInts {
         let keys: ArrayRef = Arc::new(self.keys.take_ints());
         Ok(cast(&keys, &self.key_type)?)
     }
+
+    /// A batch whose keys all have groups near the base is counted in one
+    /// pass, group by group, without a group index a row.
+    fn count(&mut self, keys: &ArrayRef, scratch: &mut Vec<usize>) -> Result<GroupCounts> {
+        let ints = cast(keys, &DataType::Int64)?;
+        let ints = ints.as_primitive::<Int64Type>();
+        if ints.null_count() == 0
+            && let Some(counts) = self.keys.count_known(ints.values())
+        {
+            return Ok(present(counts));
+        }
+        self.keys.assign_ints(ints, scratch);
+        Ok(histogram(scratch, self.keys.groups()))
+    }
 }
 
 /// Integer keys: those within [`DENSE`] of the first key by array index,
@@ -116,6 +172,43 @@ impl IntKeys {
         }
         let slot = table[offset as usize];
         (slot != NO_GROUP).then_some(slot as usize)
+    }
+
+    /// Every row's group into `out`, without a branch a row, when all the
+    /// keys are known and near the base (the common batch); false (and
+    /// `out` to be cleared) when some is not.
+    fn all_known(&self, values: &[i64], out: &mut Vec<usize>) -> bool {
+        let (Some(base), Some(table)) = (self.base, self.table.as_deref()) else {
+            return false;
+        };
+        let mut missing = false;
+        out.extend(values.iter().map(|&key| {
+            let offset = key.wrapping_sub(base) as u64;
+            let slot = table[(offset as usize) & (DENSE - 1)];
+            missing |= (offset >= DENSE as u64) | (slot == NO_GROUP);
+            slot as usize
+        }));
+        !missing
+    }
+
+    /// Rows per group when every key has a group near the base (None when
+    /// some has not): one pass, no branch a row.
+    fn count_known(&self, values: &[i64]) -> Option<Vec<u32>> {
+        let (base, table) = (self.base?, self.table.as_deref()?);
+        let mut lanes = vec![0u32; self.keys.len() * LANES];
+        let mut missing = false;
+        for (row, &key) in values.iter().enumerate() {
+            let offset = key.wrapping_sub(base) as u64;
+            let slot = table[(offset as usize) & (DENSE - 1)];
+            let unknown = (offset >= DENSE as u64) | (slot == NO_GROUP);
+            missing |= unknown;
+            let slot = if unknown { 0 } else { slot as usize };
+            lanes[slot * LANES + row % LANES] += u32::from(!unknown);
+        }
+        if missing {
+            return None;
+        }
+        Some(lanes.chunks_exact(LANES).map(|l| l.iter().sum()).collect())
     }
 
     /// Groups of `values[row..]` into `out` while their keys are known
@@ -175,6 +268,10 @@ impl IntKeys {
         out.reserve(keys.len());
         if keys.null_count() == 0 {
             let values = keys.values();
+            if self.all_known(values, out) {
+                return;
+            }
+            out.clear();
             let mut row = 0;
             while row < values.len() {
                 row = self.assign_known(values, row, out);
@@ -344,6 +441,47 @@ mod tests {
         let keys: ArrayRef = Arc::new(StringArray::from(keys));
         g.assign(&keys, &mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn counting_known_keys_agrees_with_counting_by_group() {
+        let mut g = for_type(&DataType::Int32).unwrap();
+        let batch = |v: Vec<Option<i32>>| Arc::new(arrow::array::Int32Array::from(v)) as ArrayRef;
+        let mut scratch = Vec::new();
+        // New keys: group by group (groups in order of first key).
+        let got = g
+            .count(
+                &batch(vec![Some(5), Some(3), Some(5), Some(5)]),
+                &mut scratch,
+            )
+            .unwrap();
+        assert_eq!(got, (vec![0, 1], vec![3, 1]));
+        let got = g
+            .count(&batch(vec![Some(4), Some(5), Some(4)]), &mut scratch)
+            .unwrap();
+        assert_eq!(got, (vec![0, 2], vec![1, 2]));
+        // Every key known: one pass.
+        let got = g
+            .count(
+                &batch(vec![Some(5), Some(4), Some(4), Some(3), Some(4)]),
+                &mut scratch,
+            )
+            .unwrap();
+        assert_eq!(got, (vec![0, 1, 2], vec![1, 1, 3]));
+        // A null and a far key.
+        let got = g
+            .count(
+                &batch(vec![Some(3), None, Some(1 << 30), None]),
+                &mut scratch,
+            )
+            .unwrap();
+        assert_eq!(got, (vec![1, 3, 4], vec![1, 2, 1]));
+        let keys = g.take().unwrap();
+        let keys: Vec<Option<i32>> = keys
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .iter()
+            .collect();
+        assert_eq!(keys, vec![Some(5), Some(3), Some(4), None, Some(1 << 30)]);
     }
 
     #[test]

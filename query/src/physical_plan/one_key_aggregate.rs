@@ -47,10 +47,6 @@ use futures::{Stream, StreamExt};
 
 use super::group_keys::{self, GroupKeys};
 
-/// Interleaved counters of a batch's rows per group: consecutive rows of
-/// one group add to different counters instead of waiting on one.
-const LANES: usize = 4;
-
 /// `count(*)` (a count of a non-null literal): its state is the rows of
 /// each group.
 fn counts_rows(f: &AggregateFunctionExpr) -> bool {
@@ -189,7 +185,6 @@ impl ExecutionPlan for OneKeyAggregateExec {
                 .zip(self.agg.filter_expr())
                 .map(|(f, filter)| raw && filter.is_none() && counts_rows(f))
                 .collect(),
-            lanes: Vec::new(),
             groups: group_keys::for_type(&self.key_type).ok_or_else(|| {
                 DataFusionError::Internal(format!("no group keys for {}", self.key_type))
             })?,
@@ -216,8 +211,6 @@ struct OneKeyStream {
     /// Which aggregates are `count(*)` over rows: fed a batch's counts per
     /// group.
     row_counts: Vec<bool>,
-    /// A batch's rows per group, in [`LANES`] interleaved counters.
-    lanes: Vec<u32>,
     groups: Box<dyn GroupKeys>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     indices: Vec<usize>,
@@ -229,6 +222,15 @@ struct OneKeyStream {
 impl OneKeyStream {
     fn update(&mut self, batch: &RecordBatch) -> Result<()> {
         let keys = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
+        if self.row_counts.iter().all(|c| *c) {
+            let (present, counts) = self.groups.count(&keys, &mut self.indices)?;
+            let counts: ArrayRef = Arc::new(Int64Array::from(counts));
+            let total = self.groups.groups();
+            for acc in &mut self.accumulators {
+                acc.merge_batch(std::slice::from_ref(&counts), &present, total)?;
+            }
+            return Ok(());
+        }
         self.groups.assign(&keys, &mut self.indices)?;
         let total = self.groups.groups();
         let counted = self.count_rows(total);
@@ -256,32 +258,12 @@ impl OneKeyStream {
     }
 
     /// The batch's rows per group (the groups it has, and their counts),
-    /// when some aggregate is `count(*)` and there are few groups enough
-    /// to count them in an array.
-    fn count_rows(&mut self, groups: usize) -> Option<(Vec<usize>, ArrayRef)> {
-        if !self.row_counts.contains(&true) || groups * LANES > self.indices.len().max(1024) {
+    /// when some aggregate is `count(*)`.
+    fn count_rows(&self, groups: usize) -> Option<(Vec<usize>, ArrayRef)> {
+        if !self.row_counts.contains(&true) {
             return None;
         }
-        self.lanes.clear();
-        self.lanes.resize(groups * LANES, 0);
-        let chunks = self.indices.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for chunk in chunks {
-            for (lane, &group) in chunk.iter().enumerate() {
-                self.lanes[group * LANES + lane] += 1;
-            }
-        }
-        for &group in rest {
-            self.lanes[group * LANES] += 1;
-        }
-        let (mut present, mut counts) = (Vec::new(), Vec::new());
-        for (group, lanes) in self.lanes.chunks_exact(LANES).enumerate() {
-            let n: u32 = lanes.iter().sum();
-            if n > 0 {
-                present.push(group);
-                counts.push(n as i64);
-            }
-        }
+        let (present, counts) = group_keys::histogram(&self.indices, groups);
         Some((present, Arc::new(Int64Array::from(counts))))
     }
 
