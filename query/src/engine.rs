@@ -495,7 +495,7 @@ impl QueryEngine {
         };
         let (header, plan) = decode_fragment(ticket, &task_ctx, &codec)
             .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
-        let plan = crate::physical_optimizer::one_key_aggregate::rewrite(plan)
+        let plan = crate::physical_optimizer::one_key_aggregate::rewrite(plan, false)
             .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
         let (batches, task) = self.spawn_stream(plan.clone(), task_ctx, None);
         // The coordinator's limit, within this node's own.

@@ -27,7 +27,7 @@ impl PhysicalOptimizerRule for OneKeyAggregate {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        rewrite(plan)
+        rewrite(plan, true)
     }
 
     fn name(&self) -> &str {
@@ -39,16 +39,17 @@ impl PhysicalOptimizerRule for OneKeyAggregate {
     }
 }
 
-/// `plan` with every eligible partial aggregate outside a fan-out's
-/// shipped subtree computed by [`OneKeyAggregateExec`].
-pub fn rewrite(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// `plan` with every eligible aggregate outside a fan-out's shipped
+/// subtree computed by [`OneKeyAggregateExec`]; `may_skip` is false for a
+/// fragment run for another node (its output crosses the network).
+pub fn rewrite(plan: Arc<dyn ExecutionPlan>, may_skip: bool) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_down(|node| {
         if node.is::<FanoutExec>() {
             return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
         }
         let dense = node
             .downcast_ref::<AggregateExec>()
-            .and_then(OneKeyAggregateExec::try_new);
+            .and_then(|agg| OneKeyAggregateExec::try_new(agg, may_skip));
         Ok(match dense {
             Some(dense) => Transformed::yes(Arc::new(dense) as Arc<dyn ExecutionPlan>),
             None => Transformed::no(node),
@@ -139,7 +140,7 @@ mod tests {
             // Two plans: a plan's repartitions run once.
             let df = ctx.sql(sql).await.unwrap();
             let plan = df.clone().create_physical_plan().await.unwrap();
-            let dense = rewrite(df.create_physical_plan().await.unwrap()).unwrap();
+            let dense = rewrite(df.create_physical_plan().await.unwrap(), true).unwrap();
             let mut found = false;
             dense
                 .apply(|n| {
@@ -180,7 +181,7 @@ mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let partial = find_one_key(&rewrite(plan).unwrap(), AggregateMode::Partial);
+        let partial = find_one_key(&rewrite(plan, true).unwrap(), AggregateMode::Partial);
         let batches = collect(partial, ctx.task_ctx()).await.unwrap();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let counted: i64 = batches
@@ -205,10 +206,50 @@ mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let err = collect(rewrite(plan).unwrap(), ctx.task_ctx())
+        let err = collect(rewrite(plan, true).unwrap(), ctx.task_ctx())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    /// Keys mostly distinct: after its probe the partial aggregate passes
+    /// rows on (unless told not to), and the answer is the same.
+    #[tokio::test]
+    async fn a_partial_aggregate_of_distinct_keys_skips() {
+        // Two streams of 150,000 rows, 120,000 keys each.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let part = |p: i64| -> Vec<RecordBatch> {
+            (0..150)
+                .map(|b| {
+                    let rows = (0..1000).map(|r| p * 150_000 + b * 1000 + r);
+                    let k = Int64Array::from_iter_values(rows.clone().map(|i| i % 120_000));
+                    let v = Int64Array::from_iter_values(rows.map(|i| i % 7));
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(v)]).unwrap()
+                })
+                .collect()
+        };
+        let table = MemTable::try_new(schema.clone(), vec![part(0), part(1)]).unwrap();
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        let sql = "SELECT k, count(*), sum(v), max(v) FROM t GROUP BY k ORDER BY k";
+        let df = ctx.sql(sql).await.unwrap();
+        let expected = df.clone().collect().await.unwrap();
+        // Without skipping each stream answers its 120,000 groups; skipping,
+        // the 100,000 of its probe and then its last 50,000 rows one each.
+        for (may_skip, rows_out) in [(true, 300_000), (false, 240_000)] {
+            let plan = rewrite(df.clone().create_physical_plan().await.unwrap(), may_skip).unwrap();
+            let got = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+            assert_eq!(
+                pretty_format_batches(&got).unwrap().to_string(),
+                pretty_format_batches(&expected).unwrap().to_string()
+            );
+            let partial = find_one_key(&plan, AggregateMode::Partial);
+            let out = partial.metrics().unwrap().output_rows().unwrap();
+            assert_eq!(out, rows_out, "may skip: {may_skip}");
+        }
     }
 
     fn find_one_key(plan: &Arc<dyn ExecutionPlan>, mode: AggregateMode) -> Arc<dyn ExecutionPlan> {
@@ -242,7 +283,7 @@ mod tests {
                 .create_physical_plan()
                 .await
                 .unwrap();
-            let dense = rewrite(plan).unwrap();
+            let dense = rewrite(plan, true).unwrap();
             let mut found = false;
             dense
                 .apply(|n| {

@@ -184,7 +184,7 @@ impl ExecutionPlan for FanoutExec {
         };
         if place.node == self.ctx.me {
             let plan = restrict(&self.subtree, &place.partitions, self.ctx.codec.streams)?;
-            return one_key_aggregate::rewrite(plan)?.execute(0, context);
+            return one_key_aggregate::rewrite(plan, true)?.execute(0, context);
         }
         let (ctx, subtree) = (self.ctx.clone(), self.subtree.clone());
         let stream = futures::stream::once(run_with_retry(ctx, subtree, place, context)).flatten();
@@ -202,7 +202,9 @@ async fn run_share(
 ) -> Result<BatchStream> {
     let plan = restrict(subtree, &place.partitions, ctx.codec.streams)?;
     if place.node == ctx.me {
-        return Ok(one_key_aggregate::rewrite(plan)?.execute(0, task)?.boxed());
+        return Ok(one_key_aggregate::rewrite(plan, true)?
+            .execute(0, task)?
+            .boxed());
     }
     let ticket = encode_fragment(plan, &ctx.codec, ctx.timeout.as_millis() as u64)?;
     let counters = ctx.counters.clone();
