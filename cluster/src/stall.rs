@@ -60,8 +60,10 @@ impl StallWatch {
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let runtime = tokio::runtime::Handle::current();
+        // Marked before the tick counts: until then `suspect` holds, and
+        // queries keep off this node's copies.
         self.start(stop, move |gap| {
-            runtime.spawn(mark_held_incomplete(membership.clone(), replicas, gap));
+            runtime.block_on(mark_held_incomplete(membership.clone(), replicas, gap));
         });
     }
 

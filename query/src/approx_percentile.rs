@@ -43,6 +43,10 @@ pub const FLUSH: usize = 4096;
 /// Values buffered over all groups before every group's are merged.
 pub const BUFFERED: usize = 1 << 20;
 
+/// The largest digest (centroids) a query may ask for; DataFusion's
+/// default is 100.
+pub const MAX_DIGEST_SIZE: usize = 10_000;
+
 /// Replaces DataFusion's `approx_percentile_cont` on the session with the
 /// same function plus its group accumulator.
 pub fn register(state: &mut SessionState) -> Result<()> {
@@ -68,10 +72,12 @@ impl GroupedPercentile {
 
 /// What the group accumulator needs from the call: a float input, a
 /// literal percentile and (optionally) a literal digest size.
-fn settings(args: &AccumulatorArgs) -> Option<(f64, usize, DataType)> {
-    let input = args.expr_fields.first()?.data_type().clone();
+fn settings(args: &AccumulatorArgs) -> Result<Option<(f64, usize, DataType)>> {
+    let Some(input) = args.expr_fields.first().map(|f| f.data_type().clone()) else {
+        return Ok(None);
+    };
     if !matches!(input, DataType::Float64 | DataType::Float32) {
-        return None;
+        return Ok(None);
     }
     let literal = |i: usize| {
         args.exprs
@@ -79,9 +85,9 @@ fn settings(args: &AccumulatorArgs) -> Option<(f64, usize, DataType)> {
             .and_then(|e| e.downcast_ref::<Literal>())
             .map(|l| l.value().clone())
     };
-    let percentile = match literal(1)? {
-        ScalarValue::Float64(Some(p)) if (0.0..=1.0).contains(&p) => p,
-        _ => return None,
+    let percentile = match literal(1) {
+        Some(ScalarValue::Float64(Some(p))) if (0.0..=1.0).contains(&p) => p,
+        _ => return Ok(None),
     };
     let descending = args.order_bys.first().is_some_and(|s| s.options.descending);
     let percentile = if descending {
@@ -91,13 +97,27 @@ fn settings(args: &AccumulatorArgs) -> Option<(f64, usize, DataType)> {
     };
     let max_size = match args.exprs.len() {
         2 => DEFAULT_MAX_SIZE,
-        3 => match literal(2)?.cast_to(&DataType::UInt64).ok()? {
-            ScalarValue::UInt64(Some(n)) if n > 0 => n as usize,
-            _ => return None,
+        3 => match literal(2).and_then(|l| l.cast_to(&DataType::UInt64).ok()) {
+            Some(ScalarValue::UInt64(Some(n))) if n > 0 => n as usize,
+            _ => return Ok(None),
         },
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some((percentile, max_size, input))
+    check_max_size(max_size)?;
+    Ok(Some((percentile, max_size, input)))
+}
+
+/// A digest's size is allocated up front (DataFusion's t-digest reserves
+/// it): `approx_percentile_cont(x, 0.5, 1000000000000)` would abort the
+/// process, so a size over [`MAX_DIGEST_SIZE`] is an error, in a query
+/// and in a partial state from another node.
+fn check_max_size(max_size: usize) -> Result<()> {
+    if max_size > MAX_DIGEST_SIZE {
+        return Err(DataFusionError::Plan(format!(
+            "approx_percentile_cont: a digest of {max_size} centroids is over the limit of {MAX_DIGEST_SIZE}"
+        )));
+    }
+    Ok(())
 }
 
 impl AggregateUDFImpl for GroupedPercentile {
@@ -114,6 +134,7 @@ impl AggregateUDFImpl for GroupedPercentile {
     }
 
     fn accumulator(&self, acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        settings(&acc_args)?;
         self.inner().accumulator(acc_args)
     }
 
@@ -125,15 +146,16 @@ impl AggregateUDFImpl for GroupedPercentile {
         self.inner().state_fields(args)
     }
 
+    /// Also when the call is refused: creating the accumulator says why.
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        !args.is_distinct && settings(&args).is_some()
+        !args.is_distinct && !matches!(settings(&args), Ok(None))
     }
 
     fn create_groups_accumulator(
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        let (percentile, max_size, input) = settings(&args).ok_or_else(|| {
+        let (percentile, max_size, input) = settings(&args)?.ok_or_else(|| {
             DataFusionError::Internal("approx_percentile_cont: no group accumulator".into())
         })?;
         Ok(Box::new(PercentileGroups {
@@ -144,6 +166,7 @@ impl AggregateUDFImpl for GroupedPercentile {
             buffers: Vec::new(),
             buffered: 0,
             sorted: Vec::new(),
+            held: 0,
         }))
     }
 
@@ -221,6 +244,9 @@ struct PercentileGroups {
     buffered: usize,
     /// A flushed buffer's values, sorted, reused.
     sorted: Vec<f64>,
+    /// Bytes of the digests and buffers, kept up to date (`size` is
+    /// asked for every batch).
+    held: usize,
 }
 
 /// A float as an integer of the same order (IEEE 754's total order):
@@ -245,9 +271,16 @@ fn from_sort_key(key: u64) -> f64 {
 impl PercentileGroups {
     fn resize(&mut self, groups: usize) {
         if self.digests.len() < groups {
-            self.digests.resize(groups, TDigest::new(self.max_size));
+            let empty = TDigest::new(self.max_size);
+            self.held += (groups - self.digests.len()) * empty.size();
+            self.digests.resize(groups, empty);
             self.buffers.resize_with(groups, Vec::new);
         }
+    }
+
+    fn set_digest(&mut self, group: usize, digest: TDigest) {
+        self.held = self.held - self.digests[group].size() + digest.size();
+        self.digests[group] = digest;
     }
 
     fn flush(&mut self, group: usize) {
@@ -258,9 +291,10 @@ impl PercentileGroups {
         buffer.sort_unstable();
         self.sorted.clear();
         self.sorted.extend(buffer.iter().map(|&k| from_sort_key(k)));
-        self.digests[group] = self.digests[group].merge_sorted_f64(&self.sorted);
         self.buffered -= buffer.len();
         buffer.clear();
+        let merged = self.digests[group].merge_sorted_f64(&self.sorted);
+        self.set_digest(group, merged);
     }
 
     fn flush_all(&mut self) {
@@ -279,7 +313,9 @@ impl PercentileGroups {
             self.flush(group);
         }
         let digests = emit_to.take_needed(&mut self.digests);
-        emit_to.take_needed(&mut self.buffers);
+        let buffers = emit_to.take_needed(&mut self.buffers);
+        self.held -= digests.iter().map(TDigest::size).sum::<usize>()
+            + buffers.iter().map(|b| b.capacity() * 8).sum::<usize>();
         digests
     }
 }
@@ -300,7 +336,9 @@ impl GroupsAccumulator for PercentileGroups {
                 continue;
             }
             let buffer = &mut self.buffers[group];
+            let capacity = buffer.capacity();
             buffer.push(sort_key(values.value(row)));
+            self.held += (buffer.capacity() - capacity) * 8;
             self.buffered += 1;
             if buffer.len() >= FLUSH {
                 self.flush(group);
@@ -356,28 +394,30 @@ impl GroupsAccumulator for PercentileGroups {
     ) -> Result<()> {
         self.resize(total_num_groups);
         let states = PartialStates::try_new(values)?;
-        let mut incoming: Vec<Vec<TDigest>> = vec![Vec::new(); total_num_groups];
-        for (row, &group) in group_indices.iter().enumerate() {
-            incoming[group].push(states.digest(row)?);
-        }
-        for (group, digests) in incoming.into_iter().enumerate() {
-            if digests.is_empty() {
-                continue;
-            }
-            let merged =
-                TDigest::merge_digests(digests.iter().chain(std::iter::once(&self.digests[group])));
-            self.digests[group] = merged;
+        // By group, so that each group's digests merge at once (in the
+        // batch's order within a group); only the groups present.
+        let mut incoming = group_indices
+            .iter()
+            .enumerate()
+            .map(|(row, &group)| Ok((group, states.digest(row)?)))
+            .collect::<Result<Vec<_>>>()?;
+        incoming.sort_by_key(|(group, _)| *group);
+        for run in incoming.chunk_by(|a, b| a.0 == b.0) {
+            let group = run[0].0;
+            let merged = TDigest::merge_digests(
+                run.iter()
+                    .map(|(_, d)| d)
+                    .chain(std::iter::once(&self.digests[group])),
+            );
+            self.set_digest(group, merged);
         }
         Ok(())
     }
 
-    /// At most: called for every batch, so not summed group by group.
     fn size(&self) -> usize {
-        let digest =
-            std::mem::size_of::<TDigest>() + self.max_size * std::mem::size_of::<Centroid>();
-        self.digests.capacity() * digest
+        self.held
             + self.buffers.capacity() * std::mem::size_of::<Vec<u64>>()
-            + self.buffered * 2 * std::mem::size_of::<f64>()
+            + self.sorted.capacity() * std::mem::size_of::<f64>()
     }
 }
 
@@ -440,14 +480,9 @@ impl<'a> PartialStates<'a> {
             .chunks_exact(2)
             .map(|c| Centroid::new(c[0], c[1]))
             .collect();
-        TDigest::try_from_parts(
-            self.max_size.value(row) as usize,
-            sum,
-            count,
-            max,
-            min,
-            centroids,
-        )
+        let max_size = self.max_size.value(row) as usize;
+        check_max_size(max_size)?;
+        TDigest::try_from_parts(max_size, sum, count, max, min, centroids)
     }
 }
 
@@ -577,6 +612,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_digest_too_large_is_refused_not_allocated() {
+        let ctx = context();
+        for sql in [
+            "SELECT g, approx_percentile_cont(v, 0.5, 1000000000000) FROM t GROUP BY g",
+            "SELECT approx_percentile_cont(v, 0.5, 1000000000000) FROM t",
+        ] {
+            let err = ctx.sql(sql).await.unwrap().collect().await.unwrap_err();
+            assert!(err.to_string().contains("over the limit"), "{sql}: {err}");
+        }
+    }
+
+    #[tokio::test]
     async fn filtered_and_empty_groups() {
         let ctx = context();
         let got = answers(
@@ -638,6 +685,7 @@ mod tests {
             buffers: Vec::new(),
             buffered: 0,
             sorted: Vec::new(),
+            held: 0,
         };
         let values: ArrayRef = Arc::new(Float64Array::from_iter_values((0..10_000).map(f64::from)));
         let groups: Vec<usize> = (0..10_000).map(|i| i % 2).collect();
@@ -659,5 +707,19 @@ mod tests {
         assert!(err.to_string().contains("invalid TDigest state"), "{err}");
         let err = merged.merge_batch(&state[..5], &[0, 1], 2).unwrap_err();
         assert!(err.to_string().contains("bad partial state"), "{err}");
+        let mut huge = state.clone();
+        huge[0] = Arc::new(UInt64Array::from(vec![1 << 40, 100]));
+        let err = merged.merge_batch(&huge, &[0, 1], 2).unwrap_err();
+        assert!(err.to_string().contains("over the limit"), "{err}");
+        // The memory it reports is what it holds, kept up to date.
+        let held = merged.digests.iter().map(TDigest::size).sum::<usize>()
+            + merged
+                .buffers
+                .iter()
+                .map(|b| b.capacity() * 8)
+                .sum::<usize>()
+            + merged.buffers.capacity() * std::mem::size_of::<Vec<u64>>()
+            + merged.sorted.capacity() * 8;
+        assert_eq!(merged.size(), held);
     }
 }

@@ -442,11 +442,12 @@ impl QueryEngine {
         let n = ring.replicas(cluster.replicas);
         let me = cluster.membership.node_name().to_string();
         let mut members = cluster.membership.members().await;
-        if n > 1 && (cluster.stall.suspect() || cluster.membership.deaf(&members)) {
+        let alone = ring.members().len() < 2;
+        if !alone && (cluster.stall.suspect() || cluster.membership.deaf(&members)) {
             // Just resumed from a stall, or hearing no gossip: read the
-            // other replicas. With one replica there are none, and none
-            // can have taken a write this node's copy missed (it was the
-            // only one to acknowledge it): its copies are read as always.
+            // other replicas (even with one replica a fallback node may
+            // have taken hinted writes meanwhile). A node alone in its
+            // ring missed nothing: no other node could take a write.
             for m in members.iter_mut().filter(|m| m.name == me) {
                 m.incomplete = (0..ring.partitions()).collect();
             }

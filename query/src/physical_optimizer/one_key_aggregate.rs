@@ -141,14 +141,7 @@ mod tests {
             let df = ctx.sql(sql).await.unwrap();
             let plan = df.clone().create_physical_plan().await.unwrap();
             let dense = rewrite(df.create_physical_plan().await.unwrap(), true).unwrap();
-            let mut found = false;
-            dense
-                .apply(|n| {
-                    found |= n.is::<OneKeyAggregateExec>();
-                    Ok(TreeNodeRecursion::Continue)
-                })
-                .unwrap();
-            assert!(found, "{sql} is not rewritten");
+            assert!(has_one_key(&dense), "{sql} is not rewritten");
             let expected = collect(plan, ctx.task_ctx()).await.unwrap();
             let got = collect(dense, ctx.task_ctx()).await.unwrap();
             let (expected, got) = (
@@ -174,13 +167,7 @@ mod tests {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_table("t", Arc::new(table())).unwrap();
         let sql = "SELECT wide % 40000 AS w, count(*) FROM t GROUP BY w";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = plan_of(&ctx, sql).await;
         let partial = find_one_key(&rewrite(plan, true).unwrap(), AggregateMode::Partial);
         let batches = collect(partial, ctx.task_ctx()).await.unwrap();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -199,13 +186,7 @@ mod tests {
         );
 
         let sql = "SELECT wide, count(*) FROM t GROUP BY wide";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = plan_of(&ctx, sql).await;
         let err = collect(rewrite(plan, true).unwrap(), ctx.task_ctx())
             .await
             .unwrap_err();
@@ -252,6 +233,21 @@ mod tests {
         }
     }
 
+    async fn plan_of(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let df = ctx.sql(sql).await.unwrap();
+        df.create_physical_plan().await.unwrap()
+    }
+
+    fn has_one_key(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        let mut found = false;
+        plan.apply(|n| {
+            found |= n.is::<OneKeyAggregateExec>();
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        found
+    }
+
     fn find_one_key(plan: &Arc<dyn ExecutionPlan>, mode: AggregateMode) -> Arc<dyn ExecutionPlan> {
         let mut found = None;
         plan.apply(|n| {
@@ -276,22 +272,8 @@ mod tests {
             "SELECT CAST(v AS DOUBLE) AS d, count(*) FROM t GROUP BY d",
             "SELECT count(*) FROM t",
         ] {
-            let plan = ctx
-                .sql(sql)
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap();
-            let dense = rewrite(plan, true).unwrap();
-            let mut found = false;
-            dense
-                .apply(|n| {
-                    found |= n.is::<OneKeyAggregateExec>();
-                    Ok(TreeNodeRecursion::Continue)
-                })
-                .unwrap();
-            assert!(!found, "{sql} was rewritten");
+            let dense = rewrite(plan_of(&ctx, sql).await, true).unwrap();
+            assert!(!has_one_key(&dense), "{sql} was rewritten");
         }
     }
 }

@@ -15,7 +15,7 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 
 /// Integer keys found by array index: this many consecutive values.
 pub const DENSE: usize = 1 << 16;
@@ -195,6 +195,9 @@ impl IntKeys {
     /// some has not): one pass, no branch a row.
     fn count_known(&self, values: &[i64]) -> Option<Vec<u32>> {
         let (base, table) = (self.base?, self.table.as_deref()?);
+        if self.keys.len() * LANES > values.len().max(1024) {
+            return None;
+        }
         let mut lanes = vec![0u32; self.keys.len() * LANES];
         let mut missing = false;
         for (row, &key) in values.iter().enumerate() {
@@ -313,6 +316,8 @@ impl IntKeys {
 pub struct StrKeys {
     short: hashbrown::HashMap<u128, u32>,
     long: hashbrown::HashMap<Box<[u8]>, u32>,
+    /// Bytes of the long keys (held in the map besides the key column).
+    long_bytes: usize,
     null: Option<u32>,
     /// Every group's key, by group index, as a string array's parts.
     offsets: Vec<i32>,
@@ -369,6 +374,7 @@ impl StrKeys {
             return group as usize;
         }
         let group = self.new_group(key);
+        self.long_bytes += key.len();
         self.long.insert(key.into(), group);
         group as usize
     }
@@ -385,8 +391,16 @@ impl StrKeys {
 
 impl GroupKeys for StrKeys {
     fn assign(&mut self, keys: &ArrayRef, out: &mut Vec<usize>) -> Result<()> {
-        let keys = keys.as_string::<i32>();
+        let keys = keys.as_string_opt::<i32>().ok_or_else(|| {
+            DataFusionError::Internal(format!("string keys of type {}", keys.data_type()))
+        })?;
         let (offsets, values) = (keys.value_offsets(), keys.values().as_slice());
+        // Every group's key in one string array: its offsets are `i32`.
+        if self.bytes.len() + values.len() > i32::MAX as usize {
+            return Err(DataFusionError::ResourcesExhausted(
+                "the keys of one aggregate's groups are over 2 GiB".into(),
+            ));
+        }
         out.clear();
         out.reserve(keys.len());
         for row in 0..keys.len() {
@@ -406,6 +420,7 @@ impl GroupKeys for StrKeys {
 
     fn bytes(&self) -> usize {
         self.short.capacity() * 32
+            + self.long_bytes
             + self.long.capacity() * 24
             + self.offsets.capacity() * 4
             + self.bytes.capacity()
@@ -428,6 +443,7 @@ impl GroupKeys for StrKeys {
         )?;
         self.short.clear();
         self.long.clear();
+        self.long_bytes = 0;
         Ok(Arc::new(array))
     }
 }

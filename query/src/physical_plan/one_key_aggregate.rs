@@ -258,27 +258,39 @@ impl OneKeyStream {
         self.groups.assign(&keys, &mut self.indices)?;
         let total = self.groups.groups();
         let counted = self.count_rows(total);
-        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+        for i in 0..self.accumulators.len() {
             if let (Some((groups, counts)), true) = (&counted, self.row_counts[i]) {
-                acc.merge_batch(std::slice::from_ref(counts), groups, total)?;
+                self.accumulators[i].merge_batch(std::slice::from_ref(counts), groups, total)?;
                 continue;
             }
-            let values = self.args[i]
-                .iter()
-                .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
-                .collect::<Result<Vec<ArrayRef>>>()?;
+            let (values, filter) = self.arguments(i, batch)?;
+            let acc = &mut self.accumulators[i];
             if !self.raw {
                 acc.merge_batch(&values, &self.indices, total)?;
                 continue;
             }
-            let filter = match &self.filters[i] {
-                Some(f) => Some(f.evaluate(batch)?.into_array(batch.num_rows())?),
-                None => None,
-            };
             let filter = filter.as_ref().map(|f| f.as_boolean());
             acc.update_batch(&values, &self.indices, filter, total)?;
         }
         Ok(())
+    }
+
+    /// Aggregate `i`'s arguments (or state columns) over `batch`, and over
+    /// rows its FILTER's mask.
+    fn arguments(
+        &self,
+        i: usize,
+        batch: &RecordBatch,
+    ) -> Result<(Vec<ArrayRef>, Option<ArrayRef>)> {
+        let values = self.args[i]
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let filter = match (&self.filters[i], self.raw) {
+            (Some(f), true) => Some(f.evaluate(batch)?.into_array(batch.num_rows())?),
+            _ => None,
+        };
+        Ok((values, filter))
     }
 
     /// The batch's rows per group (the groups it has, and their counts),
@@ -316,14 +328,7 @@ impl OneKeyStream {
         let keys = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
         let mut columns = vec![keys];
         for (i, acc) in self.accumulators.iter().enumerate() {
-            let values = self.args[i]
-                .iter()
-                .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            let filter = match &self.filters[i] {
-                Some(f) => Some(f.evaluate(batch)?.into_array(batch.num_rows())?),
-                None => None,
-            };
+            let (values, filter) = self.arguments(i, batch)?;
             let filter = filter.as_ref().map(|f| f.as_boolean());
             columns.extend(acc.convert_to_state(&values, filter)?);
         }
