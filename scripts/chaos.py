@@ -66,6 +66,24 @@ def enter_netns(name):
     os.close(fd)
 
 
+def clear_stale_faketime():
+    """Removes what killed `faketime` wrappers left in /dev/shm.
+
+    The wrapper names a shared-memory file and a semaphore after its pid
+    and removes them when it exits, but not when SIGKILLed (as a killed
+    node's is); once the pid comes round again, `sem_open` finds the old
+    one and the wrapper exits 1 ("sem_open: File exists"): a run on a
+    machine that had run the harness before failed so."""
+    for name in os.listdir("/dev/shm"):
+        for prefix in ("faketime_shm_", "sem.faketime_sem_"):
+            pid = name[len(prefix):] if name.startswith(prefix) else ""
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                try:
+                    os.unlink(os.path.join("/dev/shm", name))
+                except OSError:
+                    pass
+
+
 class NetnsNet:
     """The driver's own namespace (`ctl`, entered once: its clients live
     there) holds a bridge; each node gets a namespace with a veth into it.
@@ -514,6 +532,7 @@ class Cluster:
         cmd = self.net.prefix(i)
         self.running_skew[i] = self.skew.get(i, 0)
         if self.skew.get(i):
+            clear_stale_faketime()
             cmd += ["faketime", "-f", f"{self.skew[i]:+d}s"]
         cmd += [self.atoll, "serve", "--node-name", f"n{i}", *self.net.node_args(i),
                 "--gossip-interval-ms", "100",
