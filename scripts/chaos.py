@@ -650,8 +650,9 @@ class Workload:
         """Counts, and every other time reads every id: a full answer holds
         every id acknowledged before it started, once, and nothing never
         sent. A full answer short of ids acknowledged in the first
-        `CUT_WINDOW` s after a link was cut is counted apart (the window
-        docs/reliability.md documents); any other is wrong."""
+        `CUT_WINDOW` s after a link was cut or a paused node resumed is
+        counted apart (the window docs/reliability.md documents); any other
+        is wrong."""
         rng = random.Random(self.rng.random())
         ids_query = False
         while not self.stop_new.is_set():
@@ -771,7 +772,16 @@ class Nemesis:
             return f"{base}-{base + jitter} ms delay (reordered) into {['n%d' % n for n in hit]}"
         if fault == "pause":
             self.c.signal(x, signal.SIGSTOP)
-            self.healing.append(lambda: self.c.signal(x, signal.SIGCONT))
+
+            def resume():
+                # A resumed node is read again as soon as others see it up,
+                # before a third node's reports of the writes it missed in
+                # its last moments arrive: the window opens here too.
+                now = time.time()
+                self.c.cuts.append([now, now])
+                self.c.signal(x, signal.SIGCONT)
+
+            self.healing.append(resume)
             return f"n{x} paused (SIGSTOP)"
         if fault in ("kill", "kill_wipe"):
             self.c.kill(x)
