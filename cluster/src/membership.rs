@@ -291,13 +291,13 @@ impl Membership {
         self.ring.read().clone()
     }
 
-    /// True when this node came back into a ring that already had it.
     /// Whether any member of the cluster was heard to hold data.
     pub fn cluster_holds_data(&self) -> bool {
         self.cluster_holds_data
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// True when this node came back into a ring that already had it.
     pub fn rejoined(&self) -> bool {
         self.rejoined.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -33,6 +33,7 @@ use datafusion::logical_expr::{
     Operator, ReversedUDAF, SetMonotonicity, Signature,
 };
 use datafusion::physical_expr::expressions::Literal;
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
 use datafusion_functions_aggregate_common::tdigest::{Centroid, DEFAULT_MAX_SIZE, TDigest};
 
 const NAME: &str = "approx_percentile_cont";
@@ -330,20 +331,21 @@ impl GroupsAccumulator for PercentileGroups {
     ) -> Result<()> {
         self.resize(total_num_groups);
         let values = cast(&values[0], &DataType::Float64)?;
-        let values = values.as_primitive::<Float64Type>();
-        for (row, &group) in group_indices.iter().enumerate() {
-            if values.is_null(row) || opt_filter.is_some_and(|f| !f.value(row) || f.is_null(row)) {
-                continue;
-            }
-            let buffer = &mut self.buffers[group];
-            let capacity = buffer.capacity();
-            buffer.push(sort_key(values.value(row)));
-            self.held += (buffer.capacity() - capacity) * 8;
-            self.buffered += 1;
-            if buffer.len() >= FLUSH {
-                self.flush(group);
-            }
-        }
+        accumulate(
+            group_indices,
+            values.as_primitive::<Float64Type>(),
+            opt_filter,
+            |group, value| {
+                let buffer = &mut self.buffers[group];
+                let capacity = buffer.capacity();
+                buffer.push(sort_key(value));
+                self.held += (buffer.capacity() - capacity) * 8;
+                self.buffered += 1;
+                if buffer.len() >= FLUSH {
+                    self.flush(group);
+                }
+            },
+        );
         if self.buffered >= BUFFERED {
             self.flush_all();
         }
@@ -370,19 +372,17 @@ impl GroupsAccumulator for PercentileGroups {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let values = cast(&values[0], &DataType::Float64)?;
-        let values = values.as_primitive::<Float64Type>();
         let empty = TDigest::new(self.max_size);
-        let digests: Vec<TDigest> = (0..values.len())
-            .map(|row| {
-                let skipped = values.is_null(row)
-                    || opt_filter.is_some_and(|f| !f.value(row) || f.is_null(row));
-                if skipped {
-                    empty.clone()
-                } else {
-                    empty.merge_sorted_f64(&[values.value(row)])
-                }
-            })
-            .collect();
+        let mut digests = vec![empty.clone(); values.len()];
+        let rows: Vec<usize> = (0..values.len()).collect();
+        accumulate(
+            &rows,
+            values.as_primitive::<Float64Type>(),
+            opt_filter,
+            |row, value| {
+                digests[row] = empty.merge_sorted_f64(&[value]);
+            },
+        );
         Ok(state_arrays(&digests))
     }
 

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 
+use crate::physical_plan::one_key_aggregate::counts_rows;
 use crate::scan::PartitionScanExec;
 
 #[derive(Debug, Default)]
@@ -58,12 +58,5 @@ fn counts_rows_only(agg: &AggregateExec) -> bool {
         && agg.group_expr().is_empty()
         && agg.filter_expr().iter().all(Option::is_none)
         && !agg.aggr_expr().is_empty()
-        && agg.aggr_expr().iter().all(|f| {
-            f.fun().name() == "count"
-                && !f.is_distinct()
-                && f.expressions().iter().all(|e| {
-                    e.downcast_ref::<Literal>()
-                        .is_some_and(|l| !l.value().is_null())
-                })
-        })
+        && agg.aggr_expr().iter().all(|f| counts_rows(f))
 }

@@ -183,13 +183,25 @@ impl ExecutionPlan for FanoutExec {
             )));
         };
         if place.node == self.ctx.me {
-            let plan = restrict(&self.subtree, &place.partitions, self.ctx.codec.streams)?;
-            return one_key_aggregate::rewrite(plan, true)?.execute(0, context);
+            return run_here(&self.subtree, &place, self.ctx.codec.streams, context);
         }
         let (ctx, subtree) = (self.ctx.clone(), self.subtree.clone());
         let stream = futures::stream::once(run_with_retry(ctx, subtree, place, context)).flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
+}
+
+/// The coordinator's own share, in process: its scans narrowed to its
+/// partitions, its one-key aggregates placed (a shipped subtree is
+/// DataFusion's nodes only).
+fn run_here(
+    subtree: &Arc<dyn ExecutionPlan>,
+    place: &Placement,
+    streams: usize,
+    task: Arc<TaskContext>,
+) -> Result<SendableRecordBatchStream> {
+    let plan = restrict(subtree, &place.partitions, streams)?;
+    one_key_aggregate::rewrite(plan, true)?.execute(0, task)
 }
 
 /// Runs one node's share: in process for the coordinator, else over
@@ -200,12 +212,10 @@ async fn run_share(
     place: &Placement,
     task: Arc<TaskContext>,
 ) -> Result<BatchStream> {
-    let plan = restrict(subtree, &place.partitions, ctx.codec.streams)?;
     if place.node == ctx.me {
-        return Ok(one_key_aggregate::rewrite(plan, true)?
-            .execute(0, task)?
-            .boxed());
+        return Ok(run_here(subtree, place, ctx.codec.streams, task)?.boxed());
     }
+    let plan = restrict(subtree, &place.partitions, ctx.codec.streams)?;
     let ticket = encode_fragment(plan, &ctx.codec, ctx.timeout.as_millis() as u64)?;
     let counters = ctx.counters.clone();
     run_remote(&ctx.peers, place, ticket, subtree.schema(), counters).await

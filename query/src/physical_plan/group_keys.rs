@@ -76,6 +76,15 @@ fn lane_counts(slots: impl Iterator<Item = usize>, len: usize) -> Vec<u32> {
     lanes.chunks_exact(LANES).map(|l| l.iter().sum()).collect()
 }
 
+/// `key`'s slot in the array of `base`, and whether it is a group of a
+/// key near the base, without a branch.
+#[inline(always)]
+fn probe(base: i64, table: &[u32; DENSE], key: i64) -> (usize, bool) {
+    let offset = key.wrapping_sub(base) as u64;
+    let slot = table[(offset as usize) & (DENSE - 1)];
+    (slot as usize, (offset < DENSE as u64) & (slot != NO_GROUP))
+}
+
 /// The key index for a key of type `t`, if there is one.
 pub fn for_type(t: &DataType) -> Option<Box<dyn GroupKeys>> {
     match t {
@@ -161,74 +170,53 @@ impl IntKeys {
             + self.keys.capacity() * std::mem::size_of::<Option<i64>>()
     }
 
+    /// The array and its base, once the first key set them.
+    fn dense(&self) -> Option<(i64, &[u32; DENSE])> {
+        Some((self.base?, self.table.as_deref()?))
+    }
+
     /// The group of a key seen before near the base: the one lookup most
     /// rows take.
     #[inline(always)]
     fn known_group(&self, key: i64) -> Option<usize> {
-        let (base, table) = (self.base?, self.table.as_ref()?);
-        let offset = key.wrapping_sub(base) as u64;
-        if offset >= DENSE as u64 {
-            return None;
-        }
-        let slot = table[offset as usize];
-        (slot != NO_GROUP).then_some(slot as usize)
+        let (base, table) = self.dense()?;
+        let (slot, known) = probe(base, table, key);
+        known.then_some(slot)
     }
 
     /// Every row's group into `out`, without a branch a row, when all the
     /// keys are known and near the base (the common batch); false (and
     /// `out` to be cleared) when some is not.
     fn all_known(&self, values: &[i64], out: &mut Vec<usize>) -> bool {
-        let (Some(base), Some(table)) = (self.base, self.table.as_deref()) else {
+        let Some((base, table)) = self.dense() else {
             return false;
         };
         let mut missing = false;
         out.extend(values.iter().map(|&key| {
-            let offset = key.wrapping_sub(base) as u64;
-            let slot = table[(offset as usize) & (DENSE - 1)];
-            missing |= (offset >= DENSE as u64) | (slot == NO_GROUP);
-            slot as usize
+            let (slot, known) = probe(base, table, key);
+            missing |= !known;
+            slot
         }));
         !missing
     }
 
     /// Rows per group when every key has a group near the base (None when
-    /// some has not): one pass, no branch a row.
+    /// some has not, or there are too many groups to count in an array):
+    /// one pass, no branch a row.
     fn count_known(&self, values: &[i64]) -> Option<Vec<u32>> {
-        let (base, table) = (self.base?, self.table.as_deref()?);
+        let (base, table) = self.dense()?;
         if self.keys.len() * LANES > values.len().max(1024) {
             return None;
         }
-        let mut lanes = vec![0u32; self.keys.len() * LANES];
         let mut missing = false;
-        for (row, &key) in values.iter().enumerate() {
-            let offset = key.wrapping_sub(base) as u64;
-            let slot = table[(offset as usize) & (DENSE - 1)];
-            let unknown = (offset >= DENSE as u64) | (slot == NO_GROUP);
-            missing |= unknown;
-            let slot = if unknown { 0 } else { slot as usize };
-            lanes[slot * LANES + row % LANES] += u32::from(!unknown);
-        }
-        if missing {
-            return None;
-        }
-        Some(lanes.chunks_exact(LANES).map(|l| l.iter().sum()).collect())
-    }
-
-    /// Groups of `values[row..]` into `out` while their keys are known
-    /// and near the base; the row it stopped at.
-    fn assign_known(&self, values: &[i64], mut row: usize, out: &mut Vec<usize>) -> usize {
-        let (Some(base), Some(table)) = (self.base, self.table.as_deref()) else {
-            return row;
-        };
-        while let Some(&key) = values.get(row) {
-            let offset = key.wrapping_sub(base) as u64;
-            if offset >= DENSE as u64 || table[offset as usize] == NO_GROUP {
-                break;
-            }
-            out.push(table[offset as usize] as usize);
-            row += 1;
-        }
-        row
+        // An unknown key counts on group 0; the counts are then dropped.
+        let slots = values.iter().map(|&key| {
+            let (slot, known) = probe(base, table, key);
+            missing |= !known;
+            if known { slot } else { 0 }
+        });
+        let counts = lane_counts(slots, self.keys.len());
+        (!missing).then_some(counts)
     }
 
     #[inline(never)]
@@ -275,15 +263,6 @@ impl IntKeys {
                 return;
             }
             out.clear();
-            let mut row = 0;
-            while row < values.len() {
-                row = self.assign_known(values, row, out);
-                if let Some(&key) = values.get(row) {
-                    out.push(self.group_of(key));
-                    row += 1;
-                }
-            }
-            return;
         }
         for key in keys.iter() {
             out.push(match key {
@@ -504,18 +483,18 @@ mod tests {
     fn strings_short_long_empty_null_and_trailing_zeros_are_told_apart() {
         let mut g = StrKeys::default();
         let long = "a key of more than sixteen bytes";
-        let got = strings_of(
-            &mut g,
-            vec![
-                Some("ab"),
-                Some("ab\0"),
-                Some(""),
-                None,
-                Some(long),
-                Some("ab"),
-                Some("0123456789abcdef"),
-            ],
-        );
+        // Each key once, in the order of their groups.
+        let distinct = vec![
+            Some("ab"),
+            Some("ab\0"),
+            Some(""),
+            None,
+            Some(long),
+            Some("0123456789abcdef"),
+        ];
+        let mut first = distinct.clone();
+        first.insert(5, Some("ab"));
+        let got = strings_of(&mut g, first);
         assert_eq!(got, vec![0, 1, 2, 3, 4, 0, 5]);
         // A later batch, sliced so that keys end near its buffer's end.
         let batch: ArrayRef = Arc::new(StringArray::from(vec![
@@ -531,17 +510,7 @@ mod tests {
         let keys = g.take().unwrap();
         let keys = keys.as_string::<i32>();
         let back: Vec<Option<&str>> = keys.iter().collect();
-        assert_eq!(
-            back,
-            vec![
-                Some("ab"),
-                Some("ab\0"),
-                Some(""),
-                None,
-                Some(long),
-                Some("0123456789abcdef")
-            ]
-        );
+        assert_eq!(back, distinct);
         assert_eq!(g.groups(), 0);
         assert_eq!(strings_of(&mut g, vec![Some("x"), Some("ab")]), vec![0, 1]);
     }

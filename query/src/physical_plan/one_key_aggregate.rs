@@ -61,9 +61,9 @@ pub const PROBE_ROWS: usize = 100_000;
 /// Groups per row read above which a partial aggregate skips.
 pub const SKIP_RATIO: f64 = 0.5;
 
-/// `count(*)` (a count of a non-null literal): its state is the rows of
-/// each group.
-fn counts_rows(f: &AggregateFunctionExpr) -> bool {
+/// `count(*)` (a count of a non-null literal, not DISTINCT): its state is
+/// the rows of each group, known without reading a column.
+pub fn counts_rows(f: &AggregateFunctionExpr) -> bool {
     f.fun().name() == "count"
         && !f.is_distinct()
         && f.expressions().iter().all(|e| {
@@ -114,9 +114,7 @@ impl OneKeyAggregateExec {
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
-}
 
-impl OneKeyAggregateExec {
     pub fn mode(&self) -> &datafusion::physical_plan::aggregates::AggregateMode {
         self.agg.mode()
     }
